@@ -1,0 +1,53 @@
+# libmultifrost — the two commands: `make demo` and `make test`.
+# Each installs what it needs (cargo crates, Python packages into build/venv).
+
+CARGO   ?= cargo
+BUILD   ?= build
+PYTHON  ?= python3
+VENV    := $(BUILD)/venv
+VPY     := $(VENV)/bin/python
+LIBDIR  := target/release
+
+.PHONY: all build lib programs demo test test-rust test-c test-interop header venv clean
+
+all: build
+
+build: lib programs
+
+lib:
+	$(CARGO) build --release
+
+$(BUILD)/build.ninja: CMakeLists.txt $(wildcard tests/c/CMakeLists.txt)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+programs: lib $(BUILD)/build.ninja
+	cmake --build $(BUILD)
+
+# The main job: a C parent spawns the C math worker, calls it, prints results and stats.
+demo: build
+	$(BUILD)/math_parent $(BUILD)/math_worker
+
+$(VENV)/.ready: tests/interop/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+	touch $@
+
+venv: $(VENV)/.ready
+
+test: build venv test-rust test-c test-interop
+
+test-rust:
+	$(CARGO) test --release
+
+test-c: programs venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ctest --test-dir $(BUILD) --output-on-failure -j2
+
+test-interop: programs venv
+	MF_BUILD_DIR=$(CURDIR)/$(BUILD) $(VPY) -m pytest -q tests/interop
+
+# Regenerates include/multifrost.h from src/ffi (commit the result).
+header:
+	MF_UPDATE_HEADER=1 $(CARGO) test --release --test header
+
+clean:
+	rm -rf $(BUILD) target

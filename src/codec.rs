@@ -1,0 +1,840 @@
+//! The wire codec of `comlink_ipc_v4` (PROTOCOL.md §4 and §7).
+//!
+//! Decoding borrows from the received frame: a [`Message`] holds slices into
+//! the payload, and user values (`args`, `result`) stay raw MessagePack, so a
+//! 1 MiB result is never copied or rebuilt as a value tree on the way through.
+//! Every byte is bounds-checked and every container counted against
+//! [`Limits`]; malformed input yields a [`DecodeError`], never a panic.
+
+use rmp::Marker;
+use std::fmt;
+
+/// The application id every message carries.
+pub const APP_ID: &str = "comlink_ipc_v4";
+/// The namespace a call goes to when it names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Ceilings enforced while decoding (PROTOCOL.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest str, bin or ext payload, in bytes.
+    pub max_bytes: usize,
+    /// Most items in one array or entries in one map.
+    pub max_items: usize,
+    /// Deepest nesting of arrays and maps inside one user value.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 10 * 1024 * 1024,
+            max_items: 100_000,
+            max_depth: 100,
+        }
+    }
+}
+
+/// Why a payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes end in the middle of a value.
+    Truncated,
+    /// A byte that starts no MessagePack value (0xc1).
+    Reserved,
+    /// Bytes left after the value.
+    Trailing,
+    /// The payload is not a map.
+    NotAMap,
+    /// `app` is missing or not `comlink_ipc_v4`.
+    WrongApp,
+    /// A known field has the wrong type.
+    Field(&'static str),
+    /// A map key is not a string.
+    Key,
+    /// A string is not UTF-8.
+    Utf8,
+    /// A str/bin/ext longer than the limit.
+    TooLong(usize),
+    /// An array or map with more items than the limit.
+    TooMany(usize),
+    /// Nesting deeper than the limit.
+    TooDeep,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("truncated msgpack"),
+            DecodeError::Reserved => f.write_str("invalid msgpack byte 0xc1"),
+            DecodeError::Trailing => f.write_str("trailing bytes after the msgpack value"),
+            DecodeError::NotAMap => f.write_str("payload is not a map"),
+            DecodeError::WrongApp => write!(f, "'app' is not '{APP_ID}'"),
+            DecodeError::Field(name) => write!(f, "field '{name}' has the wrong type"),
+            DecodeError::Key => f.write_str("map key is not a string"),
+            DecodeError::Utf8 => f.write_str("string is not valid UTF-8"),
+            DecodeError::TooLong(n) => write!(f, "string or binary of {n} bytes exceeds the limit"),
+            DecodeError::TooMany(n) => write!(f, "container of {n} items exceeds the limit"),
+            DecodeError::TooDeep => f.write_str("nesting exceeds the depth limit"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The message types of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Call,
+    Response,
+    Error,
+    Stdout,
+    Stderr,
+    Heartbeat,
+    Shutdown,
+    /// A type this version does not know; receivers ignore it.
+    Unknown,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Call => "call",
+            Kind::Response => "response",
+            Kind::Error => "error",
+            Kind::Stdout => "stdout",
+            Kind::Stderr => "stderr",
+            Kind::Heartbeat => "heartbeat",
+            Kind::Shutdown => "shutdown",
+            Kind::Unknown => "unknown",
+        }
+    }
+
+    fn parse(s: &str) -> Kind {
+        match s {
+            "call" => Kind::Call,
+            "response" => Kind::Response,
+            "error" => Kind::Error,
+            "stdout" => Kind::Stdout,
+            "stderr" => Kind::Stderr,
+            "heartbeat" => Kind::Heartbeat,
+            "shutdown" => Kind::Shutdown,
+            _ => Kind::Unknown,
+        }
+    }
+}
+
+/// One decoded message. User values (`args`, `result`) are raw MessagePack
+/// slices of the payload; strings are borrowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message<'a> {
+    pub kind: Kind,
+    pub id: Option<&'a str>,
+    pub timestamp: Option<f64>,
+    pub function: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    /// The raw `args` array.
+    pub args: Option<&'a [u8]>,
+    /// The raw `result` value (present, possibly nil, on a response).
+    pub result: Option<&'a [u8]>,
+    pub error: Option<&'a str>,
+    pub output: Option<&'a str>,
+    pub client_name: Option<&'a str>,
+    /// `metadata.hb_timestamp` of a heartbeat.
+    pub hb_timestamp: Option<f64>,
+    /// `metadata.hb_response` of a heartbeat echo.
+    pub hb_response: bool,
+}
+
+impl<'a> Message<'a> {
+    fn empty(kind: Kind) -> Self {
+        Message {
+            kind,
+            id: None,
+            timestamp: None,
+            function: None,
+            namespace: None,
+            args: None,
+            result: None,
+            error: None,
+            output: None,
+            client_name: None,
+            hb_timestamp: None,
+            hb_response: false,
+        }
+    }
+}
+
+/// A cursor over a MessagePack byte string that never reads out of bounds.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    limits: Limits,
+}
+
+/// What a marker says about the value it starts.
+enum Head {
+    Nil,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(usize),
+    Bin(usize),
+    Ext(usize),
+    Array(usize),
+    Map(usize),
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], limits: Limits) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            limits,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn be(&mut self, n: usize) -> Result<u64, DecodeError> {
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    fn head(&mut self) -> Result<Head, DecodeError> {
+        let byte = *self.take(1)?.first().ok_or(DecodeError::Truncated)?;
+        let head = match Marker::from_u8(byte) {
+            Marker::FixPos(v) => Head::Int(i128::from(v)),
+            Marker::FixNeg(v) => Head::Int(i128::from(v)),
+            Marker::Null => Head::Nil,
+            Marker::True => Head::Bool(true),
+            Marker::False => Head::Bool(false),
+            Marker::U8 => Head::Int(i128::from(self.be(1)?)),
+            Marker::U16 => Head::Int(i128::from(self.be(2)?)),
+            Marker::U32 => Head::Int(i128::from(self.be(4)?)),
+            Marker::U64 => Head::Int(i128::from(self.be(8)?)),
+            Marker::I8 => Head::Int(i128::from(self.be(1)? as u8 as i8)),
+            Marker::I16 => Head::Int(i128::from(self.be(2)? as u16 as i16)),
+            Marker::I32 => Head::Int(i128::from(self.be(4)? as u32 as i32)),
+            Marker::I64 => Head::Int(i128::from(self.be(8)? as i64)),
+            Marker::F32 => Head::Float(f64::from(f32::from_bits(self.be(4)? as u32))),
+            Marker::F64 => Head::Float(f64::from_bits(self.be(8)?)),
+            Marker::FixStr(n) => Head::Str(usize::from(n)),
+            Marker::Str8 => Head::Str(self.be(1)? as usize),
+            Marker::Str16 => Head::Str(self.be(2)? as usize),
+            Marker::Str32 => Head::Str(self.be(4)? as usize),
+            Marker::Bin8 => Head::Bin(self.be(1)? as usize),
+            Marker::Bin16 => Head::Bin(self.be(2)? as usize),
+            Marker::Bin32 => Head::Bin(self.be(4)? as usize),
+            Marker::FixArray(n) => Head::Array(usize::from(n)),
+            Marker::Array16 => Head::Array(self.be(2)? as usize),
+            Marker::Array32 => Head::Array(self.be(4)? as usize),
+            Marker::FixMap(n) => Head::Map(usize::from(n)),
+            Marker::Map16 => Head::Map(self.be(2)? as usize),
+            Marker::Map32 => Head::Map(self.be(4)? as usize),
+            Marker::FixExt1 => Head::Ext(1),
+            Marker::FixExt2 => Head::Ext(2),
+            Marker::FixExt4 => Head::Ext(4),
+            Marker::FixExt8 => Head::Ext(8),
+            Marker::FixExt16 => Head::Ext(16),
+            Marker::Ext8 => Head::Ext(self.be(1)? as usize),
+            Marker::Ext16 => Head::Ext(self.be(2)? as usize),
+            Marker::Ext32 => Head::Ext(self.be(4)? as usize),
+            Marker::Reserved => return Err(DecodeError::Reserved),
+        };
+        match head {
+            Head::Str(n) | Head::Bin(n) | Head::Ext(n) if n > self.limits.max_bytes => {
+                Err(DecodeError::TooLong(n))
+            }
+            Head::Array(n) | Head::Map(n) if n > self.limits.max_items => {
+                Err(DecodeError::TooMany(n))
+            }
+            // Every item takes at least one byte: a count larger than what is
+            // left cannot be honest, so refuse it before looping over it.
+            Head::Array(n) if n > self.remaining() => Err(DecodeError::Truncated),
+            Head::Map(n) if n.saturating_mul(2) > self.remaining() => Err(DecodeError::Truncated),
+            h => Ok(h),
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Skips one complete value; `depth` is the nesting it starts at.
+    fn skip(&mut self, depth: usize) -> Result<(), DecodeError> {
+        match self.head()? {
+            Head::Str(n) | Head::Bin(n) => {
+                self.take(n)?;
+            }
+            Head::Ext(n) => {
+                self.take(n + 1)?;
+            }
+            Head::Array(n) => {
+                if depth >= self.limits.max_depth {
+                    return Err(DecodeError::TooDeep);
+                }
+                for _ in 0..n {
+                    self.skip(depth + 1)?;
+                }
+            }
+            Head::Map(n) => {
+                if depth >= self.limits.max_depth {
+                    return Err(DecodeError::TooDeep);
+                }
+                for _ in 0..n * 2 {
+                    self.skip(depth + 1)?;
+                }
+            }
+            Head::Nil | Head::Bool(_) | Head::Int(_) | Head::Float(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Skips one value and returns its raw bytes.
+    fn raw(&mut self, depth: usize) -> Result<&'a [u8], DecodeError> {
+        let start = self.pos;
+        self.skip(depth)?;
+        Ok(&self.buf[start..self.pos])
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
+        match self.head()? {
+            Head::Nil => Ok(None),
+            Head::Str(n) => {
+                let bytes = self.take(n)?;
+                std::str::from_utf8(bytes)
+                    .map(Some)
+                    .map_err(|_| DecodeError::Utf8)
+            }
+            _ => Err(DecodeError::Field(field)),
+        }
+    }
+
+    fn float(&mut self, field: &'static str) -> Result<Option<f64>, DecodeError> {
+        match self.head()? {
+            Head::Nil => Ok(None),
+            Head::Float(v) => Ok(Some(v)),
+            Head::Int(v) => Ok(Some(v as f64)),
+            _ => Err(DecodeError::Field(field)),
+        }
+    }
+
+    fn key(&mut self) -> Result<&'a str, DecodeError> {
+        match self.head()? {
+            Head::Str(n) => std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError::Utf8),
+            _ => Err(DecodeError::Key),
+        }
+    }
+}
+
+/// Decodes one payload. Unknown fields are skipped (after validation).
+pub fn decode(buf: &[u8], limits: Limits) -> Result<Message<'_>, DecodeError> {
+    let mut r = Reader::new(buf, limits);
+    let entries = match r.head()? {
+        Head::Map(n) => n,
+        _ => return Err(DecodeError::NotAMap),
+    };
+    let mut msg = Message::empty(Kind::Unknown);
+    let mut app_ok = false;
+    let mut kind = None;
+    for _ in 0..entries {
+        match r.key()? {
+            "app" => app_ok = r.str("app")? == Some(APP_ID),
+            "id" => msg.id = r.str("id")?,
+            "type" => kind = r.str("type")?,
+            "timestamp" => msg.timestamp = r.float("timestamp")?,
+            "function" => msg.function = r.str("function")?,
+            "namespace" => msg.namespace = r.str("namespace")?,
+            "error" => msg.error = r.str("error")?,
+            "output" => msg.output = r.str("output")?,
+            "client_name" => msg.client_name = r.str("client_name")?,
+            "args" => {
+                let raw = r.raw(0)?;
+                match Marker::from_u8(raw[0]) {
+                    Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => msg.args = Some(raw),
+                    Marker::Null => {}
+                    _ => return Err(DecodeError::Field("args")),
+                }
+            }
+            "result" => msg.result = Some(r.raw(0)?),
+            "metadata" => decode_metadata(&mut r, &mut msg)?,
+            _ => r.skip(1)?,
+        }
+    }
+    if r.pos != buf.len() {
+        return Err(DecodeError::Trailing);
+    }
+    if !app_ok {
+        return Err(DecodeError::WrongApp);
+    }
+    msg.kind = kind.map_or(Kind::Unknown, Kind::parse);
+    Ok(msg)
+}
+
+fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), DecodeError> {
+    let entries = match r.head()? {
+        Head::Map(n) => n,
+        Head::Nil => return Ok(()),
+        _ => return Err(DecodeError::Field("metadata")),
+    };
+    for _ in 0..entries {
+        // Metadata keys written by other peers are strings; anything else is
+        // skipped rather than refused, since metadata is advisory.
+        let key = match r.key() {
+            Ok(k) => Some(k),
+            Err(DecodeError::Key) => None,
+            Err(e) => return Err(e),
+        };
+        match key {
+            Some("hb_timestamp") => msg.hb_timestamp = r.float("metadata.hb_timestamp")?,
+            Some("hb_response") => {
+                msg.hb_response = matches!(r.head()?, Head::Bool(true));
+            }
+            _ => r.skip(2)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `buf` is exactly one MessagePack value within `limits`.
+pub fn validate_value(buf: &[u8], limits: Limits) -> Result<(), DecodeError> {
+    let mut r = Reader::new(buf, limits);
+    r.skip(0)?;
+    if r.pos != buf.len() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(())
+}
+
+/// Checks that `buf` is exactly one MessagePack array within `limits`.
+pub fn validate_args(buf: &[u8], limits: Limits) -> Result<(), DecodeError> {
+    match buf.first().map(|&b| Marker::from_u8(b)) {
+        Some(Marker::FixArray(_) | Marker::Array16 | Marker::Array32) => {
+            validate_value(buf, limits)
+        }
+        Some(_) => Err(DecodeError::Field("args")),
+        None => Err(DecodeError::Truncated),
+    }
+}
+
+/// The number of items of a raw MessagePack array (validated by the caller).
+pub fn array_len(buf: &[u8]) -> Option<usize> {
+    let mut r = Reader::new(buf, Limits::default());
+    match r.head().ok()? {
+        Head::Array(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// Writes messages into a reusable buffer. Writing to a `Vec` cannot fail,
+/// so the `rmp` results are discarded in one place.
+pub struct Encoder<'b> {
+    buf: &'b mut Vec<u8>,
+    /// A fixed clock for reproducible bytes (tests); `None` reads the time.
+    clock: Option<f64>,
+}
+
+/// The current time as float seconds since the Unix epoch.
+pub fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl<'b> Encoder<'b> {
+    pub fn new(buf: &'b mut Vec<u8>) -> Self {
+        Encoder { buf, clock: None }
+    }
+
+    /// An encoder whose timestamps are all `seconds`, so its output is reproducible.
+    pub fn at(buf: &'b mut Vec<u8>, seconds: f64) -> Self {
+        Encoder {
+            buf,
+            clock: Some(seconds),
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.clock.unwrap_or_else(now_seconds)
+    }
+
+    fn map(&mut self, n: u32) {
+        let _ = rmp::encode::write_map_len(self.buf, n);
+    }
+
+    fn str(&mut self, s: &str) {
+        let _ = rmp::encode::write_str(self.buf, s);
+    }
+
+    fn f64(&mut self, v: f64) {
+        let _ = rmp::encode::write_f64(self.buf, v);
+    }
+
+    fn entry_str(&mut self, key: &str, value: &str) {
+        self.str(key);
+        self.str(value);
+    }
+
+    /// The fields every message carries: app, id (when there is one), type, timestamp.
+    fn header(&mut self, extra: u32, id: Option<&str>, kind: Kind) {
+        self.map(3 + u32::from(id.is_some()) + extra);
+        self.entry_str("app", APP_ID);
+        if let Some(id) = id {
+            self.entry_str("id", id);
+        }
+        self.entry_str("type", kind.as_str());
+        self.str("timestamp");
+        self.f64(self.now());
+    }
+
+    /// A `call`; `args` must already be one valid MessagePack array.
+    pub fn call(&mut self, id: &str, function: &str, args: &[u8], namespace: &str) {
+        self.header(4, Some(id), Kind::Call);
+        self.entry_str("function", function);
+        self.str("args");
+        self.buf.extend_from_slice(args);
+        self.entry_str("namespace", namespace);
+        self.str("metadata");
+        self.map(1);
+        self.str("timestamp_sent");
+        self.f64(self.now());
+    }
+
+    /// A `response`; `result` must already be one valid MessagePack value.
+    pub fn response(&mut self, id: Option<&str>, result: &[u8]) {
+        self.header(1, id, Kind::Response);
+        self.str("result");
+        self.buf.extend_from_slice(result);
+    }
+
+    pub fn error(&mut self, id: Option<&str>, text: &str) {
+        self.header(1, id, Kind::Error);
+        self.entry_str("error", text);
+    }
+
+    /// A heartbeat (from a parent) or its echo (`response = true`, from a worker).
+    pub fn heartbeat(&mut self, id: &str, hb_timestamp: f64, response: bool) {
+        self.header(1, Some(id), Kind::Heartbeat);
+        self.str("metadata");
+        self.map(1 + u32::from(response));
+        self.str("hb_timestamp");
+        self.f64(hb_timestamp);
+        if response {
+            self.str("hb_response");
+            let _ = rmp::encode::write_bool(self.buf, true);
+        }
+    }
+
+    pub fn shutdown(&mut self, id: &str) {
+        self.header(0, Some(id), Kind::Shutdown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(f: impl FnOnce(&mut Encoder)) -> Vec<u8> {
+        let mut buf = Vec::new();
+        f(&mut Encoder::new(&mut buf));
+        buf
+    }
+
+    /// A map built by hand, the way another implementation would write it.
+    fn foreign(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        rmp::encode::write_map_len(&mut buf, entries.len() as u32).unwrap();
+        for (k, v) in entries {
+            rmp::encode::write_str(&mut buf, k).unwrap();
+            buf.extend_from_slice(v);
+        }
+        buf
+    }
+
+    fn s(v: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        rmp::encode::write_str(&mut b, v).unwrap();
+        b
+    }
+
+    const ARGS_1_2: &[u8] = &[0x92, 0x01, 0x02];
+
+    #[test]
+    fn call_round_trips() {
+        let buf = encode(|e| e.call("id-1", "add", ARGS_1_2, "default"));
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!(m.kind, Kind::Call);
+        assert_eq!(m.id, Some("id-1"));
+        assert_eq!(m.function, Some("add"));
+        assert_eq!(m.args, Some(ARGS_1_2));
+        assert_eq!(m.namespace, Some("default"));
+        assert!(m.timestamp.unwrap() > 1.7e9);
+    }
+
+    fn f(v: f64) -> Vec<u8> {
+        let mut b = Vec::new();
+        rmp::encode::write_f64(&mut b, v).unwrap();
+        b
+    }
+
+    const T: f64 = 1_700_000_000.5;
+
+    fn at(f: impl FnOnce(&mut Encoder)) -> Vec<u8> {
+        let mut buf = Vec::new();
+        f(&mut Encoder::at(&mut buf, T));
+        buf
+    }
+
+    #[test]
+    fn call_add_vector_is_byte_exact() {
+        let mut meta = vec![0x81];
+        meta.extend(s("timestamp_sent"));
+        meta.extend(f(T));
+        let expected = foreign(&[
+            ("app", &s(APP_ID)),
+            ("id", &s("id-1")),
+            ("type", &s("call")),
+            ("timestamp", &f(T)),
+            ("function", &s("add")),
+            ("args", ARGS_1_2),
+            ("namespace", &s("default")),
+            ("metadata", &meta),
+        ]);
+        let buf = at(|e| e.call("id-1", "add", ARGS_1_2, "default"));
+        assert_eq!(buf, expected);
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!(
+            at(|e| e.call(
+                m.id.unwrap(),
+                m.function.unwrap(),
+                m.args.unwrap(),
+                m.namespace.unwrap()
+            )),
+            buf
+        );
+    }
+
+    #[test]
+    fn response_three_vector_is_byte_exact() {
+        let expected = foreign(&[
+            ("app", &s(APP_ID)),
+            ("id", &s("id-1")),
+            ("type", &s("response")),
+            ("timestamp", &f(T)),
+            ("result", &[0x03]),
+        ]);
+        let buf = at(|e| e.response(Some("id-1"), &[0x03]));
+        assert_eq!(buf, expected);
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!(m.result, Some(&[0x03][..]));
+        assert_eq!(at(|e| e.response(m.id, m.result.unwrap())), buf);
+    }
+
+    #[test]
+    fn heartbeat_echo_vector_is_byte_exact() {
+        let mut meta = vec![0x82];
+        meta.extend(s("hb_timestamp"));
+        meta.extend(f(1_700_000_000.25));
+        meta.extend(s("hb_response"));
+        meta.push(0xc3);
+        let expected = foreign(&[
+            ("app", &s(APP_ID)),
+            ("id", &s("hb")),
+            ("type", &s("heartbeat")),
+            ("timestamp", &f(T)),
+            ("metadata", &meta),
+        ]);
+        assert_eq!(at(|e| e.heartbeat("hb", 1_700_000_000.25, true)), expected);
+    }
+
+    #[test]
+    fn error_without_id_leaves_the_field_out() {
+        let expected = foreign(&[
+            ("app", &s(APP_ID)),
+            ("type", &s("error")),
+            ("timestamp", &f(T)),
+            ("error", &s("message missing 'function' field")),
+        ]);
+        assert_eq!(
+            at(|e| e.error(None, "message missing 'function' field")),
+            expected
+        );
+    }
+
+    #[test]
+    fn error_and_shutdown_round_trip() {
+        let buf = encode(|e| e.error(Some("x"), "ValueError: bad"));
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!((m.kind, m.error), (Kind::Error, Some("ValueError: bad")));
+        let buf = encode(|e| e.shutdown("s"));
+        assert_eq!(
+            decode(&buf, Limits::default()).unwrap().kind,
+            Kind::Shutdown
+        );
+    }
+
+    #[test]
+    fn heartbeat_vector() {
+        let buf = encode(|e| e.heartbeat("hb", 1_700_000_000.25, false));
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!(m.kind, Kind::Heartbeat);
+        assert_eq!(m.hb_timestamp, Some(1_700_000_000.25));
+        assert!(!m.hb_response);
+        let echo = encode(|e| e.heartbeat(m.id.unwrap(), m.hb_timestamp.unwrap(), true));
+        let m = decode(&echo, Limits::default()).unwrap();
+        assert_eq!(m.id, Some("hb"));
+        assert_eq!(m.hb_timestamp, Some(1_700_000_000.25));
+        assert!(m.hb_response);
+    }
+
+    #[test]
+    fn foreign_message_with_unknown_fields_decodes() {
+        let meta = {
+            let mut b = vec![0x82];
+            b.extend(s("timestamp_received"));
+            b.extend([0xcb, 0x41, 0xd9, 0, 0, 0, 0, 0, 0]);
+            b.extend(s("extra"));
+            b.extend([0x93, 1, 2, 3]);
+            b
+        };
+        let buf = foreign(&[
+            ("type", &s("response")),
+            ("app", &s(APP_ID)),
+            ("id", &s("abc")),
+            ("result", &[0x81, 0xa1, b'k', 0xc0]),
+            ("metadata", &meta),
+            ("unknown_field", &[0x92, 0xc3, 0xc2]),
+            ("timestamp", &[0x05]),
+        ]);
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!(m.kind, Kind::Response);
+        assert_eq!(m.result, Some(&[0x81, 0xa1, b'k', 0xc0][..]));
+        assert_eq!(m.timestamp, Some(5.0));
+    }
+
+    #[test]
+    fn call_without_function_decodes_with_none() {
+        let buf = foreign(&[("app", &s(APP_ID)), ("id", &s("1")), ("type", &s("call"))]);
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!((m.kind, m.function), (Kind::Call, None));
+    }
+
+    #[test]
+    fn unknown_type_is_unknown() {
+        let buf = foreign(&[("app", &s(APP_ID)), ("type", &s("gossip"))]);
+        assert_eq!(decode(&buf, Limits::default()).unwrap().kind, Kind::Unknown);
+    }
+
+    #[test]
+    fn malformed_payloads_are_refused() {
+        let l = Limits::default();
+        assert_eq!(decode(&[], l), Err(DecodeError::Truncated));
+        assert_eq!(decode(&[0xc1], l), Err(DecodeError::Reserved));
+        assert_eq!(decode(&[0x93, 1, 2, 3], l), Err(DecodeError::NotAMap));
+        let ok = foreign(&[("app", &s(APP_ID)), ("type", &s("shutdown"))]);
+        let mut trailing = ok.clone();
+        trailing.push(0);
+        assert_eq!(decode(&trailing, l), Err(DecodeError::Trailing));
+        assert_eq!(decode(&ok[..ok.len() - 2], l), Err(DecodeError::Truncated));
+        let wrong_app = foreign(&[("app", &s("other")), ("type", &s("call"))]);
+        assert_eq!(decode(&wrong_app, l), Err(DecodeError::WrongApp));
+        let no_app = foreign(&[("type", &s("call"))]);
+        assert_eq!(decode(&no_app, l), Err(DecodeError::WrongApp));
+        let bad_id = foreign(&[("app", &s(APP_ID)), ("id", &[0x07])]);
+        assert_eq!(decode(&bad_id, l), Err(DecodeError::Field("id")));
+        let bad_args = foreign(&[("app", &s(APP_ID)), ("args", &[0x07])]);
+        assert_eq!(decode(&bad_args, l), Err(DecodeError::Field("args")));
+        let bad_utf8 = foreign(&[("app", &s(APP_ID)), ("id", &[0xa2, 0xff, 0xfe])]);
+        assert_eq!(decode(&bad_utf8, l), Err(DecodeError::Utf8));
+        let int_key = [0x81, 0x01, 0x02];
+        assert_eq!(decode(&int_key, l), Err(DecodeError::Key));
+    }
+
+    #[test]
+    fn lying_headers_are_refused_before_allocation() {
+        let l = Limits::default();
+        // A map claiming 2^32-1 entries, a str claiming 4 GiB, a bin claiming 4 GiB.
+        assert_eq!(
+            decode(&[0xdf, 0xff, 0xff, 0xff, 0xff], l),
+            Err(DecodeError::TooMany(u32::MAX as usize))
+        );
+        assert_eq!(
+            validate_value(&[0xdb, 0xff, 0xff, 0xff, 0xff], l),
+            Err(DecodeError::TooLong(u32::MAX as usize))
+        );
+        assert_eq!(
+            validate_value(&[0xc6, 0xff, 0xff, 0xff, 0xff], l),
+            Err(DecodeError::TooLong(u32::MAX as usize))
+        );
+        // Within limits but longer than the bytes there are.
+        assert_eq!(
+            validate_value(&[0xdc, 0x10, 0x00, 0x01], l),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let l = Limits::default();
+        let mut deep = vec![0x91; 200_000];
+        deep.push(0xc0);
+        assert_eq!(validate_value(&deep, l), Err(DecodeError::TooDeep));
+        let mut ok = vec![0x91; 100];
+        ok.push(0xc0);
+        assert_eq!(validate_value(&ok, l), Ok(()));
+        let mut too_deep = vec![0x91; 101];
+        too_deep.push(0xc0);
+        assert_eq!(validate_value(&too_deep, l), Err(DecodeError::TooDeep));
+    }
+
+    #[test]
+    fn args_must_be_one_array() {
+        let l = Limits::default();
+        assert_eq!(validate_args(ARGS_1_2, l), Ok(()));
+        assert_eq!(validate_args(&[0x90], l), Ok(()));
+        assert_eq!(validate_args(&[0x01], l), Err(DecodeError::Field("args")));
+        assert_eq!(validate_args(&[0x91, 1, 2], l), Err(DecodeError::Trailing));
+        assert_eq!(validate_args(&[], l), Err(DecodeError::Truncated));
+        assert_eq!(array_len(ARGS_1_2), Some(2));
+    }
+
+    #[test]
+    fn every_scalar_kind_validates() {
+        let l = Limits::default();
+        for v in [
+            &[0xc0][..],
+            &[0xc3],
+            &[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            &[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0],
+            &[0xca, 0x3f, 0x80, 0, 0],
+            &[0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0],
+            &[0xc4, 0x02, 0x00, 0xff],
+            &[0xd4, 0x01, 0x02],
+            &[0xc7, 0x01, 0x05, 0xaa],
+        ] {
+            assert_eq!(validate_value(v, l), Ok(()), "{v:x?}");
+        }
+    }
+
+    #[test]
+    fn oversized_string_is_refused_by_limit() {
+        let l = Limits {
+            max_bytes: 4,
+            ..Limits::default()
+        };
+        assert_eq!(
+            validate_value(&[0xa5, 1, 2, 3, 4, 5], l),
+            Err(DecodeError::TooLong(5))
+        );
+        assert_eq!(validate_value(&[0xa4, 1, 2, 3, 4], l), Ok(()));
+    }
+}

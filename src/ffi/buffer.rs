@@ -1,0 +1,58 @@
+//! Buffers and strings the library hands out, each with its one free function.
+
+use std::ffi::{c_char, CString};
+
+/// Bytes owned by the library and handed to the caller (msgpack results).
+/// Free exactly once with `mf_buffer_free`. An empty buffer has data NULL.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mf_buffer {
+    pub data: *mut u8,
+    pub len: usize,
+}
+
+impl mf_buffer {
+    pub(crate) fn from_slice(bytes: &[u8]) -> mf_buffer {
+        if bytes.is_empty() {
+            return mf_buffer {
+                data: std::ptr::null_mut(),
+                len: 0,
+            };
+        }
+        let boxed: Box<[u8]> = bytes.into();
+        let len = boxed.len();
+        mf_buffer {
+            data: Box::into_raw(boxed).cast(),
+            len,
+        }
+    }
+}
+
+/// Frees a buffer from `mf_call`. A buffer with data NULL is ignored.
+/// Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mf_buffer_free(buffer: mf_buffer) {
+    super::guard_void(|| {
+        if !buffer.data.is_null() {
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                buffer.data,
+                buffer.len,
+            )));
+        }
+    });
+}
+
+pub(crate) fn string_into_raw(s: String) -> *mut c_char {
+    super::error::c_string(&s).into_raw()
+}
+
+/// Frees a string the library returned (`mf_call_json`, `mf_parent_stats_json`).
+/// NULL is ignored. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mf_string_free(s: *mut c_char) {
+    super::guard_void(|| {
+        if !s.is_null() {
+            drop(CString::from_raw(s));
+        }
+    });
+}

@@ -1,0 +1,96 @@
+//! Status codes and the thread-local error text.
+
+use crate::error::ErrorKind;
+use std::cell::RefCell;
+use std::ffi::{c_char, CString};
+
+/// The result of every fallible call. Values never change meaning; new ones
+/// are only added at the end.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mf_status {
+    /// Success.
+    MF_OK = 0,
+    /// A NULL pointer, bad UTF-8, malformed JSON or msgpack, or a value out of range.
+    MF_ERR_INVALID_ARGUMENT = 1,
+    /// The call (or the start-up / connect wait) ran out of time.
+    MF_ERR_TIMEOUT = 2,
+    /// The worker's handler failed; the text (e.g. "ValueError: ...") is the error message.
+    MF_ERR_REMOTE = 3,
+    /// The circuit breaker is open: the call was refused without being sent.
+    MF_ERR_CIRCUIT_OPEN = 4,
+    /// The spawned worker exited; the message has its exit code or signal and last stderr lines.
+    MF_ERR_WORKER_EXITED = 5,
+    /// A service id was not found in the registry.
+    MF_ERR_NOT_FOUND = 6,
+    /// A worker with this service id is already running.
+    MF_ERR_ALREADY_RUNNING = 7,
+    /// The peer sent something that is not valid protocol, or a value with no JSON form.
+    MF_ERR_PROTOCOL = 8,
+    /// An operating-system or socket failure (e.g. a program that cannot be started).
+    MF_ERR_IO = 9,
+    /// The handle was closed (also: calls in flight when it was closed).
+    MF_ERR_CLOSED = 10,
+    /// An internal error was caught at the C boundary; the library stays usable.
+    MF_ERR_PANIC = 11,
+}
+
+impl From<ErrorKind> for mf_status {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::InvalidArgument => mf_status::MF_ERR_INVALID_ARGUMENT,
+            ErrorKind::Timeout => mf_status::MF_ERR_TIMEOUT,
+            ErrorKind::Remote => mf_status::MF_ERR_REMOTE,
+            ErrorKind::CircuitOpen => mf_status::MF_ERR_CIRCUIT_OPEN,
+            ErrorKind::WorkerExited => mf_status::MF_ERR_WORKER_EXITED,
+            ErrorKind::NotFound => mf_status::MF_ERR_NOT_FOUND,
+            ErrorKind::AlreadyRunning => mf_status::MF_ERR_ALREADY_RUNNING,
+            ErrorKind::Protocol => mf_status::MF_ERR_PROTOCOL,
+            ErrorKind::Io => mf_status::MF_ERR_IO,
+            ErrorKind::Closed => mf_status::MF_ERR_CLOSED,
+            ErrorKind::Panic => mf_status::MF_ERR_PANIC,
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// A C string of `text`, with any NUL byte replaced so nothing is cut off.
+pub(crate) fn c_string(text: &str) -> CString {
+    CString::new(text.replace('\0', "\u{FFFD}")).unwrap_or_default()
+}
+
+pub(crate) fn set_last_error(text: &str) {
+    LAST_ERROR.with(|e| *e.borrow_mut() = c_string(text));
+}
+
+/// The text of the last failure on the calling thread ("" if none).
+/// Never NULL. Valid until the next failing call on this thread.
+/// Callers whose next call may run on another OS thread (goroutines, async
+/// runtimes) should use the error text handed back by the call itself.
+#[no_mangle]
+pub extern "C" fn mf_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// A static, human-readable name for a status ("MF_ERR_TIMEOUT"); never NULL.
+#[no_mangle]
+pub extern "C" fn mf_status_name(status: mf_status) -> *const c_char {
+    let name: &'static str = match status {
+        mf_status::MF_OK => "MF_OK\0",
+        mf_status::MF_ERR_INVALID_ARGUMENT => "MF_ERR_INVALID_ARGUMENT\0",
+        mf_status::MF_ERR_TIMEOUT => "MF_ERR_TIMEOUT\0",
+        mf_status::MF_ERR_REMOTE => "MF_ERR_REMOTE\0",
+        mf_status::MF_ERR_CIRCUIT_OPEN => "MF_ERR_CIRCUIT_OPEN\0",
+        mf_status::MF_ERR_WORKER_EXITED => "MF_ERR_WORKER_EXITED\0",
+        mf_status::MF_ERR_NOT_FOUND => "MF_ERR_NOT_FOUND\0",
+        mf_status::MF_ERR_ALREADY_RUNNING => "MF_ERR_ALREADY_RUNNING\0",
+        mf_status::MF_ERR_PROTOCOL => "MF_ERR_PROTOCOL\0",
+        mf_status::MF_ERR_IO => "MF_ERR_IO\0",
+        mf_status::MF_ERR_CLOSED => "MF_ERR_CLOSED\0",
+        mf_status::MF_ERR_PANIC => "MF_ERR_PANIC\0",
+    };
+    name.as_ptr().cast()
+}

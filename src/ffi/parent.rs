@@ -1,0 +1,264 @@
+//! `mf_parent`: a connection to one worker, spawned or reached.
+
+use super::buffer::{mf_buffer, string_into_raw};
+use super::error::{c_string, mf_status};
+use super::options::mf_options;
+use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
+use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::parent::Parent;
+use std::ffi::{c_char, c_void};
+
+/// A connection to one worker. Created by `mf_spawn` or `mf_connect`,
+/// released by `mf_parent_close`. Thread-safe: any number of threads may
+/// call on it at once, and `mf_parent_close` may run while other threads
+/// are inside calls on it (those calls end with MF_ERR_CLOSED); it must not
+/// run concurrently with the *start* of another call on the same handle.
+pub struct mf_parent(Parent);
+
+/// Called once when an `mf_call_async` call ends, on the parent's I/O
+/// thread: it must return quickly and must not close this parent.
+/// On MF_OK `result`/`result_len` hold the msgpack result and
+/// `error_message` is NULL; otherwise `result` is NULL and `error_message`
+/// says why. Both pointers are valid only during the callback.
+pub type mf_completion = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        status: mf_status,
+        result: *const u8,
+        result_len: usize,
+        error_message: *const c_char,
+    ),
+>;
+
+unsafe fn options_of(opts: *const mf_options) -> Options {
+    opts.as_ref().map(|o| o.0.clone()).unwrap_or_default()
+}
+
+/// Collects a NULL-terminated argument array.
+unsafe fn arg_list(args: *const *const c_char) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if args.is_null() {
+        return Ok(out);
+    }
+    for i in 0.. {
+        let p = *args.add(i);
+        if p.is_null() {
+            break;
+        }
+        if i >= 4096 {
+            return Err(Error::invalid(
+                "more than 4096 arguments (is the array NULL-terminated?)",
+            ));
+        }
+        out.push(text(p, &format!("args[{i}]"))?.to_owned());
+    }
+    Ok(out)
+}
+
+/// Starts `program` as a worker and returns when it has answered a heartbeat.
+///
+/// `program`: a path, or a name looked up in PATH. A script is started
+/// through its interpreter: program "python3", args {"worker.py", "--worker", NULL}.
+/// `args`: NULL-terminated arguments after the program (NULL = none).
+/// `opts`: NULL = defaults; copied, so it may be freed right after.
+/// `out`: receives the handle, written only on MF_OK.
+///
+/// Errors: MF_ERR_INVALID_ARGUMENT (NULL/UTF-8), MF_ERR_IO (the program
+/// cannot be started; the message names it), MF_ERR_WORKER_EXITED (it
+/// exited before answering; exit status and last stderr lines in the
+/// message), MF_ERR_TIMEOUT (no answer within the start-up timeout).
+#[no_mangle]
+pub unsafe extern "C" fn mf_spawn(
+    program: *const c_char,
+    args: *const *const c_char,
+    opts: *const mf_options,
+    out: *mut *mut mf_parent,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let program = text(program, "program")?;
+        let args = arg_list(args)?;
+        let parent = Parent::spawn(program, &args, options_of(opts))?;
+        *out = arc_into_handle(mf_parent(parent));
+        Ok(())
+    })
+}
+
+/// Connects to a running worker and returns when it has answered a heartbeat.
+///
+/// `target`: an endpoint "tcp://host:port" (a worker bound there, possibly on
+/// another machine). `opts`: NULL = defaults. `out`: written only on MF_OK.
+/// Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_TIMEOUT (nobody answered within
+/// the connect timeout).
+#[no_mangle]
+pub unsafe extern "C" fn mf_connect(
+    target: *const c_char,
+    opts: *const mf_options,
+    out: *mut *mut mf_parent,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let target = text(target, "target")?;
+        let parent = Parent::connect_endpoint(target, options_of(opts))?;
+        *out = arc_into_handle(mf_parent(parent));
+        Ok(())
+    })
+}
+
+/// Calls `function` and blocks until its result. Any thread.
+///
+/// `args`/`args_len`: one msgpack array (NULL with length 0 = no arguments).
+/// `timeout_ms` > 0: that limit; 0: the parent's default (30000 unless set);
+/// < 0: no limit. `out`: receives the msgpack result, written only on MF_OK;
+/// free it with `mf_buffer_free`.
+///
+/// Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_TIMEOUT (the late reply is
+/// dropped), MF_ERR_REMOTE (the handler failed; `mf_last_error` has its
+/// text, e.g. "ValueError: ..."), MF_ERR_CIRCUIT_OPEN, MF_ERR_WORKER_EXITED,
+/// MF_ERR_CLOSED.
+#[no_mangle]
+pub unsafe extern "C" fn mf_call(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args: *const u8,
+    args_len: usize,
+    timeout_ms: i64,
+    out: *mut mf_buffer,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let parent = arc_borrow(p.cast_const(), "parent")?;
+        let function = text(function, "function")?;
+        let args = args_or_empty(bytes(args, args_len, "args")?);
+        let reply = parent.0.call(function, args, timeout_ms)?;
+        *out = mf_buffer::from_slice(reply.bytes());
+        Ok(())
+    })
+}
+
+fn args_or_empty(args: &[u8]) -> &[u8] {
+    if args.is_empty() {
+        &[0x90]
+    } else {
+        args
+    }
+}
+
+/// Like `mf_call` with JSON text for arguments and result.
+///
+/// `args_json`: a JSON array. JSON maps to msgpack as: null, true/false,
+/// integers exactly (any value in int64 ∪ uint64, e.g. -9007199254740993
+/// survives; larger ones → MF_ERR_INVALID_ARGUMENT, never rounded), other
+/// numbers as float64, strings as str, arrays and objects as array and map.
+/// Results map back the same way, plus: bin → base64 string, NaN/±Infinity
+/// → null, non-string map keys → their JSON text as the key, ext → MF_ERR_PROTOCOL.
+/// `out`: a NUL-terminated JSON string, written only on MF_OK; free it with
+/// `mf_string_free`.
+#[no_mangle]
+pub unsafe extern "C" fn mf_call_json(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args_json: *const c_char,
+    timeout_ms: i64,
+    out: *mut *mut c_char,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let parent = arc_borrow(p.cast_const(), "parent")?;
+        let function = text(function, "function")?;
+        let args = crate::json::args_to_msgpack(text(args_json, "args_json")?)?;
+        let reply = parent.0.call(function, &args, timeout_ms)?;
+        let json = crate::json::from_msgpack(reply.bytes())?;
+        *out = string_into_raw(json);
+        Ok(())
+    })
+}
+
+struct Completion {
+    cb: unsafe extern "C" fn(*mut c_void, mf_status, *const u8, usize, *const c_char),
+    user: *mut c_void,
+}
+// SAFETY: the caller hands the callback and user data over for use on the I/O thread.
+unsafe impl Send for Completion {}
+
+/// Starts a call without waiting; `cb` runs exactly once when it ends (see
+/// `mf_completion`). Arguments and `timeout_ms` as for `mf_call`. Any thread.
+/// When this returns anything but MF_OK the call was not started and `cb`
+/// is never run.
+#[no_mangle]
+pub unsafe extern "C" fn mf_call_async(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args: *const u8,
+    args_len: usize,
+    timeout_ms: i64,
+    cb: mf_completion,
+    user_data: *mut c_void,
+) -> mf_status {
+    guard(|| {
+        let parent = arc_borrow(p.cast_const(), "parent")?;
+        let function = text(function, "function")?;
+        let args = args_or_empty(bytes(args, args_len, "args")?);
+        let cb = cb.ok_or_else(|| Error::invalid("callback is NULL"))?;
+        let completion = Completion {
+            cb,
+            user: user_data,
+        };
+        parent.0.call_async(
+            function,
+            args,
+            timeout_ms,
+            Box::new(move |outcome| {
+                let c = completion;
+                match outcome {
+                    Ok(reply) => {
+                        let r = reply.bytes();
+                        (c.cb)(
+                            c.user,
+                            mf_status::MF_OK,
+                            r.as_ptr(),
+                            r.len(),
+                            std::ptr::null(),
+                        );
+                    }
+                    Err(e) => {
+                        let text = c_string(&e.message);
+                        (c.cb)(c.user, e.kind.into(), std::ptr::null(), 0, text.as_ptr());
+                    }
+                }
+            }),
+        )
+    })
+}
+
+/// The parent's metrics as a JSON object (free with `mf_string_free`):
+/// requests_total, requests_success, requests_failed, remote_errors,
+/// timeouts, in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
+/// latency_p99_ms, heartbeat_rtt_last_ms, heartbeat_rtt_avg_ms,
+/// heartbeat_misses, healthy, circuit_state ("closed", "open", "half_open"),
+/// circuit_trips, consecutive_failures, restarts, dropped_malformed,
+/// dropped_unknown, worker_pid (0 when none). NULL if `p` is NULL. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mf_parent_stats_json(p: *const mf_parent) -> *mut c_char {
+    let mut out = std::ptr::null_mut();
+    guard(|| {
+        let parent = arc_borrow(p, "parent")?;
+        out = string_into_raw(parent.0.stats_json());
+        Ok(())
+    });
+    out
+}
+
+/// Closes the connection and releases the handle: calls in flight end with
+/// MF_ERR_CLOSED, a spawned worker is sent `shutdown` and SIGTERM, killed
+/// after the grace period if still running, and reaped. NULL is ignored.
+/// Must not be called from a completion or log callback of this parent.
+#[no_mangle]
+pub unsafe extern "C" fn mf_parent_close(p: *mut mf_parent) {
+    super::guard_void(|| {
+        if let Some(parent) = arc_release(p) {
+            parent.0.close();
+        }
+    });
+}

@@ -1,0 +1,63 @@
+//! `mf_reply`: the right to answer one call.
+
+use super::error::mf_status;
+use super::{bytes, guard, text};
+use crate::error::{Error, Result};
+use crate::worker::ReplyHandle;
+use std::ffi::c_char;
+
+/// One call being answered. Handed to a handler; answered exactly once with
+/// `mf_reply_ok`, `mf_reply_json` or `mf_reply_error`, during the handler or
+/// later from any thread. Answering frees it: the pointer is invalid after a
+/// call that returned MF_OK. A reply that is never answered leaks and its
+/// caller gets a timeout.
+pub struct mf_reply(pub(crate) ReplyHandle);
+
+/// Answers with the value `f` makes unless the value is refused, in which
+/// case the reply stays unanswered (and valid) so the caller can answer again.
+unsafe fn answer<T: AsRef<[u8]>>(r: *mut mf_reply, f: impl FnOnce() -> Result<T>) -> mf_status {
+    guard(|| {
+        let reply = r.as_ref().ok_or_else(|| Error::invalid("reply is NULL"))?;
+        let value = f()?;
+        reply.0.check_result(value.as_ref())?;
+        Box::from_raw(r).0.ok_checked(value.as_ref());
+        Ok(())
+    })
+}
+
+/// Answers with a result: one msgpack value of `len` bytes. A result that is
+/// not exactly one valid msgpack value → MF_ERR_INVALID_ARGUMENT and the
+/// reply is not consumed.
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_ok(
+    r: *mut mf_reply,
+    result_msgpack: *const u8,
+    len: usize,
+) -> mf_status {
+    answer(r, || bytes(result_msgpack, len, "result"))
+}
+
+/// Answers with a result given as JSON text (mapped as described at
+/// `mf_call_json`). Invalid JSON → MF_ERR_INVALID_ARGUMENT and the reply is
+/// not consumed.
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_json(r: *mut mf_reply, result_json: *const c_char) -> mf_status {
+    answer(r, || {
+        crate::json::to_msgpack(text(result_json, "result_json")?)
+    })
+}
+
+/// Answers with an error; the caller gets MF_ERR_REMOTE with `message`
+/// (convention: "<ErrorType>: <text>"). A NULL or non-UTF-8 message →
+/// MF_ERR_INVALID_ARGUMENT and the reply is not consumed.
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_error(r: *mut mf_reply, message: *const c_char) -> mf_status {
+    guard(|| {
+        if r.is_null() {
+            return Err(Error::invalid("reply is NULL"));
+        }
+        let message = text(message, "message")?;
+        let reply = Box::from_raw(r);
+        reply.0.error(message)
+    })
+}

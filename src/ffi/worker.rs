@@ -1,0 +1,195 @@
+//! `mf_worker`: the serving side.
+
+use super::error::{c_string, mf_status};
+use super::reply::mf_reply;
+use super::{arc_borrow, arc_into_handle, arc_release, guard, out_ptr, text};
+use crate::error::Error;
+use crate::worker::{Handler, Mode, Worker};
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+/// A worker. Created by `mf_worker_new`, released by `mf_worker_free`.
+/// Register handlers, then `mf_serve` on one thread; `mf_worker_stop` may be
+/// called from any thread (also a signal-free way to end `mf_serve`).
+pub struct mf_worker(Worker);
+
+/// A function handler. `args`/`args_len`: the call's msgpack argument array,
+/// valid only during the call. Answer through `reply` (see `mf_reply`),
+/// during the call or later from any thread. Runs on a handler thread of the
+/// worker (one at a time unless `mf_worker_set_concurrency` says more).
+pub type mf_handler = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        args: *const u8,
+        args_len: usize,
+        reply: *mut mf_reply,
+    ),
+>;
+
+/// A JSON handler: `args_json` is the argument array as JSON text (mapping
+/// as at `mf_call_json`), valid only during the call.
+pub type mf_json_handler = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, args_json: *const c_char, reply: *mut mf_reply),
+>;
+
+struct UserData(*mut c_void);
+// SAFETY: the caller hands the user data over for use on handler threads.
+unsafe impl Send for UserData {}
+unsafe impl Sync for UserData {}
+
+/// A new worker. `service_id` NULL: spawn mode (`mf_serve` connects to the
+/// parent named by COMLINK_ZMQ_PORT). "tcp://host:port": bind that endpoint
+/// and serve whoever connects. `out` is written only on MF_OK.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_new(
+    service_id: *const c_char,
+    out: *mut *mut mf_worker,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let mode = if service_id.is_null() {
+            Mode::Spawn
+        } else {
+            let target = text(service_id, "service_id")?;
+            if target.starts_with("tcp://") || target.starts_with("ipc://") {
+                Mode::Bind(target.to_owned())
+            } else {
+                return Err(Error::invalid(format!(
+                    "'{target}' is not an endpoint: service ids need the registry (connect mode)"
+                )));
+            }
+        };
+        *out = arc_into_handle(mf_worker(Worker::new(mode)?));
+        Ok(())
+    })
+}
+
+unsafe fn register(w: *mut mf_worker, name: *const c_char, handler: Handler) -> mf_status {
+    guard(|| {
+        let worker = arc_borrow(w.cast_const(), "worker")?;
+        worker.0.register(text(name, "name")?, handler)
+    })
+}
+
+/// Registers `fn` under `name` (replacing an earlier one). Names starting
+/// with '_' are private: callers get "Cannot call private method".
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_register(
+    w: *mut mf_worker,
+    name: *const c_char,
+    handler: mf_handler,
+    user_data: *mut c_void,
+) -> mf_status {
+    let Some(f) = handler else {
+        return super::fail(&Error::invalid("handler is NULL"));
+    };
+    let user = UserData(user_data);
+    register(
+        w,
+        name,
+        Arc::new(move |args: &[u8], reply| {
+            let user = &user;
+            let r = Box::into_raw(Box::new(mf_reply(reply)));
+            f(user.0, args.as_ptr(), args.len(), r);
+        }),
+    )
+}
+
+/// Registers a JSON handler under `name`. Arguments that have no JSON form
+/// (ext values) are answered with an error without calling it.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_register_json(
+    w: *mut mf_worker,
+    name: *const c_char,
+    handler: mf_json_handler,
+    user_data: *mut c_void,
+) -> mf_status {
+    let Some(f) = handler else {
+        return super::fail(&Error::invalid("handler is NULL"));
+    };
+    let user = UserData(user_data);
+    register(
+        w,
+        name,
+        Arc::new(move |args: &[u8], reply| {
+            let user = &user;
+            match crate::json::from_msgpack(args) {
+                Ok(json) => {
+                    let json = c_string(&json);
+                    let r = Box::into_raw(Box::new(mf_reply(reply)));
+                    f(user.0, json.as_ptr(), r);
+                }
+                Err(e) => {
+                    let _ = reply.error(&format!(
+                        "TypeError: arguments have no JSON form: {}",
+                        e.message
+                    ));
+                }
+            }
+        }),
+    )
+}
+
+/// Handler threads (1..=1024, default 1: handlers need not be thread-safe).
+/// Takes effect at the next `mf_serve`.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_set_concurrency(w: *mut mf_worker, threads: u32) -> mf_status {
+    guard(|| {
+        arc_borrow(w.cast_const(), "worker")?
+            .0
+            .set_concurrency(threads as usize)
+    })
+}
+
+/// The namespace this worker serves (default "default"); calls that name
+/// another namespace are dropped without a reply.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_set_namespace(
+    w: *mut mf_worker,
+    ns: *const c_char,
+) -> mf_status {
+    guard(|| {
+        arc_borrow(w.cast_const(), "worker")?
+            .0
+            .set_namespace(text(ns, "namespace")?)
+    })
+}
+
+/// Whether `mf_serve` installs SIGINT/SIGTERM handlers that make it return
+/// (default true; the previous handlers are restored when it returns).
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_set_handle_signals(w: *mut mf_worker, on: bool) -> mf_status {
+    guard(|| {
+        arc_borrow(w.cast_const(), "worker")?
+            .0
+            .set_handle_signals(on);
+        Ok(())
+    })
+}
+
+/// Serves calls; blocks until `mf_worker_stop`, a `shutdown` message from a
+/// parent, or SIGINT/SIGTERM, then returns MF_OK. Spawn mode without a valid
+/// COMLINK_ZMQ_PORT → MF_ERR_INVALID_ARGUMENT at once (the message says why).
+#[no_mangle]
+pub unsafe extern "C" fn mf_serve(w: *mut mf_worker) -> mf_status {
+    guard(|| arc_borrow(w.cast_const(), "worker")?.0.serve())
+}
+
+/// Makes `mf_serve` return. Any thread, any time (before `mf_serve` too).
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_stop(w: *mut mf_worker) -> mf_status {
+    guard(|| {
+        arc_borrow(w.cast_const(), "worker")?.0.stop();
+        Ok(())
+    })
+}
+
+/// Releases the handle. A worker still serving is stopped first. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_free(w: *mut mf_worker) {
+    super::guard_void(|| {
+        if let Some(worker) = arc_release(w) {
+            worker.0.stop();
+        }
+    });
+}

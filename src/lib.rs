@@ -1,0 +1,30 @@
+//! libmultifrost: start worker processes (or reach running ones) and call
+//! their functions as if they were local, over the `comlink_ipc_v4` protocol
+//! (ZeroMQ DEALER/ROUTER + MessagePack).
+//!
+//! The core is plain Rust; `ffi` is the only module that knows about C.
+
+pub mod breaker;
+pub mod codec;
+pub mod error;
+pub mod ffi;
+pub mod ids;
+pub mod json;
+pub mod log;
+pub mod options;
+pub mod parent;
+pub mod process;
+pub mod stats;
+pub mod wake;
+pub mod worker;
+
+pub use error::{Error, ErrorKind, Result};
+pub use options::Options;
+pub use parent::Parent;
+pub use worker::{Mode, ReplyHandle, Worker};
+
+/// The process-wide ZeroMQ context (one libzmq I/O thread).
+pub(crate) fn zmq_context() -> &'static zmq::Context {
+    static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
+    CONTEXT.get_or_init(zmq::Context::new)
+}

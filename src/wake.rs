@@ -1,0 +1,53 @@
+//! A Linux eventfd used to wake a thread that sleeps in `zmq_poll`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// A counter that other threads bump to wake the poller.
+#[derive(Debug)]
+pub struct Wake {
+    fd: OwnedFd,
+}
+
+impl Wake {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd has no memory arguments; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        Ok(Wake {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Makes the descriptor readable (async-signal-safe).
+    pub fn notify(&self) {
+        notify_fd(self.fd.as_raw_fd());
+    }
+
+    /// Resets the counter after a wake-up.
+    pub fn drain(&self) {
+        let mut buf = 0u64;
+        // SAFETY: reads 8 bytes into a local u64; EAGAIN when already drained is fine.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut buf as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Writes 1 to an eventfd. Only calls write(2), so a signal handler may use it.
+pub fn notify_fd(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: writes 8 bytes from a local u64; a full counter (EAGAIN) already wakes.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>()) };
+}

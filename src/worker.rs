@@ -1,0 +1,676 @@
+//! The worker (child) side: a ROUTER socket driven by one I/O thread that
+//! answers heartbeats at once and hands calls to handler threads.
+//!
+//! Handlers never run on the I/O thread, so a long call never delays a
+//! heartbeat echo. A handler answers through a [`ReplyHandle`], during the
+//! call or later from any thread; answers are queued and the I/O thread is
+//! woken through an eventfd to send them.
+
+use crate::codec::{self, Encoder, Kind, Limits};
+use crate::error::{Error, Result};
+use crate::log::{self, Level};
+use crate::wake::{self, Wake};
+use crate::zmq_context;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A registered function: receives the raw msgpack `args` array and answers
+/// through the reply handle.
+pub type Handler = Arc<dyn Fn(&[u8], ReplyHandle) + Send + Sync>;
+
+const EMPTY_ARGS: &[u8] = &[0x90];
+const RECV_BATCH: usize = 512;
+/// How long `serve` waits, once stopped, for running handlers to answer.
+const STOP_GRACE: Duration = Duration::from_millis(1000);
+
+/// How the worker reaches its parents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Connect to the parent whose port is in `COMLINK_ZMQ_PORT`.
+    Spawn,
+    /// Bind this endpoint (e.g. `tcp://127.0.0.1:5555`) and serve whoever connects.
+    Bind(String),
+}
+
+/// Counters of a worker.
+#[derive(Default)]
+pub struct WorkerStats {
+    pub calls: AtomicU64,
+    pub errors_sent: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_namespace: AtomicU64,
+}
+
+struct Outgoing {
+    identity: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// One call waiting for a handler thread.
+pub struct Job {
+    pub function: String,
+    args: zmq::Message,
+    range: Range<usize>,
+    handler: Option<Handler>,
+    reply: ReplyHandle,
+}
+
+impl Job {
+    /// The raw msgpack `args` array.
+    pub fn args(&self) -> &[u8] {
+        if self.range.is_empty() {
+            EMPTY_ARGS
+        } else {
+            &self.args[self.range.clone()]
+        }
+    }
+
+    /// Runs the registered handler, or answers with an error if it panics.
+    pub fn run(self) {
+        let Job {
+            function,
+            args,
+            range,
+            handler,
+            reply,
+        } = self;
+        let Some(handler) = handler else {
+            let _ = reply.error(&format!("Function '{function}' not found"));
+            return;
+        };
+        let bytes = if range.is_empty() {
+            EMPTY_ARGS
+        } else {
+            &args[range]
+        };
+        // A panicking handler drops its reply handle while unwinding, and the
+        // handle answers with an error then; the handler thread lives on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(bytes, reply)));
+    }
+}
+
+struct Jobs {
+    queue: VecDeque<Job>,
+    closed: bool,
+    busy: usize,
+}
+
+struct Shared {
+    out: Mutex<Vec<Outgoing>>,
+    wake: Wake,
+    stop: AtomicBool,
+    jobs: Mutex<Jobs>,
+    jobs_cv: Condvar,
+    idle_cv: Condvar,
+    handlers: RwLock<HashMap<String, Handler>>,
+    namespace: RwLock<String>,
+    limits: Limits,
+    stats: WorkerStats,
+}
+
+impl Shared {
+    fn push(&self, o: Outgoing) {
+        let mut out = self.out.lock();
+        let was_empty = out.is_empty();
+        out.push(o);
+        drop(out);
+        if was_empty {
+            self.wake.notify();
+        }
+    }
+
+    fn push_error(&self, identity: Vec<u8>, id: Option<&str>, text: &str) {
+        let mut payload = Vec::with_capacity(96 + text.len());
+        Encoder::new(&mut payload).error(id, text);
+        self.stats.errors_sent.fetch_add(1, Ordering::Relaxed);
+        self.push(Outgoing { identity, payload });
+    }
+}
+
+/// The right to answer one call, exactly once, from any thread.
+/// Dropping it unanswered answers with an error, so no caller waits for nothing.
+pub struct ReplyHandle {
+    shared: Arc<Shared>,
+    identity: Vec<u8>,
+    id: Option<String>,
+    answered: bool,
+}
+
+impl ReplyHandle {
+    /// Checks that `result` is one MessagePack value within the limits.
+    pub fn check_result(&self, result: &[u8]) -> Result<()> {
+        codec::validate_value(result, self.shared.limits)
+            .map_err(|e| Error::invalid(format!("result is not one msgpack value: {e}")))
+    }
+
+    /// Answers with a result (one MessagePack value).
+    pub fn ok(self, result: &[u8]) -> Result<()> {
+        self.check_result(result)?;
+        self.ok_checked(result);
+        Ok(())
+    }
+
+    /// Answers with a result that [`ReplyHandle::check_result`] accepted.
+    pub(crate) fn ok_checked(mut self, result: &[u8]) {
+        self.answered = true;
+        let mut payload = Vec::with_capacity(96 + result.len());
+        Encoder::new(&mut payload).response(self.id.as_deref(), result);
+        self.shared.push(Outgoing {
+            identity: std::mem::take(&mut self.identity),
+            payload,
+        });
+    }
+
+    /// Answers with an error; the caller sees `text` as the remote error.
+    pub fn error(mut self, text: &str) -> Result<()> {
+        self.answered = true;
+        self.shared
+            .push_error(std::mem::take(&mut self.identity), self.id.as_deref(), text);
+        Ok(())
+    }
+}
+
+impl Drop for ReplyHandle {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.push_error(
+                std::mem::take(&mut self.identity),
+                self.id.as_deref(),
+                "RuntimeError: the worker dropped the call without answering",
+            );
+        }
+    }
+}
+
+/// The serving side. Register handlers, then `serve` (blocking) until
+/// `stop`, a `shutdown` message, or SIGINT/SIGTERM.
+pub struct Worker {
+    shared: Arc<Shared>,
+    mode: Mode,
+    concurrency: AtomicUsize,
+    handle_signals: AtomicBool,
+    serving: AtomicBool,
+}
+
+impl Worker {
+    pub fn new(mode: Mode) -> Result<Worker> {
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                out: Mutex::new(Vec::new()),
+                wake: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
+                stop: AtomicBool::new(false),
+                jobs: Mutex::new(Jobs {
+                    queue: VecDeque::new(),
+                    closed: false,
+                    busy: 0,
+                }),
+                jobs_cv: Condvar::new(),
+                idle_cv: Condvar::new(),
+                handlers: RwLock::new(HashMap::new()),
+                namespace: RwLock::new(codec::DEFAULT_NAMESPACE.to_owned()),
+                limits: Limits::default(),
+                stats: WorkerStats::default(),
+            }),
+            mode,
+            concurrency: AtomicUsize::new(1),
+            handle_signals: AtomicBool::new(true),
+            serving: AtomicBool::new(false),
+        })
+    }
+
+    /// Registers (or replaces) `name`. Names starting with `_` are private
+    /// and can never be called.
+    pub fn register(&self, name: &str, handler: Handler) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::invalid("function name must not be empty"));
+        }
+        self.shared
+            .handlers
+            .write()
+            .insert(name.to_owned(), handler);
+        Ok(())
+    }
+
+    pub fn set_namespace(&self, ns: &str) -> Result<()> {
+        if ns.is_empty() {
+            return Err(Error::invalid("namespace must not be empty"));
+        }
+        *self.shared.namespace.write() = ns.to_owned();
+        Ok(())
+    }
+
+    /// Handler threads (default 1, so handlers need not be thread-safe).
+    pub fn set_concurrency(&self, n: usize) -> Result<()> {
+        if n == 0 || n > 1024 {
+            return Err(Error::invalid(format!(
+                "concurrency must be 1..=1024, got {n}"
+            )));
+        }
+        self.concurrency.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether `serve` stops on SIGINT/SIGTERM (default true).
+    pub fn set_handle_signals(&self, on: bool) {
+        self.handle_signals.store(on, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        &self.shared.stats
+    }
+
+    /// Asks `serve` to return. Any thread; also before `serve` starts.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify();
+    }
+
+    /// Serves until stopped. Handler threads are started here and run the
+    /// registered functions.
+    pub fn serve(&self) -> Result<()> {
+        if self.serving.swap(true, Ordering::AcqRel) {
+            return Err(Error::invalid("this worker is already serving"));
+        }
+        let result = self.serve_inner();
+        self.serving.store(false, Ordering::Release);
+        result
+    }
+
+    fn serve_inner(&self) -> Result<()> {
+        let socket = self.open_socket()?;
+        {
+            let mut jobs = self.shared.jobs.lock();
+            jobs.closed = false;
+        }
+        let threads = self.concurrency.load(Ordering::Relaxed);
+        for i in 0..threads {
+            let shared = Arc::clone(&self.shared);
+            std::thread::Builder::new()
+                .name(format!("mf-handler-{i}"))
+                .spawn(move || handler_loop(&shared))
+                .map_err(|e| Error::io(format!("cannot start handler thread: {e}")))?;
+        }
+        let _signals = self
+            .handle_signals
+            .load(Ordering::Relaxed)
+            .then(|| signals::Guard::install(self.shared.wake.fd()));
+        let generation = signals::generation();
+        let mut io = WorkerIo {
+            shared: &self.shared,
+            socket: &socket,
+        };
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let (readable, woken) = {
+                let mut items = [
+                    socket.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.shared.wake.fd(), zmq::POLLIN),
+                ];
+                if zmq::poll(&mut items, -1).is_err() {
+                    continue;
+                }
+                (items[0].is_readable(), items[1].is_readable())
+            };
+            if woken {
+                self.shared.wake.drain();
+                io.flush();
+                if signals::generation() != generation {
+                    log::emit(
+                        Level::Info,
+                        "worker_signal",
+                        "worker stopping on a signal",
+                        &[],
+                    );
+                    break;
+                }
+            }
+            if readable && io.receive() {
+                break;
+            }
+        }
+        // Stop taking calls; give running handlers a moment to answer.
+        let deadline = Instant::now() + STOP_GRACE;
+        {
+            let mut jobs = self.shared.jobs.lock();
+            jobs.closed = true;
+            jobs.queue.clear();
+            self.shared.jobs_cv.notify_all();
+            while jobs.busy > 0 {
+                if self
+                    .shared
+                    .idle_cv
+                    .wait_until(&mut jobs, deadline)
+                    .timed_out()
+                {
+                    break;
+                }
+            }
+        }
+        io.flush();
+        self.shared.stop.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn open_socket(&self) -> Result<zmq::Socket> {
+        let socket = zmq_context().socket(zmq::ROUTER)?;
+        socket.set_linger(1000)?;
+        socket.set_sndhwm(0)?;
+        socket.set_rcvhwm(0)?;
+        socket.set_maxmsgsize(64 * 1024 * 1024)?;
+        match &self.mode {
+            Mode::Spawn => {
+                let port = spawn_port()?;
+                socket
+                    .connect(&format!("tcp://localhost:{port}"))
+                    .map_err(|e| {
+                        Error::io(format!("cannot connect to the parent on port {port}: {e}"))
+                    })?;
+            }
+            Mode::Bind(ep) => {
+                socket
+                    .bind(ep)
+                    .map_err(|e| Error::io(format!("cannot bind '{ep}': {e}")))?;
+            }
+        }
+        Ok(socket)
+    }
+}
+
+/// The parent's port from `COMLINK_ZMQ_PORT` (PROTOCOL.md §2).
+pub fn spawn_port() -> Result<u16> {
+    let raw = std::env::var("COMLINK_ZMQ_PORT").map_err(|_| {
+        Error::invalid(
+            "COMLINK_ZMQ_PORT is not set: a spawn-mode worker must be started by a parent",
+        )
+    })?;
+    match raw.trim().parse::<u32>() {
+        Ok(p) if (1024..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(Error::invalid(format!(
+            "COMLINK_ZMQ_PORT='{raw}' is not a port number in 1024..65535"
+        ))),
+    }
+}
+
+fn handler_loop(shared: &Shared) {
+    loop {
+        let job = {
+            let mut jobs = shared.jobs.lock();
+            loop {
+                if jobs.closed {
+                    return;
+                }
+                if let Some(job) = jobs.queue.pop_front() {
+                    jobs.busy += 1;
+                    break job;
+                }
+                shared.jobs_cv.wait(&mut jobs);
+            }
+        };
+        job.run();
+        let mut jobs = shared.jobs.lock();
+        jobs.busy -= 1;
+        if jobs.busy == 0 {
+            shared.idle_cv.notify_all();
+        }
+    }
+}
+
+/// The I/O thread's view: the socket and the shared queues.
+struct WorkerIo<'a> {
+    shared: &'a Arc<Shared>,
+    socket: &'a zmq::Socket,
+}
+
+impl WorkerIo<'_> {
+    fn flush(&mut self) {
+        let out = std::mem::take(&mut *self.shared.out.lock());
+        for o in out {
+            // A parent that went away is simply not answered.
+            let _ = self.send(&o.identity, o.payload);
+        }
+    }
+
+    fn send(&self, identity: &[u8], payload: Vec<u8>) -> Result<()> {
+        self.socket.send(identity, zmq::SNDMORE)?;
+        self.socket.send(&[][..], zmq::SNDMORE)?;
+        let msg = if payload.len() < 4096 {
+            zmq::Message::from(&payload[..])
+        } else {
+            zmq::Message::from(payload)
+        };
+        self.socket.send(msg, 0)?;
+        Ok(())
+    }
+
+    /// Handles what is readable; true when a `shutdown` arrived.
+    fn receive(&mut self) -> bool {
+        for _ in 0..RECV_BATCH {
+            let identity = match self.socket.recv_msg(zmq::DONTWAIT) {
+                Ok(m) => m,
+                Err(_) => return false,
+            };
+            if !identity.get_more() {
+                self.shared
+                    .stats
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let Some(frames) = self.rest() else { continue };
+            // Expect [empty, payload]; anything else is counted and dropped.
+            let [empty, payload]: [zmq::Message; 2] = match frames.try_into() {
+                Ok(f) => f,
+                Err(_) => {
+                    self.shared
+                        .stats
+                        .dropped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            if !empty.is_empty() {
+                self.shared
+                    .stats
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if self.handle(&identity, payload) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The remaining frames of a message (at most 3 are kept; more are drained).
+    fn rest(&self) -> Option<Vec<zmq::Message>> {
+        let mut frames = Vec::with_capacity(2);
+        loop {
+            let m = self.socket.recv_msg(zmq::DONTWAIT).ok()?;
+            let more = m.get_more();
+            if frames.len() < 3 {
+                frames.push(m);
+            }
+            if !more {
+                return Some(frames);
+            }
+        }
+    }
+
+    fn handle(&mut self, identity: &[u8], payload: zmq::Message) -> bool {
+        let shared = self.shared;
+        let msg = match codec::decode(&payload, shared.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                shared
+                    .stats
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                log::emit(
+                    Level::Debug,
+                    "message_dropped",
+                    &format!("dropped a payload from a parent: {e}"),
+                    &[],
+                );
+                return false;
+            }
+        };
+        match msg.kind {
+            Kind::Heartbeat if !msg.hb_response => {
+                shared.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                let mut out = Vec::with_capacity(128);
+                let ts = msg.hb_timestamp.unwrap_or_else(codec::now_seconds);
+                Encoder::new(&mut out).heartbeat(msg.id.unwrap_or(""), ts, true);
+                let _ = self.send(identity, out);
+            }
+            Kind::Shutdown => return true,
+            Kind::Call => {
+                if msg
+                    .namespace
+                    .is_some_and(|ns| ns != shared.namespace.read().as_str())
+                {
+                    shared
+                        .stats
+                        .dropped_namespace
+                        .fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                shared.stats.calls.fetch_add(1, Ordering::Relaxed);
+                let refuse = |text: String| {
+                    shared.push_error(identity.to_vec(), msg.id, &text);
+                };
+                let Some(function) = msg.function else {
+                    refuse("message missing 'function' field".to_owned());
+                    return false;
+                };
+                let Some(id) = msg.id else {
+                    refuse("message missing 'id' field".to_owned());
+                    return false;
+                };
+                if function.starts_with('_') {
+                    refuse(format!("Cannot call private method '{function}'"));
+                    return false;
+                }
+                let Some(handler) = shared.handlers.read().get(function).cloned() else {
+                    refuse(format!("Function '{function}' not found"));
+                    return false;
+                };
+                let range = msg.args.map_or(0..0, |a| {
+                    let start = a.as_ptr() as usize - payload.as_ptr() as usize;
+                    start..start + a.len()
+                });
+                let job = Job {
+                    function: function.to_owned(),
+                    reply: ReplyHandle {
+                        shared: Arc::clone(shared),
+                        identity: identity.to_vec(),
+                        id: Some(id.to_owned()),
+                        answered: false,
+                    },
+                    handler: Some(handler),
+                    args: payload,
+                    range,
+                };
+                let mut jobs = shared.jobs.lock();
+                jobs.queue.push_back(job);
+                drop(jobs);
+                shared.jobs_cv.notify_one();
+            }
+            _ => {}
+        }
+        false
+    }
+}
+
+/// SIGINT/SIGTERM: the handler bumps a generation counter and wakes every
+/// serving worker through its eventfd (write(2) is async-signal-safe).
+mod signals {
+    use super::*;
+
+    const SLOTS: usize = 64;
+    static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    static INSTALLED: Mutex<Option<Saved>> = Mutex::new(None);
+
+    struct Saved {
+        users: usize,
+        int: libc::sigaction,
+        term: libc::sigaction,
+    }
+
+    pub fn generation() -> u64 {
+        GENERATION.load(Ordering::Acquire)
+    }
+
+    extern "C" fn on_signal(_sig: libc::c_int) {
+        GENERATION.fetch_add(1, Ordering::AcqRel);
+        for slot in &FDS {
+            let fd = slot.load(Ordering::Acquire);
+            if fd >= 0 {
+                wake::notify_fd(fd);
+            }
+        }
+    }
+
+    /// Registers a worker's wake fd for as long as it serves.
+    pub struct Guard {
+        slot: Option<usize>,
+    }
+
+    impl Guard {
+        pub fn install(fd: i32) -> Guard {
+            let slot = FDS.iter().position(|s| {
+                s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            });
+            let mut installed = INSTALLED.lock();
+            match installed.as_mut() {
+                Some(saved) => saved.users += 1,
+                None => {
+                    // SAFETY: sigaction with a zeroed struct plus our handler;
+                    // the previous actions are saved to be restored later.
+                    unsafe {
+                        let mut action: libc::sigaction = std::mem::zeroed();
+                        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                        action.sa_flags = libc::SA_RESTART;
+                        libc::sigemptyset(&mut action.sa_mask);
+                        let mut int: libc::sigaction = std::mem::zeroed();
+                        let mut term: libc::sigaction = std::mem::zeroed();
+                        libc::sigaction(libc::SIGINT, &action, &mut int);
+                        libc::sigaction(libc::SIGTERM, &action, &mut term);
+                        *installed = Some(Saved {
+                            users: 1,
+                            int,
+                            term,
+                        });
+                    }
+                }
+            }
+            Guard { slot }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(i) = self.slot {
+                FDS[i].store(-1, Ordering::Release);
+            }
+            let mut installed = INSTALLED.lock();
+            if let Some(saved) = installed.as_mut() {
+                saved.users -= 1;
+                if saved.users == 0 {
+                    // SAFETY: restores the actions saved at install time.
+                    unsafe {
+                        libc::sigaction(libc::SIGINT, &saved.int, std::ptr::null_mut());
+                        libc::sigaction(libc::SIGTERM, &saved.term, std::ptr::null_mut());
+                    }
+                    *installed = None;
+                }
+            }
+        }
+    }
+}
