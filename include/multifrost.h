@@ -324,10 +324,13 @@ enum mf_status mf_spawn(const char *program,
 /**
  * Connects to a running worker and returns when it has answered a heartbeat.
  *
- * `target`: an endpoint "tcp://host:port" (a worker bound there, possibly on
- * another machine). `opts`: NULL = defaults. `out`: written only on MF_OK.
- * Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_TIMEOUT (nobody answered within
- * the connect timeout).
+ * `target`: a service id, looked up in `$HOME/.multifrost/services.json`
+ * (polled until the connect timeout, default 5000 ms; if the service later
+ * restarts on a new port it is found again after the next failure), or an
+ * endpoint "tcp://host:port" for a worker bound there, possibly on another
+ * machine. `opts`: NULL = defaults. `out`: written only on MF_OK.
+ * Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_NOT_FOUND (no live entry for the
+ * id; the message names it), MF_ERR_TIMEOUT (nobody answered in time).
  */
 enum mf_status mf_connect(const char *target,
                           const struct mf_options *opts,
@@ -427,8 +430,12 @@ enum mf_status mf_reply_error(struct mf_reply *r, const char *message);
 
 /**
  * A new worker. `service_id` NULL: spawn mode (`mf_serve` connects to the
- * parent named by COMLINK_ZMQ_PORT). "tcp://host:port": bind that endpoint
- * and serve whoever connects. `out` is written only on MF_OK.
+ * parent named by COMLINK_ZMQ_PORT). A service id: connect mode — binds a
+ * free port on 127.0.0.1 now and registers it under the id in
+ * `$HOME/.multifrost/services.json` (MF_ERR_ALREADY_RUNNING, "service 'id'
+ * already running (pid P, port N)", if a live process has it); the entry
+ * is removed when `mf_serve` returns or the worker is freed. "tcp://host:port":
+ * bind that endpoint without the registry. `out` is written only on MF_OK.
  */
 enum mf_status mf_worker_new(const char *service_id, struct mf_worker **out);
 

@@ -14,6 +14,7 @@ pub mod log;
 pub mod options;
 pub mod parent;
 pub mod process;
+pub mod registry;
 pub mod stats;
 pub mod wake;
 pub mod worker;
@@ -27,4 +28,20 @@ pub use worker::{Mode, ReplyHandle, Worker};
 pub(crate) fn zmq_context() -> &'static zmq::Context {
     static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
     CONTEXT.get_or_init(zmq::Context::new)
+}
+
+/// The TCP port a socket bound to `*` got.
+pub(crate) fn bound_port(socket: &zmq::Socket) -> Result<u16> {
+    let ep = socket
+        .get_last_endpoint()?
+        .map_err(|_| Error::io("bound endpoint is not text"))?;
+    ep.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::io(format!("cannot read the port of '{ep}'")))
+}
+
+/// Whether a target names an endpoint rather than a service id.
+pub fn is_endpoint(target: &str) -> bool {
+    target.starts_with("tcp://") || target.starts_with("ipc://")
 }

@@ -15,9 +15,10 @@ use crate::ids::{self, IdGen, IdText};
 use crate::log::{self, Level};
 use crate::options::Options;
 use crate::process::Process;
+use crate::registry::Registry;
 use crate::stats::Stats;
 use crate::wake::Wake;
-use crate::zmq_context;
+use crate::{bound_port, is_endpoint, zmq_context};
 use parking_lot::{Condvar, Mutex};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
@@ -115,8 +116,16 @@ struct Pending {
 /// What the parent reaches: a program it spawns, or an endpoint it connects to.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Spawn { program: String, args: Vec<String> },
+    Spawn {
+        program: String,
+        args: Vec<String>,
+    },
     Endpoint(String),
+    /// A service found in the registry; `endpoint` is where it was last seen.
+    Service {
+        id: String,
+        endpoint: String,
+    },
 }
 
 #[derive(Default)]
@@ -175,15 +184,27 @@ impl Parent {
         )
     }
 
-    /// Connects a DEALER to `endpoint` (`tcp://host:port`) and returns once
-    /// the worker there has answered a heartbeat.
-    pub fn connect_endpoint(endpoint: &str, options: Options) -> Result<Parent> {
-        if !endpoint.starts_with("tcp://") && !endpoint.starts_with("ipc://") {
-            return Err(Error::invalid(format!(
-                "'{endpoint}' is not an endpoint (expected tcp://host:port)"
-            )));
-        }
-        Self::start(Target::Endpoint(endpoint.to_owned()), options)
+    /// Connects to a running worker: `target` is an endpoint
+    /// (`tcp://host:port`) or a service id looked up in the registry (polled
+    /// up to the connect timeout). Returns once the worker has answered a heartbeat.
+    pub fn connect(target: &str, options: Options) -> Result<Parent> {
+        let started = Instant::now();
+        let target = if is_endpoint(target) {
+            Target::Endpoint(target.to_owned())
+        } else {
+            let entry = Registry::for_user()?.discover(target, options.connect_timeout)?;
+            Target::Service {
+                id: target.to_owned(),
+                endpoint: format!("tcp://127.0.0.1:{}", entry.port),
+            }
+        };
+        let mut options = options;
+        // Discovery and the first heartbeat share one connect timeout.
+        options.connect_timeout = options
+            .connect_timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        Self::start(target, options)
     }
 
     fn start(target: Target, options: Options) -> Result<Parent> {
@@ -216,14 +237,14 @@ impl Parent {
                 };
                 (port, name, options.start_timeout)
             }
-            Target::Endpoint(ep) => {
+            Target::Endpoint(ep) | Target::Service { endpoint: ep, .. } => {
                 socket
                     .connect(ep)
                     .map_err(|e| Error::invalid(format!("cannot connect to '{ep}': {e}")))?;
-                let name = if options.name.is_empty() {
-                    ep.clone()
-                } else {
-                    options.name.clone()
+                let name = match (&target, options.name.is_empty()) {
+                    (_, false) => options.name.clone(),
+                    (Target::Service { id, .. }, true) => id.clone(),
+                    _ => ep.clone(),
                 };
                 (0, name, options.connect_timeout)
             }
@@ -348,18 +369,22 @@ impl Parent {
         let id = s.ids.next();
         let mut payload = Vec::with_capacity(args.len() + 160 + function.len());
         Encoder::new(&mut payload).call(ids::as_str(&id), function, args, &s.options.namespace);
-        let request = Request {
+        self.enqueue(Request {
             id,
             function: function.into(),
             payload,
             timeout: s.options.call_timeout(timeout_ms),
             probe,
             completion,
-        };
+        })
+    }
+
+    fn enqueue(&self, request: Request) -> Result<()> {
+        let s = &*self.shared;
         let mut q = s.queue.lock();
         if q.closing {
             drop(q);
-            if probe {
+            if request.probe {
                 s.breaker.failure(true, "parent closed");
             }
             return Err(Error::closed());
@@ -371,6 +396,26 @@ impl Parent {
             s.wake.notify();
         }
         Ok(())
+    }
+
+    /// Sends one heartbeat and waits for its echo; returns the round-trip
+    /// time. Not subject to the circuit breaker.
+    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let id = self.shared.ids.next();
+        let mut payload = Vec::with_capacity(128);
+        Encoder::new(&mut payload).heartbeat(ids::as_str(&id), codec::now_seconds(), false);
+        let slot = Arc::new(Slot::default());
+        let started = Instant::now();
+        self.enqueue(Request {
+            id,
+            function: "heartbeat".into(),
+            payload,
+            timeout: Some(timeout),
+            probe: false,
+            completion: Completion::Wait(Arc::clone(&slot)),
+        })?;
+        slot.take()?;
+        Ok(started.elapsed())
     }
 
     /// Ends the I/O thread: pending calls fail with `Closed`, a spawned
@@ -436,16 +481,6 @@ impl Drop for Parent {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-fn bound_port(socket: &zmq::Socket) -> Result<u16> {
-    let ep = socket
-        .get_last_endpoint()?
-        .map_err(|_| Error::io("bound endpoint is not text"))?;
-    ep.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| Error::io(format!("cannot read the port of '{ep}'")))
 }
 
 /// Heartbeat bookkeeping of the I/O thread.
@@ -754,6 +789,26 @@ impl Io {
                 };
                 self.finish(pending, outcome);
             }
+            Kind::Heartbeat
+                if msg
+                    .id
+                    .and_then(ids::key)
+                    .is_some_and(|k| self.pending.contains_key(&k)) =>
+            {
+                if let Some(p) = msg
+                    .id
+                    .and_then(ids::key)
+                    .and_then(|k| self.pending.remove(&k))
+                {
+                    self.finish(
+                        p,
+                        Ok(Reply {
+                            msg: None,
+                            range: 0..0,
+                        }),
+                    );
+                }
+            }
             Kind::Heartbeat => {
                 let is_ours = matches!(
                     (msg.id.and_then(ids::key), self.hb.outstanding),
@@ -865,7 +920,33 @@ impl Io {
             s.breaker.failure(false, "heartbeats lost");
         }
         self.hb.next_at = now;
+        self.rediscover();
         self.send_heartbeat(now);
+    }
+
+    /// After a failure, a service may have restarted on another port: look
+    /// it up again and follow it.
+    fn rediscover(&mut self) {
+        let Target::Service { id, endpoint } = &mut self.target else {
+            return;
+        };
+        let Some(entry) = Registry::for_user().ok().and_then(|r| r.lookup(id)) else {
+            return;
+        };
+        let fresh = format!("tcp://127.0.0.1:{}", entry.port);
+        if fresh == *endpoint {
+            return;
+        }
+        let _ = self.socket.disconnect(endpoint);
+        if self.socket.connect(&fresh).is_ok() {
+            log::emit(
+                Level::Info,
+                "service_moved",
+                &format!("service '{id}' moved from {endpoint} to {fresh}"),
+                &[("pid", entry.pid.into())],
+            );
+            *endpoint = fresh;
+        }
     }
 
     /// Ends one call: stats, breaker, then delivery.
@@ -892,6 +973,9 @@ impl Io {
                     ErrorKind::Timeout => {
                         s.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                         s.breaker.failure(p.probe, &e.message);
+                        p.completion.deliver(outcome);
+                        self.rediscover();
+                        return;
                     }
                     // Worker exits are counted once per exit, not per call.
                     _ => {}

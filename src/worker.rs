@@ -9,8 +9,9 @@
 use crate::codec::{self, Encoder, Kind, Limits};
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
+use crate::registry::Registry;
 use crate::wake::{self, Wake};
-use crate::zmq_context;
+use crate::{bound_port, zmq_context};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -34,6 +35,9 @@ pub enum Mode {
     Spawn,
     /// Bind this endpoint (e.g. `tcp://127.0.0.1:5555`) and serve whoever connects.
     Bind(String),
+    /// Bind a free port on 127.0.0.1 and register it in the service
+    /// registry under this id (connect mode); unregister when serving ends.
+    Service(String),
 }
 
 /// Counters of a worker.
@@ -192,6 +196,9 @@ impl Drop for ReplyHandle {
 pub struct Worker {
     shared: Arc<Shared>,
     mode: Mode,
+    /// Opened by `new` in bind and service modes (so registration errors
+    /// show at once), by `serve` in spawn mode.
+    socket: Mutex<Option<zmq::Socket>>,
     concurrency: AtomicUsize,
     handle_signals: AtomicBool,
     serving: AtomicBool,
@@ -199,7 +206,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(mode: Mode) -> Result<Worker> {
-        Ok(Worker {
+        let worker = Worker {
             shared: Arc::new(Shared {
                 out: Mutex::new(Vec::new()),
                 wake: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
@@ -217,10 +224,15 @@ impl Worker {
                 stats: WorkerStats::default(),
             }),
             mode,
+            socket: Mutex::new(None),
             concurrency: AtomicUsize::new(1),
             handle_signals: AtomicBool::new(true),
             serving: AtomicBool::new(false),
-        })
+        };
+        if worker.mode != Mode::Spawn {
+            *worker.socket.lock() = Some(worker.open_socket()?);
+        }
+        Ok(worker)
     }
 
     /// Registers (or replaces) `name`. Names starting with `_` are private
@@ -282,7 +294,11 @@ impl Worker {
     }
 
     fn serve_inner(&self) -> Result<()> {
-        let socket = self.open_socket()?;
+        let opened = self.socket.lock().take();
+        let socket = match opened {
+            Some(s) => s,
+            None => self.open_socket()?,
+        };
         {
             let mut jobs = self.shared.jobs.lock();
             jobs.closed = false;
@@ -351,7 +367,15 @@ impl Worker {
             }
         }
         io.flush();
+        drop(socket);
         self.shared.stop.store(false, Ordering::Release);
+        self.unregister()
+    }
+
+    fn unregister(&self) -> Result<()> {
+        if let Mode::Service(id) = &self.mode {
+            Registry::for_user()?.unregister(id)?;
+        }
         Ok(())
     }
 
@@ -375,8 +399,31 @@ impl Worker {
                     .bind(ep)
                     .map_err(|e| Error::io(format!("cannot bind '{ep}': {e}")))?;
             }
+            Mode::Service(id) => {
+                let port = Registry::for_user()?.register(id, || {
+                    socket
+                        .bind("tcp://127.0.0.1:*")
+                        .map_err(|e| Error::io(format!("cannot bind 127.0.0.1: {e}")))?;
+                    bound_port(&socket)
+                })?;
+                log::emit(
+                    Level::Info,
+                    "service_registered",
+                    &format!("service '{id}' registered on port {port}"),
+                    &[("port", port.into())],
+                );
+            }
         }
         Ok(socket)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Registered by `new` but never served: give the id back.
+        if self.socket.get_mut().take().is_some() {
+            let _ = self.unregister();
+        }
     }
 }
 

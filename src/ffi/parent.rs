@@ -87,10 +87,13 @@ pub unsafe extern "C" fn mf_spawn(
 
 /// Connects to a running worker and returns when it has answered a heartbeat.
 ///
-/// `target`: an endpoint "tcp://host:port" (a worker bound there, possibly on
-/// another machine). `opts`: NULL = defaults. `out`: written only on MF_OK.
-/// Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_TIMEOUT (nobody answered within
-/// the connect timeout).
+/// `target`: a service id, looked up in `$HOME/.multifrost/services.json`
+/// (polled until the connect timeout, default 5000 ms; if the service later
+/// restarts on a new port it is found again after the next failure), or an
+/// endpoint "tcp://host:port" for a worker bound there, possibly on another
+/// machine. `opts`: NULL = defaults. `out`: written only on MF_OK.
+/// Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_NOT_FOUND (no live entry for the
+/// id; the message names it), MF_ERR_TIMEOUT (nobody answered in time).
 #[no_mangle]
 pub unsafe extern "C" fn mf_connect(
     target: *const c_char,
@@ -100,7 +103,7 @@ pub unsafe extern "C" fn mf_connect(
     guard(|| {
         let out = out_ptr(out)?;
         let target = text(target, "target")?;
-        let parent = Parent::connect_endpoint(target, options_of(opts))?;
+        let parent = Parent::connect(target, options_of(opts))?;
         *out = arc_into_handle(mf_parent(parent));
         Ok(())
     })

@@ -38,8 +38,12 @@ unsafe impl Send for UserData {}
 unsafe impl Sync for UserData {}
 
 /// A new worker. `service_id` NULL: spawn mode (`mf_serve` connects to the
-/// parent named by COMLINK_ZMQ_PORT). "tcp://host:port": bind that endpoint
-/// and serve whoever connects. `out` is written only on MF_OK.
+/// parent named by COMLINK_ZMQ_PORT). A service id: connect mode — binds a
+/// free port on 127.0.0.1 now and registers it under the id in
+/// `$HOME/.multifrost/services.json` (MF_ERR_ALREADY_RUNNING, "service 'id'
+/// already running (pid P, port N)", if a live process has it); the entry
+/// is removed when `mf_serve` returns or the worker is freed. "tcp://host:port":
+/// bind that endpoint without the registry. `out` is written only on MF_OK.
 #[no_mangle]
 pub unsafe extern "C" fn mf_worker_new(
     service_id: *const c_char,
@@ -51,12 +55,10 @@ pub unsafe extern "C" fn mf_worker_new(
             Mode::Spawn
         } else {
             let target = text(service_id, "service_id")?;
-            if target.starts_with("tcp://") || target.starts_with("ipc://") {
+            if crate::is_endpoint(target) {
                 Mode::Bind(target.to_owned())
             } else {
-                return Err(Error::invalid(format!(
-                    "'{target}' is not an endpoint: service ids need the registry (connect mode)"
-                )));
+                Mode::Service(target.to_owned())
             }
         };
         *out = arc_into_handle(mf_worker(Worker::new(mode)?));

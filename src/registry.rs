@@ -1,0 +1,468 @@
+//! The service registry shared with every implementation of the protocol
+//! (PROTOCOL.md §3): `$HOME/.multifrost/services.json`, written whole through
+//! `services.tmp` + rename, guarded by the exclusive-create lock file
+//! `services.lock` (holding the owner's PID) plus an advisory `flock` on it.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::log::{self, Level};
+use serde_json::{Map, Value};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+const LOCK_RETRY: Duration = Duration::from_millis(100);
+const LOCK_GIVE_UP: Duration = Duration::from_secs(10);
+const LOCK_STALE: Duration = Duration::from_secs(10);
+const DISCOVER_POLL: Duration = Duration::from_millis(100);
+
+/// One live-or-not entry of the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub port: u16,
+    pub pid: i32,
+    pub started: String,
+}
+
+impl Entry {
+    /// Reads an entry, ignoring one whose port or pid is unusable.
+    fn from_value(v: &Value) -> Option<Entry> {
+        let port = v.get("port")?.as_u64()?;
+        let pid = v.get("pid")?.as_i64()?;
+        if !(1024..=65535).contains(&port) || pid <= 0 || pid > i64::from(i32::MAX) {
+            return None;
+        }
+        Some(Entry {
+            port: port as u16,
+            pid: pid as i32,
+            started: v
+                .get("started")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        pid_alive(self.pid)
+    }
+}
+
+/// Whether a process with this PID exists (EPERM: it exists but is not ours).
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The registry folder and its files.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// The registry of the current user: `$HOME/.multifrost`.
+    pub fn for_user() -> Result<Registry> {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::io("HOME is not set: cannot find the service registry"))?;
+        Ok(Registry::at(Path::new(&home).join(".multifrost")))
+    }
+
+    pub fn at(dir: PathBuf) -> Registry {
+        Registry { dir }
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("services.json")
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("services.lock")
+    }
+
+    fn ensure_dir(&self) -> Result<()> {
+        if !self.dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| Error::io(format!("cannot create {}: {e}", self.dir.display())))?;
+        }
+        let _ = fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700));
+        Ok(())
+    }
+
+    /// Runs `f` holding the registry lock.
+    pub fn with_lock<T>(&self, f: impl FnOnce(&Registry) -> Result<T>) -> Result<T> {
+        self.ensure_dir()?;
+        let file = self.acquire()?;
+        let mut flock = fd_lock::RwLock::new(file);
+        let guard = flock.write();
+        let result = f(self);
+        drop(guard);
+        let _ = fs::remove_file(self.lock_path());
+        result
+    }
+
+    /// Creates the lock file exclusively, clearing a stale one.
+    fn acquire(&self) -> Result<File> {
+        let path = self.lock_path();
+        let give_up = Instant::now() + LOCK_GIVE_UP;
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    let _ = write!(file, "{}", std::process::id());
+                    let _ = file.flush();
+                    return Ok(file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if self.clear_stale_lock() {
+                        continue;
+                    }
+                }
+                Err(e) => return Err(Error::io(format!("cannot create {}: {e}", path.display()))),
+            }
+            if Instant::now() >= give_up {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("registry lock {} still held after 10 s", path.display()),
+                ));
+            }
+            std::thread::sleep(LOCK_RETRY);
+        }
+    }
+
+    /// Removes the lock file if it is older than 10 s or its PID is dead.
+    fn clear_stale_lock(&self) -> bool {
+        let path = self.lock_path();
+        let Ok(meta) = fs::metadata(&path) else {
+            return true; // gone already: try again at once
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        let mut text = String::new();
+        let _ = File::open(&path).and_then(|mut f| f.read_to_string(&mut text));
+        let pid: Option<i32> = text.trim().parse().ok();
+        // An empty file may be a lock being written this instant: only age makes it stale.
+        let dead = pid.is_some_and(|p| !pid_alive(p));
+        if age > LOCK_STALE || dead {
+            log::emit(
+                Level::Warn,
+                "registry_stale_lock",
+                &format!(
+                    "removing stale registry lock (pid {}, {} s old)",
+                    pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                    age.as_secs()
+                ),
+                &[],
+            );
+            let _ = fs::remove_file(&path);
+            return true;
+        }
+        false
+    }
+
+    /// The registry content; a missing file is empty, a corrupt one is set
+    /// aside (with a warning) and treated as empty.
+    pub fn read(&self) -> Map<String, Value> {
+        let path = self.file();
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Map::new();
+        };
+        if text.trim().is_empty() {
+            return Map::new();
+        }
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// Like [`Registry::read`] but, under the lock, moves a corrupt file aside.
+    fn read_for_update(&self) -> Map<String, Value> {
+        let path = self.file();
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Map::new();
+        };
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => map,
+            _ if text.trim().is_empty() => Map::new(),
+            _ => {
+                let stamp = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let aside = self.dir.join(format!("services.json.corrupt-{stamp}"));
+                let _ = fs::rename(&path, &aside);
+                log::emit(
+                    Level::Warn,
+                    "registry_corrupt",
+                    &format!(
+                        "{} was not a JSON object; moved it to {} and started a new registry",
+                        path.display(),
+                        aside.display()
+                    ),
+                    &[],
+                );
+                Map::new()
+            }
+        }
+    }
+
+    fn write(&self, map: &Map<String, Value>) -> Result<()> {
+        let tmp = self.dir.join("services.tmp");
+        let text = serde_json::to_string_pretty(map).map_err(|e| Error::io(e.to_string()))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("cannot write {}: {e}", tmp.display())))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(format!("cannot write {}: {e}", tmp.display())))?;
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600));
+        fs::rename(&tmp, self.file())
+            .map_err(|e| Error::io(format!("cannot replace services.json: {e}")))
+    }
+
+    /// Registers `id` for this process. `bind` is called under the lock and
+    /// returns the port it bound, so the port in the file is always one that
+    /// is really listening.
+    pub fn register(&self, id: &str, bind: impl FnOnce() -> Result<u16>) -> Result<u16> {
+        validate_id(id)?;
+        self.with_lock(|reg| {
+            let mut map = reg.read_for_update();
+            if let Some(e) = map.get(id).and_then(Entry::from_value) {
+                if e.is_alive() && e.pid as u32 != std::process::id() {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyRunning,
+                        format!(
+                            "service '{id}' already running (pid {}, port {})",
+                            e.pid, e.port
+                        ),
+                    ));
+                }
+            }
+            let port = bind()?;
+            map.insert(
+                id.to_owned(),
+                serde_json::json!({
+                    "port": port,
+                    "pid": std::process::id(),
+                    "started": local_iso8601(),
+                }),
+            );
+            reg.write(&map)?;
+            Ok(port)
+        })
+    }
+
+    /// Removes `id` if its entry is this process's.
+    pub fn unregister(&self, id: &str) -> Result<()> {
+        self.with_lock(|reg| {
+            let mut map = reg.read_for_update();
+            let ours = map
+                .get(id)
+                .and_then(|v| v.get("pid"))
+                .and_then(Value::as_u64)
+                == Some(u64::from(std::process::id()));
+            if ours {
+                map.remove(id);
+                reg.write(&map)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The live entry of `id`, if any (read without the lock: writes are atomic).
+    pub fn lookup(&self, id: &str) -> Option<Entry> {
+        self.read()
+            .get(id)
+            .and_then(Entry::from_value)
+            .filter(Entry::is_alive)
+    }
+
+    /// Polls until `id` has a live entry, up to `timeout`.
+    pub fn discover(&self, id: &str, timeout: Duration) -> Result<Entry> {
+        validate_id(id)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.lookup(id) {
+                return Ok(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "service '{id}' not found within {:.1} s",
+                        timeout.as_secs_f64()
+                    ),
+                ));
+            }
+            std::thread::sleep(
+                DISCOVER_POLL.min(deadline.saturating_duration_since(Instant::now())),
+            );
+        }
+    }
+
+    /// Every entry with whether its process is alive; unusable entries are skipped.
+    pub fn list(&self) -> Vec<(String, Entry, bool)> {
+        let mut out: Vec<_> = self
+            .read()
+            .iter()
+            .filter_map(|(k, v)| Entry::from_value(v).map(|e| (k.clone(), e)))
+            .map(|(k, e)| {
+                let alive = e.is_alive();
+                (k, e, alive)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(Error::invalid(format!("'{id}' is not a usable service id")));
+    }
+    Ok(())
+}
+
+/// The local time as ISO-8601 with microseconds, like `datetime.now().isoformat()`.
+pub fn local_iso8601() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as libc::time_t;
+    // SAFETY: localtime_r writes into the zeroed struct we pass.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        now.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_registry(name: &str) -> Registry {
+        let dir = std::env::temp_dir().join(format!("mf-reg-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Registry::at(dir)
+    }
+
+    #[test]
+    fn register_lookup_unregister() {
+        let reg = temp_registry("basic");
+        assert_eq!(reg.register("svc", || Ok(40123)).unwrap(), 40123);
+        let e = reg.lookup("svc").unwrap();
+        assert_eq!((e.port, e.pid as u32), (40123, std::process::id()));
+        assert!(e.started.contains('T'));
+        let mode = fs::metadata(reg.file()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mode = fs::metadata(&reg.dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        reg.unregister("svc").unwrap();
+        assert!(reg.lookup("svc").is_none());
+        assert!(!reg.lock_path().exists());
+    }
+
+    #[test]
+    fn a_live_entry_of_another_process_is_already_running() {
+        let reg = temp_registry("live");
+        reg.ensure_dir().unwrap();
+        // PID 1 is always alive.
+        reg.write(&serde_json::from_str(r#"{"svc":{"port":5000,"pid":1,"started":"x"}}"#).unwrap())
+            .unwrap();
+        let e = reg.register("svc", || Ok(6000)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyRunning);
+        assert_eq!(
+            e.message,
+            "service 'svc' already running (pid 1, port 5000)"
+        );
+        // Another process's entry is never removed by us.
+        reg.unregister("svc").unwrap();
+        assert_eq!(reg.lookup("svc").unwrap().port, 5000);
+    }
+
+    #[test]
+    fn dead_and_unusable_entries_are_ignored() {
+        let reg = temp_registry("dead");
+        reg.ensure_dir().unwrap();
+        let text = r#"{"dead":{"port":5000,"pid":2147483000,"started":"x"},
+            "lowport":{"port":80,"pid":1},"badpid":{"port":5000,"pid":"1"},
+            "extra":{"port":5001,"pid":1,"started":"x","note":"unknown keys are fine"}}"#;
+        fs::write(reg.file(), text).unwrap();
+        assert!(reg.lookup("dead").is_none());
+        assert!(reg.lookup("lowport").is_none());
+        assert!(reg.lookup("badpid").is_none());
+        assert_eq!(reg.lookup("extra").unwrap().port, 5001);
+        // A dead entry may be taken over.
+        assert_eq!(reg.register("dead", || Ok(7000)).unwrap(), 7000);
+    }
+
+    #[test]
+    fn stale_lock_of_a_dead_process_is_cleared() {
+        let reg = temp_registry("stale");
+        reg.ensure_dir().unwrap();
+        fs::write(reg.lock_path(), "2147483000").unwrap();
+        let t = Instant::now();
+        reg.register("svc", || Ok(7001)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn corrupt_file_is_set_aside_and_rebuilt() {
+        let reg = temp_registry("corrupt");
+        reg.ensure_dir().unwrap();
+        fs::write(reg.file(), "{not json").unwrap();
+        reg.register("svc", || Ok(7002)).unwrap();
+        assert_eq!(reg.lookup("svc").unwrap().port, 7002);
+        let aside = fs::read_dir(&reg.dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("services.json.corrupt-")
+            });
+        assert!(aside);
+    }
+
+    #[test]
+    fn discover_times_out_with_the_id_in_the_message() {
+        let reg = temp_registry("missing");
+        let e = reg
+            .discover("nope", Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.message, "service 'nope' not found within 0.3 s");
+    }
+}
