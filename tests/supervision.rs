@@ -1,0 +1,457 @@
+//! Supervision and discovery, end to end with real processes: crash
+//! handling, restart, heartbeats, breaker, chatty workers, death with the
+//! parent, connect mode and the registry under contention.
+
+use multifrost::registry::Registry;
+use multifrost::{ErrorKind, Options, Parent};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// Every test of this binary shares one temporary HOME, so the real
+/// registry of the user running the tests is never touched.
+fn temp_home() -> PathBuf {
+    static ONCE: Once = Once::new();
+    let home = std::env::temp_dir().join(format!("mf-supervision-{}", std::process::id()));
+    ONCE.call_once(|| {
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        std::env::set_var("HOME", &home);
+    });
+    home
+}
+
+fn test_worker() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join("examples/test_worker")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn args(values: &[i64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_array_len(&mut out, values.len() as u32).unwrap();
+    for v in values {
+        rmp::encode::write_sint(&mut out, *v).unwrap();
+    }
+    out
+}
+
+fn int(bytes: &[u8]) -> i64 {
+    rmp::decode::read_int(&mut &bytes[..]).unwrap()
+}
+
+fn spawn(options: Options) -> Parent {
+    temp_home();
+    Parent::spawn(&test_worker(), &[], options).expect("spawn test worker")
+}
+
+fn stats(p: &Parent) -> Value {
+    serde_json::from_str(&p.stats_json()).unwrap()
+}
+
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+fn kill(pid: i64, sig: i32) {
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+fn pid_of(p: &Parent) -> i64 {
+    int(p.call("pid", &args(&[]), 5000).unwrap().bytes())
+}
+
+#[test]
+fn sigkill_ends_every_pending_call_at_once() {
+    let p = Arc::new(spawn(Options::default()));
+    let pid = pid_of(&p);
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || {
+                let r = p.call("sleep_ms", &args(&[10_000]), 30_000);
+                (r.err(), Instant::now())
+            })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || stats(&p)
+        ["in_flight"]
+        == 16));
+    let killed = Instant::now();
+    kill(pid, libc::SIGKILL);
+    for c in calls {
+        let (err, at) = c.join().unwrap();
+        let err = err.expect("the call must fail");
+        assert_eq!(err.kind, ErrorKind::WorkerExited, "{err}");
+        assert!(err.message.contains("signal 9 (SIGKILL)"), "{err}");
+        let after = at.duration_since(killed);
+        assert!(
+            after < Duration::from_millis(900),
+            "ended {after:?} after the kill"
+        );
+    }
+    // Without auto-restart, later calls fail at once with the same cause.
+    let err = p.call("pid", &args(&[]), 5000).err().unwrap();
+    assert_eq!(err.kind, ErrorKind::WorkerExited);
+    assert_eq!(stats(&p)["worker_pid"], 0);
+}
+
+#[test]
+fn auto_restart_brings_a_new_process() {
+    let p = spawn(Options {
+        auto_restart: 2,
+        ..Options::default()
+    });
+    let first = pid_of(&p);
+    kill(first, libc::SIGKILL);
+    let mut second = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        second = p.call("pid", &args(&[]), 2000).ok().map(|r| int(r.bytes()));
+        second.is_some()
+    }));
+    let second = second.unwrap();
+    assert_ne!(first, second);
+    let s = stats(&p);
+    assert_eq!(s["restarts"], 1);
+    assert_eq!(s["worker_pid"], second);
+    assert_eq!(int(p.call("add", &args(&[2, 3]), 5000).unwrap().bytes()), 5);
+}
+
+#[test]
+fn restart_limit_opens_the_breaker() {
+    let p = spawn(Options {
+        auto_restart: 1,
+        ..Options::default()
+    });
+    kill(pid_of(&p), libc::SIGKILL);
+    let mut second = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        p.call("pid", &args(&[]), 2000)
+            .map(|r| second = int(r.bytes()))
+            .is_ok()
+    }));
+    kill(second, libc::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), || stats(&p)
+        ["circuit_state"]
+        == "open"));
+    let err = p.call("pid", &args(&[]), 2000).err().unwrap();
+    assert!(
+        matches!(err.kind, ErrorKind::CircuitOpen | ErrorKind::WorkerExited),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stopped_worker_misses_heartbeats_and_recovers() {
+    let mut o = Options::default();
+    o.set_heartbeat(100, 100, 2).unwrap();
+    let p = spawn(o);
+    let pid = pid_of(&p);
+    kill(pid, libc::SIGSTOP);
+    let missed = wait_until(Duration::from_secs(5), || {
+        let s = stats(&p);
+        s["heartbeat_misses"].as_u64().unwrap() >= 2 && s["healthy"] == false
+    });
+    kill(pid, libc::SIGCONT);
+    assert!(missed, "{}", p.stats_json());
+    assert!(wait_until(Duration::from_secs(5), || stats(&p)["healthy"] == true));
+}
+
+#[test]
+fn a_busy_worker_does_not_miss_heartbeats() {
+    let mut o = Options::default();
+    o.set_heartbeat(100, 300, 2).unwrap();
+    let p = spawn(o);
+    let r = p.call("sleep_ms", &args(&[5000]), 10_000).unwrap();
+    assert_eq!(int(r.bytes()), 5000);
+    let s = stats(&p);
+    assert_eq!(s["heartbeat_misses"], 0, "{s}");
+    assert_eq!(s["healthy"], true);
+    assert!(s["heartbeat_rtt_avg_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn breaker_opens_refuses_fast_half_opens_and_closes() {
+    let mut o = Options::default();
+    o.set_breaker(2, 300).unwrap();
+    let p = Arc::new(spawn(o));
+    for _ in 0..2 {
+        let e = p.call("sleep_ms", &args(&[1000]), 50).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert_eq!(e.message, "call to 'sleep_ms' timed out after 50 ms");
+    }
+    let s = stats(&p);
+    assert_eq!(
+        (s["circuit_state"].as_str(), s["circuit_trips"].as_u64()),
+        (Some("open"), Some(1))
+    );
+    // Refusals cost no round trip: 1000 of them take well under 1 ms each.
+    let t = Instant::now();
+    for _ in 0..1000 {
+        let e = p.call("add", &args(&[1, 2]), 0).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::CircuitOpen);
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(350));
+    // The probe: one call goes through while the state is half-open.
+    let probe = {
+        let p = Arc::clone(&p);
+        std::thread::spawn(move || {
+            p.call("sleep_ms", &args(&[300]), 5000)
+                .map(|r| int(r.bytes()))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(2), || stats(&p)
+        ["circuit_state"]
+        == "half_open"));
+    assert_eq!(
+        p.call("add", &args(&[1, 2]), 0).err().unwrap().kind,
+        ErrorKind::CircuitOpen
+    );
+    assert_eq!(probe.join().unwrap().unwrap(), 300);
+    let s = stats(&p);
+    assert_eq!(s["circuit_state"], "closed");
+    assert_eq!(int(p.call("add", &args(&[1, 2]), 0).unwrap().bytes()), 3);
+}
+
+#[test]
+fn a_remote_error_is_not_a_breaker_failure() {
+    let mut o = Options::default();
+    o.set_breaker(1, 60_000).unwrap();
+    let p = spawn(o);
+    let e = p.call("fail", &args(&[]), 0).err().unwrap();
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorKind::Remote, "RuntimeError: requested failure")
+    );
+    assert_eq!(stats(&p)["circuit_state"], "closed");
+}
+
+#[test]
+fn a_chatty_worker_never_blocks_and_its_lines_reach_the_log() {
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    multifrost::log::set_sink(Some(Arc::new(move |json: &str| {
+        let v: Value = serde_json::from_str(json).unwrap();
+        if v["event"] == "worker_output" && v["message"].as_str().unwrap().contains("spam line") {
+            sink.lock()
+                .unwrap()
+                .push(v["message"].as_str().unwrap().to_owned());
+        }
+    })));
+    let p = spawn(Options::default());
+    let r = p.call("spam", &args(&[20_000]), 30_000).unwrap();
+    assert_eq!(int(r.bytes()), 20_000);
+    assert!(wait_until(Duration::from_secs(10), || lines
+        .lock()
+        .unwrap()
+        .len()
+        >= 20_000));
+    let lines = lines.lock().unwrap();
+    assert_eq!(lines.len(), 20_000);
+    assert!(
+        lines[0].starts_with("[test_worker STDOUT]: spam line 0 "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[19_999].starts_with("[test_worker STDOUT]: spam line 19999 "));
+}
+
+#[test]
+fn the_worker_dies_with_its_parent() {
+    use std::io::{BufRead, BufReader};
+    temp_home();
+    // The test worker in its parent role: spawns a second one, prints its pid, waits.
+    let mut parent: Child = Command::new(test_worker())
+        .arg("--parent-of-worker")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(parent.stdout.take().unwrap());
+    let mut line = String::new();
+    let pid: i64 = loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "helper parent printed no pid"
+        );
+        if let Some(p) = line.trim().strip_prefix("WORKER_PID=") {
+            break p.parse().unwrap();
+        }
+    };
+    assert!(multifrost::registry::pid_alive(pid as i32));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let gone = wait_until(Duration::from_secs(5), || {
+        // A zombie still answers kill(0); its state letter says it is dead.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z")
+    });
+    assert!(gone, "worker {pid} outlived its parent");
+}
+
+fn service_worker(id: &str) -> Child {
+    temp_home();
+    Command::new(test_worker())
+        .args(["--service", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_registered(id: &str) -> multifrost::registry::Entry {
+    Registry::for_user()
+        .unwrap()
+        .discover(id, Duration::from_secs(10))
+        .unwrap()
+}
+
+#[test]
+fn connect_mode_finds_a_service_by_id() {
+    let mut w = service_worker("svc-connect");
+    wait_registered("svc-connect");
+    let p = Parent::connect("svc-connect", Options::default()).unwrap();
+    assert_eq!(
+        int(p.call("add", &args(&[40, 2]), 5000).unwrap().bytes()),
+        42
+    );
+    assert_eq!(pid_of(&p), i64::from(w.id()));
+    drop(p);
+    kill(i64::from(w.id()), libc::SIGTERM);
+    assert!(w.wait().unwrap().success());
+    assert!(Registry::for_user()
+        .unwrap()
+        .lookup("svc-connect")
+        .is_none());
+
+    let mut o = Options::default();
+    o.set_connect_timeout(300).unwrap();
+    let e = Parent::connect("svc-nobody", o).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    assert_eq!(e.message, "service 'svc-nobody' not found within 0.3 s");
+}
+
+#[test]
+fn a_parent_follows_a_service_that_restarted_on_a_new_port() {
+    let mut w = service_worker("svc-moving");
+    let first = wait_registered("svc-moving");
+    let mut o = Options::default();
+    o.set_heartbeat(100, 100, 1).unwrap();
+    let p = Parent::connect("svc-moving", o).unwrap();
+    assert_eq!(pid_of(&p), i64::from(w.id()));
+    kill(i64::from(w.id()), libc::SIGTERM);
+    w.wait().unwrap();
+    let mut w2 = service_worker("svc-moving");
+    let second = wait_registered("svc-moving");
+    assert_ne!(first.port, second.port);
+    let mut pid = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        p.call("pid", &args(&[]), 500)
+            .map(|r| pid = int(r.bytes()))
+            .is_ok()
+    }));
+    assert_eq!(pid, i64::from(w2.id()));
+    w2.kill().unwrap();
+    w2.wait().unwrap();
+}
+
+#[test]
+fn twenty_workers_register_at_once_and_vanish_on_sigterm() {
+    temp_home();
+    let reg = Registry::for_user().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A reader checks the file is valid JSON at every moment.
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let file = reg.file();
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(text) = std::fs::read_to_string(&file) {
+                    let v: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"));
+                    assert!(v.is_object());
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    let ids: Vec<String> = (0..20).map(|i| format!("svc-many-{i}")).collect();
+    let mut workers: Vec<Child> = ids.iter().map(|id| service_worker(id)).collect();
+    let ports: std::collections::HashSet<u16> =
+        ids.iter().map(|id| wait_registered(id).port).collect();
+    assert_eq!(ports.len(), 20, "ports must be distinct");
+    for w in &workers {
+        kill(i64::from(w.id()), libc::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(w.wait().unwrap().success());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    let left: Vec<_> = reg
+        .list()
+        .into_iter()
+        .filter(|(id, ..)| id.starts_with("svc-many-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn eight_workers_racing_for_one_id_leave_exactly_one() {
+    let mut workers: Vec<Child> = (0..8).map(|_| service_worker("svc-race")).collect();
+    let winner = wait_registered("svc-race");
+    // The losers exit with status 3 and say why.
+    let mut alive = Vec::new();
+    for w in &mut workers {
+        match w.wait_timeout_ms(3000) {
+            Some(code) => {
+                assert_eq!(code, 3);
+                let mut text = String::new();
+                std::io::Read::read_to_string(w.stderr.as_mut().unwrap(), &mut text).unwrap();
+                assert!(text.contains("already running"), "{text}");
+            }
+            None => alive.push(w.id()),
+        }
+    }
+    assert_eq!(alive, vec![winner.pid as u32]);
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+}
+
+trait WaitTimeout {
+    fn wait_timeout_ms(&mut self, ms: u64) -> Option<i32>;
+}
+
+impl WaitTimeout for Child {
+    fn wait_timeout_ms(&mut self, ms: u64) -> Option<i32> {
+        let end = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < end {
+            if let Some(s) = self.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}

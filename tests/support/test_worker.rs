@@ -1,0 +1,104 @@
+//! A worker for the Rust integration tests, built on the Rust API.
+//! Spawn mode by default; `--service ID` serves in connect mode.
+
+use multifrost::{Mode, Worker};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Reads the first integer argument of a raw msgpack array.
+fn int_arg(args: &[u8], index: usize) -> Option<i64> {
+    let mut rd = args;
+    let n = rmp::decode::read_array_len(&mut rd).ok()? as usize;
+    if index >= n {
+        return None;
+    }
+    for _ in 0..index {
+        rmp::decode::read_int::<i64, _>(&mut rd).ok()?;
+    }
+    rmp::decode::read_int(&mut rd).ok()
+}
+
+fn int_result(v: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_sint(&mut out, v).unwrap();
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--parent-of-worker") {
+        // A parent for the death-signal test: spawn a worker, say its pid, wait to be killed.
+        let exe = std::env::current_exe().unwrap();
+        let p =
+            multifrost::Parent::spawn(&exe.to_string_lossy(), &[], multifrost::Options::default())
+                .unwrap();
+        let pid = p.call("pid", &[0x90], 5000).unwrap();
+        println!(
+            "WORKER_PID={}",
+            rmp::decode::read_int::<i64, _>(&mut pid.bytes()).unwrap()
+        );
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let mode = match args.iter().position(|a| a == "--service") {
+        Some(i) => Mode::Service(args[i + 1].clone()),
+        None => Mode::Spawn,
+    };
+    let worker = match Worker::new(mode) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("test_worker: {e}");
+            std::process::exit(3);
+        }
+    };
+    worker.set_concurrency(8).unwrap();
+    let reg = |name: &str, f: fn(&[u8]) -> Result<Vec<u8>, String>| {
+        worker
+            .register(
+                name,
+                Arc::new(move |a: &[u8], reply: multifrost::ReplyHandle| {
+                    let _ = match f(a) {
+                        Ok(v) => reply.ok(&v),
+                        Err(e) => reply.error(&e),
+                    };
+                }),
+            )
+            .unwrap();
+    };
+    reg("add", |a| {
+        let (x, y) = (
+            int_arg(a, 0).ok_or("TypeError: a")?,
+            int_arg(a, 1).ok_or("TypeError: b")?,
+        );
+        Ok(int_result(x + y))
+    });
+    reg("sleep_ms", |a| {
+        let ms = int_arg(a, 0).ok_or("TypeError: ms")?;
+        std::thread::sleep(Duration::from_millis(ms as u64));
+        Ok(int_result(ms))
+    });
+    reg("pid", |_| Ok(int_result(i64::from(std::process::id()))));
+    reg("spam", |a| {
+        use std::io::Write;
+        let n = int_arg(a, 0).ok_or("TypeError: n")?;
+        let mut out = std::io::stdout().lock();
+        for i in 0..n {
+            writeln!(
+                out,
+                "spam line {i} with some padding to make the output larger"
+            )
+            .unwrap();
+        }
+        out.flush().unwrap();
+        Ok(int_result(n))
+    });
+    reg(
+        "fail",
+        |_| Err("RuntimeError: requested failure".to_owned()),
+    );
+    reg("crash", |_| std::process::abort());
+    if let Err(e) = worker.serve() {
+        eprintln!("test_worker: {e}");
+        std::process::exit(2);
+    }
+}
