@@ -6,7 +6,8 @@ use std::path::Path;
 
 fn generate() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
-    let config = cbindgen::Config::from_file(Path::new(root).join("cbindgen.toml")).expect("cbindgen.toml");
+    let config =
+        cbindgen::Config::from_file(Path::new(root).join("cbindgen.toml")).expect("cbindgen.toml");
     let mut out = Vec::new();
     cbindgen::Builder::new()
         .with_crate(root)
@@ -35,9 +36,18 @@ fn committed_header_is_current() {
 #[test]
 fn version_constants_match_cargo_toml() {
     let v = |s: &str| s.parse::<u32>().unwrap();
-    assert_eq!(multifrost::ffi::MF_VERSION_MAJOR, v(env!("CARGO_PKG_VERSION_MAJOR")));
-    assert_eq!(multifrost::ffi::MF_VERSION_MINOR, v(env!("CARGO_PKG_VERSION_MINOR")));
-    assert_eq!(multifrost::ffi::MF_VERSION_PATCH, v(env!("CARGO_PKG_VERSION_PATCH")));
+    assert_eq!(
+        multifrost::ffi::MF_VERSION_MAJOR,
+        v(env!("CARGO_PKG_VERSION_MAJOR"))
+    );
+    assert_eq!(
+        multifrost::ffi::MF_VERSION_MINOR,
+        v(env!("CARGO_PKG_VERSION_MINOR"))
+    );
+    assert_eq!(
+        multifrost::ffi::MF_VERSION_PATCH,
+        v(env!("CARGO_PKG_VERSION_PATCH"))
+    );
     let c = unsafe { std::ffi::CStr::from_ptr(multifrost::ffi::mf_version()) };
     assert_eq!(c.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
