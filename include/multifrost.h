@@ -111,6 +111,13 @@ typedef struct mf_options mf_options;
 typedef struct mf_parent mf_parent;
 
 /**
+ * A completion queue. Calls started with `mf_call_queued` land here; a
+ * thread the binding owns takes them with `mf_queue_next`. Thread-safe;
+ * created by `mf_queue_new`, released by `mf_queue_free`.
+ */
+typedef struct mf_queue mf_queue;
+
+/**
  * One call being answered. Handed to a handler; answered exactly once with
  * `mf_reply_ok`, `mf_reply_json` or `mf_reply_error`, during the handler or
  * later from any thread. Answering frees it: the pointer is invalid after a
@@ -159,6 +166,20 @@ typedef void (*mf_completion)(void *user_data,
                               const char *error_message);
 
 /**
+ * One finished call. On MF_OK `result`/`result_len` hold the msgpack
+ * result and `error_message` is NULL; otherwise `result` is NULL and
+ * `error_message` says why. The pointers stay valid until the next
+ * `mf_queue_next` on the same queue (or `mf_queue_free`).
+ */
+typedef struct mf_event {
+  uint64_t token;
+  enum mf_status status;
+  const uint8_t *result;
+  size_t result_len;
+  const char *error_message;
+} mf_event;
+
+/**
  * A function handler. `args`/`args_len`: the call's msgpack argument array,
  * valid only during the call. Answer through `reply` (see `mf_reply`),
  * during the call or later from any thread. Runs on a handler thread of the
@@ -174,6 +195,18 @@ typedef void (*mf_handler)(void *user_data,
  * as at `mf_call_json`), valid only during the call.
  */
 typedef void (*mf_json_handler)(void *user_data, const char *args_json, struct mf_reply *reply);
+
+/**
+ * A call taken with `mf_worker_next`. `function` (NUL-terminated) and
+ * `args`/`args_len` (the msgpack argument array) belong to `reply` and stay
+ * valid until it is answered; answer it exactly once (see `mf_reply`).
+ */
+typedef struct mf_incoming {
+  const char *function;
+  const uint8_t *args;
+  size_t args_len;
+  struct mf_reply *reply;
+} mf_incoming;
 
 #ifdef __cplusplus
 extern "C" {
@@ -408,6 +441,48 @@ char *mf_parent_stats_json(const struct mf_parent *p);
 void mf_parent_close(struct mf_parent *p);
 
 /**
+ * A new, empty completion queue. Never NULL.
+ */
+struct mf_queue *mf_queue_new(void);
+
+/**
+ * Wakes every `mf_queue_next` waiter with MF_ERR_CLOSED once the queue is
+ * empty; completions still arriving are kept. Any thread. NULL is ignored.
+ */
+void mf_queue_close(struct mf_queue *q);
+
+/**
+ * Releases the queue (calls still in flight keep it alive until they end).
+ * NULL is ignored.
+ */
+void mf_queue_free(struct mf_queue *q);
+
+/**
+ * Starts a call like `mf_call_async`; its completion is put on `q` with
+ * `token` (any value the caller chooses). When this returns anything but
+ * MF_OK the call was not started and nothing will be queued.
+ */
+enum mf_status mf_call_queued(struct mf_parent *p,
+                              const char *function,
+                              const uint8_t *args,
+                              size_t args_len,
+                              int64_t timeout_ms,
+                              struct mf_queue *q,
+                              uint64_t token);
+
+/**
+ * Takes up to `capacity` finished calls into `events`, waiting up to
+ * `timeout_ms` for the first (< 0: no limit, 0: do not wait); `*out` is the
+ * number taken (>= 1 on MF_OK). MF_ERR_TIMEOUT: none in time;
+ * MF_ERR_CLOSED: the queue was closed and is empty.
+ */
+enum mf_status mf_queue_next(struct mf_queue *q,
+                             int64_t timeout_ms,
+                             struct mf_event *events,
+                             size_t capacity,
+                             size_t *out);
+
+/**
  * Answers with a result: one msgpack value of `len` bytes. A result that is
  * not exactly one valid msgpack value → MF_ERR_INVALID_ARGUMENT and the
  * reply is not consumed.
@@ -491,6 +566,30 @@ enum mf_status mf_worker_stop(struct mf_worker *w);
  * Releases the handle. A worker still serving is stopped first. NULL is ignored.
  */
 void mf_worker_free(struct mf_worker *w);
+
+/**
+ * Registers `name` for the pull form: its calls are not run on the
+ * worker's threads but handed out by `mf_worker_next`, so a binding that
+ * owns an event loop (Node, Python asyncio, Go) runs them where it wants.
+ */
+enum mf_status mf_worker_register_pull(struct mf_worker *w, const char *name);
+
+/**
+ * Serves on a library thread and returns at once; the socket is opened
+ * (and, in connect mode, registered) before it returns, so spawn mode
+ * without a valid COMLINK_ZMQ_PORT fails here with MF_ERR_INVALID_ARGUMENT.
+ * End it with `mf_worker_stop` (or a shutdown message / SIGINT / SIGTERM);
+ * `mf_worker_next` then returns MF_ERR_CLOSED.
+ */
+enum mf_status mf_worker_start(struct mf_worker *w);
+
+/**
+ * Takes the next call of a pull-registered function, waiting up to
+ * `timeout_ms` (< 0: no limit, 0: do not wait). `out` is written only on
+ * MF_OK. MF_ERR_TIMEOUT: nothing arrived in time; MF_ERR_CLOSED: the worker
+ * stopped serving. Any thread; several threads may wait at once.
+ */
+enum mf_status mf_worker_next(struct mf_worker *w, int64_t timeout_ms, struct mf_incoming *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -55,16 +55,15 @@ struct Outgoing {
     payload: Vec<u8>,
 }
 
-/// One call waiting for a handler thread.
-pub struct Job {
+/// A received call: the function name and its raw msgpack arguments,
+/// borrowed from the received frame.
+pub struct Incoming {
     pub function: String,
     args: zmq::Message,
     range: Range<usize>,
-    handler: Option<Handler>,
-    reply: ReplyHandle,
 }
 
-impl Job {
+impl Incoming {
     /// The raw msgpack `args` array.
     pub fn args(&self) -> &[u8] {
         if self.range.is_empty() {
@@ -73,28 +72,57 @@ impl Job {
             &self.args[self.range.clone()]
         }
     }
+}
 
-    /// Runs the registered handler, or answers with an error if it panics.
-    pub fn run(self) {
+/// Where calls of a registered name go.
+#[derive(Clone)]
+enum Route {
+    /// Run on the worker's handler threads.
+    Call(Handler),
+    /// Queued for [`Worker::next`] (bindings that own their event loop).
+    Pull,
+}
+
+/// One call waiting for a handler thread or a `next` caller.
+pub struct Job {
+    incoming: Incoming,
+    handler: Option<Handler>,
+    reply: ReplyHandle,
+}
+
+impl Job {
+    pub fn function(&self) -> &str {
+        &self.incoming.function
+    }
+
+    pub fn args(&self) -> &[u8] {
+        self.incoming.args()
+    }
+
+    /// The call and the right to answer it.
+    pub fn into_parts(self) -> (Incoming, ReplyHandle) {
+        (self.incoming, self.reply)
+    }
+
+    /// Runs the registered handler. A panicking handler drops its reply
+    /// handle while unwinding, and the handle answers with an error then;
+    /// the handler thread lives on.
+    fn run(self) {
         let Job {
-            function,
-            args,
-            range,
+            incoming,
             handler,
             reply,
         } = self;
-        let Some(handler) = handler else {
-            let _ = reply.error(&format!("Function '{function}' not found"));
-            return;
-        };
-        let bytes = if range.is_empty() {
-            EMPTY_ARGS
-        } else {
-            &args[range]
-        };
-        // A panicking handler drops its reply handle while unwinding, and the
-        // handle answers with an error then; the handler thread lives on.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(bytes, reply)));
+        match handler {
+            Some(handler) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler(incoming.args(), reply)
+                }));
+            }
+            None => {
+                let _ = reply.error(&format!("Function '{}' not found", incoming.function));
+            }
+        }
     }
 }
 
@@ -104,6 +132,13 @@ struct Jobs {
     busy: usize,
 }
 
+#[derive(Default)]
+struct Pull {
+    queue: VecDeque<Job>,
+    /// Set when serving ends, so waiting `next` callers return.
+    closed: bool,
+}
+
 struct Shared {
     out: Mutex<Vec<Outgoing>>,
     wake: Wake,
@@ -111,7 +146,11 @@ struct Shared {
     jobs: Mutex<Jobs>,
     jobs_cv: Condvar,
     idle_cv: Condvar,
-    handlers: RwLock<HashMap<String, Handler>>,
+    handlers: RwLock<HashMap<String, Route>>,
+    /// Calls for pull-registered names, taken by `Worker::next`.
+    pull: Mutex<Pull>,
+    pull_cv: Condvar,
+    serving: AtomicBool,
     namespace: RwLock<String>,
     limits: Limits,
     stats: WorkerStats,
@@ -201,7 +240,7 @@ pub struct Worker {
     socket: Mutex<Option<zmq::Socket>>,
     concurrency: AtomicUsize,
     handle_signals: AtomicBool,
-    serving: AtomicBool,
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Worker {
@@ -219,6 +258,9 @@ impl Worker {
                 jobs_cv: Condvar::new(),
                 idle_cv: Condvar::new(),
                 handlers: RwLock::new(HashMap::new()),
+                pull: Mutex::new(Pull::default()),
+                pull_cv: Condvar::new(),
+                serving: AtomicBool::new(false),
                 namespace: RwLock::new(codec::DEFAULT_NAMESPACE.to_owned()),
                 limits: Limits::default(),
                 stats: WorkerStats::default(),
@@ -227,7 +269,7 @@ impl Worker {
             socket: Mutex::new(None),
             concurrency: AtomicUsize::new(1),
             handle_signals: AtomicBool::new(true),
-            serving: AtomicBool::new(false),
+            background: Mutex::new(None),
         };
         if worker.mode != Mode::Spawn {
             *worker.socket.lock() = Some(worker.open_socket()?);
@@ -244,8 +286,47 @@ impl Worker {
         self.shared
             .handlers
             .write()
-            .insert(name.to_owned(), handler);
+            .insert(name.to_owned(), Route::Call(handler));
         Ok(())
+    }
+
+    /// Registers `name` for the pull form: its calls are taken with
+    /// [`Worker::next`] instead of running on the worker's threads.
+    pub fn register_pull(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::invalid("function name must not be empty"));
+        }
+        self.shared
+            .handlers
+            .write()
+            .insert(name.to_owned(), Route::Pull);
+        Ok(())
+    }
+
+    /// The next call for a pull-registered name. `None` timeout waits for
+    /// ever; `Ok(None)` means the timeout passed; `Closed` means serving ended.
+    pub fn next(&self, timeout: Option<Duration>) -> Result<Option<Job>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut pull = self.shared.pull.lock();
+        loop {
+            if let Some(job) = pull.queue.pop_front() {
+                return Ok(Some(job));
+            }
+            if pull.closed {
+                return Err(Error::new(
+                    crate::ErrorKind::Closed,
+                    "the worker stopped serving",
+                ));
+            }
+            match deadline {
+                Some(d) => {
+                    if self.shared.pull_cv.wait_until(&mut pull, d).timed_out() {
+                        return Ok(None);
+                    }
+                }
+                None => self.shared.pull_cv.wait(&mut pull),
+            }
+        }
     }
 
     pub fn set_namespace(&self, ns: &str) -> Result<()> {
@@ -285,91 +366,57 @@ impl Worker {
     /// Serves until stopped. Handler threads are started here and run the
     /// registered functions.
     pub fn serve(&self) -> Result<()> {
-        if self.serving.swap(true, Ordering::AcqRel) {
-            return Err(Error::invalid("this worker is already serving"));
-        }
-        let result = self.serve_inner();
-        self.serving.store(false, Ordering::Release);
-        result
+        self.prepare()?.run()
     }
 
-    fn serve_inner(&self) -> Result<()> {
+    /// Serves on a background thread and returns once the socket is open
+    /// (so a missing COMLINK_ZMQ_PORT or a taken service id fails here).
+    /// Pair with [`Worker::next`] for the pull form; [`Worker::stop`] ends it.
+    pub fn start(&self) -> Result<()> {
+        let serving = self.prepare()?;
+        let handle = std::thread::Builder::new()
+            .name("mf-worker-io".into())
+            .spawn(move || {
+                let _ = serving.run();
+            })
+            .map_err(|e| Error::io(format!("cannot start the worker thread: {e}")))?;
+        if let Some(old) = self.background.lock().replace(handle) {
+            let _ = old.join();
+        }
+        Ok(())
+    }
+
+    /// Waits for a background `start` to end (after `stop` or `shutdown`).
+    pub fn join(&self) {
+        if let Some(h) = self.background.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    fn prepare(&self) -> Result<Serving> {
+        if self.shared.serving.swap(true, Ordering::AcqRel) {
+            return Err(Error::invalid("this worker is already serving"));
+        }
         let opened = self.socket.lock().take();
-        let socket = match opened {
-            Some(s) => s,
-            None => self.open_socket()?,
+        let socket = match opened.map_or_else(|| self.open_socket(), Ok) {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.serving.store(false, Ordering::Release);
+                return Err(e);
+            }
         };
-        {
-            let mut jobs = self.shared.jobs.lock();
-            jobs.closed = false;
-        }
-        let threads = self.concurrency.load(Ordering::Relaxed);
-        for i in 0..threads {
-            let shared = Arc::clone(&self.shared);
-            std::thread::Builder::new()
-                .name(format!("mf-handler-{i}"))
-                .spawn(move || handler_loop(&shared))
-                .map_err(|e| Error::io(format!("cannot start handler thread: {e}")))?;
-        }
-        let _signals = self
-            .handle_signals
-            .load(Ordering::Relaxed)
-            .then(|| signals::Guard::install(self.shared.wake.fd()));
-        let generation = signals::generation();
-        let mut io = WorkerIo {
-            shared: &self.shared,
-            socket: &socket,
-        };
-        while !self.shared.stop.load(Ordering::Acquire) {
-            let (readable, woken) = {
-                let mut items = [
-                    socket.as_poll_item(zmq::POLLIN),
-                    zmq::PollItem::from_fd(self.shared.wake.fd(), zmq::POLLIN),
-                ];
-                if zmq::poll(&mut items, -1).is_err() {
-                    continue;
-                }
-                (items[0].is_readable(), items[1].is_readable())
-            };
-            if woken {
-                self.shared.wake.drain();
-                io.flush();
-                if signals::generation() != generation {
-                    log::emit(
-                        Level::Info,
-                        "worker_signal",
-                        "worker stopping on a signal",
-                        &[],
-                    );
-                    break;
-                }
-            }
-            if readable && io.receive() {
-                break;
-            }
-        }
-        // Stop taking calls; give running handlers a moment to answer.
-        let deadline = Instant::now() + STOP_GRACE;
-        {
-            let mut jobs = self.shared.jobs.lock();
-            jobs.closed = true;
-            jobs.queue.clear();
-            self.shared.jobs_cv.notify_all();
-            while jobs.busy > 0 {
-                if self
-                    .shared
-                    .idle_cv
-                    .wait_until(&mut jobs, deadline)
-                    .timed_out()
-                {
-                    break;
-                }
-            }
-        }
-        io.flush();
-        drop(socket);
-        self.shared.stop.store(false, Ordering::Release);
-        self.unregister()
+        self.shared.jobs.lock().closed = false;
+        self.shared.pull.lock().closed = false;
+        Ok(Serving {
+            shared: Arc::clone(&self.shared),
+            socket,
+            threads: self.concurrency.load(Ordering::Relaxed),
+            handle_signals: self.handle_signals.load(Ordering::Relaxed),
+            service: match &self.mode {
+                Mode::Service(id) => Some(id.clone()),
+                _ => None,
+            },
+        })
     }
 
     fn unregister(&self) -> Result<()> {
@@ -415,6 +462,102 @@ impl Worker {
             }
         }
         Ok(socket)
+    }
+}
+
+/// One serving session: the socket and what the loop needs, owned so it
+/// can run on the caller's thread or a background one.
+struct Serving {
+    shared: Arc<Shared>,
+    socket: zmq::Socket,
+    threads: usize,
+    handle_signals: bool,
+    service: Option<String>,
+}
+
+impl Serving {
+    fn run(self) -> Result<()> {
+        let result = self.serve_loop();
+        let mut pull = self.shared.pull.lock();
+        pull.closed = true;
+        // Calls nobody will take are answered (ReplyHandle's drop) rather than left to time out.
+        pull.queue.clear();
+        drop(pull);
+        self.shared.pull_cv.notify_all();
+        drop(self.socket);
+        let unregistered = match &self.service {
+            Some(id) => Registry::for_user().and_then(|r| r.unregister(id)),
+            None => Ok(()),
+        };
+        self.shared.stop.store(false, Ordering::Release);
+        self.shared.serving.store(false, Ordering::Release);
+        result.and(unregistered)
+    }
+
+    fn serve_loop(&self) -> Result<()> {
+        for i in 0..self.threads {
+            let shared = Arc::clone(&self.shared);
+            std::thread::Builder::new()
+                .name(format!("mf-handler-{i}"))
+                .spawn(move || handler_loop(&shared))
+                .map_err(|e| Error::io(format!("cannot start handler thread: {e}")))?;
+        }
+        let _signals = self
+            .handle_signals
+            .then(|| signals::Guard::install(self.shared.wake.fd()));
+        let generation = signals::generation();
+        let mut io = WorkerIo {
+            shared: &self.shared,
+            socket: &self.socket,
+        };
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let (readable, woken) = {
+                let mut items = [
+                    self.socket.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.shared.wake.fd(), zmq::POLLIN),
+                ];
+                if zmq::poll(&mut items, -1).is_err() {
+                    continue;
+                }
+                (items[0].is_readable(), items[1].is_readable())
+            };
+            if woken {
+                self.shared.wake.drain();
+                io.flush();
+                if signals::generation() != generation {
+                    log::emit(
+                        Level::Info,
+                        "worker_signal",
+                        "worker stopping on a signal",
+                        &[],
+                    );
+                    break;
+                }
+            }
+            if readable && io.receive() {
+                break;
+            }
+        }
+        // Stop taking calls; give running handlers a moment to answer.
+        let deadline = Instant::now() + STOP_GRACE;
+        {
+            let mut jobs = self.shared.jobs.lock();
+            jobs.closed = true;
+            jobs.queue.clear();
+            self.shared.jobs_cv.notify_all();
+            while jobs.busy > 0 {
+                if self
+                    .shared
+                    .idle_cv
+                    .wait_until(&mut jobs, deadline)
+                    .timed_out()
+                {
+                    break;
+                }
+            }
+        }
+        io.flush();
+        Ok(())
     }
 }
 
@@ -602,7 +745,7 @@ impl WorkerIo<'_> {
                     refuse(format!("Cannot call private method '{function}'"));
                     return false;
                 }
-                let Some(handler) = shared.handlers.read().get(function).cloned() else {
+                let Some(route) = shared.handlers.read().get(function).cloned() else {
                     refuse(format!("Function '{function}' not found"));
                     return false;
                 };
@@ -610,17 +753,34 @@ impl WorkerIo<'_> {
                     let start = a.as_ptr() as usize - payload.as_ptr() as usize;
                     start..start + a.len()
                 });
-                let job = Job {
+                let reply = ReplyHandle {
+                    shared: Arc::clone(shared),
+                    identity: identity.to_vec(),
+                    id: Some(id.to_owned()),
+                    answered: false,
+                };
+                let incoming = Incoming {
                     function: function.to_owned(),
-                    reply: ReplyHandle {
-                        shared: Arc::clone(shared),
-                        identity: identity.to_vec(),
-                        id: Some(id.to_owned()),
-                        answered: false,
-                    },
-                    handler: Some(handler),
                     args: payload,
                     range,
+                };
+                let handler = match route {
+                    Route::Call(h) => h,
+                    Route::Pull => {
+                        let job = Job {
+                            incoming,
+                            handler: None,
+                            reply,
+                        };
+                        shared.pull.lock().queue.push_back(job);
+                        shared.pull_cv.notify_one();
+                        return false;
+                    }
+                };
+                let job = Job {
+                    incoming,
+                    handler: Some(handler),
+                    reply,
                 };
                 let mut jobs = shared.jobs.lock();
                 jobs.queue.push_back(job);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod log;
 pub mod options;
 pub mod parent;
+pub mod queue;
 pub mod reply;
 pub mod worker;
 

@@ -16,6 +16,12 @@ use std::ffi::{c_char, c_void};
 /// run concurrently with the *start* of another call on the same handle.
 pub struct mf_parent(Parent);
 
+impl mf_parent {
+    pub(crate) fn inner(&self) -> &Parent {
+        &self.0
+    }
+}
+
 /// Called once when an `mf_call_async` call ends, on the parent's I/O
 /// thread: it must return quickly and must not close this parent.
 /// On MF_OK `result`/`result_len` hold the msgpack result and

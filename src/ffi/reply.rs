@@ -11,7 +11,18 @@ use std::ffi::c_char;
 /// later from any thread. Answering frees it: the pointer is invalid after a
 /// call that returned MF_OK. A reply that is never answered leaks and its
 /// caller gets a timeout.
-pub struct mf_reply(pub(crate) ReplyHandle);
+pub struct mf_reply {
+    pub(crate) handle: ReplyHandle,
+    /// The call itself when it was taken with `mf_worker_next`: its name and
+    /// arguments stay valid until the reply is answered.
+    pub(crate) call: Option<(std::ffi::CString, crate::worker::Incoming)>,
+}
+
+impl mf_reply {
+    pub(crate) fn new(handle: ReplyHandle) -> *mut mf_reply {
+        Box::into_raw(Box::new(mf_reply { handle, call: None }))
+    }
+}
 
 /// Answers with the value `f` makes unless the value is refused, in which
 /// case the reply stays unanswered (and valid) so the caller can answer again.
@@ -19,8 +30,8 @@ unsafe fn answer<T: AsRef<[u8]>>(r: *mut mf_reply, f: impl FnOnce() -> Result<T>
     guard(|| {
         let reply = r.as_ref().ok_or_else(|| Error::invalid("reply is NULL"))?;
         let value = f()?;
-        reply.0.check_result(value.as_ref())?;
-        Box::from_raw(r).0.ok_checked(value.as_ref());
+        reply.handle.check_result(value.as_ref())?;
+        Box::from_raw(r).handle.ok_checked(value.as_ref());
         Ok(())
     })
 }
@@ -58,6 +69,6 @@ pub unsafe extern "C" fn mf_reply_error(r: *mut mf_reply, message: *const c_char
         }
         let message = text(message, "message")?;
         let reply = Box::from_raw(r);
-        reply.0.error(message)
+        reply.handle.error(message)
     })
 }

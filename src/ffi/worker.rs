@@ -91,7 +91,7 @@ pub unsafe extern "C" fn mf_worker_register(
         name,
         Arc::new(move |args: &[u8], reply| {
             let user = &user;
-            let r = Box::into_raw(Box::new(mf_reply(reply)));
+            let r = mf_reply::new(reply);
             f(user.0, args.as_ptr(), args.len(), r);
         }),
     )
@@ -118,7 +118,7 @@ pub unsafe extern "C" fn mf_worker_register_json(
             match crate::json::from_msgpack(args) {
                 Ok(json) => {
                     let json = c_string(&json);
-                    let r = Box::into_raw(Box::new(mf_reply(reply)));
+                    let r = mf_reply::new(reply);
                     f(user.0, json.as_ptr(), r);
                 }
                 Err(e) => {
@@ -194,4 +194,80 @@ pub unsafe extern "C" fn mf_worker_free(w: *mut mf_worker) {
             worker.0.stop();
         }
     });
+}
+
+/// A call taken with `mf_worker_next`. `function` (NUL-terminated) and
+/// `args`/`args_len` (the msgpack argument array) belong to `reply` and stay
+/// valid until it is answered; answer it exactly once (see `mf_reply`).
+#[repr(C)]
+pub struct mf_incoming {
+    pub function: *const c_char,
+    pub args: *const u8,
+    pub args_len: usize,
+    pub reply: *mut mf_reply,
+}
+
+/// Registers `name` for the pull form: its calls are not run on the
+/// worker's threads but handed out by `mf_worker_next`, so a binding that
+/// owns an event loop (Node, Python asyncio, Go) runs them where it wants.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_register_pull(
+    w: *mut mf_worker,
+    name: *const c_char,
+) -> mf_status {
+    guard(|| {
+        arc_borrow(w.cast_const(), "worker")?
+            .0
+            .register_pull(text(name, "name")?)
+    })
+}
+
+/// Serves on a library thread and returns at once; the socket is opened
+/// (and, in connect mode, registered) before it returns, so spawn mode
+/// without a valid COMLINK_ZMQ_PORT fails here with MF_ERR_INVALID_ARGUMENT.
+/// End it with `mf_worker_stop` (or a shutdown message / SIGINT / SIGTERM);
+/// `mf_worker_next` then returns MF_ERR_CLOSED.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_start(w: *mut mf_worker) -> mf_status {
+    guard(|| arc_borrow(w.cast_const(), "worker")?.0.start())
+}
+
+/// Takes the next call of a pull-registered function, waiting up to
+/// `timeout_ms` (< 0: no limit, 0: do not wait). `out` is written only on
+/// MF_OK. MF_ERR_TIMEOUT: nothing arrived in time; MF_ERR_CLOSED: the worker
+/// stopped serving. Any thread; several threads may wait at once.
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_next(
+    w: *mut mf_worker,
+    timeout_ms: i64,
+    out: *mut mf_incoming,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let worker = arc_borrow(w.cast_const(), "worker")?;
+        let timeout =
+            (timeout_ms >= 0).then(|| std::time::Duration::from_millis(timeout_ms as u64));
+        let job = worker
+            .0
+            .next(timeout)?
+            .ok_or_else(|| Error::new(crate::ErrorKind::Timeout, "no call arrived in time"))?;
+        let (incoming, handle) = job.into_parts();
+        let name = c_string(&incoming.function);
+        let reply = Box::into_raw(Box::new(mf_reply {
+            handle,
+            call: Some((name, incoming)),
+        }));
+        let (name, incoming) = (*reply)
+            .call
+            .as_ref()
+            .map(|(n, i)| (n.as_ptr(), i.args()))
+            .unwrap_or_default();
+        *out = mf_incoming {
+            function: name,
+            args: incoming.as_ptr(),
+            args_len: incoming.len(),
+            reply,
+        };
+        Ok(())
+    })
 }

@@ -1,0 +1,188 @@
+//! `mf_queue`: completions delivered by pulling instead of callbacks, for
+//! bindings that must not be called on library threads (Node, Python asyncio).
+
+use super::error::{c_string, mf_status};
+use super::parent::mf_parent;
+use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
+use crate::error::Error;
+use crate::parent::Reply;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::ffi::{c_char, CString};
+use std::time::{Duration, Instant};
+
+/// A completion queue. Calls started with `mf_call_queued` land here; a
+/// thread the binding owns takes them with `mf_queue_next`. Thread-safe;
+/// created by `mf_queue_new`, released by `mf_queue_free`.
+pub struct mf_queue {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<Event>,
+    /// The batch handed out by the last `mf_queue_next`, kept alive until the next one.
+    delivered: Vec<Event>,
+    closed: bool,
+}
+
+struct Event {
+    token: u64,
+    status: mf_status,
+    result: Option<Reply>,
+    error: Option<CString>,
+}
+
+/// One finished call. On MF_OK `result`/`result_len` hold the msgpack
+/// result and `error_message` is NULL; otherwise `result` is NULL and
+/// `error_message` says why. The pointers stay valid until the next
+/// `mf_queue_next` on the same queue (or `mf_queue_free`).
+#[repr(C)]
+pub struct mf_event {
+    pub token: u64,
+    pub status: mf_status,
+    pub result: *const u8,
+    pub result_len: usize,
+    pub error_message: *const c_char,
+}
+
+/// A new, empty completion queue. Never NULL.
+#[no_mangle]
+pub extern "C" fn mf_queue_new() -> *mut mf_queue {
+    arc_into_handle(mf_queue {
+        state: Mutex::new(State::default()),
+        cv: Condvar::new(),
+    })
+}
+
+/// Wakes every `mf_queue_next` waiter with MF_ERR_CLOSED once the queue is
+/// empty; completions still arriving are kept. Any thread. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn mf_queue_close(q: *mut mf_queue) {
+    super::guard_void(|| {
+        if let Ok(q) = arc_borrow(q.cast_const(), "queue") {
+            q.state.lock().closed = true;
+            q.cv.notify_all();
+        }
+    });
+}
+
+/// Releases the queue (calls still in flight keep it alive until they end).
+/// NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn mf_queue_free(q: *mut mf_queue) {
+    super::guard_void(|| {
+        if let Some(q) = arc_release(q) {
+            q.state.lock().closed = true;
+            q.cv.notify_all();
+        }
+    });
+}
+
+/// Starts a call like `mf_call_async`; its completion is put on `q` with
+/// `token` (any value the caller chooses). When this returns anything but
+/// MF_OK the call was not started and nothing will be queued.
+#[no_mangle]
+pub unsafe extern "C" fn mf_call_queued(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args: *const u8,
+    args_len: usize,
+    timeout_ms: i64,
+    q: *mut mf_queue,
+    token: u64,
+) -> mf_status {
+    guard(|| {
+        let parent = arc_borrow(p.cast_const(), "parent")?;
+        let queue = arc_borrow(q.cast_const(), "queue")?;
+        let function = text(function, "function")?;
+        let args = bytes(args, args_len, "args")?;
+        let args = if args.is_empty() { &[0x90][..] } else { args };
+        parent.inner().call_async(
+            function,
+            args,
+            timeout_ms,
+            Box::new(move |outcome| {
+                let event = match outcome {
+                    Ok(reply) => Event {
+                        token,
+                        status: mf_status::MF_OK,
+                        result: Some(reply),
+                        error: None,
+                    },
+                    Err(e) => Event {
+                        token,
+                        status: e.kind.into(),
+                        result: None,
+                        error: Some(c_string(&e.message)),
+                    },
+                };
+                let mut state = queue.state.lock();
+                let was_empty = state.ready.is_empty();
+                state.ready.push_back(event);
+                drop(state);
+                if was_empty {
+                    queue.cv.notify_one();
+                }
+            }),
+        )
+    })
+}
+
+/// Takes up to `capacity` finished calls into `events`, waiting up to
+/// `timeout_ms` for the first (< 0: no limit, 0: do not wait); `*out` is the
+/// number taken (>= 1 on MF_OK). MF_ERR_TIMEOUT: none in time;
+/// MF_ERR_CLOSED: the queue was closed and is empty.
+#[no_mangle]
+pub unsafe extern "C" fn mf_queue_next(
+    q: *mut mf_queue,
+    timeout_ms: i64,
+    events: *mut mf_event,
+    capacity: usize,
+    out: *mut usize,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let queue = arc_borrow(q.cast_const(), "queue")?;
+        if events.is_null() || capacity == 0 {
+            return Err(Error::invalid("events is NULL or capacity is 0"));
+        }
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let mut state = queue.state.lock();
+        state.delivered.clear();
+        while state.ready.is_empty() {
+            if state.closed {
+                return Err(Error::new(crate::ErrorKind::Closed, "the queue is closed"));
+            }
+            match deadline {
+                Some(d) => {
+                    if queue.cv.wait_until(&mut state, d).timed_out() && state.ready.is_empty() {
+                        return Err(Error::new(
+                            crate::ErrorKind::Timeout,
+                            "no completion in time",
+                        ));
+                    }
+                }
+                None => queue.cv.wait(&mut state),
+            }
+        }
+        let n = capacity.min(state.ready.len());
+        let batch: Vec<Event> = state.ready.drain(..n).collect();
+        let slots = std::slice::from_raw_parts_mut(events, n);
+        for (slot, e) in slots.iter_mut().zip(&batch) {
+            let result = e.result.as_ref().map(Reply::bytes);
+            *slot = mf_event {
+                token: e.token,
+                status: e.status,
+                result: result.map_or(std::ptr::null(), <[u8]>::as_ptr),
+                result_len: result.map_or(0, <[u8]>::len),
+                error_message: e.error.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            };
+        }
+        state.delivered = batch;
+        *out = n;
+        Ok(())
+    })
+}

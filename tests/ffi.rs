@@ -1,0 +1,199 @@
+//! The extern "C" functions called directly from Rust: the pull form of the
+//! worker (`mf_worker_start` / `mf_worker_next`), the completion queue
+//! (`mf_call_queued` / `mf_queue_next`), and NULL handling at the boundary.
+
+use multifrost::ffi::error::{mf_last_error, mf_status};
+use multifrost::ffi::parent::*;
+use multifrost::ffi::queue::*;
+use multifrost::ffi::reply::*;
+use multifrost::ffi::worker::*;
+use std::ffi::{CStr, CString};
+use std::ptr::{null, null_mut};
+use std::time::{Duration, Instant};
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(mf_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn temp_home() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let home = std::env::temp_dir().join(format!("mf-ffi-{}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        std::env::set_var("HOME", home);
+    });
+}
+
+struct Ptr<T>(*mut T);
+unsafe impl<T> Send for Ptr<T> {}
+
+#[test]
+fn pull_worker_and_completion_queue_round_trip() {
+    temp_home();
+    let id = CString::new("ffi-pull").unwrap();
+    let mut w = null_mut();
+    unsafe {
+        assert_eq!(
+            mf_worker_new(id.as_ptr(), &mut w),
+            mf_status::MF_OK,
+            "{}",
+            last_error()
+        );
+        let name = CString::new("double").unwrap();
+        assert_eq!(mf_worker_register_pull(w, name.as_ptr()), mf_status::MF_OK);
+        assert_eq!(mf_worker_start(w), mf_status::MF_OK, "{}", last_error());
+        // Nothing queued yet: a zero wait says so at once.
+        let mut incoming = std::mem::zeroed::<mf_incoming>();
+        assert_eq!(
+            mf_worker_next(w, 0, &mut incoming),
+            mf_status::MF_ERR_TIMEOUT
+        );
+    }
+    // The binding's own thread: take calls, answer them.
+    let served = {
+        let w = Ptr(w);
+        std::thread::spawn(move || {
+            let w = w;
+            let mut n = 0;
+            loop {
+                let mut c = unsafe { std::mem::zeroed::<mf_incoming>() };
+                match unsafe { mf_worker_next(w.0, 5000, &mut c) } {
+                    mf_status::MF_OK => {}
+                    mf_status::MF_ERR_CLOSED => return n,
+                    s => panic!("next: {s:?} {}", last_error()),
+                }
+                let name = unsafe { CStr::from_ptr(c.function) }.to_str().unwrap();
+                assert_eq!(name, "double");
+                let args = unsafe { std::slice::from_raw_parts(c.args, c.args_len) };
+                assert_eq!(args[0], 0x91);
+                let v = rmp::decode::read_int::<i64, _>(&mut &args[1..]).unwrap();
+                let mut out = Vec::new();
+                rmp::encode::write_sint(&mut out, v * 2).unwrap();
+                assert_eq!(
+                    unsafe { mf_reply_ok(c.reply, out.as_ptr(), out.len()) },
+                    mf_status::MF_OK
+                );
+                n += 1;
+            }
+        })
+    };
+    let mut p = null_mut();
+    unsafe {
+        assert_eq!(
+            mf_connect(id.as_ptr(), null(), &mut p),
+            mf_status::MF_OK,
+            "{}",
+            last_error()
+        );
+    }
+    let q = mf_queue_new();
+    let f = CString::new("double").unwrap();
+    for token in 0..100u64 {
+        let mut args = vec![0x91];
+        rmp::encode::write_uint(&mut args, token).unwrap();
+        let s = unsafe { mf_call_queued(p, f.as_ptr(), args.as_ptr(), args.len(), 5000, q, token) };
+        assert_eq!(s, mf_status::MF_OK);
+    }
+    let mut seen = [false; 100];
+    let mut events: Vec<mf_event> = (0..16).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut got = 0;
+    while got < 100 {
+        let mut n = 0;
+        let s = unsafe { mf_queue_next(q, 5000, events.as_mut_ptr(), events.len(), &mut n) };
+        assert_eq!(s, mf_status::MF_OK, "{}", last_error());
+        assert!((1..=16).contains(&n));
+        for e in &events[..n] {
+            assert_eq!(e.status, mf_status::MF_OK);
+            assert!(e.error_message.is_null());
+            let r = unsafe { std::slice::from_raw_parts(e.result, e.result_len) };
+            let v: u64 = rmp::decode::read_int(&mut &r[..]).unwrap();
+            assert_eq!(v, e.token * 2);
+            seen[e.token as usize] = true;
+        }
+        got += n;
+    }
+    assert!(seen.iter().all(|&s| s));
+    // A failure is queued with its text.
+    let unknown = CString::new("nosuch").unwrap();
+    unsafe {
+        assert_eq!(
+            mf_call_queued(p, unknown.as_ptr(), null(), 0, 5000, q, 7),
+            mf_status::MF_OK
+        );
+        let mut n = 0;
+        assert_eq!(
+            mf_queue_next(q, 5000, events.as_mut_ptr(), 1, &mut n),
+            mf_status::MF_OK
+        );
+        assert_eq!(
+            (events[0].token, events[0].status),
+            (7, mf_status::MF_ERR_REMOTE)
+        );
+        assert!(events[0].result.is_null());
+        let text = CStr::from_ptr(events[0].error_message).to_str().unwrap();
+        assert_eq!(text, "Function 'nosuch' not found");
+        // Closing the queue wakes a waiter.
+        mf_queue_close(q);
+        let t = Instant::now();
+        assert_eq!(
+            mf_queue_next(q, 5000, events.as_mut_ptr(), 1, &mut n),
+            mf_status::MF_ERR_CLOSED
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+        mf_queue_free(q);
+        mf_parent_close(p);
+        assert_eq!(mf_worker_stop(w), mf_status::MF_OK);
+    }
+    assert_eq!(served.join().unwrap(), 100);
+    unsafe { mf_worker_free(w) };
+}
+
+#[test]
+fn null_handles_and_strings_are_invalid_arguments() {
+    let f = CString::new("f").unwrap();
+    unsafe {
+        let mut buf = std::mem::zeroed::<multifrost::ffi::buffer::mf_buffer>();
+        assert_eq!(
+            mf_call(null_mut(), f.as_ptr(), null(), 0, 0, &mut buf),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(last_error(), "parent is NULL");
+        let mut w = null_mut();
+        assert_eq!(mf_worker_new(null(), &mut w), mf_status::MF_OK);
+        assert_eq!(
+            mf_worker_register_pull(w, null()),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(last_error(), "name is NULL");
+        assert_eq!(
+            mf_worker_next(w, 0, null_mut()),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            mf_reply_error(null_mut(), f.as_ptr()),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            mf_reply_ok(null_mut(), null(), 0),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        let mut n = 0;
+        assert_eq!(
+            mf_queue_next(null_mut(), 0, null_mut(), 0, &mut n),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        mf_queue_free(null_mut());
+        mf_queue_close(null_mut());
+        // Spawn mode without COMLINK_ZMQ_PORT fails at start, with the reason.
+        std::env::remove_var("COMLINK_ZMQ_PORT");
+        assert_eq!(mf_worker_start(w), mf_status::MF_ERR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains("COMLINK_ZMQ_PORT"),
+            "{}",
+            last_error()
+        );
+        mf_worker_free(w);
+    }
+}
