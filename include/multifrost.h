@@ -441,6 +441,39 @@ char *mf_parent_stats_json(const struct mf_parent *p);
 void mf_parent_close(struct mf_parent *p);
 
 /**
+ * `mf_spawn` that also hands the error text back: on failure `*error`
+ * (if `error` is not NULL) receives a copy of the message, freed with
+ * `mf_string_free`; on MF_OK it is set to NULL. For callers that run the
+ * blocking spawn on a worker thread (Node's thread pool, goroutines) and
+ * read the result elsewhere.
+ */
+enum mf_status mf_spawn_ex(const char *program,
+                           const char *const *args,
+                           const struct mf_options *opts,
+                           char **error,
+                           struct mf_parent **out);
+
+/**
+ * `mf_connect` that also hands the error text back, as `mf_spawn_ex` does.
+ */
+enum mf_status mf_connect_ex(const char *target,
+                             const struct mf_options *opts,
+                             char **error,
+                             struct mf_parent **out);
+
+/**
+ * `mf_call` that also hands the error text back, as `mf_spawn_ex` does
+ * (e.g. the remote error's text).
+ */
+enum mf_status mf_call_ex(struct mf_parent *p,
+                          const char *function,
+                          const uint8_t *args,
+                          size_t args_len,
+                          int64_t timeout_ms,
+                          char **error,
+                          struct mf_buffer *out);
+
+/**
  * A new, empty completion queue. Never NULL.
  */
 struct mf_queue *mf_queue_new(void);

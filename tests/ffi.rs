@@ -197,3 +197,36 @@ fn null_handles_and_strings_are_invalid_arguments() {
         mf_worker_free(w);
     }
 }
+
+#[test]
+fn ex_variants_hand_the_error_text_back() {
+    let program = CString::new("/nonexistent/worker-program").unwrap();
+    let mut p = null_mut();
+    let mut error: *mut std::ffi::c_char = null_mut();
+    let s = unsafe { mf_spawn_ex(program.as_ptr(), null(), null(), &mut error, &mut p) };
+    assert_eq!(s, mf_status::MF_ERR_IO);
+    assert!(p.is_null());
+    let text = unsafe { CStr::from_ptr(error) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains("cannot start worker '/nonexistent/worker-program'"),
+        "{text}"
+    );
+    unsafe { multifrost::ffi::buffer::mf_string_free(error) };
+    let target = CString::new("no-such-service-ex").unwrap();
+    let opts = multifrost::ffi::options::mf_options_new();
+    unsafe {
+        multifrost::ffi::options::mf_options_set_connect_timeout(opts, 100);
+        temp_home();
+        let s = mf_connect_ex(target.as_ptr(), opts, &mut error, &mut p);
+        assert_eq!(s, mf_status::MF_ERR_NOT_FOUND);
+        assert_eq!(
+            CStr::from_ptr(error).to_str().unwrap(),
+            "service 'no-such-service-ex' not found within 0.1 s"
+        );
+        multifrost::ffi::buffer::mf_string_free(error);
+        multifrost::ffi::options::mf_options_free(opts);
+    }
+}

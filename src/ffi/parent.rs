@@ -271,3 +271,60 @@ pub unsafe extern "C" fn mf_parent_close(p: *mut mf_parent) {
         }
     });
 }
+
+/// Stores the calling thread's error text in `*error` (when `error` is not
+/// NULL and `status` is a failure), for callers whose next call may run on
+/// another OS thread.
+unsafe fn hand_back_error(status: mf_status, error: *mut *mut c_char) -> mf_status {
+    if let Some(slot) = error.as_mut() {
+        *slot = if status == mf_status::MF_OK {
+            std::ptr::null_mut()
+        } else {
+            let text = std::ffi::CStr::from_ptr(super::error::mf_last_error());
+            text.to_owned().into_raw()
+        };
+    }
+    status
+}
+
+/// `mf_spawn` that also hands the error text back: on failure `*error`
+/// (if `error` is not NULL) receives a copy of the message, freed with
+/// `mf_string_free`; on MF_OK it is set to NULL. For callers that run the
+/// blocking spawn on a worker thread (Node's thread pool, goroutines) and
+/// read the result elsewhere.
+#[no_mangle]
+pub unsafe extern "C" fn mf_spawn_ex(
+    program: *const c_char,
+    args: *const *const c_char,
+    opts: *const mf_options,
+    error: *mut *mut c_char,
+    out: *mut *mut mf_parent,
+) -> mf_status {
+    hand_back_error(mf_spawn(program, args, opts, out), error)
+}
+
+/// `mf_connect` that also hands the error text back, as `mf_spawn_ex` does.
+#[no_mangle]
+pub unsafe extern "C" fn mf_connect_ex(
+    target: *const c_char,
+    opts: *const mf_options,
+    error: *mut *mut c_char,
+    out: *mut *mut mf_parent,
+) -> mf_status {
+    hand_back_error(mf_connect(target, opts, out), error)
+}
+
+/// `mf_call` that also hands the error text back, as `mf_spawn_ex` does
+/// (e.g. the remote error's text).
+#[no_mangle]
+pub unsafe extern "C" fn mf_call_ex(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args: *const u8,
+    args_len: usize,
+    timeout_ms: i64,
+    error: *mut *mut c_char,
+    out: *mut mf_buffer,
+) -> mf_status {
+    hand_back_error(mf_call(p, function, args, args_len, timeout_ms, out), error)
+}
