@@ -1,12 +1,20 @@
-//! The parent (caller) side: a DEALER socket driven by one I/O thread.
+//! The parent (caller) side: one DEALER socket, driven by whichever thread
+//! is waiting for it (leader/follower).
 //!
-//! Callers encode their request on their own thread, push it onto a short
-//! queue and wake the I/O thread through an eventfd (only when the queue was
-//! empty, so a burst costs one wake). The I/O thread alone owns the socket,
-//! the pending-call table, the deadline heap, the heartbeat timer and the
-//! child process, so none of those needs a lock. A reply completes its call
-//! in place: a blocked caller is woken through its own slot, an async
-//! completion runs right on the I/O thread.
+//! A blocking call finds the socket free most of the time: it takes it,
+//! sends its request, polls for the reply itself and puts the socket back —
+//! no hop to another thread on either way, so a sequential call costs what a
+//! raw libzmq round trip costs plus encoding. While a thread leads, other
+//! callers queue their payloads and wake it through an eventfd; it sends
+//! them, routes every reply to its caller (a waiting thread's slot, or an
+//! async completion run in place), and when its own reply has arrived hands
+//! the socket to a waiting caller, or to the supervisor thread if only async
+//! calls or a heartbeat are outstanding.
+//!
+//! The supervisor thread owns the child process (exit through a pidfd,
+//! restart), heartbeats and readiness; it leads only when no caller does.
+//! Shared state lives in one `Core` behind a mutex that is held for
+//! bookkeeping only — never while a thread sleeps in `zmq_poll`.
 
 use crate::breaker::{Admit, Breaker, State as BreakerState};
 use crate::codec::{self, Encoder, Kind, Limits};
@@ -19,7 +27,7 @@ use crate::registry::Registry;
 use crate::stats::Stats;
 use crate::wake::Wake;
 use crate::{bound_port, is_endpoint, zmq_context};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -30,8 +38,8 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 const NIL: &[u8] = &[0xc0];
-/// Messages handled per socket wake-up before timers and the queue get a turn.
-const RECV_BATCH: usize = 512;
+/// Messages read per wake-up before bookkeeping gets a turn.
+const RECV_BATCH: usize = 256;
 /// Payloads up to this size are copied into libzmq's own buffer; larger ones
 /// are handed over without a copy.
 const ZERO_COPY_MIN: usize = 4096;
@@ -49,38 +57,50 @@ impl Reply {
             None => NIL,
         }
     }
+
+    fn nil() -> Reply {
+        Reply {
+            msg: None,
+            range: 0..0,
+        }
+    }
 }
 
 pub type Outcome = Result<Reply>;
 
-/// A blocked caller's mailbox.
+/// A blocked caller's mailbox: its outcome, or an offer to lead.
 #[derive(Default)]
 struct Slot {
-    value: Mutex<Option<Outcome>>,
+    state: Mutex<SlotState>,
     cv: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    outcome: Option<Outcome>,
+    offer: bool,
 }
 
 impl Slot {
     fn put(&self, outcome: Outcome) {
-        *self.value.lock() = Some(outcome);
+        self.state.lock().outcome = Some(outcome);
         self.cv.notify_one();
     }
 
-    fn take(&self) -> Outcome {
-        let mut v = self.value.lock();
-        loop {
-            if let Some(outcome) = v.take() {
-                return outcome;
-            }
-            self.cv.wait(&mut v);
-        }
+    fn is_done(&self) -> bool {
+        self.state.lock().outcome.is_some()
+    }
+
+    fn offer(&self) {
+        self.state.lock().offer = true;
+        self.cv.notify_one();
     }
 }
 
 /// How a finished call is delivered.
 enum Completion {
     Wait(Arc<Slot>),
-    /// Runs on the I/O thread; it must not block.
+    /// Runs on whichever thread is leading; it must not block.
     Callback(Box<dyn FnOnce(Outcome) + Send>),
 }
 
@@ -89,20 +109,11 @@ impl Completion {
         match self {
             Completion::Wait(slot) => slot.put(outcome),
             Completion::Callback(f) => {
-                // A panicking completion must not take the I/O thread down.
+                // A panicking completion must not take the leading thread down.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
             }
         }
     }
-}
-
-struct Request {
-    id: IdText,
-    function: Box<str>,
-    payload: Vec<u8>,
-    timeout: Option<Duration>,
-    probe: bool,
-    completion: Completion,
 }
 
 struct Pending {
@@ -112,6 +123,9 @@ struct Pending {
     probe: bool,
     completion: Completion,
 }
+
+/// A call that ended, to be delivered once the core lock is released.
+type Finished = Vec<(Pending, Outcome)>;
 
 /// What the parent reaches: a program it spawns, or an endpoint it connects to.
 #[derive(Debug, Clone)]
@@ -128,21 +142,84 @@ pub enum Target {
     },
 }
 
-#[derive(Default)]
-struct Queue {
-    requests: Vec<Request>,
-    closing: bool,
-}
-
 enum Readiness {
     Starting,
     Ready,
     Failed(Error),
 }
 
+/// Heartbeat bookkeeping.
+struct Heartbeat {
+    outstanding: Option<(IdText, Instant)>,
+    next_at: Instant,
+    consecutive_misses: u32,
+}
+
+/// Everything the threads share, behind one mutex held only for bookkeeping.
+struct Core {
+    /// `None` while a thread leads (holds it outside the lock).
+    socket: Option<zmq::Socket>,
+    leader: bool,
+    /// Payloads waiting for the leader to send them, oldest first.
+    outgoing: VecDeque<Vec<u8>>,
+    pending: HashMap<IdText, Pending>,
+    deadlines: BinaryHeap<Reverse<(Instant, IdText)>>,
+    /// Blocked callers that may be offered the lead.
+    followers: Vec<Arc<Slot>>,
+    hb: Heartbeat,
+    ready: bool,
+    closing: bool,
+    /// Set when the worker is gone for good: calls fail at once with it.
+    dead: Option<Error>,
+    target: Target,
+    /// A failure asked the next leader to look the service up again.
+    rediscover: bool,
+}
+
+impl Core {
+    /// Whether someone must be polling the socket.
+    fn needs_leader(&self) -> bool {
+        !self.closing
+            && (!self.pending.is_empty()
+                || self.hb.outstanding.is_some()
+                || !self.outgoing.is_empty())
+    }
+
+    /// Removes calls whose deadline passed.
+    fn expire(&mut self, now: Instant, finished: &mut Finished) {
+        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(p) = self.pending.remove(&id) {
+                let ms = p.timeout.map_or(0, |t| t.as_millis());
+                let e = Error::new(
+                    ErrorKind::Timeout,
+                    format!("call to '{}' timed out after {ms} ms", p.function),
+                );
+                self.rediscover = matches!(self.target, Target::Service { .. });
+                finished.push((p, Err(e)));
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn fail_pending(&mut self, e: &Error, finished: &mut Finished) {
+        self.deadlines.clear();
+        finished.extend(self.pending.drain().map(|(_, p)| (p, Err(e.clone()))));
+    }
+}
+
 struct Shared {
-    queue: Mutex<Queue>,
+    core: Mutex<Core>,
+    /// Wakes the thread that leads (it polls this beside the socket).
     wake: Wake,
+    /// Wakes the supervisor thread.
+    sup_wake: Wake,
     options: Options,
     limits: Limits,
     ids: IdGen,
@@ -150,8 +227,6 @@ struct Shared {
     breaker: Breaker,
     readiness: Mutex<Readiness>,
     ready_cv: Condvar,
-    /// Set when the worker is gone for good: calls fail at once with it.
-    dead: Mutex<Option<Error>>,
     healthy: AtomicBool,
     name: String,
 }
@@ -159,8 +234,8 @@ struct Shared {
 /// A connection to one worker. Thread-safe: any number of threads may call.
 pub struct Parent {
     shared: Arc<Shared>,
-    io: Mutex<Option<JoinHandle<()>>>,
-    io_thread: ThreadId,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    supervisor_thread: ThreadId,
 }
 
 fn program_name(program: &str) -> String {
@@ -250,28 +325,52 @@ impl Parent {
             }
         };
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
+            core: Mutex::new(Core {
+                socket: Some(socket),
+                leader: false,
+                outgoing: VecDeque::new(),
+                pending: HashMap::new(),
+                deadlines: BinaryHeap::new(),
+                followers: Vec::new(),
+                hb: Heartbeat {
+                    outstanding: None,
+                    next_at: Instant::now(),
+                    consecutive_misses: 0,
+                },
+                ready: false,
+                closing: false,
+                dead: None,
+                target: target.clone(),
+                rediscover: false,
+            }),
             wake: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
+            sup_wake: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
             limits: Limits::default(),
             ids: IdGen::new(),
             stats: Stats::default(),
             breaker: Breaker::new(options.breaker_threshold, options.breaker_cooldown),
             readiness: Mutex::new(Readiness::Starting),
             ready_cv: Condvar::new(),
-            dead: Mutex::new(None),
             healthy: AtomicBool::new(false),
             name,
             options,
         });
-        let io = Io::new(Arc::clone(&shared), socket, target, port);
+        let supervisor = Supervisor {
+            shared: Arc::clone(&shared),
+            target,
+            port,
+            child: None,
+            restarts: 0,
+            restart_at: None,
+        };
         let handle = std::thread::Builder::new()
-            .name("mf-parent-io".into())
-            .spawn(move || io.run())
-            .map_err(|e| Error::io(format!("cannot start I/O thread: {e}")))?;
+            .name("mf-parent-sup".into())
+            .spawn(move || supervisor.run())
+            .map_err(|e| Error::io(format!("cannot start supervisor thread: {e}")))?;
         let parent = Parent {
             shared,
-            io_thread: handle.thread().id(),
-            io: Mutex::new(Some(handle)),
+            supervisor_thread: handle.thread().id(),
+            supervisor: Mutex::new(Some(handle)),
         };
         parent.wait_ready(wait)?;
         Ok(parent)
@@ -315,17 +414,18 @@ impl Parent {
     /// Calls `function` with `args` (one MessagePack array) and blocks for its result.
     pub fn call(&self, function: &str, args: &[u8], timeout_ms: i64) -> Outcome {
         let slot = Arc::new(Slot::default());
-        self.submit(
+        let (payload, pending, id) = self.prepare(
             function,
             args,
             timeout_ms,
             Completion::Wait(Arc::clone(&slot)),
         )?;
-        slot.take()
+        self.shared.run_sync(&slot, id, payload, pending)
     }
 
-    /// Starts a call; `done` runs exactly once, on the I/O thread, when it
-    /// ends. When this returns an error, `done` is never run.
+    /// Starts a call; `done` runs exactly once, on the thread that is
+    /// driving the socket at that moment, when it ends. It must not block.
+    /// When this returns an error, `done` is never run.
     pub fn call_async(
         &self,
         function: &str,
@@ -333,25 +433,25 @@ impl Parent {
         timeout_ms: i64,
         done: Box<dyn FnOnce(Outcome) + Send>,
     ) -> Result<()> {
-        self.submit(function, args, timeout_ms, Completion::Callback(done))
+        let (payload, pending, id) =
+            self.prepare(function, args, timeout_ms, Completion::Callback(done))?;
+        self.shared.submit_async(id, payload, pending)
     }
 
-    fn submit(
+    /// Validates, asks the breaker, encodes.
+    fn prepare(
         &self,
         function: &str,
         args: &[u8],
         timeout_ms: i64,
         completion: Completion,
-    ) -> Result<()> {
+    ) -> Result<(Vec<u8>, Pending, IdText)> {
         let s = &*self.shared;
         if function.is_empty() {
             return Err(Error::invalid("function name must not be empty"));
         }
         codec::validate_args(args, s.limits)
             .map_err(|e| Error::invalid(format!("arguments are not one msgpack array: {e}")))?;
-        if let Some(e) = &*s.dead.lock() {
-            return Err(e.clone());
-        }
         let probe = match s.breaker.admit() {
             Admit::Yes => false,
             Admit::Probe => true,
@@ -369,33 +469,14 @@ impl Parent {
         let id = s.ids.next();
         let mut payload = Vec::with_capacity(args.len() + 160 + function.len());
         Encoder::new(&mut payload).call(ids::as_str(&id), function, args, &s.options.namespace);
-        self.enqueue(Request {
-            id,
+        let pending = Pending {
             function: function.into(),
-            payload,
             timeout: s.options.call_timeout(timeout_ms),
+            started: Instant::now(),
             probe,
             completion,
-        })
-    }
-
-    fn enqueue(&self, request: Request) -> Result<()> {
-        let s = &*self.shared;
-        let mut q = s.queue.lock();
-        if q.closing {
-            drop(q);
-            if request.probe {
-                s.breaker.failure(true, "parent closed");
-            }
-            return Err(Error::closed());
-        }
-        let was_empty = q.requests.is_empty();
-        q.requests.push(request);
-        drop(q);
-        if was_empty {
-            s.wake.notify();
-        }
-        Ok(())
+        };
+        Ok((payload, pending, id))
     }
 
     /// Sends one heartbeat and waits for its echo; returns the round-trip
@@ -406,28 +487,36 @@ impl Parent {
         Encoder::new(&mut payload).heartbeat(ids::as_str(&id), codec::now_seconds(), false);
         let slot = Arc::new(Slot::default());
         let started = Instant::now();
-        self.enqueue(Request {
-            id,
+        let pending = Pending {
             function: "heartbeat".into(),
-            payload,
             timeout: Some(timeout),
+            started,
             probe: false,
             completion: Completion::Wait(Arc::clone(&slot)),
-        })?;
-        slot.take()?;
+        };
+        self.shared.run_sync(&slot, id, payload, pending)?;
         Ok(started.elapsed())
     }
 
-    /// Ends the I/O thread: pending calls fail with `Closed`, a spawned
-    /// worker is asked to stop, then terminated and reaped. Idempotent.
+    /// Ends the connection: pending calls fail with `Closed`, a spawned
+    /// worker is terminated and reaped. Idempotent.
     pub fn close(&self) {
-        self.shared.queue.lock().closing = true;
-        self.shared.wake.notify();
-        if std::thread::current().id() == self.io_thread {
-            // Called from a completion: the I/O loop ends by itself after it returns.
+        let s = &self.shared;
+        let mut finished = Vec::new();
+        {
+            let mut core = s.core.lock();
+            core.closing = true;
+            core.fail_pending(&Error::closed(), &mut finished);
+            core.outgoing.clear();
+        }
+        s.deliver(finished);
+        s.wake.notify();
+        s.sup_wake.notify();
+        if std::thread::current().id() == self.supervisor_thread {
+            // Called from a completion on the supervisor: it ends by itself.
             return;
         }
-        if let Some(handle) = self.io.lock().take() {
+        if let Some(handle) = self.supervisor.lock().take() {
             let _ = handle.join();
         }
     }
@@ -483,475 +572,151 @@ impl Drop for Parent {
     }
 }
 
-/// Heartbeat bookkeeping of the I/O thread.
-struct Heartbeat {
-    outstanding: Option<(IdText, Instant)>,
-    next_at: Instant,
-    consecutive_misses: u32,
+/// Who is driving the socket in `lead`.
+enum Role<'a> {
+    /// A blocked caller: leads until its own call has ended.
+    Caller(&'a Slot),
+    /// The supervisor: leads while anything is outstanding, and watches the child too.
+    Supervisor(&'a mut Supervisor),
 }
 
-/// State owned by the I/O thread alone.
-struct Io {
-    shared: Arc<Shared>,
-    socket: zmq::Socket,
-    target: Target,
-    port: u16,
-    pending: HashMap<IdText, Pending>,
-    deadlines: BinaryHeap<Reverse<(Instant, IdText)>>,
-    /// Payloads libzmq could not take yet (no peer connected).
-    backlog: VecDeque<Vec<u8>>,
-    child: Option<Process>,
-    restarts: u32,
-    restart_at: Option<Instant>,
-    hb: Heartbeat,
-    ready: bool,
-    closing: bool,
-    scratch: Vec<Request>,
-}
+impl Shared {
+    /// Registers a call and either leads until it ends or waits for a leader to end it.
+    fn run_sync(
+        &self,
+        slot: &Arc<Slot>,
+        id: IdText,
+        payload: Vec<u8>,
+        pending: Pending,
+    ) -> Outcome {
+        let socket = {
+            let mut core = self.core.lock();
+            self.register(&mut core, id, payload, pending)?;
+            self.take_lead(&mut core)
+        };
+        match socket {
+            Some(socket) => self.lead(socket, Role::Caller(slot)),
+            None => self.wake.notify(),
+        }
+        self.wait(slot)
+    }
 
-impl Io {
-    fn new(shared: Arc<Shared>, socket: zmq::Socket, target: Target, port: u16) -> Io {
-        Io {
-            shared,
-            socket,
-            target,
-            port,
-            pending: HashMap::new(),
-            deadlines: BinaryHeap::new(),
-            backlog: VecDeque::new(),
-            child: None,
-            restarts: 0,
-            restart_at: None,
-            hb: Heartbeat {
-                outstanding: None,
-                next_at: Instant::now(),
-                consecutive_misses: 0,
-            },
-            ready: false,
-            closing: false,
-            scratch: Vec::new(),
+    fn submit_async(&self, id: IdText, payload: Vec<u8>, pending: Pending) -> Result<()> {
+        let leader = {
+            let mut core = self.core.lock();
+            self.register(&mut core, id, payload, pending)?;
+            core.leader
+        };
+        if leader {
+            self.wake.notify();
+        } else {
+            // No caller is waiting to drive the socket: the supervisor leads.
+            self.sup_wake.notify();
+        }
+        Ok(())
+    }
+
+    /// Puts a call in the pending table and its payload in the send queue.
+    fn register(
+        &self,
+        core: &mut Core,
+        id: IdText,
+        payload: Vec<u8>,
+        pending: Pending,
+    ) -> Result<()> {
+        if core.closing {
+            if pending.probe {
+                self.breaker.failure(true, "parent closed");
+            }
+            return Err(Error::closed());
+        }
+        if let Some(e) = &core.dead {
+            return Err(e.clone());
+        }
+        self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = pending.timeout {
+            core.deadlines.push(Reverse((pending.started + t, id)));
+        }
+        core.pending.insert(id, pending);
+        core.outgoing.push_back(payload);
+        Ok(())
+    }
+
+    /// Takes the socket if nobody leads.
+    fn take_lead(&self, core: &mut Core) -> Option<zmq::Socket> {
+        if core.leader || core.closing {
+            return None;
+        }
+        let socket = core.socket.take()?;
+        core.leader = true;
+        Some(socket)
+    }
+
+    /// Blocks until the call has ended, leading whenever the lead is free
+    /// or offered. Lock order is core → slot: a slot's lock is never held
+    /// while taking the core's.
+    fn wait(&self, slot: &Arc<Slot>) -> Outcome {
+        loop {
+            let offered = {
+                let mut st = slot.state.lock();
+                if let Some(outcome) = st.outcome.take() {
+                    let offered = std::mem::take(&mut st.offer);
+                    drop(st);
+                    if offered {
+                        // Finished before it could lead: pass the offer on.
+                        self.hand_off(&mut self.core.lock());
+                    }
+                    return outcome;
+                }
+                std::mem::take(&mut st.offer)
+            };
+            let socket = {
+                let mut core = self.core.lock();
+                if !core.leader && (offered || core.needs_leader()) {
+                    self.take_lead(&mut core)
+                } else {
+                    core.followers
+                        .retain(|f| !Arc::ptr_eq(f, slot) && !f.is_done_fast());
+                    core.followers.push(Arc::clone(slot));
+                    None
+                }
+            };
+            if let Some(socket) = socket {
+                self.lead(socket, Role::Caller(slot));
+                continue;
+            }
+            let mut st = slot.state.lock();
+            while st.outcome.is_none() && !st.offer {
+                slot.cv.wait(&mut st);
+            }
         }
     }
 
-    fn run(mut self) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_loop()));
-        if result.is_err() {
-            self.fail_all(&Error::new(
-                ErrorKind::Panic,
-                "internal error: the parent's I/O thread panicked",
-            ));
+    /// After a leader stepped down with work outstanding: offer the lead to
+    /// a blocked caller, or wake the supervisor.
+    fn hand_off(&self, core: &mut MutexGuard<'_, Core>) {
+        if core.leader || !core.needs_leader() {
+            return;
         }
-        self.shutdown();
-    }
-
-    fn run_loop(&mut self) {
-        if let Target::Spawn { .. } = self.target {
-            if let Err(e) = self.start_child() {
-                self.set_readiness(Readiness::Failed(e));
+        while let Some(f) = core.followers.pop() {
+            if !f.is_done_fast() {
+                f.offer();
                 return;
             }
         }
-        self.send_heartbeat(Instant::now());
-        while !self.closing {
-            let now = Instant::now();
-            let timeout = self.poll_timeout(now);
-            let (readable, writable, woken, exited) = {
-                let mut events = zmq::POLLIN;
-                if !self.backlog.is_empty() {
-                    events |= zmq::POLLOUT;
-                }
-                let exit_fd = self.child.as_ref().and_then(Process::exit_fd);
-                let mut items = [
-                    self.socket.as_poll_item(events),
-                    zmq::PollItem::from_fd(self.shared.wake.fd(), zmq::POLLIN),
-                    zmq::PollItem::from_fd(exit_fd.unwrap_or(-1), zmq::POLLIN),
-                ];
-                let n = if exit_fd.is_some() { 3 } else { 2 };
-                if zmq::poll(&mut items[..n], timeout).is_err() {
-                    continue;
-                }
-                (
-                    items[0].is_readable(),
-                    items[0].is_writable(),
-                    items[1].is_readable(),
-                    n == 3 && items[2].is_readable(),
-                )
-            };
-            if woken {
-                self.shared.wake.drain();
-                self.take_requests();
-            }
-            if readable {
-                self.receive();
-            }
-            if writable {
-                self.flush_backlog();
-            }
-            if exited
-                || (self.child.is_some()
-                    && self.child.as_ref().and_then(Process::exit_fd).is_none())
-            {
-                self.check_child();
-            }
-            self.timers(Instant::now());
-        }
+        self.sup_wake.notify();
     }
 
-    /// Milliseconds until the next timer (-1: none).
-    fn poll_timeout(&self, now: Instant) -> i64 {
-        let mut next: Option<Instant> = self.deadlines.peek().map(|Reverse((t, _))| *t);
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some((_, sent)) = self.hb.outstanding {
-            consider(sent + self.hb_timeout());
-        } else if self.heartbeats_on() && self.ready {
-            consider(self.hb.next_at);
-        }
-        if let Some(t) = self.restart_at {
-            consider(t);
-        }
-        if self.child.as_ref().is_some_and(|c| c.exit_fd().is_none()) {
-            consider(now + Duration::from_millis(50));
-        }
-        match next {
-            None => -1,
-            Some(t) => {
-                let d = t.saturating_duration_since(now);
-                // Round up so a timer is never polled for before it is due.
-                (d.as_micros().div_ceil(1000)) as i64
-            }
-        }
-    }
-
-    fn heartbeats_on(&self) -> bool {
-        !self.shared.options.heartbeat_interval.is_zero()
-    }
-
-    fn hb_timeout(&self) -> Duration {
-        if self.heartbeats_on() {
-            self.shared.options.heartbeat_timeout
-        } else {
-            // Heartbeats off: the start-up heartbeat is resent at this pace.
-            Duration::from_millis(1000)
-        }
-    }
-
-    fn take_requests(&mut self) {
-        let mut batch = std::mem::take(&mut self.scratch);
-        {
-            let mut q = self.shared.queue.lock();
-            std::mem::swap(&mut batch, &mut q.requests);
-            if q.closing {
-                self.closing = true;
-            }
-        }
-        let now = Instant::now();
-        for r in batch.drain(..) {
-            self.shared
-                .stats
-                .requests_total
-                .fetch_add(1, Ordering::Relaxed);
-            self.shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            if let Some(t) = r.timeout {
-                self.deadlines.push(Reverse((now + t, r.id)));
-            }
-            self.pending.insert(
-                r.id,
-                Pending {
-                    function: r.function,
-                    timeout: r.timeout,
-                    started: now,
-                    probe: r.probe,
-                    completion: r.completion,
-                },
-            );
-            self.send(r.payload);
-        }
-        self.scratch = batch;
-    }
-
-    /// Sends `[empty, payload]`, or keeps the payload for later when libzmq
-    /// has no peer to take it yet.
-    fn send(&mut self, payload: Vec<u8>) {
-        if !self.backlog.is_empty() || !self.try_send(&payload) {
-            self.backlog.push_back(payload);
-        }
-    }
-
-    fn try_send(&self, payload: &[u8]) -> bool {
-        match self.socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE) {
-            Ok(()) => {}
-            Err(_) => return false,
-        }
-        // Once the first frame is accepted the rest of the message is too.
-        let msg = if payload.len() < ZERO_COPY_MIN {
-            zmq::Message::from(payload)
-        } else {
-            zmq::Message::from(payload.to_vec())
-        };
-        let _ = self.socket.send(msg, zmq::DONTWAIT);
-        true
-    }
-
-    fn flush_backlog(&mut self) {
-        while let Some(p) = self.backlog.front() {
-            if !self.try_send(p) {
-                break;
-            }
-            self.backlog.pop_front();
-        }
-    }
-
-    fn receive(&mut self) {
-        for _ in 0..RECV_BATCH {
-            let first = match self.socket.recv_msg(zmq::DONTWAIT) {
-                Ok(m) => m,
-                Err(_) => return,
-            };
-            if !first.is_empty() || !first.get_more() {
-                self.drop_rest(first.get_more());
-                continue;
-            }
-            let payload = match self.socket.recv_msg(zmq::DONTWAIT) {
-                Ok(m) => m,
-                Err(_) => return,
-            };
-            if payload.get_more() {
-                self.drop_rest(true);
-                continue;
-            }
-            self.handle(payload);
-        }
-    }
-
-    /// Counts a message with the wrong frames and discards what is left of it.
-    fn drop_rest(&mut self, mut more: bool) {
-        self.shared
-            .stats
-            .dropped_malformed
-            .fetch_add(1, Ordering::Relaxed);
-        while more {
-            more = self
-                .socket
-                .recv_msg(zmq::DONTWAIT)
-                .map(|m| m.get_more())
-                .unwrap_or(false);
-        }
-    }
-
-    fn handle(&mut self, payload: zmq::Message) {
-        let shared = Arc::clone(&self.shared);
-        let msg = match codec::decode(&payload, shared.limits) {
-            Ok(m) => m,
-            Err(e) => {
-                shared
-                    .stats
-                    .dropped_malformed
-                    .fetch_add(1, Ordering::Relaxed);
-                log::emit(
-                    Level::Debug,
-                    "message_dropped",
-                    &format!("dropped a payload from the worker: {e}"),
-                    &[],
-                );
-                return;
-            }
-        };
-        match msg.kind {
-            Kind::Response | Kind::Error => {
-                let Some(pending) = msg
-                    .id
-                    .and_then(ids::key)
-                    .and_then(|k| self.pending.remove(&k))
-                else {
-                    shared.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
-                    return;
-                };
-                let outcome = if msg.kind == Kind::Response {
-                    let range = msg.result.map(|r| {
-                        let start = r.as_ptr() as usize - payload.as_ptr() as usize;
-                        start..start + r.len()
-                    });
-                    Ok(match range {
-                        Some(range) => Reply {
-                            msg: Some(payload),
-                            range,
-                        },
-                        None => Reply {
-                            msg: None,
-                            range: 0..0,
-                        },
-                    })
-                } else {
-                    Err(Error::new(
-                        ErrorKind::Remote,
-                        msg.error.unwrap_or("remote error without text").to_owned(),
-                    ))
-                };
-                self.finish(pending, outcome);
-            }
-            Kind::Heartbeat
-                if msg
-                    .id
-                    .and_then(ids::key)
-                    .is_some_and(|k| self.pending.contains_key(&k)) =>
-            {
-                if let Some(p) = msg
-                    .id
-                    .and_then(ids::key)
-                    .and_then(|k| self.pending.remove(&k))
-                {
-                    self.finish(
-                        p,
-                        Ok(Reply {
-                            msg: None,
-                            range: 0..0,
-                        }),
-                    );
-                }
-            }
-            Kind::Heartbeat => {
-                let is_ours = matches!(
-                    (msg.id.and_then(ids::key), self.hb.outstanding),
-                    (Some(k), Some((id, _))) if k == id
-                );
-                if is_ours || (!self.ready && msg.hb_response) {
-                    self.heartbeat_answered(msg.hb_timestamp);
-                }
-            }
-            Kind::Stdout | Kind::Stderr => {
-                let stream = if msg.kind == Kind::Stdout {
-                    "stdout"
-                } else {
-                    "stderr"
-                };
-                let pid = self.child.as_ref().map(Process::pid);
-                for line in msg.output.unwrap_or("").lines() {
-                    log::worker_output(&shared.name, stream, pid, line);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn heartbeat_answered(&mut self, hb_timestamp: Option<f64>) {
-        let s = &self.shared.stats;
-        if let Some((_, sent)) = self.hb.outstanding.take() {
-            let rtt = sent.elapsed();
-            s.heartbeat_rtt.record(rtt);
-            s.heartbeat_rtt_last_us
-                .store(rtt.as_micros() as u64, Ordering::Relaxed);
-        } else if let Some(ts) = hb_timestamp {
-            let rtt = ((codec::now_seconds() - ts).max(0.0) * 1e6) as u64;
-            s.heartbeat_rtt_last_us.store(rtt, Ordering::Relaxed);
-        }
-        self.hb.consecutive_misses = 0;
-        self.hb.next_at = Instant::now() + self.shared.options.heartbeat_interval;
-        self.shared.healthy.store(true, Ordering::Relaxed);
-        if !self.ready {
-            self.ready = true;
-            self.set_readiness(Readiness::Ready);
-        }
-    }
-
-    fn send_heartbeat(&mut self, now: Instant) {
-        let id = self.shared.ids.next();
-        let mut payload = Vec::with_capacity(128);
-        Encoder::new(&mut payload).heartbeat(ids::as_str(&id), codec::now_seconds(), false);
-        self.hb.outstanding = Some((id, now));
-        self.send(payload);
-    }
-
-    fn timers(&mut self, now: Instant) {
-        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.deadlines.pop();
-            if let Some(p) = self.pending.remove(&id) {
-                let ms = p.timeout.map_or(0, |t| t.as_millis());
-                let e = Error::new(
-                    ErrorKind::Timeout,
-                    format!("call to '{}' timed out after {ms} ms", p.function),
-                );
-                log::emit(
-                    Level::Warn,
-                    "request_timeout",
-                    &e.message,
-                    &[("function", Value::from(&*p.function))],
-                );
-                self.finish(p, Err(e));
-            }
-        }
-        if let Some((_, sent)) = self.hb.outstanding {
-            if now >= sent + self.hb_timeout() {
-                self.heartbeat_missed(now);
-            }
-        } else if self.heartbeats_on() && self.ready && now >= self.hb.next_at {
-            self.send_heartbeat(now);
-        }
-        if self.restart_at.is_some_and(|t| now >= t) {
-            self.restart_at = None;
-            self.restart();
-        }
-    }
-
-    fn heartbeat_missed(&mut self, now: Instant) {
-        self.hb.outstanding = None;
-        if !self.ready {
-            // Still starting: ask again until the start-up deadline decides.
-            self.send_heartbeat(now);
-            return;
-        }
-        let s = &self.shared;
-        s.stats.heartbeat_misses.fetch_add(1, Ordering::Relaxed);
-        self.hb.consecutive_misses += 1;
-        log::emit(
-            Level::Warn,
-            "heartbeat_missed",
-            &format!(
-                "worker '{}' missed a heartbeat ({} in a row)",
-                s.name, self.hb.consecutive_misses
-            ),
-            &[("consecutive", self.hb.consecutive_misses.into())],
-        );
-        if self.hb.consecutive_misses >= s.options.heartbeat_max_misses {
-            self.hb.consecutive_misses = 0;
-            s.healthy.store(false, Ordering::Relaxed);
-            s.breaker.failure(false, "heartbeats lost");
-        }
-        self.hb.next_at = now;
-        self.rediscover();
-        self.send_heartbeat(now);
-    }
-
-    /// After a failure, a service may have restarted on another port: look
-    /// it up again and follow it.
-    fn rediscover(&mut self) {
-        let Target::Service { id, endpoint } = &mut self.target else {
-            return;
-        };
-        let Some(entry) = Registry::for_user().ok().and_then(|r| r.lookup(id)) else {
-            return;
-        };
-        let fresh = format!("tcp://127.0.0.1:{}", entry.port);
-        if fresh == *endpoint {
-            return;
-        }
-        let _ = self.socket.disconnect(endpoint);
-        if self.socket.connect(&fresh).is_ok() {
-            log::emit(
-                Level::Info,
-                "service_moved",
-                &format!("service '{id}' moved from {endpoint} to {fresh}"),
-                &[("pid", entry.pid.into())],
-            );
-            *endpoint = fresh;
+    fn deliver(&self, finished: Finished) {
+        for (p, outcome) in finished {
+            self.finish(p, outcome);
         }
     }
 
     /// Ends one call: stats, breaker, then delivery.
-    fn finish(&mut self, p: Pending, outcome: Outcome) {
-        let s = &self.shared;
+    fn finish(&self, p: Pending, outcome: Outcome) {
+        let s = self;
         s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         s.stats.latency.record(p.started.elapsed());
         match &outcome {
@@ -972,10 +737,13 @@ impl Io {
                     }
                     ErrorKind::Timeout => {
                         s.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        log::emit(
+                            Level::Warn,
+                            "request_timeout",
+                            &e.message,
+                            &[("function", Value::from(&*p.function))],
+                        );
                         s.breaker.failure(p.probe, &e.message);
-                        p.completion.deliver(outcome);
-                        self.rediscover();
-                        return;
                     }
                     // Worker exits are counted once per exit, not per call.
                     _ => {}
@@ -983,6 +751,486 @@ impl Io {
             }
         }
         p.completion.deliver(outcome);
+    }
+
+    /// Drives the socket until the role's work is done, then steps down.
+    fn lead(&self, socket: zmq::Socket, mut role: Role<'_>) {
+        let mut out: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
+        loop {
+            let mut finished = Vec::new();
+            let now = Instant::now();
+            let timeout = {
+                let mut core = self.core.lock();
+                out.extend(core.outgoing.drain(..));
+                core.expire(now, &mut finished);
+                if core.rediscover {
+                    core.rediscover = false;
+                    rediscover(&mut core.target, &socket);
+                }
+                let done = core.closing
+                    || match &role {
+                        Role::Caller(slot) => {
+                            slot.is_done()
+                                || finished.iter().any(|(p, _)| {
+                                    matches!(&p.completion, Completion::Wait(s) if std::ptr::eq(&**s, *slot))
+                                })
+                        }
+                        Role::Supervisor(_) => !core.needs_leader() && out.is_empty(),
+                    };
+                if done {
+                    // Step down: the socket and unsent payloads go back.
+                    while let Some(p) = out.pop_back() {
+                        core.outgoing.push_front(p);
+                    }
+                    core.socket = Some(socket);
+                    core.leader = false;
+                    self.hand_off(&mut core);
+                    drop(core);
+                    self.deliver(finished);
+                    return;
+                }
+                let mut next = core.next_deadline();
+                if let Role::Supervisor(sup) = &role {
+                    next = min_opt(next, sup.next_timer(&core));
+                }
+                next.map_or(-1, |t| {
+                    t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
+                })
+            };
+            self.deliver(finished);
+            // Send what is queued; stop at the first refusal (no peer yet).
+            while let Some(p) = out.front() {
+                if !try_send(&socket, p) {
+                    break;
+                }
+                out.pop_front();
+            }
+            let exit_fd = match &role {
+                Role::Supervisor(sup) => sup.child.as_ref().and_then(Process::exit_fd),
+                Role::Caller(_) => None,
+            };
+            let (readable, woken, exited) = {
+                let events = if out.is_empty() {
+                    zmq::POLLIN
+                } else {
+                    zmq::POLLIN | zmq::POLLOUT
+                };
+                let mut items = [
+                    socket.as_poll_item(events),
+                    zmq::PollItem::from_fd(self.wake.fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(exit_fd.unwrap_or(-1), zmq::POLLIN),
+                ];
+                let n = if exit_fd.is_some() { 3 } else { 2 };
+                if zmq::poll(&mut items[..n], timeout).is_err() {
+                    (false, false, false)
+                } else {
+                    (
+                        items[0].is_readable(),
+                        items[1].is_readable(),
+                        n == 3 && items[2].is_readable(),
+                    )
+                }
+            };
+            if woken {
+                self.wake.drain();
+            }
+            if readable {
+                self.receive(&socket, &mut batch);
+            }
+            if let Role::Supervisor(sup) = &mut role {
+                sup.tick(exited);
+            }
+        }
+    }
+
+    /// Reads what is waiting and routes each reply to its call.
+    fn receive(&self, socket: &zmq::Socket, batch: &mut Vec<zmq::Message>) {
+        loop {
+            batch.clear();
+            while batch.len() < RECV_BATCH {
+                let first = match socket.recv_msg(zmq::DONTWAIT) {
+                    Ok(m) => m,
+                    Err(_) => break,
+                };
+                if !first.is_empty() || !first.get_more() {
+                    self.drop_rest(socket, first.get_more());
+                    continue;
+                }
+                let Ok(payload) = socket.recv_msg(zmq::DONTWAIT) else {
+                    break;
+                };
+                if payload.get_more() {
+                    self.drop_rest(socket, true);
+                    continue;
+                }
+                batch.push(payload);
+            }
+            if batch.is_empty() {
+                return;
+            }
+            let full = batch.len() == RECV_BATCH;
+            let mut finished = Vec::with_capacity(batch.len());
+            {
+                let mut core = self.core.lock();
+                for payload in batch.drain(..) {
+                    self.route(&mut core, payload, &mut finished);
+                }
+            }
+            self.deliver(finished);
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// Counts a message with the wrong frames and discards what is left of it.
+    fn drop_rest(&self, socket: &zmq::Socket, mut more: bool) {
+        self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+        while more {
+            more = socket
+                .recv_msg(zmq::DONTWAIT)
+                .map(|m| m.get_more())
+                .unwrap_or(false);
+        }
+    }
+
+    fn route(&self, core: &mut Core, payload: zmq::Message, finished: &mut Finished) {
+        let msg = match codec::decode(&payload, self.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                log::emit(
+                    Level::Debug,
+                    "message_dropped",
+                    &format!("dropped a payload from the worker: {e}"),
+                    &[],
+                );
+                return;
+            }
+        };
+        let key = msg.id.and_then(ids::key);
+        match msg.kind {
+            Kind::Response | Kind::Error => {
+                let Some(pending) = key.and_then(|k| core.pending.remove(&k)) else {
+                    self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let outcome = if msg.kind == Kind::Response {
+                    Ok(match msg.result {
+                        Some(r) => {
+                            let start = r.as_ptr() as usize - payload.as_ptr() as usize;
+                            let range = start..start + r.len();
+                            Reply {
+                                msg: Some(payload),
+                                range,
+                            }
+                        }
+                        None => Reply::nil(),
+                    })
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Remote,
+                        msg.error.unwrap_or("remote error without text").to_owned(),
+                    ))
+                };
+                finished.push((pending, outcome));
+            }
+            Kind::Heartbeat => {
+                if let Some(p) = key.and_then(|k| core.pending.remove(&k)) {
+                    // A ping's echo.
+                    finished.push((p, Ok(Reply::nil())));
+                    return;
+                }
+                let ours =
+                    matches!((key, core.hb.outstanding), (Some(k), Some((id, _))) if k == id);
+                if ours || (!core.ready && msg.hb_response) {
+                    self.heartbeat_answered(core, msg.hb_timestamp);
+                }
+            }
+            Kind::Stdout | Kind::Stderr => {
+                let stream = if msg.kind == Kind::Stdout {
+                    "stdout"
+                } else {
+                    "stderr"
+                };
+                for line in msg.output.unwrap_or("").lines() {
+                    log::worker_output(&self.name, stream, None, line);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn heartbeat_answered(&self, core: &mut Core, hb_timestamp: Option<f64>) {
+        let s = &self.stats;
+        if let Some((_, sent)) = core.hb.outstanding.take() {
+            let rtt = sent.elapsed();
+            s.heartbeat_rtt.record(rtt);
+            s.heartbeat_rtt_last_us
+                .store(rtt.as_micros() as u64, Ordering::Relaxed);
+        } else if let Some(ts) = hb_timestamp {
+            let rtt = ((codec::now_seconds() - ts).max(0.0) * 1e6) as u64;
+            s.heartbeat_rtt_last_us.store(rtt, Ordering::Relaxed);
+        }
+        core.hb.consecutive_misses = 0;
+        core.hb.next_at = Instant::now() + self.options.heartbeat_interval;
+        self.healthy.store(true, Ordering::Relaxed);
+        if !core.ready {
+            core.ready = true;
+            self.set_readiness(Readiness::Ready);
+        }
+        // The supervisor schedules the next heartbeat.
+        self.sup_wake.notify();
+    }
+
+    fn set_readiness(&self, r: Readiness) {
+        let mut cur = self.readiness.lock();
+        if matches!(*cur, Readiness::Starting) {
+            *cur = r;
+            self.ready_cv.notify_all();
+        }
+    }
+
+    fn heartbeats_on(&self) -> bool {
+        !self.options.heartbeat_interval.is_zero()
+    }
+
+    fn hb_timeout(&self) -> Duration {
+        if self.heartbeats_on() {
+            self.options.heartbeat_timeout
+        } else {
+            // Heartbeats off: the start-up heartbeat is resent at this pace.
+            Duration::from_millis(1000)
+        }
+    }
+
+    /// Queues a heartbeat for whoever leads.
+    fn queue_heartbeat(&self, core: &mut Core, now: Instant) {
+        let id = self.ids.next();
+        let mut payload = Vec::with_capacity(128);
+        Encoder::new(&mut payload).heartbeat(ids::as_str(&id), codec::now_seconds(), false);
+        core.hb.outstanding = Some((id, now));
+        core.outgoing.push_back(payload);
+    }
+}
+
+impl Slot {
+    /// Whether the outcome is in (a try-lock: the owner may hold the lock
+    /// while deciding to sleep, and that only means "not yet").
+    fn is_done_fast(&self) -> bool {
+        self.state.try_lock().is_some_and(|s| s.outcome.is_some())
+    }
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Sends `[empty, payload]` without blocking; false when libzmq has no peer
+/// to take it yet (the payload stays with the caller).
+fn try_send(socket: &zmq::Socket, payload: &[u8]) -> bool {
+    if socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE).is_err() {
+        return false;
+    }
+    // Once the first frame is accepted the rest of the message is too.
+    let msg = if payload.len() < ZERO_COPY_MIN {
+        zmq::Message::from(payload)
+    } else {
+        zmq::Message::from(payload.to_vec())
+    };
+    let _ = socket.send(msg, zmq::DONTWAIT);
+    true
+}
+
+/// After a failure, a service may have restarted on another port: look it
+/// up again and follow it.
+fn rediscover(target: &mut Target, socket: &zmq::Socket) {
+    let Target::Service { id, endpoint } = target else {
+        return;
+    };
+    let Some(entry) = Registry::for_user().ok().and_then(|r| r.lookup(id)) else {
+        return;
+    };
+    let fresh = format!("tcp://127.0.0.1:{}", entry.port);
+    if fresh == *endpoint {
+        return;
+    }
+    let _ = socket.disconnect(endpoint);
+    if socket.connect(&fresh).is_ok() {
+        log::emit(
+            Level::Info,
+            "service_moved",
+            &format!("service '{id}' moved from {endpoint} to {fresh}"),
+            &[("pid", entry.pid.into())],
+        );
+        *endpoint = fresh;
+    }
+}
+
+/// The supervisor thread: child process, heartbeats, readiness, restarts;
+/// it leads the socket only when no caller does.
+struct Supervisor {
+    shared: Arc<Shared>,
+    target: Target,
+    port: u16,
+    child: Option<Process>,
+    restarts: u32,
+    restart_at: Option<Instant>,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_loop()));
+        if ok.is_err() {
+            let mut finished = Vec::new();
+            {
+                let mut core = shared.core.lock();
+                core.closing = true;
+                core.fail_pending(
+                    &Error::new(
+                        ErrorKind::Panic,
+                        "internal error: the parent's supervisor panicked",
+                    ),
+                    &mut finished,
+                );
+            }
+            shared.deliver(finished);
+            shared.wake.notify();
+        }
+        self.shutdown();
+    }
+
+    fn run_loop(&mut self) {
+        if let Target::Spawn { .. } = self.target {
+            if let Err(e) = self.start_child() {
+                self.shared.set_readiness(Readiness::Failed(e));
+                self.shared.core.lock().closing = true;
+                return;
+            }
+        }
+        {
+            let mut core = self.shared.core.lock();
+            self.shared.queue_heartbeat(&mut core, Instant::now());
+        }
+        loop {
+            let (socket, timeout) = {
+                let mut core = self.shared.core.lock();
+                if core.closing {
+                    return;
+                }
+                let socket = if core.needs_leader() {
+                    self.shared.take_lead(&mut core)
+                } else {
+                    None
+                };
+                let now = Instant::now();
+                let timeout = self.next_timer(&core).map_or(-1, |t| {
+                    t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
+                });
+                (socket, timeout)
+            };
+            if let Some(socket) = socket {
+                let shared = Arc::clone(&self.shared);
+                shared.lead(socket, Role::Supervisor(self));
+                continue;
+            }
+            let exit_fd = self.child.as_ref().and_then(Process::exit_fd);
+            let exited = {
+                let mut items = [
+                    zmq::PollItem::from_fd(self.shared.sup_wake.fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(exit_fd.unwrap_or(-1), zmq::POLLIN),
+                ];
+                let n = if exit_fd.is_some() { 2 } else { 1 };
+                let _ = zmq::poll(&mut items[..n], timeout);
+                n == 2 && items[1].is_readable()
+            };
+            self.shared.sup_wake.drain();
+            self.tick(exited);
+        }
+    }
+
+    /// The supervisor's next timer: heartbeat due or missed, restart, exit poll.
+    fn next_timer(&self, core: &Core) -> Option<Instant> {
+        let s = &self.shared;
+        let mut next = None;
+        if let Some((_, sent)) = core.hb.outstanding {
+            next = min_opt(next, Some(sent + s.hb_timeout()));
+        } else if s.heartbeats_on() && core.ready {
+            next = min_opt(next, Some(core.hb.next_at));
+        }
+        next = min_opt(next, self.restart_at);
+        if self.child.as_ref().is_some_and(|c| c.exit_fd().is_none()) {
+            next = min_opt(next, Some(Instant::now() + Duration::from_millis(50)));
+        }
+        next
+    }
+
+    /// Timers and the child, after every wake-up (whether leading or not).
+    fn tick(&mut self, exited: bool) {
+        if exited || self.child.as_ref().is_some_and(|c| c.exit_fd().is_none()) {
+            self.check_child();
+        }
+        let now = Instant::now();
+        let s = Arc::clone(&self.shared);
+        let mut core = s.core.lock();
+        let mut wake_leader = false;
+        if let Some((_, sent)) = core.hb.outstanding {
+            if now >= sent + s.hb_timeout() {
+                drop(core);
+                self.heartbeat_missed(now);
+                core = s.core.lock();
+                wake_leader = true;
+            }
+        } else if s.heartbeats_on() && core.ready && now >= core.hb.next_at {
+            s.queue_heartbeat(&mut core, now);
+            wake_leader = true;
+        }
+        let leader = core.leader;
+        drop(core);
+        if wake_leader && leader {
+            s.wake.notify();
+        }
+        if self.restart_at.is_some_and(|t| now >= t) {
+            self.restart_at = None;
+            self.restart();
+        }
+    }
+
+    fn heartbeat_missed(&mut self, now: Instant) {
+        let s = Arc::clone(&self.shared);
+        let mut core = s.core.lock();
+        core.hb.outstanding = None;
+        if !core.ready {
+            // Still starting: ask again until the start-up deadline decides.
+            s.queue_heartbeat(&mut core, now);
+            return;
+        }
+        s.stats.heartbeat_misses.fetch_add(1, Ordering::Relaxed);
+        core.hb.consecutive_misses += 1;
+        let misses = core.hb.consecutive_misses;
+        let lost = misses >= s.options.heartbeat_max_misses;
+        if lost {
+            core.hb.consecutive_misses = 0;
+        }
+        core.rediscover = matches!(core.target, Target::Service { .. });
+        s.queue_heartbeat(&mut core, now);
+        drop(core);
+        log::emit(
+            Level::Warn,
+            "heartbeat_missed",
+            &format!("worker '{}' missed a heartbeat ({misses} in a row)", s.name),
+            &[("consecutive", misses.into())],
+        );
+        if lost {
+            s.healthy.store(false, Ordering::Relaxed);
+            s.breaker.failure(false, "heartbeats lost");
+        }
     }
 
     fn start_child(&mut self) -> Result<()> {
@@ -1031,24 +1279,32 @@ impl Io {
             ],
         );
         let e = Error::new(ErrorKind::WorkerExited, message);
-        self.fail_pending(&e);
-        // Whatever was meant for the old process is void.
-        self.backlog.clear();
-        self.hb.outstanding = None;
-        if !self.ready {
-            self.set_readiness(Readiness::Failed(e));
-            self.closing = true;
+        let mut finished = Vec::new();
+        let ready = {
+            let mut core = s.core.lock();
+            core.fail_pending(&e, &mut finished);
+            // Whatever was meant for the old process is void.
+            core.outgoing.clear();
+            core.hb.outstanding = None;
+            if !core.ready {
+                core.closing = true;
+            } else if self.restarts >= s.options.auto_restart {
+                core.dead = Some(e.clone());
+            }
+            core.ready
+        };
+        s.deliver(finished);
+        s.wake.notify();
+        if !ready {
+            s.set_readiness(Readiness::Failed(e));
             return;
         }
         s.breaker.failure(false, &e.message);
         if self.restarts < s.options.auto_restart {
             let backoff = Duration::from_millis(100u64 << self.restarts.min(6));
             self.restart_at = Some(Instant::now() + backoff);
-        } else {
-            if s.options.auto_restart > 0 {
-                s.breaker.force_open("worker restart limit reached");
-            }
-            *s.dead.lock() = Some(e);
+        } else if s.options.auto_restart > 0 {
+            s.breaker.force_open("worker restart limit reached");
         }
     }
 
@@ -1066,53 +1322,38 @@ impl Io {
         );
         match self.start_child() {
             Ok(()) => {
-                self.hb.next_at = Instant::now();
-                self.send_heartbeat(Instant::now());
+                let mut core = self.shared.core.lock();
+                core.hb.next_at = Instant::now();
+                self.shared.queue_heartbeat(&mut core, Instant::now());
             }
             Err(e) => {
-                *self.shared.dead.lock() = Some(e.clone());
+                self.shared.core.lock().dead = Some(e.clone());
                 self.shared.breaker.force_open(&e.message);
             }
         }
     }
 
-    fn set_readiness(&self, r: Readiness) {
-        let mut cur = self.shared.readiness.lock();
-        if matches!(*cur, Readiness::Starting) {
-            *cur = r;
-            self.shared.ready_cv.notify_all();
-        }
-    }
-
-    fn fail_pending(&mut self, e: &Error) {
-        self.deadlines.clear();
-        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
-        for p in pending {
-            self.finish(p, Err(e.clone()));
-        }
-    }
-
-    /// Fails every pending and queued call (used on close and after a panic).
-    fn fail_all(&mut self, e: &Error) {
-        self.fail_pending(e);
-        let queued = {
-            let mut q = self.shared.queue.lock();
-            q.closing = true;
-            std::mem::take(&mut q.requests)
-        };
-        for r in queued {
-            r.completion.deliver(Err(e.clone()));
-        }
-    }
-
     fn shutdown(&mut self) {
-        self.fail_all(&Error::closed());
-        self.set_readiness(Readiness::Failed(Error::closed()));
+        self.shared
+            .set_readiness(Readiness::Failed(Error::closed()));
         if let Some(mut child) = self.child.take() {
-            let mut payload = Vec::with_capacity(96);
-            let id = self.shared.ids.next();
-            Encoder::new(&mut payload).shutdown(ids::as_str(&id));
-            let _ = self.try_send(&payload);
+            // First the protocol's own `shutdown`, so a worker can stop
+            // cleanly; SIGTERM only if it is still there a moment later.
+            let socket = self.shared.core.lock().socket.take();
+            if let Some(socket) = socket {
+                let mut payload = Vec::with_capacity(96);
+                let id = self.shared.ids.next();
+                Encoder::new(&mut payload).shutdown(ids::as_str(&id));
+                if try_send(&socket, &payload) {
+                    let polite = self
+                        .shared
+                        .options
+                        .shutdown_grace
+                        .min(Duration::from_millis(500));
+                    child.wait_exit(polite);
+                }
+                self.shared.core.lock().socket = Some(socket);
+            }
             let status = child.terminate(self.shared.options.shutdown_grace);
             log::emit(
                 Level::Info,

@@ -144,19 +144,29 @@ impl Process {
         text
     }
 
+    /// Waits up to `d` for the child to exit by itself.
+    pub fn wait_exit(&mut self, d: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + d;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.wait_exit_fd(left.min(Duration::from_millis(20)));
+        }
+    }
+
     /// SIGTERM, up to `grace` for the child to exit, then SIGKILL; always reaps.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.try_exit() {
             return Some(status);
         }
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            self.wait_exit_fd(left.min(Duration::from_millis(20)));
+        if let Some(status) = self.wait_exit(grace) {
+            return Some(status);
         }
         self.signal(libc::SIGKILL);
         self.status = self.child.wait().ok();

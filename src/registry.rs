@@ -12,6 +12,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Service ids this process has registered and not yet given back: a second
+/// worker in the same process must be refused like one in another process.
+static HELD_HERE: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
+
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 const LOCK_GIVE_UP: Duration = Duration::from_secs(10);
 const LOCK_STALE: Duration = Duration::from_secs(10);
@@ -249,7 +253,8 @@ impl Registry {
         self.with_lock(|reg| {
             let mut map = reg.read_for_update();
             if let Some(e) = map.get(id).and_then(Entry::from_value) {
-                if e.is_alive() && e.pid as u32 != std::process::id() {
+                let ours = e.pid as u32 == std::process::id();
+                if e.is_alive() && (!ours || HELD_HERE.lock().iter().any(|h| h == id)) {
                     return Err(Error::new(
                         ErrorKind::AlreadyRunning,
                         format!(
@@ -269,12 +274,14 @@ impl Registry {
                 }),
             );
             reg.write(&map)?;
+            HELD_HERE.lock().push(id.to_owned());
             Ok(port)
         })
     }
 
     /// Removes `id` if its entry is this process's.
     pub fn unregister(&self, id: &str) -> Result<()> {
+        HELD_HERE.lock().retain(|h| h != id);
         self.with_lock(|reg| {
             let mut map = reg.read_for_update();
             let ours = map
@@ -410,6 +417,18 @@ mod tests {
         // Another process's entry is never removed by us.
         reg.unregister("svc").unwrap();
         assert_eq!(reg.lookup("svc").unwrap().port, 5000);
+    }
+
+    #[test]
+    fn a_second_registration_in_the_same_process_is_refused() {
+        let reg = temp_registry("twice");
+        reg.register("svc-twice", || Ok(40200)).unwrap();
+        let e = reg.register("svc-twice", || Ok(40201)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyRunning);
+        assert!(e.message.contains("port 40200"), "{e}");
+        reg.unregister("svc-twice").unwrap();
+        assert_eq!(reg.register("svc-twice", || Ok(40202)).unwrap(), 40202);
+        reg.unregister("svc-twice").unwrap();
     }
 
     #[test]

@@ -132,6 +132,33 @@ struct Jobs {
     busy: usize,
 }
 
+/// Who holds the socket. A driver thread polls it; when a call can run at
+/// once it parks the socket here and runs the handler itself (no hop to
+/// another thread). If that handler is still running after
+/// `INLINE_GRACE`, the other driver takes the socket so heartbeats are
+/// answered and new calls dispatched; the roles swap.
+#[derive(Default)]
+struct Baton {
+    socket: Option<zmq::Socket>,
+    /// A handler runs inline since then (the socket is parked meanwhile).
+    inline_since: Option<Instant>,
+    last_inline: Option<Instant>,
+    /// The standby sleeps without a timer and must be notified.
+    standby_asleep: bool,
+    done: bool,
+}
+
+/// How long an inline handler runs before the standby driver takes the socket.
+const INLINE_GRACE: Duration = Duration::from_millis(1);
+/// How long after the last inline call the standby keeps its 1 ms watch.
+const STANDBY_WATCH: Duration = Duration::from_millis(200);
+
+thread_local! {
+    /// Set while this thread runs a handler inline: its reply is sent by
+    /// this same thread right after, so nobody needs waking for it.
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[derive(Default)]
 struct Pull {
     queue: VecDeque<Job>,
@@ -151,6 +178,11 @@ struct Shared {
     pull: Mutex<Pull>,
     pull_cv: Condvar,
     serving: AtomicBool,
+    /// The socket and who drives it (see `drive`).
+    baton: Mutex<Baton>,
+    baton_cv: Condvar,
+    /// Handlers that may run at once (inline plus handler threads).
+    concurrency: AtomicUsize,
     namespace: RwLock<String>,
     limits: Limits,
     stats: WorkerStats,
@@ -162,7 +194,7 @@ impl Shared {
         let was_empty = out.is_empty();
         out.push(o);
         drop(out);
-        if was_empty {
+        if was_empty && !INLINE.with(std::cell::Cell::get) {
             self.wake.notify();
         }
     }
@@ -238,7 +270,6 @@ pub struct Worker {
     /// Opened by `new` in bind and service modes (so registration errors
     /// show at once), by `serve` in spawn mode.
     socket: Mutex<Option<zmq::Socket>>,
-    concurrency: AtomicUsize,
     handle_signals: AtomicBool,
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -261,13 +292,15 @@ impl Worker {
                 pull: Mutex::new(Pull::default()),
                 pull_cv: Condvar::new(),
                 serving: AtomicBool::new(false),
+                baton: Mutex::new(Baton::default()),
+                baton_cv: Condvar::new(),
+                concurrency: AtomicUsize::new(1),
                 namespace: RwLock::new(codec::DEFAULT_NAMESPACE.to_owned()),
                 limits: Limits::default(),
                 stats: WorkerStats::default(),
             }),
             mode,
             socket: Mutex::new(None),
-            concurrency: AtomicUsize::new(1),
             handle_signals: AtomicBool::new(true),
             background: Mutex::new(None),
         };
@@ -344,7 +377,7 @@ impl Worker {
                 "concurrency must be 1..=1024, got {n}"
             )));
         }
-        self.concurrency.store(n, Ordering::Relaxed);
+        self.shared.concurrency.store(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -409,8 +442,8 @@ impl Worker {
         self.shared.pull.lock().closed = false;
         Ok(Serving {
             shared: Arc::clone(&self.shared),
-            socket,
-            threads: self.concurrency.load(Ordering::Relaxed),
+            socket: Mutex::new(Some(socket)),
+            threads: self.shared.concurrency.load(Ordering::Relaxed),
             handle_signals: self.handle_signals.load(Ordering::Relaxed),
             service: match &self.mode {
                 Mode::Service(id) => Some(id.clone()),
@@ -469,7 +502,7 @@ impl Worker {
 /// can run on the caller's thread or a background one.
 struct Serving {
     shared: Arc<Shared>,
-    socket: zmq::Socket,
+    socket: Mutex<Option<zmq::Socket>>,
     threads: usize,
     handle_signals: bool,
     service: Option<String>,
@@ -478,12 +511,6 @@ struct Serving {
 impl Serving {
     fn run(self) -> Result<()> {
         let result = self.serve_loop();
-        let mut pull = self.shared.pull.lock();
-        pull.closed = true;
-        // Calls nobody will take are answered (ReplyHandle's drop) rather than left to time out.
-        pull.queue.clear();
-        drop(pull);
-        self.shared.pull_cv.notify_all();
         drop(self.socket);
         let unregistered = match &self.service {
             Some(id) => Registry::for_user().and_then(|r| r.unregister(id)),
@@ -491,12 +518,21 @@ impl Serving {
         };
         self.shared.stop.store(false, Ordering::Release);
         self.shared.serving.store(false, Ordering::Release);
+        // Last: a binding that exits as soon as `next` says closed must find
+        // the registry entry already gone.
+        let mut pull = self.shared.pull.lock();
+        pull.closed = true;
+        // Calls nobody will take are answered (ReplyHandle's drop) rather than left to time out.
+        pull.queue.clear();
+        drop(pull);
+        self.shared.pull_cv.notify_all();
         result.and(unregistered)
     }
 
     fn serve_loop(&self) -> Result<()> {
+        let shared = &self.shared;
         for i in 0..self.threads {
-            let shared = Arc::clone(&self.shared);
+            let shared = Arc::clone(shared);
             std::thread::Builder::new()
                 .name(format!("mf-handler-{i}"))
                 .spawn(move || handler_loop(&shared))
@@ -504,60 +540,199 @@ impl Serving {
         }
         let _signals = self
             .handle_signals
-            .then(|| signals::Guard::install(self.shared.wake.fd()));
+            .then(|| signals::Guard::install(shared.wake.fd()));
         let generation = signals::generation();
-        let mut io = WorkerIo {
-            shared: &self.shared,
-            socket: &self.socket,
-        };
-        while !self.shared.stop.load(Ordering::Acquire) {
-            let (readable, woken) = {
-                let mut items = [
-                    self.socket.as_poll_item(zmq::POLLIN),
-                    zmq::PollItem::from_fd(self.shared.wake.fd(), zmq::POLLIN),
-                ];
-                if zmq::poll(&mut items, -1).is_err() {
-                    continue;
-                }
-                (items[0].is_readable(), items[1].is_readable())
-            };
-            if woken {
-                self.shared.wake.drain();
-                io.flush();
-                if signals::generation() != generation {
-                    log::emit(
-                        Level::Info,
-                        "worker_signal",
-                        "worker stopping on a signal",
-                        &[],
-                    );
-                    break;
-                }
-            }
-            if readable && io.receive() {
-                break;
+        {
+            let mut b = shared.baton.lock();
+            *b = Baton::default();
+            b.socket = self.socket.lock().take();
+        }
+        // Two drivers: one polls, the other stands by for a long inline handler.
+        let drivers: Vec<_> = (0..2)
+            .map(|i| {
+                let shared = Arc::clone(shared);
+                std::thread::Builder::new()
+                    .name(format!("mf-worker-io-{i}"))
+                    .spawn(move || drive(&shared, generation))
+            })
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io(format!("cannot start worker I/O thread: {e}")))?;
+        {
+            let mut b = shared.baton.lock();
+            while !b.done {
+                shared.baton_cv.wait(&mut b);
             }
         }
         // Stop taking calls; give running handlers a moment to answer.
         let deadline = Instant::now() + STOP_GRACE;
         {
-            let mut jobs = self.shared.jobs.lock();
+            let mut jobs = shared.jobs.lock();
             jobs.closed = true;
             jobs.queue.clear();
-            self.shared.jobs_cv.notify_all();
+            shared.jobs_cv.notify_all();
             while jobs.busy > 0 {
-                if self
-                    .shared
-                    .idle_cv
-                    .wait_until(&mut jobs, deadline)
-                    .timed_out()
-                {
+                if shared.idle_cv.wait_until(&mut jobs, deadline).timed_out() {
                     break;
                 }
             }
         }
-        io.flush();
+        // The poller parked the socket when it stopped; a driver still in a
+        // hung handler is left behind (it exits when the handler returns).
+        let socket = shared.baton.lock().socket.take();
+        if let Some(socket) = &socket {
+            WorkerIo { shared, socket }.flush();
+        }
+        for d in drivers {
+            if d.is_finished() {
+                let _ = d.join();
+            }
+        }
         Ok(())
+    }
+}
+
+/// What a driver's polling turn ended with.
+enum Turn {
+    Stop,
+    /// A call to run right here; the socket was parked for the standby.
+    Inline(Job),
+}
+
+/// A driver thread: takes the socket when it is free (or when an inline
+/// handler has run past `INLINE_GRACE`), polls, and runs calls inline.
+fn drive(shared: &Arc<Shared>, generation: u64) {
+    loop {
+        let socket = {
+            let mut b = shared.baton.lock();
+            loop {
+                if b.done {
+                    return;
+                }
+                let overdue = b.inline_since.is_none_or(|t| t.elapsed() >= INLINE_GRACE);
+                if b.socket.is_some() && overdue {
+                    break b.socket.take();
+                }
+                let watch = match b.inline_since {
+                    Some(t) => Some(t + INLINE_GRACE),
+                    None if b.last_inline.is_some_and(|t| t.elapsed() < STANDBY_WATCH) => {
+                        Some(Instant::now() + INLINE_GRACE)
+                    }
+                    None => None,
+                };
+                match watch {
+                    Some(t) => {
+                        shared.baton_cv.wait_until(&mut b, t);
+                    }
+                    None => {
+                        b.standby_asleep = true;
+                        shared.baton_cv.wait(&mut b);
+                        b.standby_asleep = false;
+                    }
+                }
+            }
+        };
+        let Some(socket) = socket else { continue };
+        match poll_turn(shared, socket, generation) {
+            (Turn::Stop, socket) => {
+                let mut b = shared.baton.lock();
+                b.socket = Some(socket);
+                b.done = true;
+                shared.baton_cv.notify_all();
+                return;
+            }
+            (Turn::Inline(job), socket) => {
+                {
+                    let mut b = shared.baton.lock();
+                    b.socket = Some(socket);
+                    let now = Instant::now();
+                    b.inline_since = Some(now);
+                    b.last_inline = Some(now);
+                    if b.standby_asleep {
+                        shared.baton_cv.notify_all();
+                    }
+                }
+                INLINE.with(|f| f.set(true));
+                job.run();
+                INLINE.with(|f| f.set(false));
+                finish_job(shared);
+                let taken_over = {
+                    let mut b = shared.baton.lock();
+                    b.inline_since = None;
+                    b.socket.is_none()
+                };
+                if taken_over {
+                    // The other driver polls now: have it send our reply.
+                    shared.wake.notify();
+                }
+            }
+        }
+    }
+}
+
+/// One polling turn: until a call can run inline, or serving must stop.
+fn poll_turn(shared: &Arc<Shared>, socket: zmq::Socket, generation: u64) -> (Turn, zmq::Socket) {
+    let turn = poll_until_turn(
+        &mut WorkerIo {
+            shared,
+            socket: &socket,
+        },
+        generation,
+    );
+    (turn, socket)
+}
+
+fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
+    let shared = io.shared;
+    let socket = io.socket;
+    // Replies that arrived while nobody polled (an inline reply among them).
+    io.flush();
+    let turn = loop {
+        if shared.stop.load(Ordering::Acquire) {
+            break Turn::Stop;
+        }
+        let (readable, woken) = {
+            let mut items = [
+                socket.as_poll_item(zmq::POLLIN),
+                zmq::PollItem::from_fd(shared.wake.fd(), zmq::POLLIN),
+            ];
+            if zmq::poll(&mut items, -1).is_err() {
+                continue;
+            }
+            (items[0].is_readable(), items[1].is_readable())
+        };
+        if woken {
+            shared.wake.drain();
+            io.flush();
+            if signals::generation() != generation {
+                log::emit(
+                    Level::Info,
+                    "worker_signal",
+                    "worker stopping on a signal",
+                    &[],
+                );
+                break Turn::Stop;
+            }
+        }
+        if readable {
+            match io.receive() {
+                Received::More => {}
+                Received::Shutdown => break Turn::Stop,
+                Received::Inline(job) => break Turn::Inline(job),
+            }
+        }
+    };
+    turn
+}
+
+/// A handler finished: free its place and let a queued call start.
+fn finish_job(shared: &Shared) {
+    let mut jobs = shared.jobs.lock();
+    jobs.busy -= 1;
+    if jobs.busy == 0 {
+        shared.idle_cv.notify_all();
+    }
+    if !jobs.queue.is_empty() {
+        shared.jobs_cv.notify_one();
     }
 }
 
@@ -593,20 +768,25 @@ fn handler_loop(shared: &Shared) {
                 if jobs.closed {
                     return;
                 }
-                if let Some(job) = jobs.queue.pop_front() {
-                    jobs.busy += 1;
-                    break job;
+                if jobs.busy < shared.concurrency.load(Ordering::Relaxed) {
+                    if let Some(job) = jobs.queue.pop_front() {
+                        jobs.busy += 1;
+                        break job;
+                    }
                 }
                 shared.jobs_cv.wait(&mut jobs);
             }
         };
         job.run();
-        let mut jobs = shared.jobs.lock();
-        jobs.busy -= 1;
-        if jobs.busy == 0 {
-            shared.idle_cv.notify_all();
-        }
+        finish_job(shared);
     }
+}
+
+/// What reading the socket led to.
+enum Received {
+    More,
+    Shutdown,
+    Inline(Job),
 }
 
 /// The I/O thread's view: the socket and the shared queues.
@@ -636,12 +816,12 @@ impl WorkerIo<'_> {
         Ok(())
     }
 
-    /// Handles what is readable; true when a `shutdown` arrived.
-    fn receive(&mut self) -> bool {
+    /// Handles what is readable.
+    fn receive(&mut self) -> Received {
         for _ in 0..RECV_BATCH {
             let identity = match self.socket.recv_msg(zmq::DONTWAIT) {
                 Ok(m) => m,
-                Err(_) => return false,
+                Err(_) => return Received::More,
             };
             if !identity.get_more() {
                 self.shared
@@ -669,11 +849,12 @@ impl WorkerIo<'_> {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if self.handle(&identity, payload) {
-                return true;
+            match self.handle(&identity, payload) {
+                Received::More => {}
+                other => return other,
             }
         }
-        false
+        Received::More
     }
 
     /// The remaining frames of a message (at most 3 are kept; more are drained).
@@ -691,7 +872,7 @@ impl WorkerIo<'_> {
         }
     }
 
-    fn handle(&mut self, identity: &[u8], payload: zmq::Message) -> bool {
+    fn handle(&mut self, identity: &[u8], payload: zmq::Message) -> Received {
         let shared = self.shared;
         let msg = match codec::decode(&payload, shared.limits) {
             Ok(m) => m,
@@ -706,7 +887,7 @@ impl WorkerIo<'_> {
                     &format!("dropped a payload from a parent: {e}"),
                     &[],
                 );
-                return false;
+                return Received::More;
             }
         };
         match msg.kind {
@@ -717,7 +898,7 @@ impl WorkerIo<'_> {
                 Encoder::new(&mut out).heartbeat(msg.id.unwrap_or(""), ts, true);
                 let _ = self.send(identity, out);
             }
-            Kind::Shutdown => return true,
+            Kind::Shutdown => return Received::Shutdown,
             Kind::Call => {
                 if msg
                     .namespace
@@ -727,7 +908,7 @@ impl WorkerIo<'_> {
                         .stats
                         .dropped_namespace
                         .fetch_add(1, Ordering::Relaxed);
-                    return false;
+                    return Received::More;
                 }
                 shared.stats.calls.fetch_add(1, Ordering::Relaxed);
                 let refuse = |text: String| {
@@ -735,19 +916,19 @@ impl WorkerIo<'_> {
                 };
                 let Some(function) = msg.function else {
                     refuse("message missing 'function' field".to_owned());
-                    return false;
+                    return Received::More;
                 };
                 let Some(id) = msg.id else {
                     refuse("message missing 'id' field".to_owned());
-                    return false;
+                    return Received::More;
                 };
                 if function.starts_with('_') {
                     refuse(format!("Cannot call private method '{function}'"));
-                    return false;
+                    return Received::More;
                 }
                 let Some(route) = shared.handlers.read().get(function).cloned() else {
                     refuse(format!("Function '{function}' not found"));
-                    return false;
+                    return Received::More;
                 };
                 let range = msg.args.map_or(0..0, |a| {
                     let start = a.as_ptr() as usize - payload.as_ptr() as usize;
@@ -774,7 +955,7 @@ impl WorkerIo<'_> {
                         };
                         shared.pull.lock().queue.push_back(job);
                         shared.pull_cv.notify_one();
-                        return false;
+                        return Received::More;
                     }
                 };
                 let job = Job {
@@ -783,13 +964,18 @@ impl WorkerIo<'_> {
                     reply,
                 };
                 let mut jobs = shared.jobs.lock();
+                if jobs.queue.is_empty() && jobs.busy < shared.concurrency.load(Ordering::Relaxed) {
+                    // Run it on this thread: no hop, and the reply goes out right after.
+                    jobs.busy += 1;
+                    return Received::Inline(job);
+                }
                 jobs.queue.push_back(job);
                 drop(jobs);
                 shared.jobs_cv.notify_one();
             }
             _ => {}
         }
-        false
+        Received::More
     }
 }
 
@@ -843,7 +1029,8 @@ mod signals {
                     unsafe {
                         let mut action: libc::sigaction = std::mem::zeroed();
                         action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-                        action.sa_flags = libc::SA_RESTART;
+                        // SA_ONSTACK: runtimes with small goroutine stacks (Go) require it.
+                        action.sa_flags = libc::SA_RESTART | libc::SA_ONSTACK;
                         libc::sigemptyset(&mut action.sa_mask);
                         let mut int: libc::sigaction = std::mem::zeroed();
                         let mut term: libc::sigaction = std::mem::zeroed();

@@ -455,3 +455,16 @@ impl WaitTimeout for Child {
         None
     }
 }
+
+#[test]
+fn a_call_right_after_a_crash_fails_at_once() {
+    for _ in 0..5 {
+        let p = spawn(Options::default());
+        let e = p.call("crash", &args(&[]), 20_000).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::WorkerExited, "{e}");
+        let t = Instant::now();
+        let e = p.call("add", &args(&[1, 2]), 1500).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::WorkerExited, "{e}");
+        assert!(t.elapsed() < Duration::from_millis(500));
+    }
+}
