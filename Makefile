@@ -8,7 +8,7 @@ VENV    := $(BUILD)/venv
 VPY     := $(VENV)/bin/python
 LIBDIR  := target/release
 
-.PHONY: all build lib programs demo test test-rust test-c test-interop header venv clean
+.PHONY: all build lib programs demo test test-rust test-c test-interop test-go test-node header venv clean
 
 all: build
 
@@ -34,7 +34,7 @@ $(VENV)/.ready: tests/interop/requirements.txt
 
 venv: $(VENV)/.ready
 
-test: build venv test-rust test-c test-interop
+test: build venv test-rust test-c test-interop test-go test-node
 
 test-rust:
 	$(CARGO) test --release
@@ -44,6 +44,27 @@ test-c: programs venv
 
 test-interop: programs venv
 	MF_BUILD_DIR=$(CURDIR)/$(BUILD) $(VPY) -m pytest -q tests/interop
+
+# Go: cgo links target/release; -count=1 because Go's test cache does not see
+# a rebuilt libmultifrost.so. GOFLAGS keeps -buildvcs=false (the tests run
+# `go build` inside the checkout).
+GO      ?= go
+GOENV   := CGO_ENABLED=1 GOFLAGS=-buildvcs=false
+
+test-go: programs
+	cd bindings/go && $(GOENV) $(GO) mod download
+	cd bindings/go && test -z "$$(gofmt -l .)" && $(GOENV) $(GO) vet ./...
+	cd bindings/go && $(GOENV) $(GO) test -race -count=1 ./...
+	cd examples/go && $(GOENV) $(GO) mod download
+	cd examples/go && test -z "$$(gofmt -l .)" && $(GOENV) $(GO) vet ./...
+	cd examples/go && $(GOENV) $(GO) test -race -count=1 ./...
+
+# Node: koffi + msgpackr from the npm registry, then node --test.
+bindings/node/node_modules/.package-lock.json: bindings/node/package-lock.json
+	cd bindings/node && npm ci --no-audit --no-fund
+
+test-node: programs bindings/node/node_modules/.package-lock.json
+	cd bindings/node && npm test
 
 # Regenerates include/multifrost.h from src/ffi (commit the result).
 header:

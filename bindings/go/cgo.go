@@ -1,0 +1,130 @@
+package multifrost
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../include
+#cgo LDFLAGS: -L${SRCDIR}/../../target/release -lmultifrost -Wl,-rpath,${SRCDIR}/../../target/release
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"runtime/cgo"
+	"sync/atomic"
+	"unsafe"
+)
+
+// liveHandles counts the cgo.Handles this package holds, so tests can
+// prove that nothing is left behind after Close.
+var liveHandles atomic.Int64
+
+func newHandle(v any) cgo.Handle {
+	liveHandles.Add(1)
+	return cgo.NewHandle(v)
+}
+
+func deleteHandle(h cgo.Handle) {
+	h.Delete()
+	liveHandles.Add(-1)
+}
+
+// takeError converts and frees an error text a shim handed back.
+func takeError(p *C.char) string {
+	if p == nil {
+		return ""
+	}
+	s := C.GoString(p)
+	C.free(unsafe.Pointer(p))
+	return s
+}
+
+// cBytes borrows a Go byte slice for the duration of one cgo call (the
+// library copies arguments and results before returning).
+func cBytes(b []byte) (*C.uint8_t, C.size_t) {
+	if len(b) == 0 {
+		return nil, 0
+	}
+	return (*C.uint8_t)(unsafe.Pointer(&b[0])), C.size_t(len(b))
+}
+
+// goBytes copies library-owned bytes that are valid only during a callback.
+func goBytes(p *C.uint8_t, n C.size_t) []byte {
+	if p == nil || n == 0 {
+		return []byte{}
+	}
+	out := make([]byte, int(n))
+	copy(out, unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)))
+	return out
+}
+
+// multifrostGoCallDone receives the end of an mf_call_async call on the
+// parent's I/O thread. It must not block: the outcome goes into a buffered
+// channel that nobody may read any more (a call whose ctx ended), and the
+// handle is deleted here, exactly once.
+//
+//export multifrostGoCallDone
+func multifrostGoCallDone(user C.uintptr_t, status C.int, result *C.uint8_t, n C.size_t, message *C.char) {
+	h := cgo.Handle(user)
+	pc := h.Value().(*pendingCall)
+	deleteHandle(h)
+	out := completion{status: Status(status)}
+	if out.status == StatusOK {
+		out.data = goBytes(result, n)
+	} else if message != nil {
+		out.message = C.GoString(message)
+	}
+	pc.done <- out
+}
+
+// multifrostGoHandle runs a registered Go handler on a worker handler thread.
+//
+//export multifrostGoHandle
+func multifrostGoHandle(user C.uintptr_t, args *C.uint8_t, n C.size_t, reply *C.mf_reply) {
+	h := lookupHandler(cgo.Handle(user))
+	if h == nil {
+		replyError(reply, "RuntimeError: the worker is closed")
+		return
+	}
+	result, errText := h.invoke(goBytes(args, n))
+	if errText != "" {
+		replyError(reply, errText)
+		return
+	}
+	p, l := cBytes(result)
+	var cerr *C.char
+	if C.mfgo_reply_ok(reply, p, l, &cerr) != C.MF_OK {
+		// The reply is not consumed when the result is refused.
+		replyError(reply, "TypeError: "+h.name+" returned a value that cannot be sent: "+takeError(cerr))
+	}
+}
+
+// lookupHandler resolves a handler's handle; a handle deleted by Close
+// while the library was about to run it yields nil instead of a panic.
+func lookupHandler(h cgo.Handle) (out *handler) {
+	defer func() {
+		if recover() != nil {
+			out = nil
+		}
+	}()
+	return h.Value().(*handler)
+}
+
+func replyError(reply *C.mf_reply, text string) {
+	if text == "" {
+		text = "Error: (no message)"
+	}
+	msg := C.CString(toValidUTF8(text))
+	defer C.free(unsafe.Pointer(msg))
+	var cerr *C.char
+	if C.mfgo_reply_error(reply, msg, &cerr) != C.MF_OK {
+		// Only a NULL reply or bad UTF-8 can fail, and neither can happen
+		// here; the library answers an unanswered reply with an error.
+		_ = takeError(cerr)
+	}
+}
+
+// multifrostGoLog receives one log event on a library thread.
+//
+//export multifrostGoLog
+func multifrostGoLog(json *C.char) {
+	deliverLog(C.GoString(json))
+}

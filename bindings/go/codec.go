@@ -1,0 +1,271 @@
+package multifrost
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Values cross the wire as MessagePack through vmihailenco/msgpack/v5:
+//   - integers are sent in their smallest form; float64 stays float64;
+//     string is str and []byte is bin;
+//   - structs are maps keyed by the `msgpack` tag, else the `json` tag,
+//     else the field name;
+//   - decoded into `any` (also inside []any, map[string]any and struct
+//     fields of type any), integers become int64 (uint64 above MaxInt64),
+//     floats float64, str string, bin []byte, arrays []any, maps
+//     map[string]any (map[any]any if a key is not a string).
+
+func newEncoder(buf *bytes.Buffer) *msgpack.Encoder {
+	enc := msgpack.NewEncoder(buf)
+	enc.UseCompactInts(true)
+	enc.SetCustomStructTag("json")
+	return enc
+}
+
+func newDecoder(data []byte) *msgpack.Decoder {
+	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	dec.SetCustomStructTag("json")
+	return dec
+}
+
+// encodeArgs encodes the arguments as one msgpack array.
+func encodeArgs(args []any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := newEncoder(&buf)
+	if err := enc.EncodeArrayLen(len(args)); err != nil {
+		return nil, err
+	}
+	for i, a := range args {
+		if err := enc.Encode(a); err != nil {
+			return nil, fmt.Errorf("argument %d (%T): %w", i+1, a, err)
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+func encodeValue(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := newEncoder(&buf).Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// decodeInto decodes one msgpack value into the pointer out and widens the
+// numbers it put into interface values.
+func decodeInto(data []byte, out any) error {
+	rv := reflect.ValueOf(out)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("result must be a non-nil pointer, not %T", out)
+	}
+	if e := rv.Elem(); e.Kind() == reflect.Interface && !e.IsNil() {
+		// Replace what an *any holds instead of decoding into it.
+		e.SetZero()
+	}
+	if err := newDecoder(data).Decode(out); err != nil {
+		return err
+	}
+	normalizeValue(rv.Elem())
+	return nil
+}
+
+// decodeAny decodes one msgpack value into the generic form.
+func decodeAny(data []byte) (any, error) {
+	var v any
+	if err := decodeInto(data, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// normalizeAny widens what msgpack's generic decoding produces (int8,
+// uint16, float32, ...) to int64/uint64/float64, recursively.
+func normalizeAny(x any) any {
+	switch v := x.(type) {
+	case int8:
+		return int64(v)
+	case int16:
+		return int64(v)
+	case int32:
+		return int64(v)
+	case int:
+		return int64(v)
+	case uint8:
+		return int64(v)
+	case uint16:
+		return int64(v)
+	case uint32:
+		return int64(v)
+	case uint:
+		return widenUint(uint64(v))
+	case uint64:
+		return widenUint(v)
+	case float32:
+		return float64(v)
+	case []any:
+		for i := range v {
+			v[i] = normalizeAny(v[i])
+		}
+		return v
+	case map[string]any:
+		for k, e := range v {
+			v[k] = normalizeAny(e)
+		}
+		return v
+	case map[any]any:
+		out := make(map[any]any, len(v))
+		for k, e := range v {
+			switch k.(type) {
+			case []any, map[string]any, map[any]any:
+				// not hashable after all; cannot come out of the decoder
+			default:
+				k = normalizeAny(k)
+			}
+			out[k] = normalizeAny(e)
+		}
+		return out
+	}
+	if x == nil {
+		return nil
+	}
+	rv := reflect.ValueOf(x)
+	if hasInterface(rv.Type()) {
+		// A typed value decoded by an extension: normalize a copy.
+		cp := reflect.New(rv.Type()).Elem()
+		cp.Set(rv)
+		normalizeValue(cp)
+		return cp.Interface()
+	}
+	return x
+}
+
+func widenUint(v uint64) any {
+	if v <= math.MaxInt64 {
+		return int64(v)
+	}
+	return v
+}
+
+// normalizeValue applies normalizeAny to every interface value reachable
+// from v (which must be settable where it holds interfaces).
+func normalizeValue(v reflect.Value) {
+	if !v.IsValid() || !hasInterface(v.Type()) {
+		return
+	}
+	switch v.Kind() {
+	case reflect.Interface:
+		if v.IsNil() || !v.CanSet() {
+			return
+		}
+		n := normalizeAny(v.Interface())
+		if n == nil {
+			v.SetZero()
+		} else {
+			v.Set(reflect.ValueOf(n))
+		}
+	case reflect.Pointer:
+		if !v.IsNil() {
+			normalizeValue(v.Elem())
+		}
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			if f := v.Field(i); f.CanSet() {
+				normalizeValue(f)
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			normalizeValue(v.Index(i))
+		}
+	case reflect.Map:
+		if v.IsNil() {
+			return
+		}
+		iter := v.MapRange()
+		type kv struct{ k, v reflect.Value }
+		var updates []kv
+		for iter.Next() {
+			e := reflect.New(v.Type().Elem()).Elem()
+			e.Set(iter.Value())
+			normalizeValue(e)
+			updates = append(updates, kv{iter.Key(), e})
+		}
+		for _, u := range updates {
+			v.SetMapIndex(u.k, u.v)
+		}
+	}
+}
+
+var interfaceTypes sync.Map // reflect.Type -> bool
+
+// hasInterface reports whether values of t can hold an interface value
+// somewhere inside (so normalizing them is not a no-op).
+func hasInterface(t reflect.Type) bool {
+	if v, ok := interfaceTypes.Load(t); ok {
+		return v.(bool)
+	}
+	r := searchInterface(t, map[reflect.Type]bool{})
+	interfaceTypes.Store(t, r)
+	return r
+}
+
+// searchInterface is a depth-first search from t; a type already on the
+// path counts as false, since any interface it holds is found through the
+// path that reached it first.
+func searchInterface(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] {
+		return false
+	}
+	seen[t] = true
+	switch t.Kind() {
+	case reflect.Interface:
+		return true
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return searchInterface(t.Elem(), seen)
+	case reflect.Map:
+		return searchInterface(t.Key(), seen) || searchInterface(t.Elem(), seen)
+	case reflect.Struct:
+		for i := 0; i < t.NumField(); i++ {
+			if f := t.Field(i); f.IsExported() && searchInterface(f.Type, seen) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// kindOf names a generic value's wire type for error messages.
+func kindOf(v any) string {
+	switch v.(type) {
+	case nil:
+		return "nil"
+	case bool:
+		return "bool"
+	case int64, uint64:
+		return "int"
+	case float64:
+		return "float"
+	case string:
+		return "string"
+	case []byte:
+		return "bytes"
+	case []any:
+		return "list"
+	case map[string]any, map[any]any:
+		return "map"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// typeName is a Go type as error messages show it ("any", not "interface {}").
+func typeName(t reflect.Type) string {
+	return anyRe.Replace(t.String())
+}
+
+var anyRe = strings.NewReplacer("interface {}", "any")

@@ -1,0 +1,69 @@
+package multifrost
+
+import (
+	"math"
+	"reflect"
+	"testing"
+)
+
+type node struct {
+	Children []node `msgpack:"children"`
+	Value    any    `msgpack:"value"`
+}
+
+type plain struct {
+	Next *plain
+	N    int
+}
+
+func TestHasInterface(t *testing.T) {
+	for _, c := range []struct {
+		v    any
+		want bool
+	}{
+		{0, false}, {"", false}, {[]int{}, false}, {plain{}, false},
+		{[]any{}, true}, {map[string]any{}, true}, {node{}, true}, {[]node{}, true},
+		{map[string][]node{}, true}, {&plain{}, false},
+	} {
+		if got := hasInterface(reflect.TypeOf(c.v)); got != c.want {
+			t.Errorf("hasInterface(%T) = %v", c.v, got)
+		}
+	}
+}
+
+// Numbers decoded into `any`, also deep inside typed values, come out as
+// int64 / uint64 / float64.
+func TestDecodeNormalizes(t *testing.T) {
+	in := node{Value: uint8(7), Children: []node{{Value: []any{int16(-3), float32(1.5), uint64(math.MaxUint64)}}}}
+	b, err := encodeValue(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out node
+	if err := decodeInto(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := node{Value: int64(7), Children: []node{{Value: []any{int64(-3), 1.5, uint64(math.MaxUint64)}}}}
+	if !reflect.DeepEqual(out, want) {
+		t.Errorf("got %#v", out)
+	}
+	var m map[string][]any
+	b, _ = encodeValue(map[string][]any{"k": {int8(1), map[string]any{"n": uint16(2)}}})
+	if err := decodeInto(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m, map[string][]any{"k": {int64(1), map[string]any{"n": int64(2)}}}) {
+		t.Errorf("got %#v", m)
+	}
+}
+
+func TestArgsEncoding(t *testing.T) {
+	b, err := encodeArgs(nil)
+	if err != nil || !reflect.DeepEqual(b, []byte{0x90}) {
+		t.Errorf("no arguments: % x, %v", b, err)
+	}
+	b, _ = encodeArgs([]any{1, "a"})
+	if !reflect.DeepEqual(b, []byte{0x92, 0x01, 0xa1, 'a'}) {
+		t.Errorf("(1, \"a\"): % x", b)
+	}
+}

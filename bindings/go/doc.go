@@ -1,0 +1,25 @@
+// Package multifrost calls functions in worker processes as if they were
+// local, over the libmultifrost C library (cgo): spawn or connect,
+// heartbeats, circuit breaker, restarts and the service registry all live
+// in the library, and everything speaks the comlink_ipc_v4 protocol, so Go
+// parents and workers interoperate with C, C++, Node and Python ones.
+//
+// A parent:
+//
+//	p, err := multifrost.Spawn(ctx, "./math_worker", nil, nil)
+//	if err != nil { ... }
+//	defer p.Close()
+//	var sum int
+//	err = p.Call(ctx, "add", &sum, 1, 2) // sum == 3
+//	var re *multifrost.RemoteError
+//	if errors.As(err, &re) { fmt.Println(re.Message) }
+//
+// A worker:
+//
+//	w, _ := multifrost.NewWorker("") // "" = spawn mode; "my-service" = connect mode
+//	w.Handle("add", func(a, b int) int { return a + b })
+//	err := w.Serve(ctx) // until ctx ends, a shutdown message, SIGINT or SIGTERM
+//
+// Build the library first (cargo build --release in the repository root);
+// the cgo flags link target/release/libmultifrost.so with an rpath to it.
+package multifrost

@@ -1,0 +1,96 @@
+// Command testworker is the Go worker the binding's tests spawn. With no
+// argument (or "--worker") it serves in spawn mode; with a service id or a
+// tcp:// endpoint it serves in connect mode. MF_TEST_CONCURRENCY sets the
+// number of handler threads (default 4).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	multifrost "github.com/multifrost/libmultifrost/bindings/go"
+)
+
+// Point round-trips as a map {"x": .., "y": .., "label": ..}.
+type Point struct {
+	X     int    `msgpack:"x"`
+	Y     int    `msgpack:"y"`
+	Label string `msgpack:"label,omitempty"`
+}
+
+func main() {
+	id := ""
+	if len(os.Args) > 1 && os.Args[1] != "--worker" {
+		id = os.Args[1]
+	}
+	w, err := multifrost.NewWorker(id)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker:", err)
+		os.Exit(2)
+	}
+	concurrency := 4
+	if s := os.Getenv("MF_TEST_CONCURRENCY"); s != "" {
+		concurrency, _ = strconv.Atoi(s)
+	}
+	must(w.SetConcurrency(concurrency))
+
+	must(w.Handle("add", func(a, b int) int { return a + b }))
+	must(w.Handle("echo", func(v any) any { return v }))
+	must(w.Handle("echo_int", func(v int) int { return v }))
+	must(w.Handle("echo_int64", func(v int64) int64 { return v }))
+	must(w.Handle("echo_uint64", func(v uint64) uint64 { return v }))
+	must(w.Handle("echo_float", func(v float64) float64 { return v }))
+	must(w.Handle("echo_string", func(v string) string { return v }))
+	must(w.Handle("echo_bytes", func(v []byte) []byte { return v }))
+	must(w.Handle("echo_bool", func(v bool) bool { return v }))
+	must(w.Handle("echo_list", func(v []any) []any { return v }))
+	must(w.Handle("echo_map", func(v map[string]any) map[string]any { return v }))
+	must(w.Handle("echo_point", func(p Point) Point { return p }))
+	must(w.Handle("move", func(p Point, dx, dy int) Point {
+		return Point{X: p.X + dx, Y: p.Y + dy, Label: p.Label}
+	}))
+	must(w.Handle("sum", func(xs ...int) int {
+		t := 0
+		for _, x := range xs {
+			t += x
+		}
+		return t
+	}))
+	must(w.Handle("describe", func(v any) string { return fmt.Sprintf("%T", v) }))
+	must(w.Handle("divide", func(a, b float64) (float64, error) {
+		if b == 0 {
+			return 0, errors.New("ZeroDivisionError: division by zero")
+		}
+		return a / b, nil
+	}))
+	must(w.Handle("fail", func(msg string) error { return errors.New(msg) }))
+	must(w.Handle("boom", func() int { panic("boom") }))
+	must(w.Handle("nothing", func() {}))
+	must(w.Handle("pid", os.Getpid))
+	must(w.Handle("exit", func(code int) int { os.Exit(code); return 0 }))
+	must(w.Handle("sleep_ms", func(ctx context.Context, ms int) (int, error) {
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return ms, nil
+		case <-ctx.Done():
+			return 0, errors.New("CancelledError: the worker is stopping")
+		}
+	}))
+
+	if err := w.Serve(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "testworker:", err)
+		os.Exit(2)
+	}
+	must(w.Close())
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker:", err)
+		os.Exit(2)
+	}
+}

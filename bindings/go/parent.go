@@ -1,0 +1,302 @@
+package multifrost
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// Parent is a connection to one worker, spawned (Spawn) or reached
+// (Connect). It is safe for concurrent use by any number of goroutines.
+// Close it when done; a finalizer closes a Parent that is dropped unclosed.
+type Parent struct {
+	// mu orders the start of calls against Close: the C API forbids
+	// mf_parent_close concurrently with the start of a call on the handle.
+	mu     sync.RWMutex
+	c      *C.mf_parent // nil once closed
+	label  string
+	closed chan struct{} // closed when Close has finished
+	once   sync.Once
+}
+
+// Stats are the parent's metrics (mf_parent_stats_json).
+type Stats struct {
+	Worker              string  `json:"worker"`
+	RequestsTotal       uint64  `json:"requests_total"`
+	RequestsSuccess     uint64  `json:"requests_success"`
+	RequestsFailed      uint64  `json:"requests_failed"`
+	RemoteErrors        uint64  `json:"remote_errors"`
+	Timeouts            uint64  `json:"timeouts"`
+	InFlight            int64   `json:"in_flight"`
+	LatencyAvgMs        float64 `json:"latency_avg_ms"`
+	LatencyP50Ms        float64 `json:"latency_p50_ms"`
+	LatencyP95Ms        float64 `json:"latency_p95_ms"`
+	LatencyP99Ms        float64 `json:"latency_p99_ms"`
+	HeartbeatRTTLastMs  float64 `json:"heartbeat_rtt_last_ms"`
+	HeartbeatRTTAvgMs   float64 `json:"heartbeat_rtt_avg_ms"`
+	HeartbeatMisses     uint64  `json:"heartbeat_misses"`
+	Healthy             bool    `json:"healthy"`
+	CircuitState        string  `json:"circuit_state"` // "closed", "open" or "half_open"
+	CircuitTrips        uint64  `json:"circuit_trips"`
+	ConsecutiveFailures uint64  `json:"consecutive_failures"`
+	Restarts            uint64  `json:"restarts"`
+	DroppedMalformed    uint64  `json:"dropped_malformed"`
+	DroppedUnknown      uint64  `json:"dropped_unknown"`
+	WorkerPID           int     `json:"worker_pid"` // 0 when there is none
+}
+
+// pendingCall is what a call's cgo.Handle stands for: the channel its
+// completion is delivered to (buffered, so a late completion never blocks).
+type pendingCall struct {
+	done chan completion
+}
+
+type completion struct {
+	status  Status
+	data    []byte
+	message string
+}
+
+type startResult struct {
+	c   *C.mf_parent
+	err error
+}
+
+// Spawn starts program (a path, or a name looked up in PATH) with args as a
+// worker and returns once it has answered a heartbeat. A script worker is
+// started through its interpreter: Spawn(ctx, "python3", []string{"worker.py", "--worker"}, nil).
+//
+// ctx bounds the wait (its deadline caps Options.StartTimeout); if ctx ends
+// first, Spawn returns its error and the worker, once started, is stopped.
+// The worker is stopped by Close, or when this process dies.
+func Spawn(ctx context.Context, program string, args []string, opts *Options) (*Parent, error) {
+	op := "spawn " + program
+	return start(ctx, op, program, opts, func(o *C.mf_options) startResult {
+		cprog := C.CString(program)
+		defer C.free(unsafe.Pointer(cprog))
+		cargs := make([]*C.char, len(args)+1) // NULL-terminated, in C memory
+		argv := (**C.char)(C.calloc(C.size_t(len(cargs)), C.size_t(unsafe.Sizeof(cargs[0]))))
+		defer C.free(unsafe.Pointer(argv))
+		slots := unsafe.Slice(argv, len(cargs))
+		for i, a := range args {
+			slots[i] = C.CString(a)
+			defer C.free(unsafe.Pointer(slots[i]))
+		}
+		var out *C.mf_parent
+		var cerr *C.char
+		if st := C.mfgo_spawn(cprog, argv, o, &out, &cerr); st != C.MF_OK {
+			return startResult{err: newError(Status(st), op, takeError(cerr))}
+		}
+		return startResult{c: out}
+	})
+}
+
+// Connect reaches a running worker: target is a service id (looked up in
+// $HOME/.multifrost/services.json) or an endpoint "tcp://host:port". It
+// returns once the worker has answered a heartbeat. ctx bounds the wait
+// (its deadline caps Options.ConnectTimeout). Errors: ErrNotFound (no live
+// service with that id), ErrTimeout (nobody answered in time).
+func Connect(ctx context.Context, target string, opts *Options) (*Parent, error) {
+	op := "connect " + target
+	return start(ctx, op, target, opts, func(o *C.mf_options) startResult {
+		ct := C.CString(target)
+		defer C.free(unsafe.Pointer(ct))
+		var out *C.mf_parent
+		var cerr *C.char
+		if st := C.mfgo_connect(ct, o, &out, &cerr); st != C.MF_OK {
+			return startResult{err: newError(Status(st), op, takeError(cerr))}
+		}
+		return startResult{c: out}
+	})
+}
+
+// start runs a blocking mf_spawn/mf_connect so that ctx can end the wait.
+func start(ctx context.Context, op, label string, opts *Options, run func(*C.mf_options) startResult) (*Parent, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, contextError(op, err)
+	}
+	left, hasDeadline := untilDeadline(ctx)
+	if hasDeadline && left <= 0 {
+		return nil, contextError(op, context.DeadlineExceeded)
+	}
+	o, err := opts.cOptions(left, op)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan startResult, 1)
+	go func() {
+		defer C.mf_options_free(o)
+		done <- run(o)
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			if e, ok := r.err.(*Error); ok && e.Status == StatusTimeout && hasDeadline && time.Now().After(deadlineOf(ctx)) {
+				e.ctxErr = context.DeadlineExceeded
+			}
+			return nil, r.err
+		}
+		return newParent(r.c, label), nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.c != nil {
+				C.mf_parent_close(r.c)
+			}
+		}()
+		return nil, contextError(op, ctx.Err())
+	}
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	dl, _ := ctx.Deadline()
+	return dl
+}
+
+func newParent(c *C.mf_parent, label string) *Parent {
+	p := &Parent{c: c, label: label, closed: make(chan struct{})}
+	runtime.SetFinalizer(p, func(p *Parent) {
+		// Closing waits for the worker to stop; keep the finalizer
+		// goroutine free.
+		go p.Close()
+	})
+	return p
+}
+
+// Call calls function on the worker with args (encoded as one msgpack
+// array) and decodes its result into result, a pointer (nil discards it).
+//
+// ctx ends the wait promptly: a passed deadline returns an error matching
+// both context.DeadlineExceeded and ErrTimeout, a cancellation one
+// matching context.Canceled; the late reply is dropped. The deadline is
+// also the call's timeout in the library; without one, Options.DefaultTimeout
+// applies.
+//
+// Errors: *RemoteError (the handler failed; errors.As), ErrTimeout,
+// ErrCircuitOpen, ErrWorkerExited, ErrClosed (also for calls in flight
+// when Close runs), ErrInvalidArgument (an argument msgpack cannot encode),
+// and an error naming the result type when the result cannot be decoded.
+func (p *Parent) Call(ctx context.Context, function string, result any, args ...any) error {
+	// The caller may hold p only through this call: keep the finalizer
+	// from closing it while the call is in flight.
+	defer runtime.KeepAlive(p)
+	op := "call " + strconv.Quote(function)
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := ctx.Err(); err != nil {
+		return contextError(op, err)
+	}
+	payload, err := encodeArgs(args)
+	if err != nil {
+		return &Error{Status: StatusInvalidArgument, Op: op, Message: err.Error()}
+	}
+	var timeoutMs int64 // 0: the parent's default
+	if left, ok := untilDeadline(ctx); ok {
+		if left <= 0 {
+			return contextError(op, context.DeadlineExceeded)
+		}
+		timeoutMs = millis(left)
+	}
+	cfn := C.CString(function)
+	defer C.free(unsafe.Pointer(cfn))
+
+	pc := &pendingCall{done: make(chan completion, 1)}
+	h := newHandle(pc)
+	ptr, n := cBytes(payload)
+	var cerr *C.char
+	p.mu.RLock()
+	if p.c == nil {
+		p.mu.RUnlock()
+		deleteHandle(h)
+		return &Error{Status: StatusClosed, Op: op, Message: "the parent is closed"}
+	}
+	st := C.mfgo_call_async(p.c, cfn, ptr, n, C.int64_t(timeoutMs), C.uintptr_t(h), &cerr)
+	p.mu.RUnlock()
+	runtime.KeepAlive(payload)
+	if st != C.MF_OK {
+		// Not started: the completion will never run.
+		deleteHandle(h)
+		return newError(Status(st), op, takeError(cerr))
+	}
+
+	select {
+	case c := <-pc.done:
+		if c.status != StatusOK {
+			e := newError(c.status, op, c.message)
+			if ee, ok := e.(*Error); ok && ee.Status == StatusTimeout && timeoutMs > 0 {
+				// The library's timeout was the ctx deadline, whose own
+				// timer may not have fired yet.
+				ee.ctxErr = context.DeadlineExceeded
+			}
+			return e
+		}
+		if result == nil {
+			return nil
+		}
+		if err := decodeInto(c.data, result); err != nil {
+			return &Error{Status: StatusInvalidArgument, Op: op,
+				Message: fmt.Sprintf("cannot decode the result into %T: %v", result, err)}
+		}
+		return nil
+	case <-ctx.Done():
+		// The completion still arrives later, is dropped, and deletes h.
+		return contextError(op, ctx.Err())
+	}
+}
+
+// Stats returns the parent's metrics. ErrClosed after Close.
+func (p *Parent) Stats() (Stats, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.c == nil {
+		return Stats{}, &Error{Status: StatusClosed, Op: "stats", Message: "the parent is closed"}
+	}
+	var cerr *C.char
+	s := C.mfgo_stats(p.c, &cerr)
+	if s == nil {
+		return Stats{}, &Error{Status: StatusPanic, Op: "stats", Message: takeError(cerr)}
+	}
+	defer C.mf_string_free(s)
+	var out Stats
+	if err := json.Unmarshal([]byte(C.GoString(s)), &out); err != nil {
+		return Stats{}, &Error{Status: StatusProtocol, Op: "stats", Message: err.Error()}
+	}
+	return out, nil
+}
+
+// Close ends calls in flight with ErrClosed, stops a spawned worker (a
+// shutdown message, SIGTERM, SIGKILL after Options.ShutdownGrace) and
+// releases the connection. Later calls return ErrClosed. Close may be
+// called more than once and from any goroutine; every call returns nil
+// once the first one has finished.
+func (p *Parent) Close() error {
+	p.once.Do(func() {
+		runtime.SetFinalizer(p, nil)
+		p.mu.Lock()
+		c := p.c
+		p.c = nil
+		p.mu.Unlock()
+		// No call can start any more, so closing outside the lock is
+		// allowed, and calls waiting in Call are not held up meanwhile.
+		C.mf_parent_close(c)
+		close(p.closed)
+	})
+	<-p.closed
+	return nil
+}
+
+// String names the parent for logs, e.g. "multifrost.Parent(./worker)".
+func (p *Parent) String() string { return "multifrost.Parent(" + p.label + ")" }

@@ -1,0 +1,469 @@
+package multifrost_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	multifrost "github.com/multifrost/libmultifrost/bindings/go"
+)
+
+type Point struct {
+	X     int    `msgpack:"x"`
+	Y     int    `msgpack:"y"`
+	Label string `msgpack:"label,omitempty"`
+}
+
+// roundTrip calls fn(in) and decodes the answer into a new value of out's type.
+func roundTrip[T any](t *testing.T, p *multifrost.Parent, fn string, in T) T {
+	t.Helper()
+	var out T
+	if err := p.Call(bg(t), fn, &out, in); err != nil {
+		t.Fatalf("%s(%#v): %v", fn, in, err)
+	}
+	return out
+}
+
+func TestRoundTripTypes(t *testing.T) {
+	p := spawn(t, nil)
+
+	t.Run("int", func(t *testing.T) {
+		for _, v := range []int{0, 1, -1, 127, 128, -33, 65536, math.MaxInt64, math.MinInt64} {
+			if got := roundTrip(t, p, "echo_int", v); got != v {
+				t.Errorf("echo_int(%d) = %d", v, got)
+			}
+		}
+	})
+	t.Run("int64", func(t *testing.T) {
+		for _, v := range []int64{math.MaxInt64, math.MinInt64, -9007199254740993} {
+			if got := roundTrip(t, p, "echo_int64", v); got != v {
+				t.Errorf("echo_int64(%d) = %d", v, got)
+			}
+			if got := roundTrip[any](t, p, "echo", v); got != any(v) {
+				t.Errorf("echo(%d) = %#v", v, got)
+			}
+		}
+	})
+	t.Run("uint64 max", func(t *testing.T) {
+		const v = uint64(math.MaxUint64)
+		if got := roundTrip(t, p, "echo_uint64", v); got != v {
+			t.Errorf("echo_uint64(max) = %d", got)
+		}
+		if got := roundTrip[any](t, p, "echo", v); got != any(v) {
+			t.Errorf("echo(uint64 max) = %#v (%T)", got, got)
+		}
+	})
+	t.Run("float64", func(t *testing.T) {
+		for _, v := range []float64{0, 1.5, -2.25, math.Pi, 1e300, math.SmallestNonzeroFloat64} {
+			if got := roundTrip(t, p, "echo_float", v); got != v {
+				t.Errorf("echo_float(%v) = %v", v, got)
+			}
+			if got := roundTrip[any](t, p, "echo", v); got != any(v) {
+				t.Errorf("echo(%v) = %#v", v, got)
+			}
+		}
+		// An integer is accepted where a float64 parameter is expected.
+		var f float64
+		if err := p.Call(bg(t), "echo_float", &f, 3); err != nil || f != 3 {
+			t.Errorf("echo_float(3) = %v, %v", f, err)
+		}
+	})
+	t.Run("string", func(t *testing.T) {
+		for _, v := range []string{"", "hello", "héllo ✓", strings.Repeat("x", 100000)} {
+			if got := roundTrip(t, p, "echo_string", v); got != v {
+				t.Errorf("echo_string(%.20q) = %.20q", v, got)
+			}
+			if got := roundTrip[any](t, p, "echo", v); got != any(v) {
+				t.Errorf("echo(%.20q) = %#v", v, got)
+			}
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		v := []byte{0, 1, 2, 0xff, 'a'}
+		if got := roundTrip(t, p, "echo_bytes", v); !reflect.DeepEqual(got, v) {
+			t.Errorf("echo_bytes = %#v", got)
+		}
+		// bin stays []byte through a generic value (not string).
+		if got := roundTrip[any](t, p, "echo", v); !reflect.DeepEqual(got, v) {
+			t.Errorf("echo(bytes) = %#v (%T)", got, got)
+		}
+		var kind string
+		if err := p.Call(bg(t), "describe", &kind, v); err != nil || kind != "[]uint8" {
+			t.Errorf("describe(bytes) = %q, %v", kind, err)
+		}
+	})
+	t.Run("bool", func(t *testing.T) {
+		for _, v := range []bool{true, false} {
+			if got := roundTrip(t, p, "echo_bool", v); got != v {
+				t.Errorf("echo_bool(%v) = %v", v, got)
+			}
+		}
+	})
+	t.Run("nil", func(t *testing.T) {
+		got := any("not nil")
+		if err := p.Call(bg(t), "echo", &got, nil); err != nil || got != nil {
+			t.Errorf("echo(nil) = %#v, %v", got, err)
+		}
+		var ptr *int
+		if err := p.Call(bg(t), "echo", &ptr, nil); err != nil || ptr != nil {
+			t.Errorf("echo(nil) into *int = %v, %v", ptr, err)
+		}
+	})
+	t.Run("list", func(t *testing.T) {
+		v := []any{int64(1), "two", 3.5, nil, true, []byte{9}, []any{int64(-1)}}
+		if got := roundTrip(t, p, "echo_list", v); !reflect.DeepEqual(got, v) {
+			t.Errorf("echo_list = %#v", got)
+		}
+		if got := roundTrip[any](t, p, "echo", any(v)); !reflect.DeepEqual(got, any(v)) {
+			t.Errorf("echo(list) = %#v", got)
+		}
+		ints := []int{3, 2, 1}
+		if got := roundTrip(t, p, "echo", ints); !reflect.DeepEqual(got, ints) {
+			t.Errorf("echo([]int) = %#v", got)
+		}
+	})
+	t.Run("map", func(t *testing.T) {
+		v := map[string]any{
+			"a": int64(1), "b": "x", "c": []any{int64(1), 2.5}, "d": nil,
+			"e": map[string]any{"nested": true, "big": uint64(math.MaxUint64)},
+		}
+		if got := roundTrip(t, p, "echo_map", v); !reflect.DeepEqual(got, v) {
+			t.Errorf("echo_map = %#v", got)
+		}
+		if got := roundTrip[any](t, p, "echo", any(v)); !reflect.DeepEqual(got, any(v)) {
+			t.Errorf("echo(map) = %#v", got)
+		}
+	})
+	t.Run("struct", func(t *testing.T) {
+		v := Point{X: 3, Y: -4, Label: "p"}
+		if got := roundTrip(t, p, "echo_point", v); got != v {
+			t.Errorf("echo_point = %#v", got)
+		}
+		var moved Point
+		if err := p.Call(bg(t), "move", &moved, v, 10, 20); err != nil || moved != (Point{13, 16, "p"}) {
+			t.Errorf("move = %#v, %v", moved, err)
+		}
+		// Tags name the map keys on the wire.
+		var m map[string]any
+		if err := p.Call(bg(t), "echo", &m, v); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{"x": int64(3), "y": int64(-4), "label": "p"}
+		if !reflect.DeepEqual(m, want) {
+			t.Errorf("echo(Point) as map = %#v", m)
+		}
+		// ... and a map decodes into the struct.
+		var back Point
+		if err := p.Call(bg(t), "echo", &back, want); err != nil || back != v {
+			t.Errorf("echo(map) as Point = %#v, %v", back, err)
+		}
+	})
+}
+
+func TestCallShapes(t *testing.T) {
+	p := spawn(t, nil)
+	ctx := bg(t)
+	var n int
+	if err := p.Call(ctx, "add", &n, 1, 2); err != nil || n != 3 {
+		t.Fatalf("add(1, 2) = %d, %v", n, err)
+	}
+	if err := p.Call(ctx, "add", nil, 1, 2); err != nil {
+		t.Errorf("add with a nil result: %v", err)
+	}
+	if err := p.Call(ctx, "sum", &n); err != nil || n != 0 {
+		t.Errorf("sum() = %d, %v", n, err)
+	}
+	if err := p.Call(ctx, "sum", &n, 1, 2, 3, 4); err != nil || n != 10 {
+		t.Errorf("sum(1, 2, 3, 4) = %d, %v", n, err)
+	}
+	var r any = "x"
+	if err := p.Call(ctx, "nothing", &r); err != nil || r != nil {
+		t.Errorf("nothing() = %#v, %v", r, err)
+	}
+	// A result of the wrong type names it.
+	var s string
+	err := p.Call(ctx, "add", &s, 1, 2)
+	if err == nil || !strings.Contains(err.Error(), "*string") {
+		t.Errorf("add into *string: %v", err)
+	}
+	// A non-pointer result is refused.
+	if err := p.Call(ctx, "add", n, 1, 2); err == nil {
+		t.Error("add into a non-pointer: no error")
+	}
+	// Arguments msgpack cannot encode.
+	err = p.Call(ctx, "echo", nil, make(chan int))
+	if !errors.Is(err, multifrost.ErrInvalidArgument) {
+		t.Errorf("echo(chan): %v", err)
+	}
+}
+
+func TestRemoteErrors(t *testing.T) {
+	p := spawn(t, nil)
+	ctx := bg(t)
+	cases := []struct {
+		fn   string
+		args []any
+		want string // the exact remote text, or a prefix ending in "…"
+	}{
+		{"fail", []any{"ValueError: bad value"}, "ValueError: bad value"},
+		{"divide", []any{1, 0}, "ZeroDivisionError: division by zero"},
+		{"boom", nil, "RuntimeError: boom panicked: boom"},
+		{"add", []any{1, 2, 3}, "TypeError: add expects (int, int), got 3 arguments"},
+		{"add", []any{1}, "TypeError: add expects (int, int), got 1 argument"},
+		{"add", []any{1, "x"}, "TypeError: add expects (int, int), got (int, string): argument 2: cannot use string as int"},
+		{"add", []any{1.5, 2}, "TypeError: add expects (int, int), got (float, int): argument 1: 1.5 is not an integer that fits int"},
+		{"add", []any{nil, 2}, "TypeError: add expects (int, int), got (nil, int): argument 1: cannot use nil as int"},
+		{"echo_uint64", []any{-1}, "TypeError: echo_uint64 expects (uint64), got (int): argument 1: -1 is out of range for uint64"},
+		{"echo_int64", []any{uint64(math.MaxUint64)}, "TypeError: echo_int64 expects (int64), got (int): argument 1: 18446744073709551615 is out of range for int64"},
+		{"echo_point", []any{"x"}, "TypeError: echo_point expects (main.Point), got (string): argument 1: cannot decode into main.Point…"},
+		{"sum", []any{1, "2"}, "TypeError: sum expects (...int), got (int, string): argument 2: cannot use string as int"},
+		{"nosuch", nil, "Function 'nosuch' not found"},
+		{"_private", nil, "Cannot call private method '_private'"},
+	}
+	for _, c := range cases {
+		err := p.Call(ctx, c.fn, nil, c.args...)
+		var re *multifrost.RemoteError
+		if !errors.As(err, &re) {
+			t.Errorf("%s%v: want a RemoteError, got %v", c.fn, c.args, err)
+			continue
+		}
+		if !errors.Is(err, multifrost.ErrRemote) {
+			t.Errorf("%s%v: errors.Is(err, ErrRemote) is false", c.fn, c.args)
+		}
+		if prefix, ok := strings.CutSuffix(c.want, "…"); ok {
+			if !strings.HasPrefix(re.Message, prefix) {
+				t.Errorf("%s%v: message %q, want prefix %q", c.fn, c.args, re.Message, prefix)
+			}
+		} else if re.Message != c.want {
+			t.Errorf("%s%v: message %q, want %q", c.fn, c.args, re.Message, c.want)
+		}
+	}
+	// The worker kept serving through all of it.
+	var n int
+	if err := p.Call(ctx, "add", &n, 40, 2); err != nil || n != 42 {
+		t.Fatalf("add after errors = %d, %v", n, err)
+	}
+}
+
+func TestContextTimeout(t *testing.T) {
+	p := spawn(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := p.Call(ctx, "sleep_ms", nil, 5000)
+	elapsed := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, multifrost.ErrTimeout) {
+		t.Fatalf("sleep_ms(5000) with a 200 ms deadline: %v", err)
+	}
+	// Both hold, whichever of the two timers fired first.
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, multifrost.ErrTimeout) {
+		t.Errorf("err %v should match both DeadlineExceeded and ErrTimeout", err)
+	}
+	if elapsed > time.Second {
+		t.Errorf("returned after %v, want about 200 ms", elapsed)
+	}
+	// An expired ctx fails before sending.
+	if err := p.Call(ctx, "add", nil, 1, 2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("call with an expired ctx: %v", err)
+	}
+	// The parent stays usable.
+	var n int
+	if err := p.Call(bg(t), "add", &n, 1, 2); err != nil || n != 3 {
+		t.Errorf("add after a timeout = %d, %v", n, err)
+	}
+}
+
+func TestContextCancel(t *testing.T) {
+	p := spawn(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	err := p.Call(ctx, "sleep_ms", nil, 5000)
+	elapsed := time.Since(start)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled sleep_ms: %v", err)
+	}
+	if errors.Is(err, multifrost.ErrTimeout) || errors.Is(err, multifrost.ErrClosed) {
+		t.Errorf("a cancellation should not match ErrTimeout or ErrClosed: %v", err)
+	}
+	if elapsed > time.Second {
+		t.Errorf("returned after %v, want about 200 ms", elapsed)
+	}
+	if err := p.Call(ctx, "add", nil, 1, 2); !errors.Is(err, context.Canceled) {
+		t.Errorf("call with a cancelled ctx: %v", err)
+	}
+}
+
+func TestConcurrentCalls(t *testing.T) {
+	p := spawn(t, nil)
+	const goroutines, calls = 64, 25
+	ctx := bg(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines*calls)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				var n int
+				if err := p.Call(ctx, "add", &n, g, i*1000); err != nil {
+					errs <- err
+					return
+				}
+				if n != g+i*1000 {
+					errs <- errors.New("wrong sum")
+					return
+				}
+				var s string
+				want := strings.Repeat("é", g) + "✓"
+				if err := p.Call(ctx, "echo_string", &s, want); err != nil || s != want {
+					errs <- errors.Join(errors.New("wrong echo"), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RequestsSuccess < goroutines*calls*2 || st.InFlight != 0 {
+		t.Errorf("stats after the storm: %+v", st)
+	}
+}
+
+func TestStats(t *testing.T) {
+	p := spawn(t, &multifrost.Options{Name: "stats-worker"})
+	ctx := bg(t)
+	var pid int
+	if err := p.Call(ctx, "pid", &pid); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := p.Call(ctx, "add", nil, i, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = p.Call(ctx, "fail", nil, "ValueError: counted")
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Worker != "stats-worker" || st.RequestsTotal != 7 || st.RequestsSuccess != 6 ||
+		st.RequestsFailed != 1 || st.RemoteErrors != 1 || st.Timeouts != 0 || st.InFlight != 0 {
+		t.Errorf("counters: %+v", st)
+	}
+	if !st.Healthy || st.CircuitState != "closed" || st.CircuitTrips != 0 || st.WorkerPID != pid {
+		t.Errorf("health: %+v (worker pid %d)", st, pid)
+	}
+	if st.LatencyP50Ms <= 0 || st.LatencyP99Ms < st.LatencyP50Ms || st.LatencyAvgMs <= 0 {
+		t.Errorf("latency: %+v", st)
+	}
+	if st.HeartbeatRTTLastMs <= 0 {
+		t.Errorf("heartbeat rtt: %+v", st)
+	}
+}
+
+func TestCloseWithCallsInFlight(t *testing.T) {
+	p := spawn(t, nil)
+	const n = 8
+	errs := make(chan error, n)
+	durations := make(chan time.Duration, n)
+	for range n {
+		go func() {
+			start := time.Now()
+			errs <- p.Call(context.Background(), "sleep_ms", nil, 10000)
+			durations <- time.Since(start)
+		}()
+	}
+	settle(t, func() bool {
+		st, err := p.Stats()
+		return err == nil && st.InFlight == n
+	}, func() string { return "the calls never got in flight" })
+	closedAt := time.Now()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		err := <-errs
+		if !errors.Is(err, multifrost.ErrClosed) {
+			t.Errorf("in-flight call: %v, want ErrClosed", err)
+		}
+		if d := <-durations; d > 5*time.Second {
+			t.Errorf("an in-flight call took %v", d)
+		}
+	}
+	if d := time.Since(closedAt); d > 5*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+}
+
+func TestCallsAfterClose(t *testing.T) {
+	p := spawn(t, nil)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	err := p.Call(bg(t), "add", nil, 1, 2)
+	if !errors.Is(err, multifrost.ErrClosed) {
+		t.Errorf("call after Close: %v", err)
+	}
+	var e *multifrost.Error
+	if !errors.As(err, &e) || e.Status != multifrost.StatusClosed {
+		t.Errorf("call after Close: %#v", err)
+	}
+	if _, err := p.Stats(); !errors.Is(err, multifrost.ErrClosed) {
+		t.Errorf("Stats after Close: %v", err)
+	}
+}
+
+func TestNoLeaksAfterClose(t *testing.T) {
+	runtime.GC()
+	baseGoroutines := goroutines()
+	baseHandles := multifrost.LiveHandles()
+
+	for range 3 {
+		p := spawn(t, nil)
+		var n int
+		if err := p.Call(bg(t), "add", &n, 1, 2); err != nil {
+			t.Fatal(err)
+		}
+		// A call abandoned by its ctx keeps its handle until the library
+		// finishes it; Close must finish it.
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+		if err := p.Call(ctx, "sleep_ms", nil, 10000); !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		if multifrost.LiveHandles() == baseHandles {
+			t.Error("the abandoned call holds no handle")
+		}
+		_ = p.Call(bg(t), "fail", nil, "ValueError: x")
+		p.Close()
+	}
+	settle(t, func() bool {
+		return multifrost.LiveHandles() == baseHandles && goroutines() <= baseGoroutines
+	}, func() string {
+		return fmt.Sprintf("leak: %d handles (was %d), %d goroutines (was %d)\n%s",
+			multifrost.LiveHandles(), baseHandles, goroutines(), baseGoroutines, stacks())
+	})
+}
+
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}

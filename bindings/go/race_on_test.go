@@ -1,0 +1,5 @@
+//go:build race
+
+package multifrost_test
+
+const raceEnabled = true

@@ -1,0 +1,127 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "shim.h"
+#include "_cgo_export.h"
+
+/* Copies this thread's error text; called right after the failing mf_ call. */
+static mf_status fail(mf_status s, char **err) {
+    if (s != MF_OK && err) *err = strdup(mf_last_error());
+    return s;
+}
+
+/* Prefixes the failing setter's name to its error text. */
+static mf_status fail_setter(mf_status s, const char *setter, char **err) {
+    if (s != MF_OK && err) {
+        const char *text = mf_last_error();
+        size_t n = strlen(setter) + strlen(text) + 3;
+        *err = malloc(n);
+        if (*err) snprintf(*err, n, "%s: %s", setter, text);
+    }
+    return s;
+}
+
+#define SET(call, what)                              \
+    do {                                             \
+        mf_status s_ = (call);                       \
+        if (s_ != MF_OK) {                           \
+            fail_setter(s_, what, err);              \
+            mf_options_free(o);                      \
+            return s_;                               \
+        }                                            \
+    } while (0)
+
+mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **err) {
+    mf_options *o = mf_options_new();
+    if (in->default_timeout_ms) SET(mf_options_set_default_timeout(o, in->default_timeout_ms), "DefaultTimeout");
+    if (in->ns) SET(mf_options_set_namespace(o, in->ns), "Namespace");
+    if (in->set_heartbeat)
+        SET(mf_options_set_heartbeat(o, in->hb_interval_ms, in->hb_timeout_ms, in->hb_max_misses), "Heartbeat");
+    if (in->set_breaker) {
+        SET(mf_options_set_breaker(o, in->breaker_threshold, in->breaker_cooldown_ms), "Breaker");
+        SET(mf_options_set_breaker_counts_remote_errors(o, in->breaker_counts_remote != 0), "Breaker");
+    }
+    if (in->auto_restart) SET(mf_options_set_auto_restart(o, in->auto_restart), "AutoRestart");
+    if (in->start_timeout_ms) SET(mf_options_set_start_timeout(o, in->start_timeout_ms), "StartTimeout");
+    if (in->connect_timeout_ms) SET(mf_options_set_connect_timeout(o, in->connect_timeout_ms), "ConnectTimeout");
+    if (in->shutdown_grace_ms) SET(mf_options_set_shutdown_grace(o, in->shutdown_grace_ms), "ShutdownGrace");
+    if (in->name) SET(mf_options_set_name(o, in->name), "Name");
+    if (in->bind_host) SET(mf_options_set_bind_host(o, in->bind_host), "BindHost");
+    if (in->max_message_size) SET(mf_options_set_max_message_size(o, in->max_message_size), "MaxMessageSize");
+    *out = o;
+    return MF_OK;
+}
+
+mf_status mfgo_spawn(const char *program, const char *const *args, const mf_options *o,
+                     mf_parent **out, char **err) {
+    return fail(mf_spawn(program, args, o, out), err);
+}
+
+mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out, char **err) {
+    return fail(mf_connect(target, o, out), err);
+}
+
+/* Runs on the parent's I/O thread; hands the outcome to Go at once. */
+static void call_done(void *user, mf_status status, const uint8_t *result, size_t len,
+                      const char *message) {
+    multifrostGoCallDone((uintptr_t)user, (int)status, (uint8_t *)result, len, (char *)message);
+}
+
+mf_status mfgo_call_async(mf_parent *p, const char *function, const uint8_t *args,
+                          size_t args_len, int64_t timeout_ms, uintptr_t handle, char **err) {
+    return fail(mf_call_async(p, function, args, args_len, timeout_ms, call_done, (void *)handle), err);
+}
+
+char *mfgo_stats(const mf_parent *p, char **err) {
+    char *s = mf_parent_stats_json(p);
+    if (!s && err) *err = strdup(mf_last_error());
+    return s;
+}
+
+mf_status mfgo_worker_new(const char *service_id, mf_worker **out, char **err) {
+    mf_status s = mf_worker_new(service_id, out);
+    if (s != MF_OK) return fail(s, err);
+    /* Go owns signal handling (os/signal): the library's handler lacks
+     * SA_ONSTACK, which the Go runtime requires of foreign handlers. */
+    s = mf_worker_set_handle_signals(*out, false);
+    if (s != MF_OK) {
+        fail(s, err);
+        mf_worker_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+/* Runs on a worker handler thread. */
+static void handle(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    multifrostGoHandle((uintptr_t)user, (uint8_t *)args, len, reply);
+}
+
+mf_status mfgo_worker_register(mf_worker *w, const char *name, uintptr_t h, char **err) {
+    return fail(mf_worker_register(w, name, handle, (void *)h), err);
+}
+
+mf_status mfgo_worker_set_concurrency(mf_worker *w, uint32_t n, char **err) {
+    return fail(mf_worker_set_concurrency(w, n), err);
+}
+
+mf_status mfgo_worker_set_namespace(mf_worker *w, const char *ns, char **err) {
+    return fail(mf_worker_set_namespace(w, ns), err);
+}
+
+mf_status mfgo_serve(mf_worker *w, char **err) { return fail(mf_serve(w), err); }
+
+mf_status mfgo_reply_ok(mf_reply *r, const uint8_t *data, size_t len, char **err) {
+    return fail(mf_reply_ok(r, data, len), err);
+}
+
+mf_status mfgo_reply_error(mf_reply *r, const char *message, char **err) {
+    return fail(mf_reply_error(r, message), err);
+}
+
+static void log_line(void *user, const char *json) {
+    (void)user;
+    multifrostGoLog((char *)json);
+}
+
+void mfgo_set_log(int on) { mf_set_log_callback(on ? log_line : NULL, NULL); }

@@ -1,0 +1,348 @@
+package multifrost_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	multifrost "github.com/multifrost/libmultifrost/bindings/go"
+)
+
+func serviceID(t *testing.T) string {
+	return fmt.Sprintf("go-test-%s-%d", strings.ToLower(t.Name()), os.Getpid())
+}
+
+// A Go worker with a service id, served in this process, reached by Connect.
+func TestConnectToInProcessWorker(t *testing.T) {
+	runtime.GC()
+	baseHandles := multifrost.LiveHandles()
+	baseGoroutines := goroutines()
+	id := serviceID(t)
+
+	w, err := multifrost.NewWorker(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	calls := 0
+	must(t, w.Handle("add", func(a, b int) int {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		return a + b
+	}))
+	must(t, w.Handle("greet", func(ctx context.Context, name string) (string, error) {
+		if name == "" {
+			return "", errors.New("ValueError: empty name")
+		}
+		return "hello " + name, ctx.Err()
+	}))
+	must(t, w.SetConcurrency(4))
+
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx) }()
+
+	p, err := multifrost.Connect(bg(t), id, &multifrost.Options{ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := p.Call(bg(t), "add", &n, 20, 22); err != nil || n != 42 {
+		t.Errorf("add = %d, %v", n, err)
+	}
+	var s string
+	if err := p.Call(bg(t), "greet", &s, "gopher"); err != nil || s != "hello gopher" {
+		t.Errorf("greet = %q, %v", s, err)
+	}
+	var re *multifrost.RemoteError
+	if err := p.Call(bg(t), "greet", &s, ""); !errors.As(err, &re) || re.Message != "ValueError: empty name" {
+		t.Errorf("greet(\"\") = %v", err)
+	}
+	if err := p.Call(bg(t), "add", &n, "a", 1); !errors.As(err, &re) ||
+		!strings.HasPrefix(re.Message, "TypeError: add expects (int, int)") {
+		t.Errorf("add(\"a\", 1) = %v", err)
+	}
+	// Many goroutines through the in-process pair, under -race.
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var r int
+			if err := p.Call(bg(t), "add", &r, g, g); err != nil || r != 2*g {
+				t.Errorf("add(%d, %d) = %d, %v", g, g, r, err)
+			}
+		}()
+	}
+	wg.Wait()
+	p.Close()
+
+	stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its ctx ended")
+	}
+	must(t, w.Close())
+	must(t, w.Close())
+	if err := w.Handle("x", func() {}); !errors.Is(err, multifrost.ErrClosed) {
+		t.Errorf("Handle after Close: %v", err)
+	}
+	if err := w.Serve(context.Background()); !errors.Is(err, multifrost.ErrClosed) {
+		t.Errorf("Serve after Close: %v", err)
+	}
+	// Serving ended, so the id is free again and no longer found.
+	_, err = multifrost.Connect(bg(t), id, &multifrost.Options{ConnectTimeout: 300 * time.Millisecond})
+	if !errors.Is(err, multifrost.ErrNotFound) {
+		t.Errorf("Connect after the worker stopped: %v", err)
+	}
+	settle(t, func() bool {
+		return multifrost.LiveHandles() == baseHandles && goroutines() <= baseGoroutines
+	}, func() string {
+		return fmt.Sprintf("leak: %d handles (was %d), %d goroutines (was %d)\n%s",
+			multifrost.LiveHandles(), baseHandles, goroutines(), baseGoroutines, stacks())
+	})
+}
+
+// The worker binary in connect mode, reached by Connect, stopped by SIGTERM.
+func TestConnectToWorkerProcess(t *testing.T) {
+	id := serviceID(t)
+	cmd := exec.Command(workerBin, id)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	p, err := multifrost.Connect(bg(t), id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var pid int
+	if err := p.Call(bg(t), "pid", &pid); err != nil || pid != cmd.Process.Pid {
+		t.Errorf("pid = %d, %v (process %d)", pid, err, cmd.Process.Pid)
+	}
+	// The id is taken by a live process.
+	if w, err := multifrost.NewWorker(id); !errors.Is(err, multifrost.ErrAlreadyRunning) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("already running (pid %d", cmd.Process.Pid)) {
+		t.Errorf("NewWorker(%q) while another process serves it: %v", id, err)
+		if w != nil {
+			w.Close()
+		}
+	}
+	var m map[string]any
+	if err := p.Call(bg(t), "echo_map", &m, map[string]any{"k": []any{"v"}}); err != nil || m["k"].([]any)[0] != "v" {
+		t.Errorf("echo_map = %v, %v", m, err)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("worker exit after SIGTERM: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker did not exit on SIGTERM")
+	}
+	_, err = multifrost.Connect(bg(t), id, &multifrost.Options{ConnectTimeout: 300 * time.Millisecond})
+	if !errors.Is(err, multifrost.ErrNotFound) {
+		t.Errorf("Connect after SIGTERM: %v (the entry should be gone)", err)
+	}
+}
+
+func TestConnectNotFound(t *testing.T) {
+	start := time.Now()
+	_, err := multifrost.Connect(bg(t), "no-such-service", &multifrost.Options{ConnectTimeout: 300 * time.Millisecond})
+	if !errors.Is(err, multifrost.ErrNotFound) || !strings.Contains(err.Error(), "no-such-service") {
+		t.Errorf("Connect(no-such-service): %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v", d)
+	}
+	// A ctx deadline caps the wait too.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = multifrost.Connect(ctx, "no-such-service", nil)
+	if err == nil || time.Since(start) > 3*time.Second {
+		t.Errorf("Connect with a 300 ms ctx: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestSpawnFailures(t *testing.T) {
+	_, err := multifrost.Spawn(bg(t), "/nonexistent/worker", nil, nil)
+	if !errors.Is(err, multifrost.ErrIO) || !strings.Contains(err.Error(), "/nonexistent/worker") {
+		t.Errorf("Spawn(/nonexistent/worker): %v", err)
+	}
+	// A program that exits at once: its status comes back, not a timeout.
+	_, err = multifrost.Spawn(bg(t), "sh", []string{"-c", "echo broken >&2; exit 3"}, nil)
+	if !errors.Is(err, multifrost.ErrWorkerExited) || !strings.Contains(err.Error(), "broken") {
+		t.Errorf("Spawn(exit 3): %v", err)
+	}
+	// A program that never answers, bounded by the ctx.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = multifrost.Spawn(ctx, "sleep", []string{"30"}, nil)
+	if !errors.Is(err, multifrost.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Spawn(sleep 30) with a 300 ms ctx: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v", d)
+	}
+	// Bad options are refused with the setter's name.
+	_, err = multifrost.Spawn(bg(t), workerBin, nil, &multifrost.Options{DefaultTimeout: -time.Second})
+	if !errors.Is(err, multifrost.ErrInvalidArgument) || !strings.Contains(err.Error(), "DefaultTimeout") {
+		t.Errorf("negative DefaultTimeout: %v", err)
+	}
+}
+
+func TestWorkerExitFailsCalls(t *testing.T) {
+	p := spawn(t, nil)
+	start := time.Now()
+	err := p.Call(bg(t), "exit", nil, 7)
+	if !errors.Is(err, multifrost.ErrWorkerExited) || !strings.Contains(err.Error(), "7") {
+		t.Errorf("exit(7): %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v", d)
+	}
+	// Library race (src/parent.rs): pending calls are failed before the
+	// parent is marked dead, so a call started in between is sent to nobody
+	// and ends only at its timeout. Give the I/O thread a moment.
+	time.Sleep(100 * time.Millisecond)
+	if err := p.Call(bg(t), "add", nil, 1, 2); !errors.Is(err, multifrost.ErrWorkerExited) {
+		t.Errorf("call after the worker exited: %v", err)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	p := spawn(t, &multifrost.Options{
+		DefaultTimeout: 300 * time.Millisecond,
+		Heartbeat:      &multifrost.Heartbeat{Interval: 100 * time.Millisecond, Timeout: time.Second, MaxMisses: 2},
+		Breaker:        &multifrost.Breaker{Threshold: 2, Cooldown: time.Minute},
+		AutoRestart:    1,
+		StartTimeout:   10 * time.Second,
+		ShutdownGrace:  500 * time.Millisecond,
+		Name:           "options-worker",
+		BindHost:       "127.0.0.1",
+		MaxMessageSize: 1 << 20,
+	})
+	// DefaultTimeout applies to a ctx without a deadline.
+	start := time.Now()
+	err := p.Call(context.Background(), "sleep_ms", nil, 5000)
+	if !errors.Is(err, multifrost.ErrTimeout) || time.Since(start) > 2*time.Second {
+		t.Errorf("sleep_ms with DefaultTimeout 300 ms: %v after %v", err, time.Since(start))
+	}
+	_ = p.Call(context.Background(), "sleep_ms", nil, 5000)
+	// Two timeouts in a row open the breaker (threshold 2): refused at once.
+	err = p.Call(context.Background(), "add", nil, 1, 2)
+	if !errors.Is(err, multifrost.ErrCircuitOpen) {
+		t.Errorf("call with the breaker open: %v", err)
+	}
+	time.Sleep(250 * time.Millisecond)
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Worker != "options-worker" || st.CircuitState != "open" || st.CircuitTrips != 1 || st.Timeouts != 2 {
+		t.Errorf("stats: %+v", st)
+	}
+	if st.HeartbeatRTTAvgMs <= 0 {
+		t.Errorf("no heartbeats at a 100 ms interval: %+v", st)
+	}
+
+	// A parent in another namespace: the worker drops its calls.
+	q := spawn(t, &multifrost.Options{Namespace: "other", Heartbeat: &multifrost.Heartbeat{Off: true}})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := q.Call(ctx, "add", nil, 1, 2); !errors.Is(err, multifrost.ErrTimeout) {
+		t.Errorf("call in another namespace: %v", err)
+	}
+}
+
+func TestWorkerServeWithoutParent(t *testing.T) {
+	// Spawn mode needs COMLINK_ZMQ_PORT, which this process does not have.
+	w, err := multifrost.NewWorker("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	err = w.Serve(bg(t))
+	if !errors.Is(err, multifrost.ErrInvalidArgument) || !strings.Contains(err.Error(), "COMLINK_ZMQ_PORT") {
+		t.Errorf("Serve without COMLINK_ZMQ_PORT: %v", err)
+	}
+}
+
+func TestHandleValidation(t *testing.T) {
+	w, err := multifrost.NewWorker("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, fn := range []any{nil, 42, func() (int, int) { return 1, 2 }, func(chan int) {}, func() (int, int, error) { return 0, 0, nil }} {
+		if err := w.Handle("f", fn); !errors.Is(err, multifrost.ErrInvalidArgument) {
+			t.Errorf("Handle(%T): %v", fn, err)
+		}
+	}
+	if err := w.Handle("", func() {}); !errors.Is(err, multifrost.ErrInvalidArgument) {
+		t.Errorf("Handle with an empty name: %v", err)
+	}
+	if err := w.SetConcurrency(0); !errors.Is(err, multifrost.ErrInvalidArgument) {
+		t.Errorf("SetConcurrency(0): %v", err)
+	}
+	if err := w.SetNamespace(""); !errors.Is(err, multifrost.ErrInvalidArgument) {
+		t.Errorf("SetNamespace(\"\"): %v", err)
+	}
+}
+
+func TestLogHandler(t *testing.T) {
+	events := make(chan multifrost.LogEvent, 100)
+	multifrost.SetLogHandler(func(e multifrost.LogEvent) {
+		select {
+		case events <- e:
+		default:
+		}
+	})
+	defer multifrost.SetLogHandler(testLog)
+	p := spawn(t, &multifrost.Options{DefaultTimeout: 100 * time.Millisecond})
+	_ = p.Call(context.Background(), "sleep_ms", nil, 1000)
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case e := <-events:
+			if e.Event == "request_timeout" {
+				if e.Level == "" || e.Message == "" || e.Fields["event"] != "request_timeout" {
+					t.Errorf("event: %+v", e)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("no request_timeout event")
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

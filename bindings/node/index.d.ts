@@ -1,0 +1,196 @@
+// Type declarations for the `multifrost` package (Node binding of libmultifrost).
+
+/** mf_status values of the C API; they never change meaning. */
+export declare const Status: Readonly<{
+  MF_OK: 0;
+  MF_ERR_INVALID_ARGUMENT: 1;
+  MF_ERR_TIMEOUT: 2;
+  MF_ERR_REMOTE: 3;
+  MF_ERR_CIRCUIT_OPEN: 4;
+  MF_ERR_WORKER_EXITED: 5;
+  MF_ERR_NOT_FOUND: 6;
+  MF_ERR_ALREADY_RUNNING: 7;
+  MF_ERR_PROTOCOL: 8;
+  MF_ERR_IO: 9;
+  MF_ERR_CLOSED: 10;
+  MF_ERR_PANIC: 11;
+}>;
+
+/** Any value that crosses the wire: nil, bool, numbers (BigInt beyond ±2^53), strings, bytes, arrays, maps. */
+export type Value =
+  | null
+  | undefined
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | Value[]
+  | { [key: string]: Value };
+
+/** Base class of every error the package throws; `status` is the mf_status, `code` its name. */
+export declare class MultifrostError extends Error {
+  constructor(message: string, status?: number);
+  readonly status: number;
+  readonly code: string;
+}
+/** The worker's handler failed; `message` is the worker's text ("RangeError: ..."). */
+export declare class RemoteCallError extends MultifrostError {
+  /** The error type named at the start of the worker's text, if any. */
+  readonly remoteType: string | null;
+  readonly functionName: string | undefined;
+}
+/** A call, the start-up or the connect wait ran out of time (status MF_ERR_TIMEOUT). */
+export declare class TimeoutError extends MultifrostError {}
+/** The circuit breaker is open: refused without being sent (MF_ERR_CIRCUIT_OPEN). */
+export declare class CircuitOpenError extends MultifrostError {}
+/** The spawned worker exited; the message has its exit code or signal (MF_ERR_WORKER_EXITED). */
+export declare class WorkerExitedError extends MultifrostError {}
+/** The worker was stopped; also calls in flight at stop() (MF_ERR_CLOSED). */
+export declare class ClosedError extends MultifrostError {}
+/** A service id was not found in the registry (MF_ERR_NOT_FOUND). */
+export declare class NotFoundError extends MultifrostError {}
+/** A worker with this service id is already running (MF_ERR_ALREADY_RUNNING). */
+export declare class AlreadyRunningError extends MultifrostError {}
+
+/** Options of a parent (times in milliseconds). Every field is optional. */
+export interface ParentOptions {
+  /** Default call timeout (30000). */
+  timeout?: number;
+  /** Sent with every call; workers drop other namespaces ('default'). */
+  namespace?: string;
+  /** `false` turns heartbeats off; defaults 5000 / 3000 / 3. */
+  heartbeat?: false | { interval?: number; timeout?: number; maxMisses?: number };
+  /** Consecutive failures that open the breaker (5), probe after `cooldown` (5000). */
+  breaker?: { threshold?: number; cooldown?: number; countRemoteErrors?: boolean };
+  /** Restart an exited spawned worker up to N times (true = 5; default off). */
+  autoRestart?: boolean | number;
+  /** How long start() waits for a spawned worker's first answer (10000). */
+  startTimeout?: number;
+  /** How long connect() looks for the service and its answer (5000). */
+  connectTimeout?: number;
+  /** SIGTERM → SIGKILL delay when stopping a spawned worker (2000). */
+  shutdownGrace?: number;
+  /** The worker's name in log lines (default: the script's file name). */
+  name?: string;
+  /** Interface of the spawn-mode port ('127.0.0.1'). */
+  bindHost?: string;
+  /** Largest message accepted from the worker, bytes (64 MiB). */
+  maxMessageSize?: number;
+  /** Extra arguments for the spawned program (after `script --worker` for scripts). */
+  args?: string[];
+}
+
+export interface CallOptions {
+  /** Milliseconds; undefined or 0 = the worker's default timeout, negative or Infinity = no limit. */
+  timeout?: number;
+}
+
+/** `proxy.add(1, 2)` calls the remote `add`; `proxy.withOptions({ timeout })` sets options for calls through it. */
+export type CallProxy = {
+  withOptions(options: CallOptions): CallProxy;
+} & {
+  [name: string]: (...args: any[]) => Promise<any>;
+};
+
+/** Parent metrics, from the core's stats JSON. */
+export interface Metrics {
+  requests_total: number;
+  requests_success: number;
+  requests_failed: number;
+  remote_errors: number;
+  timeouts: number;
+  in_flight: number;
+  latency_avg_ms: number;
+  latency_p50_ms: number;
+  latency_p95_ms: number;
+  latency_p99_ms: number;
+  heartbeat_rtt_last_ms: number;
+  heartbeat_rtt_avg_ms: number;
+  heartbeat_misses: number;
+  healthy: boolean;
+  circuit_state: 'closed' | 'open' | 'half_open';
+  circuit_trips: number;
+  consecutive_failures: number;
+  restarts: number;
+  dropped_malformed: number;
+  dropped_unknown: number;
+  worker_pid: number;
+  [key: string]: unknown;
+}
+
+/** The runtime API of a ParentWorker: start, call, stop. */
+export declare class ParentHandle {
+  readonly worker: ParentWorker;
+  /** `await handle.call.add(1, 2)` */
+  readonly call: CallProxy;
+  /** Spawns (or connects); resolves once the worker answered a heartbeat. Idempotent. */
+  start(): Promise<void>;
+  /** Calls in flight reject with ClosedError; a spawned worker is stopped and reaped. Idempotent. */
+  stop(): Promise<void>;
+  callFunction<T = any>(name: string, args?: Value[], options?: CallOptions): Promise<T>;
+}
+
+/** One worker: how to reach it and, once started, the connection. */
+export declare class ParentWorker {
+  /**
+   * A worker to spawn (nothing runs until start()). With an executable:
+   * `executable script --worker`; alone: the program itself (.js runs with
+   * Node, .py with python3).
+   */
+  static spawn(script: string, executable?: string | null, options?: ParentOptions): ParentWorker;
+  static spawn(script: string, options: ParentOptions): ParentWorker;
+  /** Connects to a running worker by service id or `tcp://host:port`; resolves started. A number is the connect timeout. */
+  static connect(target: string, options?: ParentOptions | number): Promise<ParentWorker>;
+
+  handle(): ParentHandle;
+  readonly call: CallProxy;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Same as stop(). */
+  close(): Promise<void>;
+  callFunction<T = any>(name: string, args?: Value[], options?: CallOptions): Promise<T>;
+
+  readonly state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
+  /** null unless running. */
+  readonly metrics: Metrics | null;
+  readonly isHealthy: boolean;
+  readonly circuitOpen: boolean;
+  readonly lastHeartbeatRttMs: number | null;
+  /** The spawned worker's pid (0 in connect mode), null unless running. */
+  readonly pid: number | null;
+}
+
+export interface ChildOptions {
+  /** Connect mode: register under this id (or bind a `tcp://host:port`). Default: spawn mode. */
+  serviceId?: string;
+  /** The namespace served ('default'). */
+  namespace?: string;
+  /** SIGINT/SIGTERM stop serving and run() resolves (default true). */
+  handleSignals?: boolean;
+  /**
+   * Default true in spawn mode: when the parent's shutdown or a signal ends
+   * serving while handlers are still running (their answers can no longer be
+   * sent), exit the process 200 ms after run() resolved instead of waiting for them.
+   */
+  exitOnStop?: boolean;
+}
+
+/**
+ * Subclass it and add methods; `new MyWorker().run()` serves them. Methods
+ * starting with `_` are private. Methods may be async.
+ */
+export declare class ChildWorker {
+  constructor(serviceIdOrOptions?: string | ChildOptions);
+  /** Serves until stop(), a parent's shutdown, SIGINT or SIGTERM; then resolves. */
+  run(): Promise<void>;
+  /** Stops serving; run() resolves. */
+  stop(): void;
+  /** The public methods a parent can call. */
+  listFunctions(): string[];
+}
+
+/** Path of the libmultifrost that would be loaded (MULTIFROST_LIB, lib/ in the package, the repository build), or null. */
+export declare function libraryPath(): string | null;
+/** Version of the loaded libmultifrost. */
+export declare function libraryVersion(): string;

@@ -1,0 +1,30 @@
+'use strict';
+// multifrost for Node: call functions in worker processes as if they were
+// local, over libmultifrost (one Rust core for every language).
+
+const { ParentWorker, ParentHandle } = require('./src/parent');
+const { ChildWorker } = require('./src/child');
+const errors = require('./src/errors');
+const { native, libraryPath } = require('./src/native');
+
+/** The version of the loaded libmultifrost ("MAJOR.MINOR.PATCH"). */
+function libraryVersion() {
+  return native().version();
+}
+
+module.exports = {
+  ParentWorker,
+  ParentHandle,
+  ChildWorker,
+  MultifrostError: errors.MultifrostError,
+  RemoteCallError: errors.RemoteCallError,
+  TimeoutError: errors.TimeoutError,
+  CircuitOpenError: errors.CircuitOpenError,
+  WorkerExitedError: errors.WorkerExitedError,
+  ClosedError: errors.ClosedError,
+  NotFoundError: errors.NotFoundError,
+  AlreadyRunningError: errors.AlreadyRunningError,
+  Status: errors.Status,
+  libraryPath,
+  libraryVersion,
+};

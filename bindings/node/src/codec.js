@@ -1,0 +1,64 @@
+'use strict';
+// Values on the wire are MessagePack (PROTOCOL.md §4, §7). Integers that do
+// not fit a JS number exactly come back as BigInt; BigInts go out as 64-bit
+// integers (outside int64 ∪ uint64 they are refused with a RangeError, never
+// rounded); integer-valued numbers go out as msgpack integers at any size, so
+// a Python or C peer sees `int`, not `float`.
+
+const { Packr } = require('msgpackr');
+
+const packr = new Packr({
+  useRecords: false, // plain msgpack maps, readable by every peer
+  mapsAsObjects: true,
+  int64AsType: 'auto', // numbers within ±2^53, BigInt beyond
+  encodeUndefinedAsNil: true, // a handler returning nothing answers nil
+  moreTypes: false,
+});
+
+const MAX_DEPTH = 100; // PROTOCOL.md §7: deeper nesting is refused by peers anyway
+
+// msgpackr writes integer numbers outside 32 bits as float64; those become
+// BigInt before packing so they are written as int64/uint64. Copy-on-write:
+// a value with no such number is packed as it is, without a copy.
+function wideIntegers(value, depth) {
+  if (typeof value === 'number') {
+    return Number.isInteger(value) && (value > 0xffffffff || value < -0x80000000) && Number.isSafeInteger(value)
+      ? BigInt(value)
+      : value;
+  }
+  if (value === null || typeof value !== 'object' || depth > MAX_DEPTH) return value;
+  if (Array.isArray(value)) {
+    let copy = null;
+    for (let i = 0; i < value.length; i++) {
+      const v = value[i];
+      const w = wideIntegers(v, depth + 1);
+      if (w !== v && copy === null) copy = value.slice(0, i);
+      if (copy !== null) copy.push(w);
+    }
+    return copy || value;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value; // Buffers, Dates, Maps: packed as they are
+  let copy = null;
+  for (const key of Object.keys(value)) {
+    const v = value[key];
+    const w = wideIntegers(v, depth + 1);
+    if (w !== v) {
+      if (copy === null) copy = { ...value };
+      copy[key] = w;
+    }
+  }
+  return copy || value;
+}
+
+/** Encodes one value. */
+function pack(value) {
+  return packr.pack(wideIntegers(value, 0));
+}
+
+/** Decodes one value (the buffer must be owned by the caller: bin values may share it). */
+function unpack(buffer) {
+  return packr.unpack(buffer);
+}
+
+module.exports = { pack, unpack };

@@ -1,0 +1,177 @@
+'use strict';
+// The one place that knows the C API: finds and loads libmultifrost and
+// declares its functions through koffi. Everything else calls `native()`.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const koffi = require('koffi');
+const { MultifrostError, Status } = require('./errors');
+
+const PACKAGE_DIR = path.resolve(__dirname, '..');
+const LIB_NAME = 'libmultifrost.so';
+
+/** Where the library is looked for, in order, with the reason for each. */
+function candidates() {
+  const list = [];
+  const env = process.env.MULTIFROST_LIB;
+  if (env) list.push({ file: path.resolve(env), why: 'MULTIFROST_LIB', explicit: true });
+  list.push({ file: path.join(PACKAGE_DIR, 'lib', LIB_NAME), why: 'copy inside the package' });
+  list.push({
+    file: path.resolve(PACKAGE_DIR, '..', '..', 'target', 'release', LIB_NAME),
+    why: 'repository build',
+  });
+  return list;
+}
+
+/** The path of the library that would be loaded, or null if there is none. */
+function libraryPath() {
+  for (const c of candidates()) {
+    if (c.explicit || fs.existsSync(c.file)) return c.file;
+  }
+  return null;
+}
+
+let loaded = null;
+
+/** Loads the library once and returns its declared functions. Throws a
+ * MultifrostError naming MULTIFROST_LIB and every place looked at when it
+ * cannot be found or loaded. */
+function native() {
+  if (loaded) return loaded;
+  const list = candidates();
+  let chosen = null;
+  for (const c of list) {
+    if (c.explicit || fs.existsSync(c.file)) {
+      chosen = c;
+      break;
+    }
+  }
+  if (!chosen) {
+    const looked = list.map((c) => `  ${c.file} (${c.why})`).join('\n');
+    throw new MultifrostError(
+      `libmultifrost not found. Set MULTIFROST_LIB to the path of ${LIB_NAME} ` +
+        `(MULTIFROST_LIB is not set), or build it with \`cargo build --release\` ` +
+        `in the repository. Looked in:\n${looked}`,
+      Status.MF_ERR_NOT_FOUND,
+    );
+  }
+  let lib;
+  try {
+    lib = koffi.load(chosen.file);
+  } catch (e) {
+    const hint = chosen.explicit
+      ? `MULTIFROST_LIB=${process.env.MULTIFROST_LIB}`
+      : `${chosen.file} (${chosen.why}; set MULTIFROST_LIB to use another)`;
+    throw new MultifrostError(`cannot load libmultifrost from ${hint}: ${e.message}`, Status.MF_ERR_IO);
+  }
+  try {
+    loaded = declare(lib);
+  } catch (e) {
+    throw new MultifrostError(
+      `${chosen.file} does not have the functions this binding needs (${e.message}); ` +
+        `it is probably older than the binding: rebuild it, or point MULTIFROST_LIB at a current build`,
+      Status.MF_ERR_IO,
+    );
+  }
+  loaded.path = chosen.file;
+  return loaded;
+}
+
+function declare(lib) {
+  // Opaque handles: koffi keeps their C type, so a worker can never be passed where a parent is expected.
+  koffi.opaque('mf_parent');
+  koffi.opaque('mf_worker');
+  koffi.opaque('mf_options');
+  koffi.opaque('mf_queue');
+  koffi.opaque('mf_reply');
+  const event = koffi.struct('mf_event', {
+    token: 'uint64_t',
+    status: 'int',
+    result: 'void *',
+    result_len: 'size_t',
+    error_message: 'const char *',
+  });
+  const incoming = koffi.struct('mf_incoming', {
+    function: 'const char *',
+    args: 'void *',
+    args_len: 'size_t',
+    reply: 'mf_reply *',
+  });
+  const f = (proto) => lib.func(proto);
+  return {
+    koffi,
+    event,
+    incoming,
+    version: f('const char *mf_version(void)'),
+    lastError: f('const char *mf_last_error(void)'),
+    statusName: f('const char *mf_status_name(int status)'),
+    stringFree: f('void mf_string_free(void *s)'),
+
+    optionsNew: f('mf_options *mf_options_new(void)'),
+    optionsFree: f('void mf_options_free(mf_options *o)'),
+    optionsSetDefaultTimeout: f('int mf_options_set_default_timeout(mf_options *o, int64_t ms)'),
+    optionsSetNamespace: f('int mf_options_set_namespace(mf_options *o, const char *ns)'),
+    optionsSetHeartbeat: f(
+      'int mf_options_set_heartbeat(mf_options *o, uint32_t interval_ms, uint32_t timeout_ms, uint32_t max_misses)',
+    ),
+    optionsSetBreaker: f('int mf_options_set_breaker(mf_options *o, uint32_t threshold, uint32_t cooldown_ms)'),
+    optionsSetBreakerCountsRemoteErrors: f(
+      'int mf_options_set_breaker_counts_remote_errors(mf_options *o, bool on)',
+    ),
+    optionsSetAutoRestart: f('int mf_options_set_auto_restart(mf_options *o, uint32_t max_restarts)'),
+    optionsSetStartTimeout: f('int mf_options_set_start_timeout(mf_options *o, int64_t ms)'),
+    optionsSetConnectTimeout: f('int mf_options_set_connect_timeout(mf_options *o, int64_t ms)'),
+    optionsSetShutdownGrace: f('int mf_options_set_shutdown_grace(mf_options *o, int64_t ms)'),
+    optionsSetName: f('int mf_options_set_name(mf_options *o, const char *name)'),
+    optionsSetBindHost: f('int mf_options_set_bind_host(mf_options *o, const char *host)'),
+    optionsSetMaxMessageSize: f('int mf_options_set_max_message_size(mf_options *o, int64_t bytes)'),
+
+    spawn: f('int mf_spawn(const char *program, const char **args, const mf_options *opts, _Out_ mf_parent **out)'),
+    connect: f('int mf_connect(const char *target, const mf_options *opts, _Out_ mf_parent **out)'),
+    parentStatsJson: f('void *mf_parent_stats_json(const mf_parent *p)'),
+    parentClose: f('void mf_parent_close(mf_parent *p)'),
+
+    queueNew: f('mf_queue *mf_queue_new(void)'),
+    queueClose: f('void mf_queue_close(mf_queue *q)'),
+    queueNext: f('int mf_queue_next(mf_queue *q, int64_t timeout_ms, mf_event *events, size_t capacity, size_t *out)'),
+    callQueued: f(
+      'int mf_call_queued(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token)',
+    ),
+
+    workerNew: f('int mf_worker_new(const char *service_id, _Out_ mf_worker **out)'),
+    workerRegisterPull: f('int mf_worker_register_pull(mf_worker *w, const char *name)'),
+    workerSetNamespace: f('int mf_worker_set_namespace(mf_worker *w, const char *ns)'),
+    workerSetHandleSignals: f('int mf_worker_set_handle_signals(mf_worker *w, bool on)'),
+    workerStart: f('int mf_worker_start(mf_worker *w)'),
+    workerNext: f('int mf_worker_next(mf_worker *w, int64_t timeout_ms, mf_incoming *out)'),
+    workerStop: f('int mf_worker_stop(mf_worker *w)'),
+    workerFree: f('void mf_worker_free(mf_worker *w)'),
+    replyOk: f('int mf_reply_ok(mf_reply *r, const uint8_t *result, size_t len)'),
+    replyError: f('int mf_reply_error(mf_reply *r, const char *message)'),
+  };
+}
+
+/** Copies `len` bytes of library memory into a Buffer the JS side owns. */
+function copyBytes(ptr, len) {
+  if (!ptr || !len) return Buffer.alloc(0);
+  return Buffer.from(new Uint8Array(koffi.view(ptr, Number(len))));
+}
+
+/** Reads and frees a `char *` the library handed over. */
+function takeString(lib, ptr) {
+  if (!ptr) return null;
+  try {
+    return koffi.decode(ptr, 'char', -1);
+  } finally {
+    lib.stringFree(ptr);
+  }
+}
+
+/** The library's text for the last failure of a *synchronous* call on this
+ * thread (never use it after an async call: those run on other threads). */
+function lastError(lib, status) {
+  const text = lib.lastError();
+  return text || `${lib.statusName(status)}`;
+}
+
+module.exports = { native, libraryPath, candidates, copyBytes, takeString, lastError, koffi };

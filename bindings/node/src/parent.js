@@ -1,0 +1,602 @@
+'use strict';
+// The calling side. Calls are started on the JS thread with mf_call_queued
+// (it never blocks) and their completions are taken in batches from one
+// process-wide completion queue by mf_queue_next, run through koffi's async
+// form on the libuv threadpool. The queue is only waited on while calls are
+// in flight, so an idle process exits by itself. Blocking C calls (spawn,
+// connect, close) also run through the async form: the event loop never waits.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { native, copyBytes, takeString, lastError } = require('./native');
+const { pack, unpack } = require('./codec');
+const {
+  Status,
+  statusName,
+  errorFor,
+  MultifrostError,
+  ClosedError,
+} = require('./errors');
+
+const BATCH = 256;
+
+/** The process-wide completion queue and the calls waiting on it. */
+class Completions {
+  constructor(lib) {
+    this.lib = lib;
+    this.queue = lib.queueNew();
+    this.events = lib.koffi.alloc(lib.event, BATCH); // stable memory: written on a pool thread
+    this.count = lib.koffi.alloc('size_t', 1);
+    this.pending = new Map(); // token -> { resolve, reject, name, owner }
+    this.nextToken = 1;
+    this.waiting = false;
+  }
+
+  /** Starts one call; returns its promise. Throws (synchronously) if it could not start. */
+  start(parent, owner, name, argsBuffer, timeoutMs, onFailure) {
+    const token = this.nextToken++;
+    const status = this.lib.callQueued(parent, name, argsBuffer, argsBuffer.length, timeoutMs, this.queue, token);
+    if (status !== Status.MF_OK) {
+      // Synchronous failure: the text is on this thread.
+      throw errorFor(status, lastError(this.lib, status), name);
+    }
+    return new Promise((resolve, reject) => {
+      // `owner` keeps the worker alive (no finalizer close) while its calls are in flight.
+      this.pending.set(token, { resolve, reject, name, owner, onFailure });
+      this.arm();
+    });
+  }
+
+  arm() {
+    if (this.waiting || this.pending.size === 0) return;
+    this.waiting = true;
+    this.lib.queueNext.async(this.queue, -1, this.events, BATCH, this.count, (err, status) => {
+      this.waiting = false;
+      if (err) {
+        this.failAll(new MultifrostError(`mf_queue_next failed: ${err.message}`, Status.MF_ERR_PANIC));
+        return;
+      }
+      if (status === Status.MF_OK) this.deliver();
+      else if (status !== Status.MF_ERR_TIMEOUT) {
+        this.failAll(new MultifrostError(`mf_queue_next: ${statusName(status)}`, status));
+        return;
+      }
+      this.arm();
+    });
+  }
+
+  deliver() {
+    const { koffi } = this.lib;
+    const n = Number(koffi.decode(this.count, 'size_t'));
+    const batch = koffi.decode(this.events, this.lib.event, n);
+    // Copy everything out first: the library's pointers stay valid only until the next mf_queue_next.
+    const done = batch.map((e) => ({
+      token: Number(e.token),
+      status: e.status,
+      bytes: e.status === Status.MF_OK ? copyBytes(e.result, e.result_len) : null,
+      message: e.error_message,
+    }));
+    for (const d of done) {
+      const call = this.pending.get(d.token);
+      if (!call) continue;
+      this.pending.delete(d.token);
+      if (d.status === Status.MF_OK) {
+        let value;
+        try {
+          value = unpack(d.bytes);
+        } catch (e) {
+          call.reject(new MultifrostError(`cannot decode the result of '${call.name}': ${e.message}`, Status.MF_ERR_PROTOCOL));
+          continue;
+        }
+        call.resolve(value);
+      } else {
+        const message = d.message || statusName(d.status);
+        if (call.onFailure) call.onFailure(d.status, message);
+        call.reject(errorFor(d.status, message, call.name));
+      }
+    }
+  }
+
+  failAll(error) {
+    const calls = [...this.pending.values()];
+    this.pending.clear();
+    for (const c of calls) c.reject(error);
+  }
+}
+
+let completions = null;
+function getCompletions() {
+  if (!completions) {
+    completions = new Completions(native());
+    // At exit libuv joins its threadpool threads, so a thread still waiting
+    // in mf_queue_next would hold process.exit() until a call ends: wake it.
+    process.once('exit', () => completions.lib.queueClose(completions.queue));
+  }
+  return completions;
+}
+
+/** Runs a koffi function on the threadpool; resolves with its return value. */
+function runAsync(fn, ...args) {
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+// Handles dropped without stop() are closed on the threadpool (never blocking the loop).
+const finalizer = new FinalizationRegistry((p) => {
+  if (completions) completions.lib.parentClose.async(p, () => {});
+});
+
+const OPTION_KEYS = new Set([
+  'timeout',
+  'namespace',
+  'heartbeat',
+  'breaker',
+  'autoRestart',
+  'startTimeout',
+  'connectTimeout',
+  'shutdownGrace',
+  'name',
+  'bindHost',
+  'maxMessageSize',
+  'args',
+]);
+
+function checkStatus(lib, status, what) {
+  if (status !== Status.MF_OK) {
+    throw new MultifrostError(`invalid option ${what}: ${lastError(lib, status)}`, status);
+  }
+}
+
+function ms(value, what) {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new TypeError(`option ${what} must be a number of milliseconds, got ${String(value)}`);
+  }
+  return Math.round(value);
+}
+
+/** Builds an mf_options from the JS options object; the caller frees it. */
+function buildOptions(lib, options) {
+  const o = lib.optionsNew();
+  try {
+    if (options.timeout !== undefined && options.timeout !== null) {
+      checkStatus(lib, lib.optionsSetDefaultTimeout(o, ms(options.timeout, 'timeout')), 'timeout');
+    }
+    if (options.namespace !== undefined) {
+      checkStatus(lib, lib.optionsSetNamespace(o, String(options.namespace)), 'namespace');
+    }
+    if (options.heartbeat !== undefined) {
+      const hb = options.heartbeat;
+      if (hb === false || hb === 0) {
+        checkStatus(lib, lib.optionsSetHeartbeat(o, 0, 0, 0), 'heartbeat');
+      } else if (typeof hb === 'object' && hb !== null) {
+        checkStatus(
+          lib,
+          lib.optionsSetHeartbeat(
+            o,
+            ms(hb.interval ?? 5000, 'heartbeat.interval'),
+            ms(hb.timeout ?? 3000, 'heartbeat.timeout'),
+            hb.maxMisses ?? 3,
+          ),
+          'heartbeat',
+        );
+      } else if (hb !== true) {
+        throw new TypeError('option heartbeat must be false or { interval, timeout, maxMisses }');
+      }
+    }
+    if (options.breaker !== undefined) {
+      const b = options.breaker;
+      if (typeof b !== 'object' || b === null) {
+        throw new TypeError('option breaker must be { threshold, cooldown, countRemoteErrors }');
+      }
+      checkStatus(
+        lib,
+        lib.optionsSetBreaker(o, b.threshold ?? 5, ms(b.cooldown ?? 5000, 'breaker.cooldown')),
+        'breaker',
+      );
+      if (b.countRemoteErrors !== undefined) {
+        checkStatus(lib, lib.optionsSetBreakerCountsRemoteErrors(o, !!b.countRemoteErrors), 'breaker');
+      }
+    }
+    if (options.autoRestart !== undefined) {
+      const r = options.autoRestart;
+      const max = r === true ? 5 : r === false ? 0 : r;
+      if (!Number.isInteger(max) || max < 0) {
+        throw new TypeError('option autoRestart must be a boolean or a number of restarts');
+      }
+      checkStatus(lib, lib.optionsSetAutoRestart(o, max), 'autoRestart');
+    }
+    if (options.startTimeout !== undefined) {
+      checkStatus(lib, lib.optionsSetStartTimeout(o, ms(options.startTimeout, 'startTimeout')), 'startTimeout');
+    }
+    if (options.connectTimeout !== undefined) {
+      checkStatus(lib, lib.optionsSetConnectTimeout(o, ms(options.connectTimeout, 'connectTimeout')), 'connectTimeout');
+    }
+    if (options.shutdownGrace !== undefined) {
+      checkStatus(lib, lib.optionsSetShutdownGrace(o, ms(options.shutdownGrace, 'shutdownGrace')), 'shutdownGrace');
+    }
+    if (options.name !== undefined) checkStatus(lib, lib.optionsSetName(o, String(options.name)), 'name');
+    if (options.bindHost !== undefined) {
+      checkStatus(lib, lib.optionsSetBindHost(o, String(options.bindHost)), 'bindHost');
+    }
+    if (options.maxMessageSize !== undefined) {
+      checkStatus(lib, lib.optionsSetMaxMessageSize(o, options.maxMessageSize), 'maxMessageSize');
+    }
+    return o;
+  } catch (e) {
+    lib.optionsFree(o);
+    throw e;
+  }
+}
+
+function checkOptions(options) {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== 'object') throw new TypeError('options must be an object');
+  for (const key of Object.keys(options)) {
+    if (!OPTION_KEYS.has(key)) {
+      throw new TypeError(`unknown option '${key}' (known: ${[...OPTION_KEYS].join(', ')})`);
+    }
+  }
+  return { ...options };
+}
+
+/** True if `file` can be run, looking it up in PATH when it has no slash. */
+async function findProgram(program) {
+  const canRun = async (f) => {
+    try {
+      await fs.promises.access(f, fs.constants.X_OK);
+      return (await fs.promises.stat(f)).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (program.includes('/')) return canRun(program);
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    if (dir && (await canRun(path.join(dir, program)))) return true;
+  }
+  return false;
+}
+
+/** The interpreter for a script given without one: Node for .js, Python for .py. */
+function defaultExecutable(script) {
+  if (/\.(c|m)?js$/i.test(script)) return process.execPath;
+  if (/\.py$/i.test(script)) return 'python3';
+  return null;
+}
+
+/**
+ * One worker: how to reach it (spawn or connect) and, once started, the
+ * connection. `handle()` gives the API to start, call and stop it.
+ */
+class ParentWorker {
+  /**
+   * Describes a worker to spawn; nothing runs until `handle().start()`.
+   * `ParentWorker.spawn('worker.py', 'python3')` runs `python3 worker.py --worker`;
+   * `ParentWorker.spawn('./build/math_worker')` runs the program itself
+   * (a .js or .py script alone runs with Node or python3).
+   */
+  static spawn(script, executable, options) {
+    if (typeof script !== 'string' || !script) throw new TypeError('spawn: script must be a non-empty string');
+    if (executable !== undefined && executable !== null && typeof executable === 'object') {
+      options = executable;
+      executable = undefined;
+    }
+    if (executable !== undefined && executable !== null && typeof executable !== 'string') {
+      throw new TypeError('spawn: executable must be a string');
+    }
+    const w = new ParentWorker(ParentWorker.#token);
+    w.#mode = 'spawn';
+    w.#script = script;
+    w.#executable = executable || defaultExecutable(script);
+    w.#options = checkOptions(options);
+    return w;
+  }
+
+  /**
+   * Connects to a running worker by service id (looked up in
+   * `$HOME/.multifrost/services.json`) or by endpoint `tcp://host:port`.
+   * Resolves with a started worker. A number as second argument is the
+   * connect timeout in milliseconds.
+   */
+  static async connect(target, options) {
+    if (typeof target !== 'string' || !target) throw new TypeError('connect: target must be a non-empty string');
+    if (typeof options === 'number') options = { connectTimeout: options };
+    const w = new ParentWorker(ParentWorker.#token);
+    w.#mode = 'connect';
+    w.#target = target;
+    w.#options = checkOptions(options);
+    await w.#start();
+    return w;
+  }
+
+  static #token = Symbol('ParentWorker');
+  #mode = null;
+  #script = null;
+  #executable = null;
+  #target = null;
+  #options = {};
+  #parent = null; // mf_parent *, once started
+  #state = 'new'; // new | starting | running | stopping | stopped
+  #starting = null;
+  #stopping = null;
+  #handle = null;
+  #exited = null; // the core's text once a spawned worker exited for good
+
+  /** Use ParentWorker.spawn() or ParentWorker.connect(). */
+  constructor(token) {
+    if (token !== ParentWorker.#token) {
+      throw new TypeError('use ParentWorker.spawn(script, executable) or ParentWorker.connect(serviceId)');
+    }
+  }
+
+  /** The API to start, call and stop this worker. Cheap; every handle shares the worker. */
+  handle() {
+    return new ParentHandle(this);
+  }
+
+  /** Proxy: `await worker.call.add(1, 2)` (same as on a handle). */
+  get call() {
+    if (!this.#handle) this.#handle = this.handle();
+    return this.#handle.call;
+  }
+
+  start() {
+    return this.#start();
+  }
+
+  stop() {
+    return this.#stop();
+  }
+
+  /** Same as stop(). */
+  close() {
+    return this.#stop();
+  }
+
+  callFunction(name, args = [], options = {}) {
+    return this.#call(name, args, options);
+  }
+
+  /** 'new', 'starting', 'running', 'stopping' or 'stopped'. */
+  get state() {
+    return this.#state;
+  }
+
+  /** The parent's metrics (mf_parent_stats_json), or null before start / after stop. */
+  get metrics() {
+    if (this.#state !== 'running') return null;
+    const lib = native();
+    const text = takeString(lib, lib.parentStatsJson(this.#parent));
+    return text ? JSON.parse(text) : null;
+  }
+
+  get isHealthy() {
+    const m = this.metrics;
+    return !!(m && m.healthy);
+  }
+
+  get circuitOpen() {
+    const m = this.metrics;
+    return !!(m && m.circuit_state === 'open');
+  }
+
+  get lastHeartbeatRttMs() {
+    const m = this.metrics;
+    return m ? m.heartbeat_rtt_last_ms : null;
+  }
+
+  /** The spawned worker's process id (0 in connect mode), or null when not running. */
+  get pid() {
+    const m = this.metrics;
+    return m ? m.worker_pid : null;
+  }
+
+  #describe() {
+    return this.#mode === 'spawn' ? `worker '${this.#script}'` : `service '${this.#target}'`;
+  }
+
+  #start() {
+    if (this.#state === 'running') return Promise.resolve();
+    if (this.#state === 'starting') return this.#starting;
+    if (this.#state !== 'new') {
+      return Promise.reject(new ClosedError(`${this.#describe()} was stopped; create a new ParentWorker to start it again`));
+    }
+    this.#state = 'starting';
+    this.#starting = this.#open().then(
+      (p) => {
+        this.#parent = p;
+        this.#state = 'running';
+        finalizer.register(this, p, this);
+      },
+      (e) => {
+        this.#state = 'stopped';
+        throw e;
+      },
+    );
+    return this.#starting;
+  }
+
+  async #open() {
+    const lib = native();
+    getCompletions(); // the queue exists before the first call
+    const options = { ...this.#options };
+    let program;
+    let args;
+    if (this.#mode === 'spawn') {
+      const extra = (options.args || []).map(String);
+      if (this.#executable) {
+        program = this.#executable;
+        args = [this.#script, '--worker', ...extra];
+        if (options.name === undefined) options.name = path.basename(this.#script);
+        try {
+          await fs.promises.access(this.#script, fs.constants.R_OK);
+        } catch (e) {
+          throw new MultifrostError(`cannot start worker script '${this.#script}': ${e.code || e.message}`, Status.MF_ERR_IO);
+        }
+      } else {
+        program = this.#script;
+        args = extra;
+      }
+      if (!(await findProgram(program))) {
+        throw new MultifrostError(
+          `cannot start '${program}': not found or not executable${program.includes('/') ? '' : ' in PATH'}`,
+          Status.MF_ERR_IO,
+        );
+      }
+    }
+    delete options.args;
+    const opts = buildOptions(lib, options);
+    const out = [null];
+    let status;
+    try {
+      status =
+        this.#mode === 'spawn'
+          ? await runAsync(lib.spawn, program, [...args, null], opts, out)
+          : await runAsync(lib.connect, this.#target, opts, out);
+    } finally {
+      lib.optionsFree(opts);
+    }
+    if (status !== Status.MF_OK) throw this.#startError(status, program);
+    return out[0];
+  }
+
+  // mf_last_error is thread-local and the async call ran on a pool thread, so
+  // its text cannot be read here: say what the status means instead.
+  #startError(status, program) {
+    const what = this.#describe();
+    const o = this.#options;
+    let text;
+    switch (status) {
+      case Status.MF_ERR_WORKER_EXITED:
+        text = `${what} exited before answering (its stderr is in the log above)`;
+        break;
+      case Status.MF_ERR_TIMEOUT:
+        text =
+          this.#mode === 'spawn'
+            ? `${what} did not answer within the start-up timeout (${o.startTimeout ?? 10000} ms)`
+            : `${what} did not answer within the connect timeout (${o.connectTimeout ?? 5000} ms)`;
+        break;
+      case Status.MF_ERR_NOT_FOUND:
+        text = `${what} not found in the registry within ${o.connectTimeout ?? 5000} ms`;
+        break;
+      case Status.MF_ERR_IO:
+        text = this.#mode === 'spawn' ? `cannot start '${program}'` : `cannot reach ${what}`;
+        break;
+      default:
+        text = `cannot ${this.#mode} ${what}`;
+    }
+    return errorFor(status, `${text} (${statusName(status)})`);
+  }
+
+  #stop() {
+    if (this.#state === 'stopped') return Promise.resolve();
+    if (this.#state === 'stopping') return this.#stopping;
+    if (this.#state === 'new') {
+      this.#state = 'stopped';
+      return Promise.resolve();
+    }
+    const wasStarting = this.#state === 'starting' ? this.#starting : null;
+    this.#state = 'stopping';
+    this.#stopping = (async () => {
+      if (wasStarting) {
+        try {
+          await wasStarting;
+        } catch {
+          // start failed: nothing to close
+        }
+      }
+      const p = this.#parent;
+      this.#parent = null;
+      this.#state = 'stopped';
+      if (p) {
+        finalizer.unregister(this);
+        // Calls in flight end with MF_ERR_CLOSED through the queue; close blocks
+        // (shutdown, SIGTERM, reap), so it runs on the threadpool.
+        await runAsync(native().parentClose, p);
+      }
+    })();
+    return this.#stopping;
+  }
+
+  async #call(name, args, options) {
+    if (typeof name !== 'string' || !name) throw new TypeError('function name must be a non-empty string');
+    if (!Array.isArray(args)) throw new TypeError('args must be an array');
+    const { timeout } = options || {};
+    let timeoutMs = 0;
+    if (timeout !== undefined && timeout !== null) {
+      if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw new TypeError('timeout must be a number of milliseconds');
+      timeoutMs = timeout === Infinity || timeout < 0 ? -1 : timeout === 0 ? 0 : Math.max(1, Math.round(timeout));
+    }
+    if (this.#state === 'starting') {
+      try {
+        await this.#starting;
+      } catch {
+        // reported below as not running
+      }
+    }
+    if (this.#state !== 'running') {
+      if (this.#state === 'new') {
+        throw new MultifrostError(`call '${name}': ${this.#describe()} is not started (await handle.start() first)`, Status.MF_ERR_INVALID_ARGUMENT);
+      }
+      throw new ClosedError(`call '${name}': ${this.#describe()} is stopped`);
+    }
+    if (this.#exited !== null) throw errorFor(Status.MF_ERR_WORKER_EXITED, this.#exited, name);
+    const bytes = pack(args);
+    return getCompletions().start(this.#parent, this, name, bytes, timeoutMs, this.#onFailure);
+  }
+
+  // Work-around for a race in the core (src/parent.rs check_child): pending
+  // calls are failed before the parent is marked dead, so a call started in
+  // reaction to that failure could still be sent and wait for its timeout.
+  // Without auto-restart an exited worker stays exited, so remember it here.
+  #onFailure = (status, message) => {
+    if (status === Status.MF_ERR_WORKER_EXITED && this.#mode === 'spawn' && !this.#options.autoRestart) {
+      this.#exited = message;
+    }
+  };
+}
+
+/** What a call proxy refuses to treat as a remote function name. */
+const NOT_REMOTE = new Set(['then', 'catch', 'finally', 'constructor', 'toJSON', 'inspect', 'valueOf', 'toString']);
+
+function callProxy(call, options) {
+  return new Proxy(Object.create(null), {
+    get(_, prop) {
+      if (typeof prop === 'symbol' || NOT_REMOTE.has(prop)) return undefined;
+      if (prop === 'withOptions') return (more) => callProxy(call, { ...options, ...more });
+      return (...args) => call(prop, args, options);
+    },
+  });
+}
+
+/** The runtime API of a ParentWorker: start, call, stop. */
+class ParentHandle {
+  #worker;
+
+  constructor(worker) {
+    this.#worker = worker;
+    /** `await handle.call.add(1, 2)`; `handle.call.withOptions({ timeout: 500 }).slow(1000)`. */
+    this.call = callProxy((name, args, options) => worker.callFunction(name, args, options), {});
+  }
+
+  get worker() {
+    return this.#worker;
+  }
+
+  /** Spawns (or connects); resolves once the worker has answered a heartbeat. */
+  start() {
+    return this.#worker.start();
+  }
+
+  /** Closes: calls in flight reject with ClosedError, a spawned worker is stopped and reaped. */
+  stop() {
+    return this.#worker.stop();
+  }
+
+  /** Calls `name` with the `args` array; `options.timeout` in ms (negative: none). */
+  callFunction(name, args = [], options = {}) {
+    return this.#worker.callFunction(name, args, options);
+  }
+}
+
+module.exports = { ParentWorker, ParentHandle };

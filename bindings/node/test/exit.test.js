@@ -1,0 +1,160 @@
+'use strict';
+// Whole processes: they must exit by themselves, take their workers along,
+// pass worker output to the log, and explain a missing library.
+
+const { it } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { PACKAGE_DIR, WORKER, alive, runNode, waitFor } = require('./helpers');
+
+const PKG = JSON.stringify(PACKAGE_DIR);
+const W = JSON.stringify(WORKER);
+
+it('the process exits by itself after stop()', async () => {
+  const r = await runNode(
+    [
+      '-e',
+      `const { ParentWorker } = require(${PKG});
+       (async () => {
+         const worker = ParentWorker.spawn(${W}, process.execPath);
+         const handle = worker.handle();
+         await handle.start();
+         console.log('sum', await handle.call.add(1, 2));
+         console.log('pid', await handle.call.pid());
+         await handle.stop();
+         console.log('stopped');
+       })();`,
+    ],
+    { timeout: 10000 },
+  );
+  assert.equal(r.timedOut, false, `hung at exit: ${r.stdout} ${r.stderr}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /sum 3\npid \d+\nstopped\n$/);
+  assert.ok(r.ms < 5000, `took ${r.ms} ms`);
+  const pid = Number(/pid (\d+)/.exec(r.stdout)[1]);
+  assert.equal(alive(pid), false);
+});
+
+it('process.exit() with calls in flight does not hang', async () => {
+  const r = await runNode(
+    [
+      '-e',
+      `const { ParentWorker } = require(${PKG});
+       (async () => {
+         const worker = ParentWorker.spawn(${W}, process.execPath);
+         await worker.start();
+         for (let i = 0; i < 50; i++) worker.call.slow(8000).catch(() => {});
+         setTimeout(() => process.exit(7), 100);
+       })();`,
+    ],
+    { timeout: 10000 },
+  );
+  assert.equal(r.timedOut, false);
+  assert.equal(r.code, 7, r.stderr);
+  assert.ok(r.ms < 4000, `exit took ${r.ms} ms`);
+});
+
+it('without stop() the process still exits, and its worker dies with it', async () => {
+  const r = await runNode(
+    [
+      '-e',
+      `const { ParentWorker } = require(${PKG});
+       (async () => {
+         const worker = ParentWorker.spawn(${W}, process.execPath);
+         await worker.start();
+         console.log(await worker.call.pid());
+       })();`,
+    ],
+    { timeout: 10000 },
+  );
+  assert.equal(r.timedOut, false);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  await waitFor(() => !alive(pid), { timeout: 3000, what: `worker ${pid} to die with its parent` });
+});
+
+it('a parent killed with SIGKILL takes its Node worker along', async () => {
+  const { spawn } = require('node:child_process');
+  const parent = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const { ParentWorker } = require(${PKG});
+       (async () => {
+         const worker = ParentWorker.spawn(${W}, process.execPath);
+         await worker.start();
+         console.log(await worker.call.pid());
+         setInterval(() => {}, 1000);
+       })();`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  parent.stdout.on('data', (d) => (out += d));
+  const pid = Number(await waitFor(() => /\d+\n/.test(out) && out.trim(), { timeout: 8000, what: 'the worker pid' }));
+  assert.ok(alive(pid));
+  parent.kill('SIGKILL');
+  await waitFor(() => !alive(pid), { timeout: 3000, what: `worker ${pid} to die with its parent` });
+});
+
+it("a worker's console output reaches the parent's log line by line", async () => {
+  const r = await runNode(
+    [
+      '-e',
+      `const { ParentWorker } = require(${PKG});
+       (async () => {
+         const worker = ParentWorker.spawn(${W}, process.execPath);
+         await worker.start();
+         await worker.call.say('first line');
+         await worker.call.say('second line');
+         await worker.stop();
+       })();`,
+    ],
+    { timeout: 10000 },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /\[worker\.js STDOUT\]: first line\n/);
+  assert.match(r.stderr, /\[worker\.js STDOUT\]: second line\n/);
+  assert.match(r.stderr, /\[worker\.js STDERR\]: err: first line\n/);
+});
+
+it('a spawn-mode worker started without a parent explains why', async () => {
+  const env = { ...process.env };
+  delete env.COMLINK_ZMQ_PORT;
+  const r = await runNode([WORKER], { env, timeout: 10000 });
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /COMLINK_ZMQ_PORT is not set/);
+});
+
+it('a missing library names MULTIFROST_LIB and where it looked', async () => {
+  // A copy of the package away from the repository, so no build can be found.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mf-node-nolib-'));
+  try {
+    const pkg = path.join(dir, 'bindings', 'node'); // so the "repository build" would be <dir>/target/release
+    fs.mkdirSync(pkg, { recursive: true });
+    fs.cpSync(path.join(PACKAGE_DIR, 'index.js'), path.join(pkg, 'index.js'));
+    fs.cpSync(path.join(PACKAGE_DIR, 'src'), path.join(pkg, 'src'), { recursive: true });
+    fs.symlinkSync(path.join(PACKAGE_DIR, 'node_modules'), path.join(pkg, 'node_modules'));
+    const env = { ...process.env };
+    delete env.MULTIFROST_LIB;
+    const script = `const mf = require(${JSON.stringify(pkg)});
+      mf.ParentWorker.spawn('x').handle().start().catch((e) => {
+        console.log(e.name, e.code);
+        console.log(e.message);
+      });`;
+    const r = await runNode(['-e', script], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^MultifrostError MF_ERR_NOT_FOUND\n/);
+    assert.match(r.stdout, /MULTIFROST_LIB/);
+    assert.ok(r.stdout.includes(path.join(pkg, 'lib', 'libmultifrost.so')), r.stdout);
+    assert.ok(r.stdout.includes(path.join(dir, 'target', 'release', 'libmultifrost.so')), r.stdout);
+
+    // MULTIFROST_LIB pointing nowhere: named, with the loader's reason.
+    const r2 = await runNode(['-e', script], { env: { MULTIFROST_LIB: '/nonexistent/libmultifrost.so' } });
+    assert.match(r2.stdout, /MULTIFROST_LIB=\/nonexistent\/libmultifrost\.so/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,368 @@
+'use strict';
+// Parent side against real worker processes: a Node worker (test/fixtures/worker.js)
+// and the C example worker (build/math_worker).
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const {
+  ParentWorker,
+  ParentHandle,
+  RemoteCallError,
+  TimeoutError,
+  CircuitOpenError,
+  WorkerExitedError,
+  ClosedError,
+  MultifrostError,
+  Status,
+} = require('..');
+const { WORKER, C_WORKER, alive, waitFor } = require('./helpers');
+
+describe('a spawned Node worker', () => {
+  let worker;
+  let handle;
+
+  before(async () => {
+    worker = ParentWorker.spawn(WORKER, process.execPath);
+    handle = worker.handle();
+    assert.ok(handle instanceof ParentHandle);
+    await handle.start();
+  });
+
+  after(async () => {
+    await handle.stop();
+  });
+
+  it('calls through the proxy and callFunction', async () => {
+    assert.equal(await handle.call.add(1, 2), 3);
+    assert.equal(await handle.callFunction('add', [20, 22]), 42);
+    assert.equal(await handle.callFunction('add', [0.5, 0.25], { timeout: 2000 }), 0.75);
+    assert.equal(await worker.call.add(2, 3), 5); // the worker has the proxy too
+    assert.equal(await handle.call.nothing(), null); // undefined answers nil
+    assert.equal(await handle.call.sum(1, 2, 3, 4), 10); // rest parameters take any count
+  });
+
+  it('a thenable check on the proxy does not make a remote call', async () => {
+    assert.equal(handle.call.then, undefined);
+    const same = await Promise.resolve(handle.call); // would hang or call 'then' otherwise
+    assert.equal(typeof same.add, 'function');
+  });
+
+  it('runs async handlers concurrently', async () => {
+    const started = Date.now();
+    const results = await Promise.all([200, 200, 200, 200, 200].map((ms) => handle.call.slow(ms)));
+    assert.deepEqual(results, [200, 200, 200, 200, 200]);
+    assert.ok(Date.now() - started < 900, `5 × slow(200) took ${Date.now() - started} ms: not concurrent`);
+  });
+
+  it('echoes values of every portable type', async () => {
+    const value = {
+      text: 'héllo ✓',
+      list: [1, -1, 2.5, null, true, false],
+      nested: { deep: [[[]]], empty: {} },
+      bytes: Buffer.from([0, 1, 254, 255]),
+      big: 2 ** 40,
+      negative: -(2 ** 40),
+    };
+    assert.deepEqual(await handle.call.echo(value), value);
+  });
+
+  it('round-trips 64-bit integers as BigInt', async () => {
+    for (const v of [2n ** 63n - 1n, 2n ** 64n - 1n, -(2n ** 63n)]) {
+      const back = await handle.call.echo(v);
+      assert.equal(typeof back, 'bigint');
+      assert.equal(back, v);
+    }
+    // Within ±2^53 a number comes back, even if sent as a BigInt.
+    assert.equal(await handle.call.echo(5n), 5);
+    assert.equal(await handle.call.echo(Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
+  });
+
+  it('refuses integers beyond 64 bits before sending', async () => {
+    await assert.rejects(handle.call.echo(2n ** 64n), RangeError);
+  });
+
+  it('a handler exception becomes RemoteCallError "<Name>: <message>"', async () => {
+    await assert.rejects(handle.call.fail('boom'), (e) => {
+      assert.ok(e instanceof RemoteCallError);
+      assert.ok(e instanceof MultifrostError);
+      assert.equal(e.message, 'RangeError: boom');
+      assert.equal(e.remoteType, 'RangeError');
+      assert.equal(e.status, Status.MF_ERR_REMOTE);
+      assert.equal(e.code, 'MF_ERR_REMOTE');
+      return true;
+    });
+    // An async handler's rejection, with a subclass of Error named by its class.
+    await assert.rejects(handle.call.failLater('later'), { name: 'RemoteCallError', message: 'ValidationError: later' });
+  });
+
+  it('wrong argument counts and types come back with the worker message', async () => {
+    await assert.rejects(handle.call.add(1), {
+      name: 'RemoteCallError',
+      message: 'TypeError: add() takes 2 arguments but 1 was given',
+    });
+    await assert.rejects(handle.call.add(1, 2, 3), {
+      name: 'RemoteCallError',
+      message: 'TypeError: add() takes 2 arguments but 3 were given',
+    });
+    await assert.rejects(handle.call.add('x', {}), {
+      name: 'RemoteCallError',
+      message: 'TypeError: add expects two numbers, got string and object',
+    });
+  });
+
+  it('private and unknown functions are refused by the worker', async () => {
+    await assert.rejects(handle.call._secret(), (e) => e instanceof RemoteCallError && /Cannot call private method '_secret'/.test(e.message));
+    await assert.rejects(handle.call.nosuch(), (e) => e instanceof RemoteCallError && /Function 'nosuch' not found/.test(e.message));
+  });
+
+  it('a per-call timeout rejects with TimeoutError', async () => {
+    const started = Date.now();
+    await assert.rejects(handle.callFunction('slow', [2000], { timeout: 100 }), (e) => {
+      assert.ok(e instanceof TimeoutError);
+      assert.equal(e.status, Status.MF_ERR_TIMEOUT);
+      return true;
+    });
+    const took = Date.now() - started;
+    assert.ok(took >= 90 && took < 1000, `timed out after ${took} ms`);
+    await assert.rejects(handle.call.withOptions({ timeout: 50 }).slow(1000), TimeoutError);
+    assert.equal(await handle.call.withOptions({ timeout: 2000 }).slow(10), 10);
+  });
+
+  it('1000 concurrent calls leave the event loop live', async () => {
+    let ticks = 0;
+    let last = Date.now();
+    let maxGap = 0;
+    const timer = setInterval(() => {
+      const now = Date.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+      ticks++;
+    }, 10);
+    const started = Date.now();
+    try {
+      const calls = [];
+      for (let i = 0; i < 1000; i++) calls.push(i % 2 ? handle.call.add(i, 1) : handle.call.slow(300));
+      const results = await Promise.all(calls);
+      for (let i = 0; i < 1000; i++) assert.equal(results[i], i % 2 ? i + 1 : 300);
+    } finally {
+      clearInterval(timer);
+    }
+    const elapsed = Date.now() - started;
+    // A blocked loop would show one long gap and almost no ticks.
+    // (10 ms ticks; the floor leaves room for a loaded 2-core machine.)
+    assert.ok(ticks >= Math.max(8, Math.floor(elapsed / 50)), `${ticks} ticks in ${elapsed} ms`);
+    // The calls take over 300 ms: a loop blocked while they run would show a gap that long.
+    assert.ok(elapsed >= 300, `${elapsed} ms`);
+    assert.ok(maxGap < 250, `the loop stalled for ${maxGap} ms`);
+  });
+
+  it('metrics come from the core', async () => {
+    const m = worker.metrics;
+    assert.equal(m.circuit_state, 'closed');
+    assert.ok(m.requests_total > 1000);
+    assert.equal(m.worker_pid, await handle.call.pid());
+    assert.equal(worker.isHealthy, true);
+    assert.equal(worker.circuitOpen, false);
+    assert.equal(worker.state, 'running');
+  });
+});
+
+describe('spawn forms', () => {
+  it('a compiled worker path alone runs directly (C math worker)', async () => {
+    const worker = ParentWorker.spawn(C_WORKER);
+    const handle = worker.handle();
+    await handle.start();
+    try {
+      assert.equal(await handle.call.add(1, 2), 3);
+      assert.equal(await handle.call.factorial(10), 3628800);
+      await assert.rejects(handle.call.factorial(-1), (e) => e instanceof RemoteCallError && /negative/.test(e.message));
+      // Wrong types and counts reach the C worker and come back with its message.
+      await assert.rejects(handle.call.add('x', 2), { name: 'RemoteCallError', message: 'TypeError: expected two numbers' });
+      // 64-bit integers through the C worker's JSON path.
+      assert.equal(await handle.call.echo(2n ** 63n - 1n), 2n ** 63n - 1n);
+      assert.equal(await handle.call.echo(2n ** 64n - 1n), 2n ** 64n - 1n);
+      assert.equal(await handle.call.echo(-(2 ** 40)), -(2 ** 40));
+      assert.equal(await handle.call.add(2 ** 40, 1), 2 ** 40 + 1); // integers, not floats
+    } finally {
+      await handle.stop();
+    }
+  });
+
+  it('a .js script alone runs with node; options as the second argument', async () => {
+    const worker = ParentWorker.spawn(WORKER, { timeout: 5000, name: 'alone' });
+    await worker.start();
+    try {
+      assert.equal(await worker.call.add(4, 5), 9);
+      assert.equal(worker.metrics.worker, 'alone');
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('an unknown option is a TypeError', () => {
+    assert.throws(() => ParentWorker.spawn(WORKER, process.execPath, { timout: 5 }), /unknown option 'timout'/);
+  });
+
+  it('a missing program or script fails naming it', async () => {
+    await assert.rejects(ParentWorker.spawn('/nonexistent/worker').handle().start(), (e) => {
+      assert.ok(e instanceof MultifrostError);
+      assert.equal(e.status, Status.MF_ERR_IO);
+      assert.match(e.message, /\/nonexistent\/worker/);
+      return true;
+    });
+    await assert.rejects(ParentWorker.spawn('/nonexistent/worker.js', process.execPath).handle().start(), /nonexistent\/worker\.js/);
+  });
+
+  it('a worker that exits at start fails with WorkerExitedError', async () => {
+    const script = path.join(__dirname, 'fixtures', 'exits_at_start.js');
+    await assert.rejects(ParentWorker.spawn(script, process.execPath).handle().start(), (e) => {
+      assert.ok(e instanceof WorkerExitedError, String(e));
+      assert.match(e.message, /exits_at_start\.js/);
+      return true;
+    });
+  });
+
+  it('the namespace option reaches the worker; other namespaces are dropped', async () => {
+    process.env.TEST_WORKER_NAMESPACE = 'maths'; // the spawned worker serves namespace 'maths'
+    const worker = ParentWorker.spawn(WORKER, process.execPath, { namespace: 'maths' });
+    const other = ParentWorker.spawn(WORKER, process.execPath); // namespace 'default'
+    try {
+      await Promise.all([worker.start(), other.start()]);
+    } finally {
+      delete process.env.TEST_WORKER_NAMESPACE;
+    }
+    try {
+      assert.equal(await worker.call.add(1, 1), 2);
+      // The worker drops a call for another namespace without a reply.
+      await assert.rejects(other.callFunction('add', [1, 1], { timeout: 300 }), TimeoutError);
+    } finally {
+      await Promise.all([worker.stop(), other.stop()]);
+    }
+  });
+});
+
+describe('lifecycle', () => {
+  it('calls before start reject, calls after stop reject with ClosedError', async () => {
+    const worker = ParentWorker.spawn(WORKER, process.execPath);
+    const handle = worker.handle();
+    await assert.rejects(handle.call.add(1, 2), /not started/);
+    await handle.start();
+    await handle.start(); // idempotent
+    const pid = await handle.call.pid();
+    assert.ok(alive(pid));
+    const inFlight = assert.rejects(handle.call.slow(5000), (e) => e instanceof ClosedError && e.status === Status.MF_ERR_CLOSED);
+    const started = Date.now();
+    await handle.stop();
+    // The Node worker leaves on the shutdown message: no SIGTERM grace, no SIGKILL.
+    assert.ok(Date.now() - started < 1500, `stop took ${Date.now() - started} ms`);
+    assert.equal(alive(pid), false, 'the worker process is gone after stop()');
+    await inFlight;
+    await assert.rejects(handle.call.add(1, 2), (e) => {
+      assert.ok(e instanceof ClosedError);
+      assert.match(e.message, /stopped/);
+      return true;
+    });
+    await handle.stop(); // idempotent
+    await assert.rejects(handle.start(), ClosedError);
+    assert.equal(worker.metrics, null);
+  });
+
+  it('stop() ends a Node worker with handlers in flight at once, every time', async () => {
+    for (let i = 0; i < 4; i++) {
+      const handle = ParentWorker.spawn(WORKER, process.execPath).handle();
+      await handle.start();
+      const pid = await handle.call.pid();
+      const calls = [1, 2, 3].map(() => assert.rejects(handle.call.slow(8000), ClosedError));
+      await new Promise((r) => setTimeout(r, 20)); // the calls reach the worker
+      const started = Date.now();
+      await handle.stop();
+      const took = Date.now() - started;
+      // Not the 2 s shutdown grace and a SIGKILL: the worker leaves by itself.
+      assert.ok(took < 1000, `stop took ${took} ms`);
+      assert.equal(alive(pid), false);
+      await Promise.all(calls);
+    }
+  });
+
+  it('calls made while starting wait for the start', async () => {
+    const handle = ParentWorker.spawn(WORKER, process.execPath).handle();
+    const starting = handle.start();
+    const sum = handle.call.add(2, 2);
+    await starting;
+    assert.equal(await sum, 4);
+    await handle.stop();
+  });
+
+  it('a crashing worker fails the call with WorkerExitedError promptly', async () => {
+    for (const how of ['exit', 'abort']) {
+      const handle = ParentWorker.spawn(WORKER, process.execPath).handle();
+      await handle.start();
+      const started = Date.now();
+      await assert.rejects(handle.call.crash(how), (e) => {
+        assert.ok(e instanceof WorkerExitedError, String(e));
+        assert.equal(e.status, Status.MF_ERR_WORKER_EXITED);
+        assert.match(e.message, how === 'exit' ? /code 3/ : /SIGABRT/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 2000, `${how}: noticed after ${Date.now() - started} ms`);
+      await assert.rejects(handle.call.add(1, 2), WorkerExitedError);
+      await handle.stop();
+    }
+  });
+
+  it('autoRestart brings a crashed worker back', async () => {
+    const worker = ParentWorker.spawn(WORKER, process.execPath, { autoRestart: 2 });
+    await worker.start();
+    try {
+      const first = await worker.call.pid();
+      await assert.rejects(worker.call.crash('exit'), WorkerExitedError);
+      const second = await waitFor(() => worker.call.pid().catch(() => null), { timeout: 8000, interval: 100, what: 'the restarted worker' });
+      assert.notEqual(second, first);
+      assert.equal(worker.metrics.restarts, 1);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('the circuit breaker opens, refuses at once, and closes after a probe', async () => {
+    const worker = ParentWorker.spawn(WORKER, process.execPath, { breaker: { threshold: 2, cooldown: 400 } });
+    const handle = worker.handle();
+    await handle.start();
+    try {
+      for (let i = 0; i < 2; i++) {
+        await assert.rejects(handle.callFunction('slow', [1000], { timeout: 50 }), TimeoutError);
+      }
+      assert.equal(worker.circuitOpen, true);
+      const started = Date.now();
+      await assert.rejects(handle.call.add(1, 2), (e) => {
+        assert.ok(e instanceof CircuitOpenError, String(e));
+        assert.equal(e.status, Status.MF_ERR_CIRCUIT_OPEN);
+        return true;
+      });
+      assert.ok(Date.now() - started < 50, 'refused without being sent');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(await handle.call.add(1, 2), 3); // the half-open probe
+      assert.equal(worker.metrics.circuit_state, 'closed');
+      assert.equal(worker.metrics.circuit_trips, 1);
+    } finally {
+      await handle.stop();
+    }
+  });
+
+  it('remote errors do not count for the breaker unless asked', async () => {
+    const worker = ParentWorker.spawn(WORKER, process.execPath, { breaker: { threshold: 1, cooldown: 10000, countRemoteErrors: true } });
+    await worker.start();
+    try {
+      await assert.rejects(worker.call.fail('x'), RemoteCallError);
+      await assert.rejects(worker.call.add(1, 2), CircuitOpenError);
+    } finally {
+      await worker.stop();
+    }
+  });
+});
+
+it('C worker binary exists for these tests', () => {
+  assert.ok(fs.existsSync(C_WORKER), `${C_WORKER} is missing: cmake -S . -B build -G Ninja && cmake --build build`);
+});

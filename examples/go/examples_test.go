@@ -1,0 +1,171 @@
+// Package examples holds the tests of the Go examples: math_parent against
+// the Go math_worker and against the C one, and the C parent against the Go
+// worker.
+package examples
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	multifrost "github.com/multifrost/libmultifrost/bindings/go"
+)
+
+const wantOutput = `add(1, 2) = 3
+multiply(6, 7) = 42
+factorial(10) = 3628800
+factorial(-1) failed: ValueError: factorial of a negative number
+echo("héllo ✓") = "héllo ✓"
+`
+
+// The C examples, built by `make build` (CMake) into build/.
+var (
+	cWorker = filepath.Join("..", "..", "build", "math_worker")
+	cParent = filepath.Join("..", "..", "build", "math_parent")
+)
+
+var (
+	buildOnce          sync.Once
+	builtDir, buildErr = "", error(nil)
+)
+
+// build compiles the two Go examples (once per test run).
+func build(t *testing.T) (parent, worker string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		builtDir, buildErr = os.MkdirTemp("", "multifrost-go-examples-")
+		if buildErr != nil {
+			return
+		}
+		for _, name := range []string{"math_parent", "math_worker"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(builtDir, name), "./"+name)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", name, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(builtDir, "math_parent"), filepath.Join(builtDir, "math_worker")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
+
+func runParent(t *testing.T, parent string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, parent, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v\nstdout:\n%s\nstderr:\n%s", parent, args, err, out, stderr.String())
+	}
+	if string(out) != wantOutput {
+		t.Errorf("output of %s %v:\n%s\nwant:\n%s", parent, args, out, wantOutput)
+	}
+}
+
+func TestMathParentWithGoWorker(t *testing.T) {
+	parent, worker := build(t)
+	runParent(t, parent, worker)
+}
+
+func TestMathParentWithCWorker(t *testing.T) {
+	worker, err := filepath.Abs(cWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(worker); err != nil {
+		t.Skipf("the C math worker %s is not built (run `make build` first): %v", worker, err)
+	}
+	parent, _ := build(t)
+	runParent(t, parent, worker)
+}
+
+// The C math_parent spawns the Go math_worker: a Go worker answers any
+// parent that speaks the protocol.
+func TestCMathParentWithGoWorker(t *testing.T) {
+	cparent, err := filepath.Abs(cParent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cparent); err != nil {
+		t.Skipf("the C math parent %s is not built (run `make build` first): %v", cparent, err)
+	}
+	_, worker := build(t)
+	out, err := exec.Command(cparent, worker).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", cparent, worker, err, out)
+	}
+	for _, want := range []string{
+		"add[1, 2] = 3\n",
+		"multiply[6, 7] = 42\n",
+		"factorial[10] = 3628800\n",
+		"factorial[-1] failed: MF_ERR_REMOTE: ValueError: factorial of a negative number\n",
+		`= {"text":"héllo ✓","list":[1,2.5,null,true]}` + "\n",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("C parent output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// The Go math worker in connect mode, reached by service id.
+func TestMathWorkerConnectMode(t *testing.T) {
+	_, worker := build(t)
+	t.Setenv("HOME", t.TempDir()) // a private service registry; the worker inherits it
+	id := fmt.Sprintf("go-example-math-%d", os.Getpid())
+	cmd := exec.Command(worker, id)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("math_worker after SIGINT: %v", err)
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := multifrost.Connect(ctx, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var n int64
+	if err := p.Call(ctx, "multiply", &n, 1<<31, 1<<31); err != nil || n != 1<<62 {
+		t.Errorf("multiply(2^31, 2^31) = %d, %v", n, err)
+	}
+	var f float64
+	if err := p.Call(ctx, "add", &f, 1.5, 2); err != nil || f != 3.5 {
+		t.Errorf("add(1.5, 2) = %v, %v", f, err)
+	}
+	var re *multifrost.RemoteError
+	if err := p.Call(ctx, "add", nil, int64(1)<<62, int64(1)<<62); !errors.As(err, &re) ||
+		re.Message != "OverflowError: result does not fit in 64 bits" {
+		t.Errorf("add overflow: %v", err)
+	}
+	if err := p.Call(ctx, "factorial", nil, "ten"); !errors.As(err, &re) ||
+		!strings.HasPrefix(re.Message, "TypeError: factorial expects (int64)") {
+		t.Errorf("factorial(\"ten\"): %v", err)
+	}
+}

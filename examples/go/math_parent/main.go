@@ -1,0 +1,55 @@
+// Command math_parent spawns a math worker, calls its functions and prints
+// the results. Usage: math_parent <worker-program> [args...]
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	multifrost "github.com/multifrost/libmultifrost/bindings/go"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: math_parent <worker-program> [args...]")
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	p, err := multifrost.Spawn(ctx, os.Args[1], os.Args[2:], nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "math_parent:", err)
+		os.Exit(1)
+	}
+	defer p.Close() // stops and reaps the worker
+
+	var n int64
+	must(p.Call(ctx, "add", &n, 1, 2))
+	fmt.Printf("add(1, 2) = %d\n", n)
+	must(p.Call(ctx, "multiply", &n, 6, 7))
+	fmt.Printf("multiply(6, 7) = %d\n", n)
+	must(p.Call(ctx, "factorial", &n, 10))
+	fmt.Printf("factorial(10) = %d\n", n)
+
+	var remote *multifrost.RemoteError
+	if err := p.Call(ctx, "factorial", &n, -1); errors.As(err, &remote) {
+		fmt.Printf("factorial(-1) failed: %s\n", remote.Message)
+	} else {
+		must(fmt.Errorf("factorial(-1): want a remote error, got %v (result %d)", err, n))
+	}
+
+	var s string
+	must(p.Call(ctx, "echo", &s, "héllo ✓"))
+	fmt.Printf("echo(%q) = %q\n", "héllo ✓", s)
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "math_parent:", err)
+		os.Exit(1)
+	}
+}

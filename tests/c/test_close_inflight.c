@@ -1,0 +1,95 @@
+/* Closing a parent while other threads are inside mf_call: those calls end
+ * with MF_ERR_CLOSED at once (not when the worker would have answered),
+ * the close returns, and a new parent works afterwards. */
+#include "support.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#define CALLERS 4
+
+static mf_parent *parent;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static int started;
+
+struct caller {
+    mf_status status;
+    char error[256];
+    int64_t ended_at;
+    int wrote_out;
+};
+
+static void *sleeper(void *arg) {
+    struct caller *c = arg;
+    pthread_mutex_lock(&lock);
+    started++;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+    char *out = NULL;
+    c->status = mf_call_json(parent, "sleep_ms", "[5000]", 20000, &out);
+    c->ended_at = now_ms();
+    snprintf(c->error, sizeof c->error, "%s", mf_last_error());
+    c->wrote_out = out != NULL;
+    mf_string_free(out);
+    return NULL;
+}
+
+/* Waits until the worker reports `n` calls in flight, up to 3 s. */
+static int wait_in_flight(mf_parent *p, int n) {
+    char want[32];
+    snprintf(want, sizeof want, "\"in_flight\":%d", n);
+    for (int64_t t0 = now_ms(); now_ms() - t0 < 3000;) {
+        char *stats = mf_parent_stats_json(p);
+        int found = stats && strstr(stats, want);
+        mf_string_free(stats);
+        if (found) return 1;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+int main(void) {
+    mf_options *o = mf_options_new();
+    /* The worker is sleeping in handlers and may ignore SIGTERM's request for
+     * a while; keep the close itself short. */
+    CHECK_STATUS(mf_options_set_shutdown_grace(o, 500), MF_OK);
+    parent = spawn_worker(o);
+    mf_options_free(o);
+    if (!parent) return check_summary();
+
+    pthread_t threads[CALLERS];
+    struct caller callers[CALLERS] = {{0}};
+    for (int i = 0; i < CALLERS; i++) pthread_create(&threads[i], NULL, sleeper, &callers[i]);
+    pthread_mutex_lock(&lock);
+    while (started < CALLERS) pthread_cond_wait(&cond, &lock);
+    pthread_mutex_unlock(&lock);
+    /* The calls are really in flight before the close starts. */
+    CHECK(wait_in_flight(parent, CALLERS), "the %d calls never were all in flight", CALLERS);
+
+    int64_t t0 = now_ms();
+    mf_parent_close(parent);
+    int64_t close_took = now_ms() - t0;
+    for (int i = 0; i < CALLERS; i++) pthread_join(threads[i], NULL);
+
+    CHECK(close_took < 4000, "mf_parent_close took %lld ms", (long long)close_took);
+    for (int i = 0; i < CALLERS; i++) {
+        struct caller *c = &callers[i];
+        CHECK(c->status == MF_ERR_CLOSED, "caller %d: %s (\"%s\"), expected MF_ERR_CLOSED", i,
+              mf_status_name(c->status), c->error);
+        CHECK(c->error[0] != '\0', "caller %d: MF_ERR_CLOSED without a message", i);
+        CHECK(c->ended_at - t0 < 2000, "caller %d returned %lld ms after the close began", i,
+              (long long)(c->ended_at - t0));
+        CHECK(!c->wrote_out, "caller %d: out written on failure", i);
+    }
+
+    /* A second parent (and worker) works afterwards. */
+    mf_parent *second = spawn_worker(NULL);
+    if (second) {
+        check_json_call(second, "add", "[1, 2]", "3");
+        check_json_call(second, "sleep_ms", "[10]", "10");
+        mf_parent_close(second);
+    }
+    return check_summary();
+}

@@ -1,0 +1,77 @@
+/* Heartbeats are answered while a long call runs in the worker: during a
+ * 1.5 s call with a 100 ms heartbeat that must be answered in 300 ms, new
+ * round trips keep being measured, no heartbeat is missed and the worker
+ * stays healthy. */
+#include "support.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static mf_parent *parent;
+static atomic_int call_running = 1;
+
+/* The text of the value after "key": in a flat JSON object ("" if absent). */
+static void json_field(const char *json, const char *key, char *out, size_t outlen) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *at = json ? strstr(json, pat) : NULL;
+    out[0] = '\0';
+    if (!at) return;
+    at += strlen(pat);
+    size_t n = strcspn(at, ",}");
+    if (n >= outlen) n = outlen - 1;
+    memcpy(out, at, n);
+    out[n] = '\0';
+}
+
+/* Samples the last heartbeat RTT every 50 ms while the call runs and counts
+ * how often it changed: each change is a heartbeat answered meanwhile. */
+static void *sampler(void *arg) {
+    int *changes = arg;
+    char last[64] = "", now[64];
+    while (atomic_load(&call_running)) {
+        char *stats = mf_parent_stats_json(parent);
+        json_field(stats, "heartbeat_rtt_last_ms", now, sizeof now);
+        mf_string_free(stats);
+        if (last[0] && strcmp(now, last) != 0) (*changes)++;
+        memcpy(last, now, sizeof last);
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+int main(void) {
+    mf_options *o = mf_options_new();
+    CHECK(o != NULL, "mf_options_new");
+    CHECK_STATUS(mf_options_set_heartbeat(o, 100, 300, 3), MF_OK);
+    parent = spawn_worker(o);
+    mf_options_free(o); /* the parent keeps its own copy */
+    if (!parent) return check_summary();
+
+    int changes = 0;
+    pthread_t t;
+    pthread_create(&t, NULL, sampler, &changes);
+    check_json_call(parent, "sleep_ms", "[1500]", "1500");
+    atomic_store(&call_running, 0);
+    pthread_join(t, NULL);
+    /* ~14 heartbeats fit in the call; allow for equal consecutive RTTs. */
+    CHECK(changes >= 4, "only %d new heartbeat round trips were seen during a 1.5 s call", changes);
+
+    char *stats = mf_parent_stats_json(parent);
+    CHECK(stats != NULL, "stats");
+    CHECK_CONTAINS(stats, "\"heartbeat_misses\":0");
+    CHECK_CONTAINS(stats, "\"healthy\":true");
+    CHECK_CONTAINS(stats, "\"circuit_state\":\"closed\"");
+    CHECK_CONTAINS(stats, "\"requests_success\":1");
+    char rtt[64];
+    json_field(stats, "heartbeat_rtt_avg_ms", rtt, sizeof rtt);
+    CHECK(atof(rtt) > 0 && atof(rtt) < 300, "heartbeat_rtt_avg_ms %s in (0, 300)", rtt);
+    printf("%d heartbeat round trips seen during the call; stats: %s\n", changes, stats ? stats : "(null)");
+    mf_string_free(stats);
+    mf_parent_close(parent);
+    return check_summary();
+}

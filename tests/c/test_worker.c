@@ -1,0 +1,264 @@
+/* The worker the C tests spawn. Spawn mode only: mf_serve reads
+ * COMLINK_ZMQ_PORT. Raw msgpack handlers (mf_worker_register) and JSON
+ * handlers (mf_worker_register_json) are both in use:
+ *
+ *   echo(x)      raw   x unchanged
+ *   add(a, b)    json  a + b (integers)
+ *   sleep_ms(ms) json  sleeps ms, returns ms
+ *   fail(msg)    raw   error "RuntimeError: <msg>"
+ *   pid()        json  getpid()
+ *   spam(n)      json  prints "line 0".."line n-1" on stdout, returns n
+ *   big(n)       raw   a bin of n bytes, byte i = i & 0xff
+ *   deferred(x)  raw   answers x ~50 ms later from another thread
+ *   _secret()    raw   private: callers must be refused
+ *   crash()      raw   abort()
+ */
+#include <multifrost.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- msgpack reading: just what the handlers need ---- */
+
+/* Reads one integer at p (len bytes available). Returns bytes used, 0 if not an integer. */
+static size_t read_int(const uint8_t *p, size_t len, long long *out) {
+    if (len < 1) return 0;
+    uint8_t t = p[0];
+    if (t <= 0x7f) { *out = t; return 1; }
+    if (t >= 0xe0) { *out = (int8_t)t; return 1; }
+    size_t n;
+    switch (t) {
+    case 0xcc: case 0xd0: n = 1; break;
+    case 0xcd: case 0xd1: n = 2; break;
+    case 0xce: case 0xd2: n = 4; break;
+    case 0xcf: case 0xd3: n = 8; break;
+    default: return 0;
+    }
+    if (len < 1 + n) return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) v = (v << 8) | p[1 + i];
+    if (t >= 0xd0 && n < 8 && (v >> (8 * n - 1)))  /* sign-extend */
+        v |= ~(uint64_t)0 << (8 * n);
+    *out = (long long)v;
+    return 1 + n;
+}
+
+/* Reads one str at p. Returns bytes used (0 if not a str); s and slen point into p. */
+static size_t read_str(const uint8_t *p, size_t len, const char **s, size_t *slen) {
+    size_t hdr, n;
+    if (len < 1) return 0;
+    if ((p[0] & 0xe0) == 0xa0) { hdr = 1; n = p[0] & 0x1f; }
+    else if (p[0] == 0xd9 && len >= 2) { hdr = 2; n = p[1]; }
+    else if (p[0] == 0xda && len >= 3) { hdr = 3; n = ((size_t)p[1] << 8) | p[2]; }
+    else if (p[0] == 0xdb && len >= 5) {
+        hdr = 5;
+        n = ((size_t)p[1] << 24) | ((size_t)p[2] << 16) | ((size_t)p[3] << 8) | p[4];
+    } else return 0;
+    if (len < hdr + n) return 0;
+    *s = (const char *)p + hdr;
+    *slen = n;
+    return hdr + n;
+}
+
+/* One integer argument from a raw argument array. */
+static int one_int_arg(const uint8_t *args, size_t len, long long *v) {
+    return len >= 2 && args[0] == 0x91 && read_int(args + 1, len - 1, v) == len - 1;
+}
+
+/* One integer argument from JSON text "[n]". */
+static int one_int_json(const char *json, long long *v) {
+    char tail;
+    return sscanf(json, " [ %lld ] %c", v, &tail) == 1;
+}
+
+static void sleep_for_ms(long long ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* ---- handlers ---- */
+
+static void echo(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    if (len < 2 || args[0] != 0x91) {
+        mf_reply_error(reply, "TypeError: echo takes exactly one argument");
+        return;
+    }
+    mf_reply_ok(reply, args + 1, len - 1);
+}
+
+static void add(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    long long a, b, r;
+    char tail, out[32];
+    if (sscanf(args_json, " [ %lld , %lld ] %c", &a, &b, &tail) != 2) {
+        mf_reply_error(reply, "TypeError: add takes two integers");
+        return;
+    }
+    if (__builtin_add_overflow(a, b, &r)) {
+        mf_reply_error(reply, "OverflowError: result does not fit in 64 bits");
+        return;
+    }
+    snprintf(out, sizeof out, "%lld", r);
+    mf_reply_json(reply, out);
+}
+
+static void sleep_ms(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    long long ms;
+    if (!one_int_json(args_json, &ms) || ms < 0) {
+        mf_reply_error(reply, "TypeError: sleep_ms takes one non-negative integer");
+        return;
+    }
+    sleep_for_ms(ms);
+    char out[32];
+    snprintf(out, sizeof out, "%lld", ms);
+    mf_reply_json(reply, out);
+}
+
+static void fail(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    const char *s;
+    size_t n;
+    if (len < 2 || args[0] != 0x91 || read_str(args + 1, len - 1, &s, &n) != len - 1) {
+        mf_reply_error(reply, "TypeError: fail takes one string");
+        return;
+    }
+    char *msg = malloc(n + sizeof "RuntimeError: ");
+    if (!msg) abort();
+    snprintf(msg, n + sizeof "RuntimeError: ", "RuntimeError: %.*s", (int)n, s);
+    mf_reply_error(reply, msg);
+    free(msg);
+}
+
+static void pid(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    (void)args_json;
+    char out[32];
+    snprintf(out, sizeof out, "%ld", (long)getpid());
+    mf_reply_json(reply, out);
+}
+
+static void spam(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    long long n;
+    if (!one_int_json(args_json, &n) || n < 0) {
+        mf_reply_error(reply, "TypeError: spam takes one non-negative integer");
+        return;
+    }
+    for (long long i = 0; i < n; i++) printf("line %lld\n", i);
+    fflush(stdout);
+    char out[32];
+    snprintf(out, sizeof out, "%lld", n);
+    mf_reply_json(reply, out);
+}
+
+static void big(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    long long n;
+    if (!one_int_arg(args, len, &n) || n < 0 || n > 0x7fffffffLL) {
+        mf_reply_error(reply, "TypeError: big takes one non-negative integer");
+        return;
+    }
+    uint8_t *out = malloc((size_t)n + 5);
+    if (!out) abort();
+    out[0] = 0xc6; /* bin 32 */
+    out[1] = (uint8_t)(n >> 24);
+    out[2] = (uint8_t)(n >> 16);
+    out[3] = (uint8_t)(n >> 8);
+    out[4] = (uint8_t)n;
+    for (long long i = 0; i < n; i++) out[5 + i] = (uint8_t)(i & 0xff);
+    mf_status s = mf_reply_ok(reply, out, (size_t)n + 5);
+    if (s != MF_OK) mf_reply_error(reply, mf_last_error());
+    free(out);
+}
+
+struct deferred_job {
+    mf_reply *reply;
+    size_t len;
+    uint8_t value[];
+};
+
+static void *deferred_thread(void *arg) {
+    struct deferred_job *job = arg;
+    sleep_for_ms(50);
+    if (mf_reply_ok(job->reply, job->value, job->len) != MF_OK)
+        mf_reply_error(job->reply, mf_last_error());
+    free(job);
+    return NULL;
+}
+
+/* Returns at once; another thread answers later. */
+static void deferred(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    if (len < 2 || args[0] != 0x91) {
+        mf_reply_error(reply, "TypeError: deferred takes exactly one argument");
+        return;
+    }
+    struct deferred_job *job = malloc(sizeof *job + len - 1);
+    if (!job) abort();
+    job->reply = reply;
+    job->len = len - 1;
+    memcpy(job->value, args + 1, len - 1);
+    pthread_t t;
+    if (pthread_create(&t, NULL, deferred_thread, job) != 0) {
+        free(job);
+        mf_reply_error(reply, "OSError: cannot start a thread");
+        return;
+    }
+    pthread_detach(t);
+}
+
+static void secret(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    (void)args;
+    (void)len;
+    mf_reply_json(reply, "\"the secret\"");
+}
+
+static void crash(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    (void)args;
+    (void)len;
+    (void)reply;
+    abort();
+}
+
+static int must(mf_status s, const char *what) {
+    if (s != MF_OK) {
+        fprintf(stderr, "test_worker: %s: %s: %s\n", what, mf_status_name(s), mf_last_error());
+        exit(2);
+    }
+    return 0;
+}
+
+int main(void) {
+    mf_worker *w = NULL;
+    must(mf_worker_new(NULL, &w), "mf_worker_new");
+    must(mf_worker_register(w, "echo", echo, NULL), "register echo");
+    must(mf_worker_register_json(w, "add", add, NULL), "register add");
+    must(mf_worker_register_json(w, "sleep_ms", sleep_ms, NULL), "register sleep_ms");
+    must(mf_worker_register(w, "fail", fail, NULL), "register fail");
+    must(mf_worker_register_json(w, "pid", pid, NULL), "register pid");
+    must(mf_worker_register_json(w, "spam", spam, NULL), "register spam");
+    must(mf_worker_register(w, "big", big, NULL), "register big");
+    must(mf_worker_register(w, "deferred", deferred, NULL), "register deferred");
+    must(mf_worker_register(w, "_secret", secret, NULL), "register _secret");
+    must(mf_worker_register(w, "crash", crash, NULL), "register crash");
+    must(mf_worker_set_concurrency(w, 4), "mf_worker_set_concurrency");
+    mf_status s = mf_serve(w);
+    if (s != MF_OK) {
+        fprintf(stderr, "test_worker: %s\n", mf_last_error());
+        mf_worker_free(w);
+        return 2;
+    }
+    mf_worker_free(w);
+    return 0;
+}
