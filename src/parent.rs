@@ -964,7 +964,10 @@ impl Shared {
 
     fn heartbeat_answered(&self, core: &mut Core, hb_timestamp: Option<f64>) {
         let s = &self.stats;
-        if let Some((_, sent)) = core.hb.outstanding.take() {
+        if !core.ready {
+            // The start-up heartbeat waited for the worker to start: not a round trip.
+            core.hb.outstanding = None;
+        } else if let Some((_, sent)) = core.hb.outstanding.take() {
             let rtt = sent.elapsed();
             s.heartbeat_rtt.record(rtt);
             s.heartbeat_rtt_last_us

@@ -48,9 +48,66 @@ impl Entry {
         })
     }
 
+    /// Alive, and the same process that wrote the entry: a PID the kernel
+    /// gave to a newer process (started after the entry's `started`) is
+    /// treated as dead.
     pub fn is_alive(&self) -> bool {
-        pid_alive(self.pid)
+        if !pid_alive(self.pid) {
+            return false;
+        }
+        match (
+            process_start_epoch(self.pid),
+            parse_local_iso8601(&self.started),
+        ) {
+            // Two seconds of slack for clock granularity and slow start-up.
+            (Some(process), Some(entry)) => process <= entry + 2.0,
+            _ => true,
+        }
     }
+}
+
+/// When a process started, in seconds since the epoch (Linux /proc).
+fn process_start_epoch(pid: i32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: f64 = rest.split(' ').nth(19)?.parse().ok()?;
+    let btime: f64 = fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no memory arguments.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| btime + start_ticks / ticks as f64)
+}
+
+/// Reads "YYYY-MM-DDTHH:MM:SS[.ffffff]" as local time (what every
+/// implementation writes), in seconds since the epoch.
+fn parse_local_iso8601(text: &str) -> Option<f64> {
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i32>());
+    let (year, month, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.split(':').map(|p| p.parse::<i32>());
+    let (hour, min, sec) = (h.next()?.ok()?, h.next()?.ok()?, h.next()?.ok()?);
+    let frac: f64 = format!("0.{frac}").parse().ok()?;
+    // SAFETY: mktime reads and normalises the zeroed struct we fill.
+    let secs = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = year - 1900;
+        tm.tm_mon = month - 1;
+        tm.tm_mday = day;
+        tm.tm_hour = hour;
+        tm.tm_min = min;
+        tm.tm_sec = sec;
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    (secs != -1).then_some(secs as f64 + frac)
 }
 
 /// Whether a process with this PID exists (EPERM: it exists but is not ours).
@@ -445,6 +502,35 @@ mod tests {
         assert_eq!(reg.lookup("extra").unwrap().port, 5001);
         // A dead entry may be taken over.
         assert_eq!(reg.register("dead", || Ok(7000)).unwrap(), 7000);
+    }
+
+    #[test]
+    fn a_reused_pid_is_treated_as_dead() {
+        // Our PID in an entry written long before this process started: the
+        // kernel gave the PID to a newer process, so the writer is dead.
+        let reused = Entry {
+            port: 5000,
+            pid: std::process::id() as i32,
+            started: "2000-01-01T00:00:00.000000".into(),
+        };
+        assert!(!reused.is_alive());
+        // Our own entry, written after we started, is alive.
+        let ours = Entry {
+            port: 5000,
+            pid: std::process::id() as i32,
+            started: local_iso8601(),
+        };
+        assert!(ours.is_alive());
+        // An entry whose time cannot be read is judged by the PID alone.
+        let unknown = Entry {
+            port: 5000,
+            pid: 1,
+            started: "yesterday".into(),
+        };
+        assert!(unknown.is_alive());
+        let t = parse_local_iso8601("2026-11-26T17:08:10.5").unwrap();
+        let again = parse_local_iso8601("2026-11-26T17:08:11").unwrap();
+        assert!((again - t - 0.5).abs() < 1e-6);
     }
 
     #[test]

@@ -183,6 +183,8 @@ struct Shared {
     baton_cv: Condvar,
     /// Handlers that may run at once (inline plus handler threads).
     concurrency: AtomicUsize,
+    /// Calls handed to a handler or to `next` and not answered yet.
+    unanswered: AtomicUsize,
     namespace: RwLock<String>,
     limits: Limits,
     stats: WorkerStats,
@@ -232,7 +234,7 @@ impl ReplyHandle {
 
     /// Answers with a result that [`ReplyHandle::check_result`] accepted.
     pub(crate) fn ok_checked(mut self, result: &[u8]) {
-        self.answered = true;
+        self.mark_answered();
         let mut payload = Vec::with_capacity(96 + result.len());
         Encoder::new(&mut payload).response(self.id.as_deref(), result);
         self.shared.push(Outgoing {
@@ -243,16 +245,34 @@ impl ReplyHandle {
 
     /// Answers with an error; the caller sees `text` as the remote error.
     pub fn error(mut self, text: &str) -> Result<()> {
-        self.answered = true;
+        self.mark_answered();
         self.shared
             .push_error(std::mem::take(&mut self.identity), self.id.as_deref(), text);
         Ok(())
     }
 }
 
+impl ReplyHandle {
+    fn new(shared: &Arc<Shared>, identity: &[u8], id: &str) -> ReplyHandle {
+        shared.unanswered.fetch_add(1, Ordering::AcqRel);
+        ReplyHandle {
+            shared: Arc::clone(shared),
+            identity: identity.to_vec(),
+            id: Some(id.to_owned()),
+            answered: false,
+        }
+    }
+
+    fn mark_answered(&mut self) {
+        self.answered = true;
+        self.shared.unanswered.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for ReplyHandle {
     fn drop(&mut self) {
         if !self.answered {
+            self.mark_answered();
             self.shared.push_error(
                 std::mem::take(&mut self.identity),
                 self.id.as_deref(),
@@ -295,6 +315,7 @@ impl Worker {
                 baton: Mutex::new(Baton::default()),
                 baton_cv: Condvar::new(),
                 concurrency: AtomicUsize::new(1),
+                unanswered: AtomicUsize::new(0),
                 namespace: RwLock::new(codec::DEFAULT_NAMESPACE.to_owned()),
                 limits: Limits::default(),
                 stats: WorkerStats::default(),
@@ -444,7 +465,12 @@ impl Worker {
             shared: Arc::clone(&self.shared),
             socket: Mutex::new(Some(socket)),
             threads: self.shared.concurrency.load(Ordering::Relaxed),
-            handle_signals: self.handle_signals.load(Ordering::Relaxed),
+            // Installed before `start` returns, so no signal falls between.
+            signals: self
+                .handle_signals
+                .load(Ordering::Relaxed)
+                .then(|| signals::Guard::install(self.shared.wake.fd())),
+            generation: signals::generation(),
             service: match &self.mode {
                 Mode::Service(id) => Some(id.clone()),
                 _ => None,
@@ -478,6 +504,17 @@ impl Worker {
                 socket
                     .bind(ep)
                     .map_err(|e| Error::io(format!("cannot bind '{ep}': {e}")))?;
+                let loopback = ["tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://"]
+                    .iter()
+                    .any(|p| ep.starts_with(p));
+                if !loopback {
+                    log::emit(
+                        Level::Warn,
+                        "insecure_bind",
+                        &format!("worker listens on {ep} (not loopback); the protocol has no authentication"),
+                        &[],
+                    );
+                }
             }
             Mode::Service(id) => {
                 let port = Registry::for_user()?.register(id, || {
@@ -504,13 +541,15 @@ struct Serving {
     shared: Arc<Shared>,
     socket: Mutex<Option<zmq::Socket>>,
     threads: usize,
-    handle_signals: bool,
+    signals: Option<signals::Guard>,
+    generation: u64,
     service: Option<String>,
 }
 
 impl Serving {
     fn run(self) -> Result<()> {
         let result = self.serve_loop();
+        drop(self.signals);
         drop(self.socket);
         let unregistered = match &self.service {
             Some(id) => Registry::for_user().and_then(|r| r.unregister(id)),
@@ -538,10 +577,7 @@ impl Serving {
                 .spawn(move || handler_loop(&shared))
                 .map_err(|e| Error::io(format!("cannot start handler thread: {e}")))?;
         }
-        let _signals = self
-            .handle_signals
-            .then(|| signals::Guard::install(shared.wake.fd()));
-        let generation = signals::generation();
+        let generation = self.generation;
         {
             let mut b = shared.baton.lock();
             *b = Baton::default();
@@ -563,18 +599,17 @@ impl Serving {
                 shared.baton_cv.wait(&mut b);
             }
         }
-        // Stop taking calls; give running handlers a moment to answer.
+        // Stop taking calls; give calls in progress (handlers, pulled
+        // calls, deferred replies) a moment to answer.
         let deadline = Instant::now() + STOP_GRACE;
         {
             let mut jobs = shared.jobs.lock();
             jobs.closed = true;
             jobs.queue.clear();
             shared.jobs_cv.notify_all();
-            while jobs.busy > 0 {
-                if shared.idle_cv.wait_until(&mut jobs, deadline).timed_out() {
-                    break;
-                }
-            }
+        }
+        while shared.unanswered.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
         // The poller parked the socket when it stopped; a driver still in a
         // hung handler is left behind (it exits when the handler returns).
@@ -934,12 +969,7 @@ impl WorkerIo<'_> {
                     let start = a.as_ptr() as usize - payload.as_ptr() as usize;
                     start..start + a.len()
                 });
-                let reply = ReplyHandle {
-                    shared: Arc::clone(shared),
-                    identity: identity.to_vec(),
-                    id: Some(id.to_owned()),
-                    answered: false,
-                };
+                let reply = ReplyHandle::new(shared, identity, id);
                 let incoming = Incoming {
                     function: function.to_owned(),
                     args: payload,
