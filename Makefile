@@ -8,7 +8,7 @@ VENV    := $(BUILD)/venv
 VPY     := $(VENV)/bin/python
 LIBDIR  := target/release
 
-.PHONY: all build lib programs demo test test-rust test-c test-interop test-go test-node header venv clean
+.PHONY: all build lib programs demo test test-rust test-c test-interop test-go test-node test-python bench deps-system header venv clean
 
 all: build
 
@@ -17,10 +17,16 @@ build: lib programs
 lib:
 	$(CARGO) build --release
 
-$(BUILD)/build.ninja: CMakeLists.txt $(wildcard tests/c/CMakeLists.txt)
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# The C++ wrapper's dependencies come from Debian's packages.
+deps-system:
+	@test -f /usr/include/msgpack.hpp -a -d /usr/include/gtest || { \
+	  echo "installing libmsgpack-cxx-dev libgtest-dev (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmsgpack-cxx-dev libgtest-dev >/dev/null; }
 
-programs: lib $(BUILD)/build.ninja
+$(BUILD)/build.ninja: CMakeLists.txt $(wildcard tests/*/CMakeLists.txt examples/*/CMakeLists.txt benches/CMakeLists.txt)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMF_REQUIRE_CPP=ON
+
+programs: lib deps-system $(BUILD)/build.ninja
 	cmake --build $(BUILD)
 
 # The main job: a C parent spawns the C math worker, calls it, prints results and stats.
@@ -34,7 +40,7 @@ $(VENV)/.ready: tests/interop/requirements.txt
 
 venv: $(VENV)/.ready
 
-test: build venv test-rust test-c test-interop test-go test-node
+test: build venv test-rust test-c test-interop test-go test-node test-python
 
 test-rust:
 	$(CARGO) test --release
@@ -65,6 +71,18 @@ bindings/node/node_modules/.package-lock.json: bindings/node/package-lock.json
 
 test-node: programs bindings/node/node_modules/.package-lock.json
 	cd bindings/node && npm test
+
+# Python: the binding installed into build/venv (pip fetches setuptools for
+# the build); its tests point MULTIFROST_LIB at target/release.
+test-python: programs venv
+	$(VPY) -m pip install --quiet --disable-pip-version-check ./bindings/python
+	$(VPY) -m pytest -q bindings/python/tests
+
+# Benchmarks against the raw libzmq floor (not part of `make test`): prints a
+# table, writes bench/results.json. Options: make bench BENCH_ARGS="--rounds 9".
+bench: build
+	$(CARGO) build --release --example bench_floor
+	$(PYTHON) benches/run.py --build-dir $(BUILD) $(BENCH_ARGS)
 
 # Regenerates include/multifrost.h from src/ffi (commit the result).
 header:

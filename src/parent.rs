@@ -965,8 +965,13 @@ impl Shared {
     fn heartbeat_answered(&self, core: &mut Core, hb_timestamp: Option<f64>) {
         let s = &self.stats;
         if !core.ready {
-            // The start-up heartbeat waited for the worker to start: not a round trip.
-            core.hb.outstanding = None;
+            // The start-up heartbeat waited for the worker to start: keep it
+            // only until the real round trip, measured right after, replaces
+            // it, and keep it out of the average.
+            if let Some((_, sent)) = core.hb.outstanding.take() {
+                s.heartbeat_rtt_last_us
+                    .store(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
         } else if let Some((_, sent)) = core.hb.outstanding.take() {
             let rtt = sent.elapsed();
             s.heartbeat_rtt.record(rtt);
@@ -977,7 +982,11 @@ impl Shared {
             s.heartbeat_rtt_last_us.store(rtt, Ordering::Relaxed);
         }
         core.hb.consecutive_misses = 0;
-        core.hb.next_at = Instant::now() + self.options.heartbeat_interval;
+        core.hb.next_at = if core.ready {
+            Instant::now() + self.options.heartbeat_interval
+        } else {
+            Instant::now()
+        };
         self.healthy.store(true, Ordering::Relaxed);
         if !core.ready {
             core.ready = true;

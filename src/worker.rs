@@ -185,6 +185,9 @@ struct Shared {
     concurrency: AtomicUsize,
     /// Calls handed to a handler or to `next` and not answered yet.
     unanswered: AtomicUsize,
+    /// Serving ended on a parent's `shutdown`: that parent is leaving, so
+    /// there is nobody to wait for answers for.
+    shut_down: AtomicBool,
     namespace: RwLock<String>,
     limits: Limits,
     stats: WorkerStats,
@@ -316,6 +319,7 @@ impl Worker {
                 baton_cv: Condvar::new(),
                 concurrency: AtomicUsize::new(1),
                 unanswered: AtomicUsize::new(0),
+                shut_down: AtomicBool::new(false),
                 namespace: RwLock::new(codec::DEFAULT_NAMESPACE.to_owned()),
                 limits: Limits::default(),
                 stats: WorkerStats::default(),
@@ -601,7 +605,12 @@ impl Serving {
         }
         // Stop taking calls; give calls in progress (handlers, pulled
         // calls, deferred replies) a moment to answer.
-        let deadline = Instant::now() + STOP_GRACE;
+        let grace = if shared.shut_down.swap(false, Ordering::AcqRel) {
+            Duration::ZERO
+        } else {
+            STOP_GRACE
+        };
+        let deadline = Instant::now() + grace;
         {
             let mut jobs = shared.jobs.lock();
             jobs.closed = true;
@@ -751,7 +760,10 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
         if readable {
             match io.receive() {
                 Received::More => {}
-                Received::Shutdown => break Turn::Stop,
+                Received::Shutdown => {
+                    shared.shut_down.store(true, Ordering::Release);
+                    break Turn::Stop;
+                }
                 Received::Inline(job) => break Turn::Inline(job),
             }
         }

@@ -1,0 +1,582 @@
+/* The C API benchmark: what a C caller of libmultifrost sees.
+ *
+ * Cases (run in this order; select with --cases a,b,c):
+ *   rss_idle      parent VmRSS with one idle math_worker                  (MiB)
+ *   rss_inflight  extra VmRSS per call in flight, 10 000 calls held by
+ *                 bench_worker's `hold` until `release`                    (KiB/call)
+ *   spawn         mf_spawn + first mf_call, median of several spawns       (ms)
+ *   call_seq      mf_call("add", [1, 2]) one after the other               (µs/call)
+ *   echo_seq      mf_call("echo", [~100-byte str]): no JSON on the worker   (µs/call)
+ *   threads4      4 threads calling mf_call at once                        (calls/s)
+ *   async64       mf_call_async("add", [i, 1]) with 64 in flight, issued by
+ *                 a producer thread that waits for a free slot             (calls/s)
+ *   async64_cb    the same, each completion callback starts the next call  (calls/s)
+ *   echo1mib      mf_call("echo", [1 MiB bin]) one after the other         (echoes/s)
+ *
+ * Every call checks its result; a wrong result or a failed call prints
+ * "bench_capi: FAILED: ..." and exits 1. The results are one JSON object on
+ * stdout (format in benches/README.md); progress goes to stderr.
+ *
+ *   bench_capi [--worker build/math_worker] [--bench-worker build/bench_worker]
+ *              [--cases LIST] [--scale F]
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <multifrost.h>
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef MATH_WORKER
+#define MATH_WORKER "build/math_worker"
+#endif
+#ifndef BENCH_WORKER
+#define BENCH_WORKER "build/bench_worker"
+#endif
+
+/* ---- plumbing ------------------------------------------------------------ */
+
+static void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench_capi: FAILED: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, size_t n) {
+    if (n == 0) return 0.0;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+/* VmRSS of this process in KiB (from /proc/self/status). */
+static long rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    if (!f) fail("cannot open /proc/self/status");
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    fclose(f);
+    if (kib < 0) fail("no VmRSS in /proc/self/status");
+    return kib;
+}
+
+/* The results, as JSON members of "metrics" and "info". */
+static char metrics[8192], info[4096];
+
+static void metric(const char *name, double value, const char *unit, const char *better, const char *label) {
+    size_t n = strlen(metrics);
+    snprintf(metrics + n, sizeof metrics - n,
+             "%s\"%s\": {\"value\": %.3f, \"unit\": \"%s\", \"better\": \"%s\", \"label\": \"%s\"}",
+             n ? ", " : "", name, value, unit, better, label);
+}
+
+static void info_num(const char *name, double value) {
+    size_t n = strlen(info);
+    snprintf(info + n, sizeof info - n, "%s\"%s\": %.3f", n ? ", " : "", name, value);
+}
+
+/* ---- msgpack ------------------------------------------------------------- */
+
+/* Writes a non-negative integer; returns its length. */
+static size_t mp_uint(uint8_t *p, uint64_t v) {
+    if (v < 128) {
+        p[0] = (uint8_t)v;
+        return 1;
+    }
+    if (v <= 0xff) {
+        p[0] = 0xcc;
+        p[1] = (uint8_t)v;
+        return 2;
+    }
+    if (v <= 0xffff) {
+        p[0] = 0xcd;
+        p[1] = (uint8_t)(v >> 8);
+        p[2] = (uint8_t)v;
+        return 3;
+    }
+    p[0] = 0xce;
+    for (int i = 0; i < 4; i++) p[1 + i] = (uint8_t)(v >> (24 - 8 * i));
+    return 5;
+}
+
+/* [a, b] as a msgpack array. */
+static size_t mp_pair(uint8_t *p, uint64_t a, uint64_t b) {
+    size_t n = 0;
+    p[n++] = 0x92;
+    n += mp_uint(p + n, a);
+    n += mp_uint(p + n, b);
+    return n;
+}
+
+/* Decodes one msgpack integer that fills [p, p+len) exactly. 1 on success. */
+static int mp_int(const uint8_t *p, size_t len, long long *out) {
+    if (!p || len < 1) return 0;
+    uint8_t t = p[0];
+    if (t <= 0x7f) {
+        *out = t;
+        return len == 1;
+    }
+    if (t >= 0xe0) {
+        *out = (int8_t)t;
+        return len == 1;
+    }
+    size_t n;
+    int is_signed = t >= 0xd0;
+    switch (t) {
+    case 0xcc: case 0xd0: n = 1; break;
+    case 0xcd: case 0xd1: n = 2; break;
+    case 0xce: case 0xd2: n = 4; break;
+    case 0xcf: case 0xd3: n = 8; break;
+    default: return 0;
+    }
+    if (len != 1 + n) return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) v = v << 8 | p[1 + i];
+    if (is_signed && n < 8 && (v >> (8 * n - 1)) & 1) v |= ~(uint64_t)0 << (8 * n);
+    *out = (long long)v;
+    return 1;
+}
+
+/* ---- configuration ------------------------------------------------------- */
+
+static const char *worker_path = MATH_WORKER;
+static const char *bench_worker_path = BENCH_WORKER;
+static double scale = 1.0;
+
+static size_t scaled(size_t n, size_t min) {
+    size_t v = (size_t)((double)n * scale + 0.5);
+    return v < min ? min : v;
+}
+
+static mf_parent *spawn(const char *program) {
+    mf_parent *p = NULL;
+    mf_status s = mf_spawn(program, NULL, NULL, &p);
+    if (s != MF_OK) fail("mf_spawn %s: %s: %s", program, mf_status_name(s), mf_last_error());
+    return p;
+}
+
+/* add(a, b) through mf_call; fails the run unless it returns a + b. */
+static void call_add(mf_parent *p, uint64_t a, uint64_t b) {
+    uint8_t args[32];
+    size_t n = mp_pair(args, a, b);
+    mf_buffer out;
+    mf_status s = mf_call(p, "add", args, n, 0, &out);
+    if (s != MF_OK) fail("add(%llu, %llu): %s: %s", (unsigned long long)a, (unsigned long long)b, mf_status_name(s), mf_last_error());
+    long long v;
+    if (!mp_int(out.data, out.len, &v) || v != (long long)(a + b))
+        fail("add(%llu, %llu) returned a wrong result", (unsigned long long)a, (unsigned long long)b);
+    mf_buffer_free(out);
+}
+
+/* ---- cases --------------------------------------------------------------- */
+
+static void case_rss_idle(void) {
+    mf_parent *p = spawn(worker_path);
+    call_add(p, 1, 2);
+    sleep_ms(300);
+    long kib = rss_kib();
+    metric("rss_idle_mib", (double)kib / 1024.0, "MiB", "lower", "parent RSS, one idle worker");
+    mf_parent_close(p);
+}
+
+/* rss_inflight: completions of `hold [i]`, each must return i. */
+static atomic_long hold_done, hold_bad;
+
+static void on_hold(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
+    long long v;
+    (void)err;
+    if (s != MF_OK || !mp_int(result, len, &v) || v != (long long)(intptr_t)user) atomic_fetch_add(&hold_bad, 1);
+    atomic_fetch_add(&hold_done, 1);
+}
+
+static long long call_int(mf_parent *p, const char *fn) {
+    mf_buffer out;
+    long long v;
+    mf_status s = mf_call(p, fn, (const uint8_t *)"\x90", 1, 60000, &out);
+    if (s != MF_OK) fail("%s(): %s: %s", fn, mf_status_name(s), mf_last_error());
+    if (!mp_int(out.data, out.len, &v)) fail("%s() did not return an integer", fn);
+    mf_buffer_free(out);
+    return v;
+}
+
+static void case_rss_inflight(void) {
+    const long calls = 10000;
+    mf_parent *p = spawn(bench_worker_path);
+    if (call_int(p, "release") != 0) fail("release() with nothing held returned non-zero");
+    /* A small round first, so one-time allocations are not counted per call. */
+    for (long round = 0; round < 2; round++) {
+        long n = round == 0 ? 200 : calls;
+        atomic_store(&hold_done, 0);
+        long before = rss_kib();
+        for (long i = 0; i < n; i++) {
+            uint8_t args[8];
+            size_t len = 1;
+            args[0] = 0x91;
+            len += mp_uint(args + 1, (uint64_t)i);
+            mf_status s = mf_call_async(p, "hold", args, len, 60000, on_hold, (void *)(intptr_t)i);
+            if (s != MF_OK) fail("hold(%ld): %s: %s", i, mf_status_name(s), mf_last_error());
+        }
+        /* `held` is answered after the worker took every hold before it: all
+         * n calls are now sent and waiting in the parent. */
+        long long held = call_int(p, "held");
+        if (held != n) fail("worker holds %lld calls, expected %ld", held, n);
+        long peak = rss_kib();
+        if (round == 1) {
+            metric("rss_inflight_mib", (double)peak / 1024.0, "MiB", "lower", "parent RSS, 10000 calls in flight");
+            metric("rss_per_call_kib", (double)(peak - before) / (double)n, "KiB", "lower",
+                   "extra parent RSS per call in flight");
+            info_num("rss_inflight_calls", (double)n);
+        }
+        if (call_int(p, "release") != n) fail("release() did not release %ld calls", n);
+        double until = now_s() + 30;
+        while (atomic_load(&hold_done) < n && now_s() < until) sleep_ms(1);
+        if (atomic_load(&hold_done) != n) fail("only %ld of %ld held calls completed", atomic_load(&hold_done), n);
+        if (atomic_load(&hold_bad)) fail("%ld held calls failed or returned a wrong value", atomic_load(&hold_bad));
+    }
+    mf_parent_close(p);
+}
+
+static void case_spawn(void) {
+    size_t n = scaled(7, 3);
+    double *ms = calloc(n, sizeof *ms), close_ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        double t0 = now_s();
+        mf_parent *p = spawn(worker_path);
+        call_add(p, 1, 2);
+        double t1 = now_s();
+        mf_parent_close(p);
+        close_ms += (now_s() - t1) * 1e3;
+        ms[i] = (t1 - t0) * 1e3;
+    }
+    double best = ms[0];
+    for (size_t i = 1; i < n; i++) best = ms[i] < best ? ms[i] : best;
+    metric("spawn_first_ms", median(ms, n), "ms", "lower", "mf_spawn + first mf_call (median)");
+    info_num("spawn_first_min_ms", best);
+    info_num("close_avg_ms", close_ms / (double)n);
+    info_num("spawns", (double)n);
+    free(ms);
+}
+
+static void case_call_seq(void) {
+    size_t warmup = 300, n = scaled(5000, 10);
+    static const uint8_t args[] = {0x92, 0x01, 0x02};
+    double *lat = malloc(n * sizeof *lat);
+    mf_parent *p = spawn(worker_path);
+    double start = 0;
+    for (size_t i = 0; i < warmup + n; i++) {
+        if (i == warmup) start = now_s();
+        double t = now_s();
+        mf_buffer out;
+        mf_status s = mf_call(p, "add", args, sizeof args, 0, &out);
+        if (s != MF_OK) fail("add(1, 2) #%zu: %s: %s", i, mf_status_name(s), mf_last_error());
+        if (out.len != 1 || out.data[0] != 3) fail("add(1, 2) #%zu did not return 3", i);
+        mf_buffer_free(out);
+        if (i >= warmup) lat[i - warmup] = (now_s() - t) * 1e6;
+    }
+    double mean = (now_s() - start) * 1e6 / (double)n;
+    metric("call_seq_p50_us", median(lat, n), "us", "lower", "mf_call add [1,2] sequential (median)");
+    metric("call_seq_mean_us", mean, "us", "lower", "mf_call add [1,2] sequential (mean)");
+    info_num("call_seq_calls", (double)n);
+    free(lat);
+    mf_parent_close(p);
+}
+
+/* echo of a 100-byte string: the same round trip without the JSON handler. */
+static void case_echo_seq(void) {
+    size_t warmup = 300, n = scaled(4000, 10);
+    uint8_t args[128];
+    size_t len = 0;
+    args[len++] = 0x91;
+    args[len++] = 0xd9; /* str8 */
+    args[len++] = 100;
+    for (int i = 0; i < 100; i++) args[len++] = (uint8_t)('a' + i % 26);
+    double *lat = malloc(n * sizeof *lat);
+    mf_parent *p = spawn(worker_path);
+    double start = 0;
+    for (size_t i = 0; i < warmup + n; i++) {
+        if (i == warmup) start = now_s();
+        double t = now_s();
+        args[3] = (uint8_t)('a' + i % 26);
+        mf_buffer out;
+        mf_status s = mf_call(p, "echo", args, len, 0, &out);
+        if (s != MF_OK) fail("echo #%zu: %s: %s", i, mf_status_name(s), mf_last_error());
+        if (out.len != len - 1 || memcmp(out.data, args + 1, len - 1) != 0) fail("echo #%zu returned other bytes", i);
+        mf_buffer_free(out);
+        if (i >= warmup) lat[i - warmup] = (now_s() - t) * 1e6;
+    }
+    double mean = (now_s() - start) * 1e6 / (double)n;
+    metric("echo_seq_p50_us", median(lat, n), "us", "lower", "mf_call echo 100 B str sequential (median)");
+    metric("echo_seq_mean_us", mean, "us", "lower", "mf_call echo 100 B str sequential (mean)");
+    free(lat);
+    mf_parent_close(p);
+}
+
+struct thread_arg {
+    mf_parent *p;
+    uint64_t index;
+    size_t calls;
+    pthread_barrier_t *barrier;
+    double end;
+};
+
+static void *thread_main(void *v) {
+    struct thread_arg *a = v;
+    pthread_barrier_wait(a->barrier);
+    for (size_t k = 0; k < a->calls; k++) call_add(a->p, k, a->index);
+    a->end = now_s();
+    return NULL;
+}
+
+static void case_threads4(void) {
+    enum { THREADS = 4 };
+    size_t per = scaled(2500, 10);
+    mf_parent *p = spawn(worker_path);
+    for (int i = 0; i < 200; i++) call_add(p, (uint64_t)i, 1);
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, THREADS + 1);
+    pthread_t t[THREADS];
+    struct thread_arg a[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        a[i] = (struct thread_arg){p, (uint64_t)i * 1000000u, per, &barrier, 0};
+        if (pthread_create(&t[i], NULL, thread_main, &a[i])) fail("pthread_create");
+    }
+    pthread_barrier_wait(&barrier);
+    double start = now_s(), end = start;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        end = a[i].end > end ? a[i].end : end;
+    }
+    pthread_barrier_destroy(&barrier);
+    metric("threads4_calls_per_s", (double)(THREADS * per) / (end - start), "call/s", "higher",
+           "4 threads calling mf_call at once");
+    mf_parent_close(p);
+}
+
+/* async64: a producer thread keeps `window` calls in flight; each
+ * completion (on the library's I/O thread) checks its value and frees a slot. */
+static sem_t async_slots;
+static atomic_long async_done, async_bad;
+
+static void on_add(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
+    long long v;
+    (void)err;
+    if (s != MF_OK || !mp_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
+    atomic_fetch_add(&async_done, 1);
+    sem_post(&async_slots);
+}
+
+static double async_run(mf_parent *p, long n, int window) {
+    atomic_store(&async_done, 0);
+    sem_init(&async_slots, 0, (unsigned)window);
+    double start = now_s();
+    for (long i = 0; i < n; i++) {
+        while (sem_wait(&async_slots) != 0) {}
+        uint8_t args[16];
+        size_t len = mp_pair(args, (uint64_t)i, 1);
+        mf_status s = mf_call_async(p, "add", args, len, 0, on_add, (void *)(intptr_t)i);
+        if (s != MF_OK) fail("mf_call_async add(%ld, 1): %s: %s", i, mf_status_name(s), mf_last_error());
+    }
+    for (int i = 0; i < window; i++)
+        while (sem_wait(&async_slots) != 0) {}
+    double elapsed = now_s() - start;
+    sem_destroy(&async_slots);
+    if (atomic_load(&async_done) != n) fail("%ld of %ld async calls completed", atomic_load(&async_done), n);
+    if (atomic_load(&async_bad)) fail("%ld async calls failed or returned a wrong sum", atomic_load(&async_bad));
+    return (double)n / elapsed;
+}
+
+static void case_async64(void) {
+    long n = (long)scaled(80000, 100);
+    mf_parent *p = spawn(worker_path);
+    async_run(p, 2000, 64);
+    metric("async64_calls_per_s", async_run(p, n, 64), "call/s", "higher", "mf_call_async add, 64 in flight");
+    info_num("async64_calls", (double)n);
+    mf_parent_close(p);
+}
+
+/* async64_cb: the same window, but each completion starts the next call
+ * from the callback itself: no producer thread to wake, so this is the
+ * library's own pipelining ceiling. */
+static mf_parent *cb_parent;
+static long cb_total;
+static atomic_long cb_issued;
+static sem_t cb_finished;
+
+static void cb_start(long i);
+
+static void on_add_refill(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
+    long long v;
+    (void)err;
+    if (s != MF_OK || !mp_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
+    long next = atomic_fetch_add(&cb_issued, 1);
+    if (next < cb_total) cb_start(next);
+    if (atomic_fetch_add(&async_done, 1) + 1 == cb_total) sem_post(&cb_finished);
+}
+
+static void cb_start(long i) {
+    uint8_t args[16];
+    size_t len = mp_pair(args, (uint64_t)i, 1);
+    mf_status s = mf_call_async(cb_parent, "add", args, len, 0, on_add_refill, (void *)(intptr_t)i);
+    if (s != MF_OK) { /* counted as done and bad, so the run ends and fails */
+        atomic_fetch_add(&async_bad, 1);
+        if (atomic_fetch_add(&async_done, 1) + 1 == cb_total) sem_post(&cb_finished);
+    }
+}
+
+static double async_cb_run(mf_parent *p, long n, int window) {
+    cb_parent = p;
+    cb_total = n;
+    atomic_store(&async_done, 0);
+    atomic_store(&cb_issued, window < n ? window : n);
+    sem_init(&cb_finished, 0, 0);
+    double start = now_s();
+    for (long i = 0; i < window && i < n; i++) cb_start(i);
+    while (sem_wait(&cb_finished) != 0) {}
+    double elapsed = now_s() - start;
+    sem_destroy(&cb_finished);
+    if (atomic_load(&async_bad)) fail("%ld async calls failed or returned a wrong sum", atomic_load(&async_bad));
+    return (double)n / elapsed;
+}
+
+static void case_async64_cb(void) {
+    long n = (long)scaled(80000, 100);
+    mf_parent *p = spawn(worker_path);
+    async_cb_run(p, 2000, 64);
+    metric("async64_cb_calls_per_s", async_cb_run(p, n, 64), "call/s", "higher",
+           "mf_call_async add, 64 in flight, next call started from the callback");
+    mf_parent_close(p);
+}
+
+static void case_echo1mib(void) {
+    const size_t size = 1u << 20;
+    size_t warmup = 10, n = scaled(250, 5);
+    size_t len = 6 + size;
+    uint8_t *args = malloc(len);
+    if (!args) fail("out of memory");
+    args[0] = 0x91;
+    args[1] = 0xc6; /* bin32 */
+    for (int i = 0; i < 4; i++) args[2 + i] = (uint8_t)(size >> (24 - 8 * i));
+    uint8_t *data = args + 6;
+    for (size_t i = 0; i < size; i++) data[i] = (uint8_t)(i * 131 % 251);
+    mf_parent *p = spawn(worker_path);
+    double start = 0;
+    for (size_t i = 0; i < warmup + n; i++) {
+        if (i == warmup) start = now_s();
+        memcpy(data, &i, sizeof i);
+        mf_buffer out;
+        mf_status s = mf_call(p, "echo", args, len, 0, &out);
+        if (s != MF_OK) fail("echo 1 MiB #%zu: %s: %s", i, mf_status_name(s), mf_last_error());
+        if (out.len != len - 1 || memcmp(out.data, args + 1, 5 + sizeof i) != 0 ||
+            out.data[5 + size / 2] != data[size / 2] || out.data[5 + size - 1] != data[size - 1])
+            fail("echo 1 MiB #%zu returned %zu bytes or other content", i, out.len);
+        mf_buffer_free(out);
+    }
+    metric("echo_1mib_per_s", (double)n / (now_s() - start), "echo/s", "higher", "mf_call echo 1 MiB bin");
+    free(args);
+    mf_parent_close(p);
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+struct bench_case {
+    const char *name;
+    void (*run)(void);
+};
+
+static const struct bench_case cases[] = {
+    {"rss_idle", case_rss_idle},   {"rss_inflight", case_rss_inflight},
+    {"spawn", case_spawn},         {"call_seq", case_call_seq},
+    {"echo_seq", case_echo_seq},   {"threads4", case_threads4},
+    {"async64", case_async64},     {"async64_cb", case_async64_cb},
+    {"echo1mib", case_echo1mib},
+};
+#define NCASES (sizeof cases / sizeof cases[0])
+
+static void usage(int code) {
+    fprintf(code ? stderr : stdout,
+            "usage: bench_capi [--worker PATH] [--bench-worker PATH] [--cases LIST] [--scale F]\ncases:");
+    for (size_t i = 0; i < NCASES; i++) fprintf(code ? stderr : stdout, " %s", cases[i].name);
+    fputc('\n', code ? stderr : stdout);
+    exit(code);
+}
+
+/* Quiet log callback: worker output is not part of the measurement. */
+static void on_log(void *user, const char *json) {
+    (void)user;
+    if (strstr(json, "\"level\":\"error\"")) fprintf(stderr, "bench_capi: log: %s\n", json);
+}
+
+int main(int argc, char **argv) {
+    const char *selected = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage(0);
+        if (i + 1 >= argc) usage(2);
+        if (!strcmp(a, "--worker")) worker_path = argv[++i];
+        else if (!strcmp(a, "--bench-worker")) bench_worker_path = argv[++i];
+        else if (!strcmp(a, "--cases")) selected = argv[++i];
+        else if (!strcmp(a, "--scale")) scale = atof(argv[++i]);
+        else usage(2);
+    }
+    if (scale <= 0) usage(2);
+    if (selected) { /* reject unknown names before running anything */
+        char *copy = strdup(selected);
+        for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+            size_t k = 0;
+            while (k < NCASES && strcmp(cases[k].name, tok)) k++;
+            if (k == NCASES) {
+                fprintf(stderr, "bench_capi: unknown case %s\n", tok);
+                usage(2);
+            }
+        }
+        free(copy);
+    }
+    mf_set_log_callback(on_log, NULL);
+    for (size_t i = 0; i < NCASES; i++) {
+        if (selected) {
+            size_t len = strlen(cases[i].name);
+            const char *at = selected;
+            int found = 0;
+            while ((at = strstr(at, cases[i].name)) != NULL) {
+                if ((at == selected || at[-1] == ',') && (at[len] == ',' || at[len] == '\0')) found = 1;
+                at += len;
+            }
+            if (!found) continue;
+        }
+        fprintf(stderr, "bench_capi: %s ...\n", cases[i].name);
+        cases[i].run();
+    }
+    printf("{\"suite\": \"capi\", \"metrics\": {%s}, \"info\": {\"version\": \"%s\"%s%s}}\n", metrics, mf_version(),
+           info[0] ? ", " : "", info);
+    return 0;
+}

@@ -1,0 +1,115 @@
+/* A worker for the benchmarks that need calls to stay in flight.
+ *
+ *   hold(x)    keeps the call unanswered (the reply is stored)
+ *   held()     how many calls are held now
+ *   release()  answers every held call with its own argument x, returns how many
+ *   add(a, b)  a + b for small non-negative integers, msgpack in and out (no JSON)
+ *
+ * Calls are taken in order on one handler thread, so `held` and `release`
+ * see every `hold` the same parent sent before them. */
+#include <multifrost.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct held_call {
+    mf_reply *reply;
+    uint8_t value[16]; /* the msgpack argument to answer with */
+    size_t len;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct held_call *held;
+static size_t held_count, held_cap;
+
+/* Writes a non-negative integer as msgpack; returns its length. */
+static size_t mp_uint(uint8_t *p, unsigned long long v) {
+    if (v < 128) {
+        p[0] = (uint8_t)v;
+        return 1;
+    }
+    p[0] = 0xcf;
+    for (int i = 0; i < 8; i++) p[1 + i] = (uint8_t)(v >> (56 - 8 * i));
+    return 9;
+}
+
+static void hold(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    if (len < 2 || len > 17 || args[0] != 0x91) {
+        mf_reply_error(reply, "TypeError: hold takes one small argument");
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    if (held_count == held_cap) {
+        size_t cap = held_cap ? held_cap * 2 : 1024;
+        struct held_call *grown = realloc(held, cap * sizeof *held);
+        if (!grown) {
+            pthread_mutex_unlock(&lock);
+            mf_reply_error(reply, "MemoryError: cannot hold more calls");
+            return;
+        }
+        held = grown;
+        held_cap = cap;
+    }
+    struct held_call *h = &held[held_count++];
+    h->reply = reply;
+    h->len = len - 1;
+    memcpy(h->value, args + 1, len - 1);
+    pthread_mutex_unlock(&lock);
+}
+
+static void count(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    (void)args;
+    (void)len;
+    uint8_t out[9];
+    pthread_mutex_lock(&lock);
+    size_t n = held_count;
+    pthread_mutex_unlock(&lock);
+    mf_reply_ok(reply, out, mp_uint(out, n));
+}
+
+static void release(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    (void)args;
+    (void)len;
+    pthread_mutex_lock(&lock);
+    size_t n = held_count;
+    for (size_t i = 0; i < n; i++) {
+        if (mf_reply_ok(held[i].reply, held[i].value, held[i].len) != MF_OK)
+            mf_reply_error(held[i].reply, "ValueError: held argument is not one msgpack value");
+    }
+    held_count = 0;
+    pthread_mutex_unlock(&lock);
+    uint8_t out[9];
+    mf_reply_ok(reply, out, mp_uint(out, n));
+}
+
+static void add(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    /* [a, b] with both positive fixints */
+    if (len != 3 || args[0] != 0x92 || args[1] > 0x7f || args[2] > 0x7f) {
+        mf_reply_error(reply, "TypeError: add takes two integers below 128");
+        return;
+    }
+    uint8_t out[9];
+    mf_reply_ok(reply, out, mp_uint(out, (unsigned long long)args[1] + args[2]));
+}
+
+int main(int argc, char **argv) {
+    mf_worker *w = NULL;
+    if (mf_worker_new(argc > 1 && strcmp(argv[1], "--worker") ? argv[1] : NULL, &w) != MF_OK) {
+        fprintf(stderr, "bench_worker: %s\n", mf_last_error());
+        return 2;
+    }
+    mf_worker_register(w, "hold", hold, NULL);
+    mf_worker_register(w, "held", count, NULL);
+    mf_worker_register(w, "release", release, NULL);
+    mf_worker_register(w, "add", add, NULL);
+    mf_status s = mf_serve(w);
+    if (s != MF_OK) fprintf(stderr, "bench_worker: %s\n", mf_last_error());
+    mf_worker_free(w);
+    return s == MF_OK ? 0 : 2;
+}

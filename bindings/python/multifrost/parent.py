@@ -1,0 +1,901 @@
+"""The calling side: :class:`ParentWorker` spawns a worker or connects to one.
+
+Calls are started with ``mf_call_queued`` and their completions are taken in
+batches by one dispatcher thread per worker (``mf_queue_next``), which hands
+each result to the waiting asyncio future (through
+``loop.call_soon_threadsafe``) or to the waiting synchronous caller. No library
+thread ever calls into Python for a call, and awaiting a call never blocks the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from . import _ffi, _log, _values
+from ._ffi import Status
+from .errors import (
+    ClosedError,
+    InvalidArgumentError,
+    ProtocolError,
+    error_for,
+)
+
+__all__ = ["ParentWorker", "AsyncCallProxy", "SyncCallProxy", "SyncHandle"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# How many completions one mf_queue_next may hand over at once.
+_BATCH = 256
+
+
+def _ms(seconds: float, what: str, allow_zero: bool = False) -> int:
+    """Seconds as whole milliseconds for the C API (at least 1 for a positive value)."""
+    if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidArgumentError(f"{what} must be a number of seconds, got {seconds!r}")
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise InvalidArgumentError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {seconds!r}")
+    if math.isinf(seconds):
+        raise InvalidArgumentError(f"{what} must be finite, got {seconds!r}")
+    return max(1, int(round(seconds * 1000))) if seconds > 0 else 0
+
+
+def _count(value: int, what: str, minimum: int = 0) -> int:
+    """A whole number for a ``uint32_t`` option (ctypes would wrap a negative one silently)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 0xFFFFFFFF:
+        raise InvalidArgumentError(f"{what} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _call_timeout_ms(timeout: Optional[float]) -> int:
+    """A per-call timeout for ``mf_call_queued``: None → 0 (the parent's default), inf → -1 (none)."""
+    if timeout is None:
+        return 0
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isinf(timeout) and timeout > 0:
+        return -1
+    return _ms(timeout, "timeout")
+
+
+def _check(status: int) -> None:
+    if status != Status.OK:
+        raise error_for(status, _ffi.last_error())
+
+
+@dataclass
+class _Plan:
+    """What to start: a program to spawn or a target to connect to, plus options."""
+
+    program: Optional[str] = None
+    args: List[str] = field(default_factory=list)
+    target: Optional[str] = None
+    name: Optional[str] = None
+    namespace: Optional[str] = None
+    default_timeout: Optional[float] = None
+    heartbeat: Optional[Tuple[float, float, int]] = None
+    breaker: Optional[Tuple[int, float]] = None
+    breaker_counts_remote_errors: bool = False
+    auto_restart: int = 0
+    start_timeout: Optional[float] = None
+    connect_timeout: Optional[float] = None
+    shutdown_grace: Optional[float] = None
+
+    def options(self, namespace: Optional[str] = None) -> int:
+        """A new ``mf_options`` for this plan; the caller frees it."""
+        lib = _ffi.load()
+        o = int(lib.mf_options_new())
+        try:
+            if self.name:
+                _check(lib.mf_options_set_name(o, _ffi.encode(self.name)))
+            ns = namespace or self.namespace
+            if ns:
+                _check(lib.mf_options_set_namespace(o, _ffi.encode(ns)))
+            if self.default_timeout is not None:
+                _check(lib.mf_options_set_default_timeout(o, _ms(self.default_timeout, "default_timeout")))
+            if self.heartbeat is not None:
+                interval, timeout, misses = self.heartbeat
+                _check(
+                    lib.mf_options_set_heartbeat(
+                        o,
+                        _ms(interval, "heartbeat_interval", allow_zero=True),
+                        _ms(timeout, "heartbeat_timeout", allow_zero=True),
+                        _count(misses, "heartbeat_max_misses"),
+                    )
+                )
+            if self.breaker is not None:
+                threshold, cooldown = self.breaker
+                _check(
+                    lib.mf_options_set_breaker(
+                        o, _count(threshold, "breaker_threshold", 1), _ms(cooldown, "breaker_cooldown", allow_zero=True)
+                    )
+                )
+            if self.breaker_counts_remote_errors:
+                _check(lib.mf_options_set_breaker_counts_remote_errors(o, True))
+            if self.auto_restart:
+                _check(lib.mf_options_set_auto_restart(o, _count(self.auto_restart, "max_restart_attempts")))
+            if self.start_timeout is not None:
+                _check(lib.mf_options_set_start_timeout(o, _ms(self.start_timeout, "start_timeout")))
+            if self.connect_timeout is not None:
+                _check(lib.mf_options_set_connect_timeout(o, _ms(self.connect_timeout, "timeout")))
+            if self.shutdown_grace is not None:
+                _check(
+                    lib.mf_options_set_shutdown_grace(o, _ms(self.shutdown_grace, "shutdown_grace", allow_zero=True))
+                )
+        except BaseException:
+            lib.mf_options_free(o)
+            raise
+        return o
+
+
+# A waiter is (loop, asyncio.Future) for async callers, (None, concurrent Future) for sync ones.
+_Waiter = Tuple[Optional[asyncio.AbstractEventLoop], Any]
+
+
+def _settle_async(items: List[Tuple["asyncio.Future[Any]", bool, Any]]) -> None:
+    """Runs on the caller's event loop: resolves a batch of futures."""
+    for fut, ok, value in items:
+        if fut.done():  # cancelled by the caller meanwhile
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class _Connection:
+    """The C handles of one ParentWorker and its completion machinery.
+
+    Holds no reference to the ParentWorker, so a forgotten worker can be
+    collected (its finalizer closes this) while the dispatcher thread runs.
+    """
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.lock = threading.Lock()  # guards handles against close while a call starts
+        self.start_lock = threading.Lock()  # one start (or namespace connect) at a time
+        self.handle: Optional[int] = None
+        self.extra: Dict[str, int] = {}  # namespace -> extra parent handle (connect mode)
+        self.queue: Optional[int] = None
+        self.thread: Optional[threading.Thread] = None
+        self.pending: Dict[int, _Waiter] = {}
+        self.tokens = itertools.count(1)
+        self.closed = False
+
+    # -- life cycle -------------------------------------------------------
+
+    def _open_handle(self, namespace: Optional[str] = None) -> int:
+        lib = _ffi.load()
+        _log.install()
+        opts = self.plan.options(namespace)
+        out = _ffi.mf_parent_p()
+        try:
+            if self.plan.program is not None:
+                argv = (ctypes.c_char_p * (len(self.plan.args) + 1))()
+                for i, a in enumerate(self.plan.args):
+                    argv[i] = _ffi.encode(a)
+                argv[len(self.plan.args)] = None
+                status = lib.mf_spawn(_ffi.encode(self.plan.program), argv, opts, ctypes.byref(out))
+            else:
+                assert self.plan.target is not None
+                status = lib.mf_connect(_ffi.encode(self.plan.target), opts, ctypes.byref(out))
+            _check(status)  # mf_last_error is read on this same thread
+        finally:
+            lib.mf_options_free(opts)
+        assert out.value
+        return out.value
+
+    def open(self) -> None:
+        """Spawns or connects (blocking); a no-op when already started."""
+        with self.start_lock:
+            with self.lock:
+                if self.closed:
+                    raise ClosedError("this worker was closed; create a new ParentWorker")
+                if self.handle is not None:
+                    return
+            handle = self._open_handle()
+            lib = _ffi.load()
+            with self.lock:
+                if self.closed:  # closed while we were starting
+                    lib.mf_parent_close(handle)
+                    raise ClosedError("this worker was closed while it was starting")
+                self.handle = handle
+                self.queue = lib.mf_queue_new()
+                self.thread = threading.Thread(
+                    target=self._dispatch,
+                    args=(self.queue,),
+                    name=f"multifrost-completions[{self.plan.name or self.plan.target}]",
+                    daemon=True,
+                )
+                self.thread.start()
+
+    def has_namespace(self, namespace: Optional[str]) -> bool:
+        return namespace is None or namespace == (self.plan.namespace or "default") or namespace in self.extra
+
+    def ensure_namespace(self, namespace: str) -> None:
+        """Opens a second connection for calls in ``namespace`` (connect mode only; blocking)."""
+        if self.has_namespace(namespace):
+            return
+        if self.plan.target is None:
+            raise InvalidArgumentError(
+                f"namespace {namespace!r} differs from this spawned worker's namespace "
+                f"{self.plan.namespace or 'default'!r}: the C API sets the namespace per parent "
+                "(mf_options_set_namespace) and a spawned worker can be reached only by the parent "
+                "that spawned it; pass namespace= to ParentWorker.spawn() instead"
+            )
+        with self.start_lock:
+            with self.lock:
+                if self.closed or self.handle is None:
+                    raise ClosedError("the worker is not started (or was closed)")
+                if namespace in self.extra:
+                    return
+            handle = self._open_handle(namespace)
+            with self.lock:
+                if self.closed:
+                    _ffi.load().mf_parent_close(handle)
+                    raise ClosedError("the worker was closed")
+                self.extra[namespace] = handle
+
+    def close(self) -> None:
+        """Closes every handle, fails calls in flight with ClosedError; idempotent."""
+        lib = _ffi._lib
+        with self.lock:
+            was_closed = self.closed
+            self.closed = True
+            handles = ([self.handle] if self.handle is not None else []) + list(self.extra.values())
+            self.handle = None
+            self.extra = {}
+            queue, thread = self.queue, self.thread
+        if was_closed and not handles:
+            return
+        if lib is not None:
+            for h in handles:
+                lib.mf_parent_close(h)  # in-flight calls complete with MF_ERR_CLOSED
+            if queue is not None:
+                lib.mf_queue_close(queue)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        # Completions that never came (there should be none) must not leave awaiters hanging.
+        leftovers = list(self.pending.items())
+        for token, waiter in leftovers:
+            if self.pending.pop(token, None) is not None:
+                self._deliver([(waiter, False, ClosedError("the worker was closed"))])
+        if lib is not None and queue is not None and (thread is None or not thread.is_alive()):
+            lib.mf_queue_free(queue)
+            self.queue = None
+
+    # -- calls ----------------------------------------------------------
+
+    def begin(self, function: str, args: bytes, timeout_ms: int, namespace: Optional[str], waiter: _Waiter) -> None:
+        """Starts one call whose completion goes to ``waiter``.
+
+        Raises:
+            ClosedError: Not started, or closed.
+            MultifrostError: The call could not be started.
+        """
+        fn = _ffi.encode(function)
+        token = next(self.tokens)
+        self.pending[token] = waiter
+        lib = _ffi.load()
+        with self.lock:
+            if namespace is None or namespace == (self.plan.namespace or "default"):
+                handle = self.handle
+            else:
+                handle = self.extra.get(namespace)
+            if handle is None:
+                self.pending.pop(token, None)
+                if self.closed:
+                    raise ClosedError("the worker was closed")
+                raise ClosedError(
+                    "the worker is not started: use `async with`, `await worker.start()` or `worker.sync.start()`"
+                )
+            status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, self.queue, token)
+            if status != Status.OK:
+                self.pending.pop(token, None)
+                raise error_for(status, _ffi.last_error())
+
+    def _dispatch(self, queue: int) -> None:
+        """The completion thread: takes batches from the queue until it is closed."""
+        lib = _ffi.load()
+        events = (_ffi.mf_event * _BATCH)()
+        n = ctypes.c_size_t(0)
+        while True:
+            status = lib.mf_queue_next(queue, -1, events, _BATCH, ctypes.byref(n))
+            if status == Status.ERR_CLOSED:
+                return
+            if status != Status.OK:
+                continue
+            batch: List[Tuple[_Waiter, bool, Any]] = []
+            for i in range(n.value):
+                ev = events[i]
+                waiter = self.pending.pop(ev.token, None)
+                if waiter is None:
+                    continue
+                if ev.status == Status.OK:
+                    data = ctypes.string_at(ev.result, ev.result_len) if ev.result_len else b""
+                    try:
+                        batch.append((waiter, True, _values.unpack(data)))
+                    except Exception as e:  # undecodable result
+                        batch.append((waiter, False, ProtocolError(f"cannot decode the result: {e}")))
+                else:
+                    msg = ev.error_message.decode("utf-8", "replace") if ev.error_message else ""
+                    batch.append((waiter, False, error_for(ev.status, msg)))
+            self._deliver(batch)
+
+    @staticmethod
+    def _deliver(batch: List[Tuple[_Waiter, bool, Any]]) -> None:
+        by_loop: Dict[asyncio.AbstractEventLoop, List[Tuple["asyncio.Future[Any]", bool, Any]]] = {}
+        for (loop, fut), ok, value in batch:
+            if loop is None:
+                try:
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+                except concurrent.futures.InvalidStateError:
+                    pass
+            else:
+                by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_async, items)
+            except RuntimeError:  # the loop was closed: nobody is waiting any more
+                pass
+
+    def stats(self) -> Optional[Dict[str, Any]]:
+        with self.lock:
+            if self.handle is None:
+                return None
+            ptr = _ffi.load().mf_parent_stats_json(self.handle)
+        text = _ffi.take_string(ptr)
+        return json.loads(text) if text else None
+
+
+class _RemoteFunction:
+    """``proxy.name``: calling it calls the remote function ``name``."""
+
+    __slots__ = ("_call", "_name")
+
+    def __init__(self, call: Callable[..., Any], name: str) -> None:
+        self._call = call
+        self._name = name
+
+    def __call__(self, *args: Any) -> Any:
+        return self._call(self._name, *args)
+
+    def __repr__(self) -> str:
+        return f"<remote function {self._name!r}>"
+
+
+class _CallProxyBase:
+    __slots__ = ("_worker", "_timeout", "_namespace")
+
+    def __init__(
+        self, worker: "ParentWorker", timeout: Optional[float] = None, namespace: Optional[str] = None
+    ) -> None:
+        self._worker = worker
+        self._timeout = timeout
+        self._namespace = namespace
+
+    def __getattr__(self, name: str) -> _RemoteFunction:
+        # Dunder lookups (copy, pickle, inspect, await) are not remote functions.
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _RemoteFunction(self._invoke, name)
+
+    def _invoke(self, name: str, *args: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} timeout={self._timeout} namespace={self._namespace}>"
+
+
+class AsyncCallProxy(_CallProxyBase):
+    """``worker.acall``: ``await worker.acall.name(*args)`` calls ``name`` in the worker.
+
+    Attribute access gives a remote function; calling it returns a coroutine.
+    Names starting with ``_`` are sent too and refused by the worker
+    (``RemoteCallError: Cannot call private method ...``).
+    """
+
+    __slots__ = ()
+
+    def with_options(self, *, timeout: Optional[float] = None, namespace: Optional[str] = None) -> "AsyncCallProxy":
+        """A proxy whose calls use these options.
+
+        Args:
+            timeout: Seconds for each call (None: the worker's default; ``math.inf``: no limit).
+            namespace: The namespace the calls are sent in. A namespace other
+                than the worker's own needs a connect-mode worker (a second
+                connection is opened for it on first use).
+
+        Returns:
+            A new proxy; this one is unchanged.
+        """
+        return AsyncCallProxy(
+            self._worker,
+            timeout if timeout is not None else self._timeout,
+            namespace if namespace is not None else self._namespace,
+        )
+
+    def _invoke(self, name: str, *args: Any) -> Awaitable[Any]:
+        return self._worker.call_function(name, *args, timeout=self._timeout, namespace=self._namespace)
+
+
+class SyncCallProxy(_CallProxyBase):
+    """``worker.sync.call``: ``worker.sync.call.name(*args)`` calls ``name`` and blocks."""
+
+    __slots__ = ()
+
+    def with_options(self, *, timeout: Optional[float] = None, namespace: Optional[str] = None) -> "SyncCallProxy":
+        """A proxy whose calls use these options (see :meth:`AsyncCallProxy.with_options`)."""
+        return SyncCallProxy(
+            self._worker,
+            timeout if timeout is not None else self._timeout,
+            namespace if namespace is not None else self._namespace,
+        )
+
+    def _invoke(self, name: str, *args: Any) -> Any:
+        return self._worker.sync.call_function(name, *args, timeout=self._timeout, namespace=self._namespace)
+
+
+class SyncHandle:
+    """``worker.sync``: the blocking face of a :class:`ParentWorker`.
+
+    Safe to use from any thread, any number at once.
+    """
+
+    __slots__ = ("_worker",)
+
+    def __init__(self, worker: "ParentWorker") -> None:
+        self._worker = worker
+
+    def start(self) -> "ParentWorker":
+        """Spawns or connects, returning once the worker has answered (a no-op if started).
+
+        Returns:
+            The worker, for chaining.
+
+        Raises:
+            WorkerExitedError: The worker exited before answering (exit status
+                and last stderr lines in the message).
+            CallTimeoutError: No answer within the start-up / connect timeout.
+            ServiceNotFoundError: Connect mode: no live service with that id.
+            MultifrostIOError: The program could not be started.
+            ClosedError: The worker was already closed.
+        """
+        self._worker._conn.open()
+        return self._worker
+
+    def close(self) -> None:
+        """Stops the worker (see :meth:`ParentWorker.close`); blocking, idempotent."""
+        self._worker._close_now()
+
+    @property
+    def call(self) -> SyncCallProxy:
+        """The blocking call proxy: ``worker.sync.call.add(1, 2)``."""
+        return SyncCallProxy(self._worker)
+
+    def call_function(
+        self, function: str, *args: Any, timeout: Optional[float] = None, namespace: Optional[str] = None
+    ) -> Any:
+        """Calls ``function(*args)`` in the worker and blocks until the result.
+
+        Args:
+            function: The remote function's name.
+            *args: Positional arguments (msgpack-encodable values).
+            timeout: Seconds (None: the worker's default; ``math.inf``: no limit).
+            namespace: See :meth:`AsyncCallProxy.with_options`.
+
+        Returns:
+            The decoded result.
+
+        Raises:
+            RemoteCallError: The function raised; the message is the worker's text.
+            CallTimeoutError: No result in time (a ``TimeoutError``).
+            CircuitOpenError: The breaker is open; the call was not sent.
+            WorkerExitedError: The worker exited during the call.
+            ClosedError: The worker is not started or was closed.
+            TypeError: An argument has no msgpack form.
+        """
+        conn = self._worker._conn
+        payload = _values.pack_args(args)
+        timeout_ms = _call_timeout_ms(timeout)
+        if namespace is not None:
+            conn.ensure_namespace(namespace)
+        fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        conn.begin(function, payload, timeout_ms, namespace, (None, fut))
+        return fut.result()
+
+
+class ParentWorker:
+    """A worker process (spawned) or service (connected) whose functions you call.
+
+    Create one with :meth:`spawn` or :meth:`connect`; start it with
+    ``async with``, ``await worker.start()`` or ``worker.sync.start()``; call
+    with ``await worker.acall.name(...)`` or ``worker.sync.call.name(...)``;
+    end it with ``close()``. Thread-safe: any thread may call at once.
+
+    A spawned worker is stopped (``shutdown``, then SIGTERM, then SIGKILL after
+    the grace period) and reaped by ``close()``, and also when the object is
+    collected or the interpreter exits.
+    """
+
+    def __init__(self, plan: _Plan) -> None:
+        """Use :meth:`spawn` or :meth:`connect` instead."""
+        self._plan = plan
+        self._conn = _Connection(plan)
+        self._finalizer = weakref.finalize(self, _close_forgotten, self._conn)
+        self._sync = SyncHandle(self)
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def spawn(
+        cls,
+        script_path: PathLike,
+        executable: str = sys.executable,
+        auto_restart: bool = False,
+        max_restart_attempts: int = 5,
+        default_timeout: Optional[float] = None,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 3.0,
+        heartbeat_max_misses: int = 3,
+        *,
+        args: Sequence[str] = (),
+        namespace: Optional[str] = None,
+        name: Optional[str] = None,
+        breaker_threshold: Optional[int] = None,
+        breaker_cooldown: Optional[float] = None,
+        breaker_counts_remote_errors: bool = False,
+        start_timeout: Optional[float] = None,
+        shutdown_grace: Optional[float] = None,
+    ) -> "ParentWorker":
+        """A worker to be started from ``script_path`` (not started yet).
+
+        A compiled program (an executable file that is not a ``.py``) is run
+        directly; anything else is a script, run as
+        ``executable script_path --worker``.
+
+        Args:
+            script_path: The worker script or program.
+            executable: The interpreter for scripts (default: this Python).
+            auto_restart: Restart the worker when it exits.
+            max_restart_attempts: How many restarts at most (with back-off).
+            default_timeout: Seconds for calls that give no timeout (None: the
+                library's default, 30 s).
+            heartbeat_interval: Seconds between heartbeats (0: off).
+            heartbeat_timeout: Seconds to wait for each heartbeat's echo.
+            heartbeat_max_misses: Misses in a row that mark the worker unhealthy
+                and count as one breaker failure.
+            args: Extra arguments for the program (after ``--worker`` for a script).
+            namespace: The namespace calls are sent in (default ``"default"``).
+            name: The worker's name in logs (default: the file name).
+            breaker_threshold: Consecutive failures that open the breaker (default 5).
+            breaker_cooldown: Seconds before a half-open probe (default 5).
+            breaker_counts_remote_errors: Count the function's own errors as failures.
+            start_timeout: Seconds to wait for the worker's first answer (default 10).
+            shutdown_grace: Seconds between SIGTERM and SIGKILL on close (default 2).
+
+        Returns:
+            The (not yet started) worker.
+        """
+        path = os.fspath(script_path)
+        if _is_program(path):
+            program = path if os.sep in path or not os.path.isfile(path) else os.path.join(os.curdir, path)
+            argv = [str(a) for a in args]
+        else:
+            program = executable
+            argv = [path, "--worker", *[str(a) for a in args]]
+        plan = _Plan(
+            program=program,
+            args=argv,
+            name=name or os.path.basename(path),
+            namespace=namespace,
+            default_timeout=default_timeout,
+            heartbeat=(heartbeat_interval, heartbeat_timeout, heartbeat_max_misses),
+            breaker=_breaker(breaker_threshold, breaker_cooldown),
+            breaker_counts_remote_errors=breaker_counts_remote_errors,
+            auto_restart=max_restart_attempts if auto_restart else 0,
+            start_timeout=start_timeout,
+            shutdown_grace=shutdown_grace,
+        )
+        return cls(plan)
+
+    @classmethod
+    def _connect_plan(
+        cls,
+        service_id: str,
+        timeout: Optional[float],
+        default_timeout: Optional[float],
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        heartbeat_max_misses: int,
+        namespace: Optional[str],
+        breaker_threshold: Optional[int],
+        breaker_cooldown: Optional[float],
+        breaker_counts_remote_errors: bool,
+    ) -> _Plan:
+        return _Plan(
+            target=service_id,
+            namespace=namespace,
+            default_timeout=default_timeout,
+            heartbeat=(heartbeat_interval, heartbeat_timeout, heartbeat_max_misses),
+            breaker=_breaker(breaker_threshold, breaker_cooldown),
+            breaker_counts_remote_errors=breaker_counts_remote_errors,
+            connect_timeout=timeout,
+        )
+
+    @classmethod
+    async def connect(
+        cls,
+        service_id: str,
+        timeout: float = 5.0,
+        *,
+        default_timeout: Optional[float] = None,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 3.0,
+        heartbeat_max_misses: int = 3,
+        namespace: Optional[str] = None,
+        breaker_threshold: Optional[int] = None,
+        breaker_cooldown: Optional[float] = None,
+        breaker_counts_remote_errors: bool = False,
+    ) -> "ParentWorker":
+        """Connects to a running worker, by service id or ``tcp://host:port``.
+
+        The service is looked up in ``$HOME/.multifrost/services.json`` until
+        ``timeout``; the returned worker is already started (``async with``
+        on it just closes it at the end).
+
+        Args:
+            service_id: The service id, or an endpoint ``tcp://host:port``.
+            timeout: Seconds to wait for the service and its first answer.
+            default_timeout: As for :meth:`spawn`.
+            heartbeat_interval: As for :meth:`spawn`.
+            heartbeat_timeout: As for :meth:`spawn`.
+            heartbeat_max_misses: As for :meth:`spawn`.
+            namespace: As for :meth:`spawn`.
+            breaker_threshold: As for :meth:`spawn`.
+            breaker_cooldown: As for :meth:`spawn`.
+            breaker_counts_remote_errors: As for :meth:`spawn`.
+
+        Returns:
+            The connected worker.
+
+        Raises:
+            ServiceNotFoundError: No live entry for the id within the timeout.
+            CallTimeoutError: The service did not answer in time.
+        """
+        worker = cls(
+            cls._connect_plan(
+                service_id,
+                timeout,
+                default_timeout,
+                heartbeat_interval,
+                heartbeat_timeout,
+                heartbeat_max_misses,
+                namespace,
+                breaker_threshold,
+                breaker_cooldown,
+                breaker_counts_remote_errors,
+            )
+        )
+        await worker.start()
+        return worker
+
+    @classmethod
+    def connect_sync(
+        cls,
+        service_id: str,
+        timeout: float = 5.0,
+        *,
+        default_timeout: Optional[float] = None,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 3.0,
+        heartbeat_max_misses: int = 3,
+        namespace: Optional[str] = None,
+        breaker_threshold: Optional[int] = None,
+        breaker_cooldown: Optional[float] = None,
+        breaker_counts_remote_errors: bool = False,
+    ) -> "ParentWorker":
+        """:meth:`connect` for code without an event loop (blocks; arguments alike)."""
+        worker = cls(
+            cls._connect_plan(
+                service_id,
+                timeout,
+                default_timeout,
+                heartbeat_interval,
+                heartbeat_timeout,
+                heartbeat_max_misses,
+                namespace,
+                breaker_threshold,
+                breaker_cooldown,
+                breaker_counts_remote_errors,
+            )
+        )
+        worker.sync.start()
+        return worker
+
+    # -- life cycle -------------------------------------------------------
+
+    async def start(self) -> "ParentWorker":
+        """Spawns or connects without blocking the event loop (a no-op if started).
+
+        Returns:
+            The worker, for chaining.
+
+        Raises:
+            See :meth:`SyncHandle.start`.
+        """
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._conn.open)
+        return self
+
+    async def close(self) -> None:
+        """Stops the worker without blocking the event loop; idempotent.
+
+        Calls in flight end with :class:`ClosedError`; a spawned worker is sent
+        ``shutdown`` and SIGTERM, killed after the grace period, and reaped.
+        """
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._close_now)
+
+    def _close_now(self) -> None:
+        self._finalizer.detach()
+        self._conn.close()
+
+    async def __aenter__(self) -> "ParentWorker":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __enter__(self) -> "ParentWorker":
+        return self.sync.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._close_now()
+
+    # -- calls ------------------------------------------------------------
+
+    @property
+    def acall(self) -> AsyncCallProxy:
+        """The async call proxy: ``await worker.acall.add(1, 2)``."""
+        return AsyncCallProxy(self)
+
+    @property
+    def sync(self) -> SyncHandle:
+        """The blocking face: ``worker.sync.start()``, ``worker.sync.call.add(1, 2)``, ``worker.sync.close()``."""
+        return self._sync
+
+    async def call_function(
+        self, function: str, *args: Any, timeout: Optional[float] = None, namespace: Optional[str] = None
+    ) -> Any:
+        """Calls ``function(*args)`` in the worker; awaiting never blocks the loop.
+
+        Args:
+            function: The remote function's name.
+            *args: Positional arguments (msgpack-encodable values).
+            timeout: Seconds (None: the worker's default; ``math.inf``: no limit).
+            namespace: See :meth:`AsyncCallProxy.with_options`.
+
+        Returns:
+            The decoded result.
+
+        Raises:
+            RemoteCallError: The function raised; the message is the worker's text.
+            CallTimeoutError: No result in time (a ``TimeoutError``).
+            CircuitOpenError: The breaker is open; the call was not sent.
+            WorkerExitedError: The worker exited during the call.
+            ClosedError: The worker is not started or was closed.
+            TypeError: An argument has no msgpack form.
+        """
+        payload = _values.pack_args(args)
+        timeout_ms = _call_timeout_ms(timeout)
+        loop = asyncio.get_running_loop()
+        if not self._conn.has_namespace(namespace):
+            assert namespace is not None
+            await loop.run_in_executor(None, self._conn.ensure_namespace, namespace)
+        fut = loop.create_future()
+        self._conn.begin(function, payload, timeout_ms, namespace, (loop, fut))
+        return await fut
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def metrics(self) -> Dict[str, Any]:
+        """A snapshot of the library's metrics (``mf_parent_stats_json``), or ``{}`` before start.
+
+        Keys include ``requests_total``, ``requests_success``, ``requests_failed``,
+        ``remote_errors``, ``timeouts``, ``in_flight``, ``latency_p50_ms`` /
+        ``_p95_ms`` / ``_p99_ms``, ``heartbeat_rtt_last_ms``, ``healthy``,
+        ``circuit_state``, ``circuit_trips``, ``restarts`` and ``worker_pid``.
+        """
+        return self._conn.stats() or {}
+
+    @property
+    def is_healthy(self) -> bool:
+        """True while started, answering heartbeats and not known to have exited."""
+        return bool(self.metrics.get("healthy", False))
+
+    @property
+    def circuit_state(self) -> Optional[str]:
+        """``"closed"``, ``"open"`` or ``"half_open"`` (None before start)."""
+        return self.metrics.get("circuit_state")
+
+    @property
+    def circuit_open(self) -> bool:
+        """True while the breaker refuses calls (open, or half-open waiting for its probe)."""
+        state = self.circuit_state
+        return state is not None and state != "closed"
+
+    @property
+    def last_heartbeat_rtt_ms(self) -> Optional[float]:
+        """The last heartbeat round trip in milliseconds (None before the first)."""
+        value = self.metrics.get("heartbeat_rtt_last_ms")
+        return float(value) if value else None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The spawned worker's process id (None in connect mode or before start)."""
+        return self.metrics.get("worker_pid") or None
+
+    @property
+    def name(self) -> str:
+        """The worker's name in logs (spawn mode) or its service id / endpoint (connect mode)."""
+        return self._plan.name or self._plan.target or ""
+
+    @property
+    def is_started(self) -> bool:
+        """True between a successful start and close."""
+        return self._conn.handle is not None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn.closed else "started" if self.is_started else "new"
+        return f"<ParentWorker {self.name!r} {state}>"
+
+
+def _close_forgotten(conn: _Connection) -> None:
+    """Closes the handles of a ParentWorker that was collected (or alive at exit) unclosed."""
+    if isinstance(threading.current_thread(), threading._DummyThread):
+        # Collected inside a library callback (a foreign thread): closing from
+        # there is forbidden by the C API, so do it on a thread of our own.
+        threading.Thread(target=conn.close, name="multifrost-close", daemon=True).start()
+    else:
+        conn.close()
+
+
+def _breaker(threshold: Optional[int], cooldown: Optional[float]) -> Optional[Tuple[int, float]]:
+    if threshold is None and cooldown is None:
+        return None
+    return (5 if threshold is None else threshold, 5.0 if cooldown is None else cooldown)
+
+
+def _is_program(path: str) -> bool:
+    """True for a compiled program to run directly; False for a script to run with an interpreter."""
+    if path.endswith(".py"):
+        return False
+    if os.path.isfile(path):
+        return os.access(path, os.X_OK)
+    # Not a file here: a program name found in PATH, else a script the interpreter will report.
+    return os.sep not in path and shutil.which(path) is not None

@@ -1,0 +1,79 @@
+"""The worker the tests spawn: sync and async methods, errors, output, a private method."""
+
+import asyncio
+import os
+import sys
+import threading
+import time
+
+from multifrost import ChildWorker
+
+
+class SampleWorker(ChildWorker):
+    def add(self, a, b):
+        return a + b
+
+    def echo(self, value):
+        return value
+
+    async def slow(self, ms):
+        await asyncio.sleep(ms / 1000)
+        return ms
+
+    def sleep_sync(self, ms):
+        time.sleep(ms / 1000)
+        return ms
+
+    def fail(self, text):
+        raise ValueError(text)
+
+    async def afail(self, text):
+        await asyncio.sleep(0)
+        raise KeyError(text)
+
+    def shout(self, *lines):
+        for line in lines:
+            print(line)
+        return len(lines)
+
+    def complain(self, line):
+        print(line, file=sys.stderr)
+        return True
+
+    def pid(self):
+        return os.getpid()
+
+    def crash(self):
+        os._exit(3)
+
+    def abort(self):
+        os.abort()
+
+    def unsendable(self):
+        return object()
+
+    def where(self):
+        return threading.current_thread().name
+
+    async def awhere(self):
+        return threading.current_thread().name
+
+    def _private(self):
+        return "secret"
+
+
+def main() -> None:
+    """`sample_worker.py [--worker] [--namespace NS] [SERVICE_ID]`."""
+    args = [a for a in sys.argv[1:] if a != "--worker"]
+    namespace = None
+    if "--namespace" in args:
+        i = args.index("--namespace")
+        namespace = args[i + 1]
+        del args[i : i + 2]
+    SampleWorker(service_id=args[0] if args else None, namespace=namespace).run()
+    # Reached only if run() returned normally (shutdown, SIGINT, SIGTERM).
+    print("run() returned", flush=True)
+
+
+if __name__ == "__main__":
+    main()

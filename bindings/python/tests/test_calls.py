@@ -1,0 +1,340 @@
+"""Calls against the test worker: values, errors, sync and async methods, options, state."""
+
+import asyncio
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import multifrost
+from multifrost import (
+    CallTimeoutError,
+    ClosedError,
+    InvalidArgumentError,
+    MultifrostError,
+    ParentWorker,
+    RemoteCallError,
+    Status,
+)
+
+
+@pytest.fixture(scope="module")
+def shared_worker():
+    """One spawned test worker for the read-only tests of this module (sync API)."""
+    from conftest import SAMPLE_WORKER
+
+    with ParentWorker.spawn(SAMPLE_WORKER) as worker:
+        yield worker
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        0,
+        -1,
+        2**63 - 1,
+        -(2**63),
+        2**64 - 1,
+        1.5,
+        "héllo ✓",
+        "",
+        b"\x00\xffbytes",
+        [1, [2, [3]]],
+        {"a": 1, "nested": {"list": [1, 2.5, None]}},
+        {1: "int key"},
+    ],
+)
+def test_values_round_trip(shared_worker, value):
+    assert shared_worker.sync.call.echo(value) == value
+
+
+def test_tuples_become_lists(shared_worker):
+    assert shared_worker.sync.call.echo((1, 2)) == [1, 2]
+
+
+def test_unencodable_argument_raises_locally(shared_worker):
+    with pytest.raises(TypeError):
+        shared_worker.sync.call.echo(object())
+    with pytest.raises(OverflowError):
+        shared_worker.sync.call.echo(2**64)
+
+
+def test_sync_method(shared_worker):
+    assert shared_worker.sync.call.add(1, 2) == 3
+    assert shared_worker.sync.call.add("a", "b") == "ab"
+
+
+def test_async_method(shared_worker):
+    assert shared_worker.sync.call.slow(20) == 20
+
+
+def test_exception_text(shared_worker):
+    with pytest.raises(RemoteCallError) as info:
+        shared_worker.sync.call.fail("bad input")
+    assert str(info.value) == "ValueError: bad input"
+    assert info.value.status == Status.ERR_REMOTE
+    assert isinstance(info.value, MultifrostError)
+
+
+def test_async_method_exception_text(shared_worker):
+    with pytest.raises(RemoteCallError, match=r"^KeyError: 'missing'$"):
+        shared_worker.sync.call.afail("missing")
+
+
+def test_wrong_argument_count_is_type_error_text(shared_worker):
+    with pytest.raises(RemoteCallError) as info:
+        shared_worker.sync.call.add(1)
+    assert str(info.value).startswith("TypeError: ")
+    assert "missing 1 required positional argument" in str(info.value)
+    with pytest.raises(RemoteCallError, match=r"^TypeError: .*takes 3 positional arguments but 4 were given"):
+        shared_worker.sync.call.add(1, 2, 3)
+
+
+def test_wrong_argument_type_is_type_error_text(shared_worker):
+    with pytest.raises(RemoteCallError, match=r"^TypeError: "):
+        shared_worker.sync.call.add(1, "x")
+
+
+def test_private_method_refused(shared_worker):
+    with pytest.raises(RemoteCallError, match="Cannot call private method '_private'"):
+        shared_worker.sync.call._private()
+
+
+def test_unknown_function(shared_worker):
+    with pytest.raises(RemoteCallError, match="Function 'nosuch' not found"):
+        shared_worker.sync.call.nosuch()
+
+
+def test_unsendable_result(shared_worker):
+    with pytest.raises(RemoteCallError, match="^TypeError: the result cannot be sent"):
+        shared_worker.sync.call.unsendable()
+
+
+def test_call_function_by_name(shared_worker):
+    assert shared_worker.sync.call_function("add", 2, 2) == 4
+
+
+def test_dunder_attributes_are_not_remote(shared_worker):
+    with pytest.raises(AttributeError):
+        shared_worker.sync.call.__wrapped__  # noqa: B018
+
+
+def test_state_properties(shared_worker):
+    shared_worker.sync.call.add(1, 1)
+    assert shared_worker.is_healthy is True
+    assert shared_worker.circuit_open is False
+    assert shared_worker.circuit_state == "closed"
+    rtt = shared_worker.last_heartbeat_rtt_ms
+    assert rtt is not None and rtt > 0
+    metrics = shared_worker.metrics
+    assert metrics["requests_total"] >= 1
+    assert metrics["requests_success"] >= 1
+    assert metrics["worker_pid"] == shared_worker.pid == shared_worker.sync.call.pid()
+    assert shared_worker.name == "sample_worker.py"
+
+
+def test_many_threads_sync_calls(shared_worker):
+    def work(i):
+        return [shared_worker.sync.call.add(i, j) for j in range(25)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    assert results == [[i + j for j in range(25)] for i in range(8)]
+
+
+def test_timeout_is_builtin_timeout_error(shared_worker):
+    async def main(worker):
+        before = worker.metrics["timeouts"]
+        start = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            await worker.acall.with_options(timeout=0.1).slow(1000)
+        elapsed = time.monotonic() - start
+        # The worker is still usable afterwards.
+        after = await worker.acall.add(1, 1)
+        return info.value, elapsed, after, worker.metrics["timeouts"] - before
+
+    err, elapsed, after, timeouts = run(main(shared_worker))
+    assert isinstance(err, CallTimeoutError) and err.status == Status.ERR_TIMEOUT
+    assert "timed out" in str(err)
+    assert 0.05 < elapsed < 1.5
+    assert after == 2
+    assert timeouts == 1
+
+
+def test_sync_timeout_and_default_timeout(sample_worker):
+    with ParentWorker.spawn(sample_worker, default_timeout=0.2) as worker:
+        with pytest.raises(TimeoutError):
+            worker.sync.call.slow(2000)
+        with pytest.raises(TimeoutError):
+            worker.sync.call.with_options(timeout=0.05).slow(1000)
+        assert worker.sync.call.with_options(timeout=5).slow(300) == 300
+        assert worker.sync.call_function("slow", 10, timeout=math.inf) == 10
+
+
+def test_bad_timeout_values(shared_worker):
+    for bad in (0, -1, float("nan"), "1"):
+        with pytest.raises(InvalidArgumentError):
+            shared_worker.sync.call.with_options(timeout=bad).add(1, 1)
+
+
+def test_async_methods_run_concurrently(shared_worker):
+    async def main(worker):
+        start = time.monotonic()
+        results = await asyncio.gather(*(worker.acall.slow(400) for _ in range(20)))
+        return results, time.monotonic() - start
+
+    results, elapsed = run(main(shared_worker))
+    assert results == [400] * 20
+    assert elapsed < 2.0  # 20 x 0.4 s one at a time would be 8 s
+
+
+def test_sync_methods_run_one_at_a_time(shared_worker):
+    async def main(worker):
+        start = time.monotonic()
+        results = await asyncio.gather(*(worker.acall.sleep_sync(150) for _ in range(4)))
+        return results, time.monotonic() - start
+
+    results, elapsed = run(main(shared_worker))
+    assert results == [150] * 4
+    assert elapsed >= 0.55
+
+
+def test_long_sync_call_keeps_heartbeats(sample_worker):
+    # Heartbeats every 100 ms with a 200 ms limit while a 0.8 s method runs.
+    with ParentWorker.spawn(
+        sample_worker, heartbeat_interval=0.1, heartbeat_timeout=0.2, heartbeat_max_misses=2
+    ) as worker:
+        assert worker.sync.call.sleep_sync(800) == 800
+        assert worker.is_healthy
+        assert worker.metrics["heartbeat_misses"] == 0
+
+
+def test_calls_before_start_and_after_close(sample_worker):
+    worker = ParentWorker.spawn(sample_worker)
+    with pytest.raises(ClosedError, match="not started"):
+        worker.sync.call.add(1, 1)
+    worker.sync.start()
+    assert worker.sync.call.add(1, 1) == 2
+    worker.sync.close()
+    worker.sync.close()  # idempotent
+    with pytest.raises(ClosedError, match="closed"):
+        worker.sync.call.add(1, 1)
+    with pytest.raises(ClosedError):
+        worker.sync.start()
+
+
+def test_close_fails_calls_in_flight(sample_worker):
+    async def main():
+        worker = ParentWorker.spawn(sample_worker)
+        await worker.start()
+        pending = asyncio.ensure_future(worker.acall.slow(5000))
+        await asyncio.sleep(0.2)
+        start = time.monotonic()
+        await worker.close()
+        with pytest.raises(ClosedError):
+            await pending
+        return time.monotonic() - start
+
+    assert run(main()) < 4.0
+
+
+def test_cancelled_await_does_not_break_later_calls(shared_worker):
+    async def main(worker):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(worker.acall.slow(300), 0.05)
+        await asyncio.sleep(0.4)  # the late result arrives and is dropped
+        return await worker.acall.add(3, 4)
+
+    assert run(main(shared_worker)) == 7
+
+
+def test_namespace_needs_connect_mode_for_spawned_workers(shared_worker):
+    async def main(worker):
+        assert await worker.acall.with_options(namespace="default").add(1, 2) == 3
+        with pytest.raises(InvalidArgumentError, match="namespace"):
+            await worker.acall.with_options(namespace="other").add(1, 2)
+
+    run(main(shared_worker))
+
+
+def test_one_worker_serves_several_event_loops(shared_worker):
+    async def main(worker, n):
+        return await worker.acall.add(n, n)
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda n=n: results.append(asyncio.run(main(shared_worker, n)))) for n in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 2, 4, 6]
+
+
+def test_spawn_with_namespace_option_reaches_a_namespaced_worker(sample_worker):
+    # The worker serves namespace "blue"; a parent in "default" gets no answer.
+    with ParentWorker.spawn(sample_worker, args=["--namespace", "blue"], namespace="blue") as worker:
+        assert worker.sync.call.add(1, 2) == 3
+    with ParentWorker.spawn(sample_worker, args=["--namespace", "blue"], default_timeout=0.3) as worker:
+        with pytest.raises(TimeoutError):
+            worker.sync.call.add(1, 2)
+
+
+def test_missing_script_reports_the_interpreter_error(tmp_path):
+    worker = ParentWorker.spawn(str(tmp_path / "nope.py"))
+    with pytest.raises(multifrost.WorkerExitedError, match="nope.py"):
+        worker.sync.start()
+
+
+def test_missing_program_is_io_error(tmp_path):
+    worker = ParentWorker.spawn("no-such-program-anywhere", executable="/nonexistent/python")
+    with pytest.raises(multifrost.MultifrostIOError) as info:
+        worker.sync.start()
+    assert isinstance(info.value, OSError)
+    assert "/nonexistent/python" in str(info.value)
+
+
+def test_forgotten_worker_is_closed_when_collected(sample_worker):
+    import gc
+    import os
+
+    worker = ParentWorker.spawn(sample_worker)
+    worker.sync.start()
+    pid = worker.pid
+    del worker
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the worker of a collected ParentWorker is still running")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"breaker_threshold": 0},
+        {"breaker_threshold": -1},
+        {"heartbeat_max_misses": -3},
+        {"auto_restart": True, "max_restart_attempts": -1},
+        {"heartbeat_interval": -1.0},
+        {"default_timeout": 0},
+    ],
+)
+def test_bad_options_are_refused_before_spawning(sample_worker, options):
+    worker = ParentWorker.spawn(sample_worker, **options)
+    with pytest.raises(InvalidArgumentError):
+        worker.sync.start()
+    assert not worker.is_started

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Spawns a math worker, calls each of its functions and prints the results.
+
+Usage: math_parent.py <worker-program-or-script> [args...]
+
+A `.py` (or any non-executable file) is run as `python3 script --worker`, a
+`.js` as `node script --worker`; a compiled worker (e.g. build/math_worker)
+is run directly with the args.
+"""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+try:
+    from multifrost import ParentWorker, RemoteCallError
+except ImportError:  # not installed: use the binding from this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bindings" / "python"))
+    from multifrost import ParentWorker, RemoteCallError
+
+
+async def main(target: str, args: list) -> int:
+    interpreter = {"executable": "node"} if target.endswith(".js") else {}
+    async with ParentWorker.spawn(target, args=args, default_timeout=10.0, **interpreter) as worker:
+        print(f"add(1, 2) = {await worker.acall.add(1, 2)}")
+        print(f"multiply(6, 7) = {await worker.acall.multiply(6, 7)}")
+        print(f"factorial(10) = {await worker.acall.factorial(10)}")
+        try:
+            value = await worker.acall.factorial(-1)
+            print(f"factorial(-1) = {value} (expected an error)")
+            return 1
+        except RemoteCallError as e:
+            print(f"factorial(-1) failed: {e}")
+        text = "héllo ✓"
+        echoed = await worker.acall.echo(text)
+        shown_in, shown_out = (
+            json.dumps(v, ensure_ascii=False) for v in (text, echoed)
+        )
+        print(f"echo({shown_in}) = {shown_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(2)
+    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2:])))

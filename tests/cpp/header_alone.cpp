@@ -1,0 +1,68 @@
+// multifrost.hpp on its own, included twice, instantiating the templates
+// with every value type: built with extra warnings (see CMakeLists.txt).
+#include <multifrost.hpp>
+#include <multifrost.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+struct Everything {
+  bool b;
+  std::int8_t i8;
+  std::uint64_t u64;
+  double d;
+  float f;
+  std::string s;
+  mf::Bytes bytes;
+  std::vector<int> v;
+  std::map<std::string, std::optional<double>> m;
+  std::unordered_map<std::string, int> u;
+  std::tuple<int, std::string> t;
+  std::pair<bool, mf::Json> p;
+};
+
+[[maybe_unused]] void instantiate(mf::Parent& parent, mf::Worker& worker, const Everything& e) {
+  parent.call<bool>("f", e.b, e.i8, e.u64, e.d, e.f, e.s, e.bytes, e.v, e.m, e.u, e.t, e.p, "text", nullptr);
+  parent.call<std::int8_t>("f");
+  parent.call<std::uint64_t>("f");
+  parent.call<double>("f");
+  parent.call<float>("f");
+  parent.call<std::string>("f");
+  parent.call<mf::Bytes>("f");
+  parent.call<std::vector<int>>("f");
+  parent.call<std::map<std::string, std::optional<double>>>("f");
+  parent.call<std::unordered_map<std::string, int>>("f");
+  parent.call<std::tuple<int, std::string>>("f");
+  parent.call<std::pair<bool, mf::Json>>("f");
+  parent.call<msgpack::object_handle>("f");
+  parent.call("f");
+  (void)parent.call_async<std::vector<std::string>>("f", 1);
+  (void)parent.call_async("f");
+  worker.handle("a", [](bool, std::int8_t, std::uint64_t, double, float, const std::string&, std::string_view,
+                        const mf::Bytes&, std::vector<int>, const std::map<std::string, std::optional<double>>&,
+                        std::unordered_map<std::string, int>, std::tuple<int, std::string>, std::pair<bool, mf::Json>,
+                        const msgpack::object&, std::optional<int>) { return Everything{}.m; });
+  worker.handle("b", [](int x) noexcept { return x; });
+  worker.handle("refs", [](std::string& s, std::vector<int>&& v, const std::vector<bool>& bits) {
+    s += std::to_string(v.size() + bits.size());
+    return s;
+  });
+  worker.handle("mutable", [n = 0](int by) mutable { return n += by; });
+  parent.call<std::vector<bool>>("f", std::vector<bool>{true, false}, mf::Json{"[]"});
+  worker.handle("c", [] {});
+  worker.handle("d", +[](int x) { return x; });
+  std::function<std::string(const std::string&)> fn = [](const std::string& s) { return s; };
+  worker.handle("e", fn);
+  worker.handle_json("j", [](std::string_view args) { return std::string(args); });
+  (void)mf::to_json(e.v);
+  (void)mf::from_json<std::vector<int>>(mf::Json{"[]"});
+}
+
+}  // namespace

@@ -1,0 +1,48 @@
+// Shared helpers of the C++ tests: a fixture that spawns the C++ test worker,
+// and assertions on mf::Error.
+#pragma once
+
+#include <multifrost.hpp>
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <regex>
+#include <string>
+
+#ifndef CPP_TEST_WORKER
+#error "CPP_TEST_WORKER must name the test worker program"
+#endif
+
+namespace mft {
+
+/// Spawns a fresh cpp_test_worker for each test.
+class WorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { parent = mf::Parent::spawn(CPP_TEST_WORKER); }
+  void TearDown() override { parent.close(); }
+
+  mf::Parent parent;
+};
+
+/// Runs `body`, expects it to throw mf::Error with `status`, returns what().
+template <class F>
+std::string error_of(mf_status status, F body) {
+  try {
+    body();
+  } catch (const mf::Error& e) {
+    EXPECT_EQ(e.status(), status) << "status " << e.status_name() << ": " << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no mf::Error thrown (expected " << mf_status_name(status) << ")";
+  return {};
+}
+
+/// The integer value of `"key":<n>` in a flat JSON object, if present.
+inline std::optional<long long> json_int(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (std::regex_search(json, m, std::regex("\"" + key + "\":\\s*(-?[0-9]+)"))) return std::stoll(m[1]);
+  return std::nullopt;
+}
+
+}  // namespace mft
