@@ -8,7 +8,7 @@ VENV    := $(BUILD)/venv
 VPY     := $(VENV)/bin/python
 LIBDIR  := target/release
 
-.PHONY: all build lib programs demo test test-rust test-c test-interop test-go test-node test-python bench deps-system header venv clean
+.PHONY: all build lib programs demo test test-rust test-c test-interop test-go test-node test-python test-matrix bench deps-system header venv clean
 
 all: build
 
@@ -40,7 +40,7 @@ $(VENV)/.ready: tests/interop/requirements.txt
 
 venv: $(VENV)/.ready
 
-test: build venv test-rust test-c test-interop test-go test-node test-python
+test: build venv test-rust test-c test-interop test-go test-node test-python test-matrix
 
 test-rust:
 	$(CARGO) test --release
@@ -49,7 +49,13 @@ test-c: programs venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ctest --test-dir $(BUILD) --output-on-failure -j2
 
 test-interop: programs venv
-	MF_BUILD_DIR=$(CURDIR)/$(BUILD) $(VPY) -m pytest -q tests/interop
+	MF_BUILD_DIR=$(CURDIR)/$(BUILD) $(VPY) -m pytest -q tests/interop/test_interop.py
+
+# Every example parent (C, C++, Go, Node, Python, the independent peer)
+# against every example worker; needs the Node and Python bindings set up.
+test-matrix: programs venv bindings/node/node_modules/.package-lock.json
+	$(VPY) -m pip install --quiet --disable-pip-version-check ./bindings/python
+	MF_BUILD_DIR=$(CURDIR)/$(BUILD) $(VPY) -m pytest -q tests/interop/test_matrix.py
 
 # Go: cgo links target/release; -count=1 because Go's test cache does not see
 # a rebuilt libmultifrost.so. GOFLAGS keeps -buildvcs=false (the tests run
