@@ -169,7 +169,9 @@ static int mp_int(const uint8_t *p, size_t len, long long *out) {
 
 /* ---- configuration ------------------------------------------------------- */
 
-static const char *worker_path = MATH_WORKER;
+/* The raw-msgpack bench worker for every case: the floor echoes raw bytes,
+ * so the worker must not spend time on JSON (the C example's add does). */
+static const char *worker_path = BENCH_WORKER;
 static const char *bench_worker_path = BENCH_WORKER;
 static double scale = 1.0;
 

@@ -87,15 +87,37 @@ static void release(void *user, const uint8_t *args, size_t len, mf_reply *reply
     mf_reply_ok(reply, out, mp_uint(out, n));
 }
 
+/* Reads one non-negative msgpack integer at *p (fixint or uint 8/16/32/64). */
+static int mp_read_uint(const uint8_t **p, const uint8_t *end, unsigned long long *v) {
+    if (*p >= end) return 0;
+    uint8_t m = *(*p)++;
+    int n = m <= 0x7f ? 0 : m == 0xcc ? 1 : m == 0xcd ? 2 : m == 0xce ? 4 : m == 0xcf ? 8 : -1;
+    if (n < 0 || end - *p < n) return 0;
+    *v = n == 0 ? m : 0;
+    for (int i = 0; i < n; i++) *v = (*v << 8) | *(*p)++;
+    return 1;
+}
+
 static void add(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
     (void)user;
-    /* [a, b] with both positive fixints */
-    if (len != 3 || args[0] != 0x92 || args[1] > 0x7f || args[2] > 0x7f) {
-        mf_reply_error(reply, "TypeError: add takes two integers below 128");
+    const uint8_t *p = args + 1, *end = args + len;
+    unsigned long long a, b;
+    if (len < 3 || args[0] != 0x92 || !mp_read_uint(&p, end, &a) || !mp_read_uint(&p, end, &b) || p != end) {
+        mf_reply_error(reply, "TypeError: add takes two non-negative integers");
         return;
     }
     uint8_t out[9];
-    mf_reply_ok(reply, out, mp_uint(out, (unsigned long long)args[1] + args[2]));
+    mf_reply_ok(reply, out, mp_uint(out, a + b));
+}
+
+/* echo(x): x unchanged, the raw msgpack after the one-element array header. */
+static void echo(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    if (len < 2 || args[0] != 0x91) {
+        mf_reply_error(reply, "TypeError: echo takes exactly one argument");
+        return;
+    }
+    mf_reply_ok(reply, args + 1, len - 1);
 }
 
 int main(int argc, char **argv) {
@@ -108,6 +130,7 @@ int main(int argc, char **argv) {
     mf_worker_register(w, "held", count, NULL);
     mf_worker_register(w, "release", release, NULL);
     mf_worker_register(w, "add", add, NULL);
+    mf_worker_register(w, "echo", echo, NULL);
     mf_status s = mf_serve(w);
     if (s != MF_OK) fprintf(stderr, "bench_worker: %s\n", mf_last_error());
     mf_worker_free(w);

@@ -44,6 +44,11 @@ const RECV_BATCH: usize = 256;
 /// are handed over without a copy.
 const ZERO_COPY_MIN: usize = 4096;
 
+thread_local! {
+    /// The parent (its `Shared` address) whose socket this thread drives, or 0.
+    static LEADING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// A reply's result value: raw MessagePack borrowed from the received frame.
 pub struct Reply {
     msg: Option<zmq::Message>,
@@ -608,7 +613,11 @@ impl Shared {
             core.leader
         };
         if leader {
-            self.wake.notify();
+            // A completion that starts the next call runs on the leader itself,
+            // which sends queued payloads before it polls again.
+            if LEADING.with(std::cell::Cell::get) != self as *const Shared as usize {
+                self.wake.notify();
+            }
         } else {
             // No caller is waiting to drive the socket: the supervisor leads.
             self.sup_wake.notify();
@@ -754,7 +763,14 @@ impl Shared {
     }
 
     /// Drives the socket until the role's work is done, then steps down.
-    fn lead(&self, socket: zmq::Socket, mut role: Role<'_>) {
+    fn lead(&self, socket: zmq::Socket, role: Role<'_>) {
+        // Nested leads cannot happen (a completion must not block), but keep the outer value.
+        let outer = LEADING.with(|l| l.replace(self as *const Shared as usize));
+        self.lead_loop(socket, role);
+        LEADING.with(|l| l.set(outer));
+    }
+
+    fn lead_loop(&self, socket: zmq::Socket, mut role: Role<'_>) {
         let mut out: VecDeque<Vec<u8>> = VecDeque::new();
         let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
         loop {
@@ -800,11 +816,18 @@ impl Shared {
             };
             self.deliver(finished);
             // Send what is queued; stop at the first refusal (no peer yet).
-            while let Some(p) = out.front() {
-                if !try_send(&socket, p) {
+            while let Some(p) = out.pop_front() {
+                if let Err(p) = try_send(&socket, p) {
+                    out.push_front(p);
                     break;
                 }
-                out.pop_front();
+            }
+            // Replies may already be waiting: read them without a poll.
+            // (The supervisor still polls, with no wait, to see its child.)
+            let received = self.receive(&socket, &mut batch);
+            let timeout = if received > 0 { 0 } else { timeout };
+            if received > 0 && matches!(role, Role::Caller(_)) {
+                continue;
             }
             let exit_fd = match &role {
                 Role::Supervisor(sup) => sup.child.as_ref().and_then(Process::exit_fd),
@@ -844,8 +867,10 @@ impl Shared {
         }
     }
 
-    /// Reads what is waiting and routes each reply to its call.
-    fn receive(&self, socket: &zmq::Socket, batch: &mut Vec<zmq::Message>) {
+    /// Reads what is waiting and routes each reply to its call; returns
+    /// how many messages it read.
+    fn receive(&self, socket: &zmq::Socket, batch: &mut Vec<zmq::Message>) -> usize {
+        let mut total = 0;
         loop {
             batch.clear();
             while batch.len() < RECV_BATCH {
@@ -867,8 +892,9 @@ impl Shared {
                 batch.push(payload);
             }
             if batch.is_empty() {
-                return;
+                return total;
             }
+            total += batch.len();
             let full = batch.len() == RECV_BATCH;
             let mut finished = Vec::with_capacity(batch.len());
             {
@@ -879,7 +905,7 @@ impl Shared {
             }
             self.deliver(finished);
             if !full {
-                return;
+                return total;
             }
         }
     }
@@ -1043,20 +1069,21 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Sends `[empty, payload]` without blocking; false when libzmq has no peer
-/// to take it yet (the payload stays with the caller).
-fn try_send(socket: &zmq::Socket, payload: &[u8]) -> bool {
+/// Sends `[empty, payload]` without blocking; gives the payload back when
+/// libzmq has no peer to take it yet.
+fn try_send(socket: &zmq::Socket, payload: Vec<u8>) -> std::result::Result<(), Vec<u8>> {
     if socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE).is_err() {
-        return false;
+        return Err(payload);
     }
     // Once the first frame is accepted the rest of the message is too.
+    // Large payloads are handed to libzmq without a copy.
     let msg = if payload.len() < ZERO_COPY_MIN {
-        zmq::Message::from(payload)
+        zmq::Message::from(&payload[..])
     } else {
-        zmq::Message::from(payload.to_vec())
+        zmq::Message::from(payload)
     };
     let _ = socket.send(msg, zmq::DONTWAIT);
-    true
+    Ok(())
 }
 
 /// After a failure, a service may have restarted on another port: look it
@@ -1356,7 +1383,7 @@ impl Supervisor {
                 let mut payload = Vec::with_capacity(96);
                 let id = self.shared.ids.next();
                 Encoder::new(&mut payload).shutdown(ids::as_str(&id));
-                if try_send(&socket, &payload) {
+                if try_send(&socket, payload).is_ok() {
                     let polite = self
                         .shared
                         .options

@@ -730,11 +730,24 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
     let socket = io.socket;
     // Replies that arrived while nobody polled (an inline reply among them).
     io.flush();
+    // Calls may already be waiting (pipelined callers): read before polling.
+    let mut first = true;
     let turn = loop {
         if shared.stop.load(Ordering::Acquire) {
             break Turn::Stop;
         }
-        let (readable, woken) = {
+        if signals::generation() != generation {
+            log::emit(
+                Level::Info,
+                "worker_signal",
+                "worker stopping on a signal",
+                &[],
+            );
+            break Turn::Stop;
+        }
+        let (readable, woken) = if std::mem::take(&mut first) {
+            (true, false)
+        } else {
             let mut items = [
                 socket.as_poll_item(zmq::POLLIN),
                 zmq::PollItem::from_fd(shared.wake.fd(), zmq::POLLIN),
@@ -747,15 +760,6 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
         if woken {
             shared.wake.drain();
             io.flush();
-            if signals::generation() != generation {
-                log::emit(
-                    Level::Info,
-                    "worker_signal",
-                    "worker stopping on a signal",
-                    &[],
-                );
-                break Turn::Stop;
-            }
         }
         if readable {
             match io.receive() {

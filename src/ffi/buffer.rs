@@ -11,7 +11,31 @@ pub struct mf_buffer {
     pub len: usize,
 }
 
+/// Results this large are handed out in place: the buffer points into the
+/// received message, which is kept here until `mf_buffer_free`.
+const IN_PLACE_MIN: usize = 64 * 1024;
+
+type Kept = std::collections::HashMap<usize, crate::parent::Reply>;
+static IN_PLACE: parking_lot::Mutex<Option<Kept>> = parking_lot::Mutex::new(None);
+
 impl mf_buffer {
+    /// A buffer for a call's result; large ones without a copy.
+    pub(crate) fn from_reply(reply: crate::parent::Reply) -> mf_buffer {
+        let bytes = reply.bytes();
+        if bytes.len() < IN_PLACE_MIN {
+            return mf_buffer::from_slice(bytes);
+        }
+        let buffer = mf_buffer {
+            data: bytes.as_ptr().cast_mut(),
+            len: bytes.len(),
+        };
+        IN_PLACE
+            .lock()
+            .get_or_insert_with(Default::default)
+            .insert(buffer.data as usize, reply);
+        buffer
+    }
+
     pub(crate) fn from_slice(bytes: &[u8]) -> mf_buffer {
         if bytes.is_empty() {
             return mf_buffer {
@@ -33,12 +57,22 @@ impl mf_buffer {
 #[no_mangle]
 pub unsafe extern "C" fn mf_buffer_free(buffer: mf_buffer) {
     super::guard_void(|| {
-        if !buffer.data.is_null() {
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                buffer.data,
-                buffer.len,
-            )));
+        if buffer.data.is_null() {
+            return;
         }
+        if buffer.len >= IN_PLACE_MIN {
+            let kept = IN_PLACE
+                .lock()
+                .as_mut()
+                .and_then(|m| m.remove(&(buffer.data as usize)));
+            if kept.is_some() {
+                return; // the received message is released here
+            }
+        }
+        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+            buffer.data,
+            buffer.len,
+        )));
     });
 }
 

@@ -141,7 +141,7 @@ pub unsafe extern "C" fn mf_call(
         let function = text(function, "function")?;
         let args = args_or_empty(bytes(args, args_len, "args")?);
         let reply = parent.0.call(function, args, timeout_ms)?;
-        *out = mf_buffer::from_slice(reply.bytes());
+        *out = mf_buffer::from_reply(reply);
         Ok(())
     })
 }
