@@ -607,12 +607,18 @@ impl Shared {
     }
 
     fn submit_async(&self, id: IdText, payload: Vec<u8>, pending: Pending) -> Result<()> {
-        let leader = {
+        let (leader, first) = {
             let mut core = self.core.lock();
+            // The leader takes the whole queue at once: only the payload that
+            // finds it empty needs to wake it.
+            let first = core.outgoing.is_empty();
             self.register(&mut core, id, payload, pending)?;
-            core.leader
+            (core.leader, first)
         };
         if leader {
+            if !first {
+                return Ok(());
+            }
             // A completion that starts the next call runs on the leader itself,
             // which sends queued payloads before it polls again.
             if LEADING.with(std::cell::Cell::get) != self as *const Shared as usize {
