@@ -8,7 +8,7 @@ VENV    := $(BUILD)/venv
 VPY     := $(VENV)/bin/python
 LIBDIR  := target/release
 
-.PHONY: all build lib programs demo test test-rust test-c test-interop test-go test-node test-python test-matrix bench deps-system header venv clean
+.PHONY: all build lib programs demo test test-rust test-c test-interop test-go test-node test-python test-matrix test-soak soak test-sanitize bench deps-system header venv clean
 
 all: build
 
@@ -40,7 +40,7 @@ $(VENV)/.ready: tests/interop/requirements.txt
 
 venv: $(VENV)/.ready
 
-test: build venv test-rust test-c test-interop test-go test-node test-python test-matrix
+test: build venv test-rust test-c test-interop test-go test-node test-python test-matrix test-soak
 
 test-rust:
 	$(CARGO) test --release
@@ -83,6 +83,29 @@ test-node: programs bindings/node/node_modules/.package-lock.json
 test-python: programs venv
 	$(VPY) -m pip install --quiet --disable-pip-version-check ./bindings/python
 	$(VPY) -m pytest -q bindings/python/tests
+
+# Soak with faults: callers on a spawned worker that is SIGKILLed at random
+# and restarted, plus three parents sharing a connect-mode worker.
+SOAK_SECONDS ?= 600
+soak: lib
+	$(CARGO) build --release --examples
+	target/release/examples/soak --seconds $(SOAK_SECONDS)
+
+test-soak: lib
+	$(CARGO) build --release --examples
+	target/release/examples/soak --seconds 30
+
+# The C tests built with AddressSanitizer + UndefinedBehaviorSanitizer (the
+# test programs and the C test worker; LeakSanitizer also sees the Rust
+# library's allocations, which go through the same malloc).
+test-sanitize: lib deps-system
+	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMF_TEST_VALGRIND=OFF \
+	  -DCMAKE_C_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+	cmake --build $(BUILD)-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --test-dir $(BUILD)-asan --output-on-failure -j2 -L 'c|cpp'
 
 # Benchmarks against the raw libzmq floor (not part of `make test`): prints a
 # table, writes bench/results.json. Options: make bench BENCH_ARGS="--rounds 9".

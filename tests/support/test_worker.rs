@@ -78,6 +78,10 @@ fn main() {
         Ok(int_result(ms))
     });
     reg("pid", |_| Ok(int_result(i64::from(std::process::id()))));
+    reg("echo", |a| match a.first() {
+        Some(0x91) => Ok(a[1..].to_vec()),
+        _ => Err("TypeError: echo takes exactly one argument".to_owned()),
+    });
     reg("spam", |a| {
         use std::io::Write;
         let n = int_arg(a, 0).ok_or("TypeError: n")?;
