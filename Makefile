@@ -109,8 +109,10 @@ test-sanitize: lib deps-system
 
 # Benchmarks against the raw libzmq floor (not part of `make test`): prints a
 # table, writes bench/results.json. Options: make bench BENCH_ARGS="--rounds 9".
-bench: build
+bench: build venv bindings/node/node_modules/.package-lock.json
 	$(CARGO) build --release --example bench_floor
+	$(VPY) -m pip install --quiet --disable-pip-version-check ./bindings/python
+	cd benches/go && $(GOENV) $(GO) build -o $(CURDIR)/$(BUILD)/benches/bench_go .
 	$(PYTHON) benches/run.py --build-dir $(BUILD) $(BENCH_ARGS)
 
 # Regenerates include/multifrost.h from src/ffi (commit the result).

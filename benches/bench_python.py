@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""The Python binding benchmark: what an asyncio caller of libmultifrost sees.
+
+Cases (against build/benches/bench_worker, the same raw-msgpack worker as the
+C API suite):
+  acall_seq     ``await worker.acall.add(1, 2)`` one after the other   (µs/call)
+  gather5000    5 000 ``worker.acall.add(i, 1)`` at once through
+                ``asyncio.gather``, several batches                    (calls/s)
+
+Every call checks its result; a wrong result or a failed call prints
+"bench_python: FAILED: ..." and exits 1. The results are one JSON object on
+stdout (format in benches/README.md); progress goes to stderr.
+
+    bench_python.py [--worker build/benches/bench_worker] [--cases a,b] [--scale F]
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+from multifrost import ParentWorker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fail(msg):
+    print("bench_python: FAILED: " + msg, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def scaled(n, scale, minimum):
+    return max(minimum, int(n * scale + 0.5))
+
+
+async def case_acall_seq(worker, scale, metrics, info):
+    warmup, n = 300, scaled(5000, scale, 10)
+    lat = []
+    clock = time.perf_counter
+    for i in range(warmup + n):
+        if i == warmup:
+            start = clock()
+        t = clock()
+        v = await worker.acall.add(1, 2)
+        if v != 3:
+            fail("add(1, 2) #%d returned %r" % (i, v))
+        if i >= warmup:
+            lat.append((clock() - t) * 1e6)
+    mean = (clock() - start) * 1e6 / n
+    metrics["acall_seq_p50_us"] = {"value": statistics.median(lat), "unit": "us", "better": "lower",
+                                   "label": "await acall.add(1, 2) sequential (median)"}
+    metrics["acall_seq_mean_us"] = {"value": mean, "unit": "us", "better": "lower",
+                                    "label": "await acall.add(1, 2) sequential (mean)"}
+    info["acall_seq_calls"] = n
+
+
+async def gather_batch(worker, base, size):
+    results = await asyncio.gather(*[worker.acall.add(base + k, 1) for k in range(size)])
+    for k, v in enumerate(results):
+        if v != base + k + 1:
+            fail("add(%d, 1) returned %r" % (base + k, v))
+
+
+async def case_gather5000(worker, scale, metrics, info):
+    size = 5000
+    batches = scaled(6, scale, 1)
+    await gather_batch(worker, 0, size)  # warm-up
+    rates = []
+    for b in range(batches):
+        t = time.perf_counter()
+        await gather_batch(worker, (b + 1) * size, size)
+        rates.append(size / (time.perf_counter() - t))
+    metrics["gather5000_calls_per_s"] = {"value": statistics.median(rates), "unit": "call/s", "better": "higher",
+                                         "label": "5000 acall.add at once via asyncio.gather (median batch)"}
+    info["gather5000_batches"] = batches
+    info["gather5000_rates"] = [round(r) for r in rates]
+
+
+CASES = {"acall_seq": case_acall_seq, "gather5000": case_gather5000}
+
+
+async def main_async(args):
+    metrics, info = {}, {"python": sys.version.split()[0]}
+    worker = ParentWorker.spawn(args.worker, default_timeout=30.0)
+    async with worker:
+        for name in args.cases:
+            print("bench_python: %s" % name, file=sys.stderr, flush=True)
+            gc.collect()
+            await CASES[name](worker, args.scale, metrics, info)
+    return {"suite": "python", "metrics": metrics, "info": info}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", default=os.path.join(ROOT, "build", "benches", "bench_worker"))
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--scale", type=float, default=1.0)
+    args = ap.parse_args()
+    args.cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown or args.scale <= 0:
+        ap.error("unknown case(s) %s (have: %s)" % (", ".join(unknown), ", ".join(CASES)) if unknown
+                 else "--scale must be > 0")
+    try:
+        result = asyncio.run(main_async(args))
+    except Exception as e:  # a failed call or start
+        fail("%s: %s" % (type(e).__name__, e))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
