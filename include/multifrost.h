@@ -550,6 +550,10 @@ enum mf_status mf_worker_new(const char *service_id, struct mf_worker **out);
 /**
  * Registers `fn` under `name` (replacing an earlier one). Names starting
  * with '_' are private: callers get "Cannot call private method".
+ * `user_data` is passed to every call of `fn` and must stay valid until
+ * serving has ended and every call of `fn` has returned: `mf_serve`
+ * returns at most 1 s after a stop even if a handler is still running,
+ * and that handler keeps using `user_data` until it returns.
  */
 enum mf_status mf_worker_register(struct mf_worker *w,
                                   const char *name,

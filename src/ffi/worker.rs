@@ -75,6 +75,10 @@ unsafe fn register(w: *mut mf_worker, name: *const c_char, handler: Handler) -> 
 
 /// Registers `fn` under `name` (replacing an earlier one). Names starting
 /// with '_' are private: callers get "Cannot call private method".
+/// `user_data` is passed to every call of `fn` and must stay valid until
+/// serving has ended and every call of `fn` has returned: `mf_serve`
+/// returns at most 1 s after a stop even if a handler is still running,
+/// and that handler keeps using `user_data` until it returns.
 #[no_mangle]
 pub unsafe extern "C" fn mf_worker_register(
     w: *mut mf_worker,
