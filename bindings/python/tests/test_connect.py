@@ -197,6 +197,12 @@ def test_sigint_during_a_long_sync_method(home):
 
         asyncio.run(main())
         worker.sync.close()
+        # SIGINT ends run() by itself (the running call is answered first):
+        # wait for that exit rather than racing it with _stop's SIGTERM.
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
     finally:
         code, out, err = _stop(proc)
     assert code == 0, err
