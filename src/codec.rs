@@ -175,7 +175,7 @@ struct Reader<'a> {
 /// What a marker says about the value it starts.
 enum Head {
     Nil,
-    Bool(bool),
+    Bool,
     Int(i128),
     Float(f64),
     Str(usize),
@@ -214,8 +214,7 @@ impl<'a> Reader<'a> {
             Marker::FixPos(v) => Head::Int(i128::from(v)),
             Marker::FixNeg(v) => Head::Int(i128::from(v)),
             Marker::Null => Head::Nil,
-            Marker::True => Head::Bool(true),
-            Marker::False => Head::Bool(false),
+            Marker::True | Marker::False => Head::Bool,
             Marker::U8 => Head::Int(i128::from(self.be(1)?)),
             Marker::U16 => Head::Int(i128::from(self.be(2)?)),
             Marker::U32 => Head::Int(i128::from(self.be(4)?)),
@@ -293,7 +292,7 @@ impl<'a> Reader<'a> {
                     self.skip(depth + 1)?;
                 }
             }
-            Head::Nil | Head::Bool(_) | Head::Int(_) | Head::Float(_) => {}
+            Head::Nil | Head::Bool | Head::Int(_) | Head::Float(_) => {}
         }
         Ok(())
     }
@@ -386,18 +385,20 @@ fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), 
         _ => return Err(DecodeError::Field("metadata")),
     };
     for _ in 0..entries {
-        // Metadata keys written by other peers are strings; anything else is
-        // skipped rather than refused, since metadata is advisory.
-        let key = match r.key() {
-            Ok(k) => Some(k),
-            Err(DecodeError::Key) => None,
-            Err(e) => return Err(e),
-        };
-        match key {
-            Some("hb_timestamp") => msg.hb_timestamp = r.float("metadata.hb_timestamp")?,
-            Some("hb_response") => {
-                msg.hb_response = matches!(r.head()?, Head::Bool(true));
-            }
+        // Metadata keys written by other peers are strings; a key of any
+        // other kind is skipped whole, with its value, since metadata is advisory.
+        let is_str = matches!(
+            r.buf.get(r.pos).map(|&b| Marker::from_u8(b)),
+            Some(Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32)
+        );
+        if !is_str {
+            r.skip(2)?;
+            r.skip(2)?;
+            continue;
+        }
+        match r.key()? {
+            "hb_timestamp" => msg.hb_timestamp = r.float("metadata.hb_timestamp")?,
+            "hb_response" => msg.hb_response = r.raw(2)? == [0xc3],
             _ => r.skip(2)?,
         }
     }

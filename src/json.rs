@@ -8,8 +8,8 @@
 //! MessagePack → JSON: integers exactly (i64/u64 text), floats as JSON numbers
 //! (NaN and ±Infinity as `null`: JSON has no spelling for them), str as
 //! strings, bin as a base64 string (RFC 4648, with padding), maps as objects
-//! whose non-string keys are written as their JSON text (`1` → `"1"`), ext
-//! values are refused (no JSON form), strings that are not UTF-8 are refused.
+//! whose non-string scalar keys are written as their JSON text (`1` → `"1"`),
+//! array/map keys and ext values are refused (no JSON form), strings that are not UTF-8 are refused.
 
 use crate::codec::{self, Limits};
 use crate::error::{Error, Result};
@@ -39,8 +39,9 @@ pub fn args_to_msgpack(json: &str) -> Result<Vec<u8>> {
 }
 
 fn write_value(out: &mut Vec<u8>, value: &Value, depth: usize) -> Result<()> {
-    let limits = Limits::default();
-    if depth > limits.max_depth {
+    // The same rule as the codec's: containers may nest 100 deep.
+    let container = matches!(value, Value::Array(_) | Value::Object(_));
+    if container && depth >= Limits::default().max_depth {
         return Err(Error::invalid(
             "JSON nesting exceeds the depth limit of 100",
         ));
@@ -225,12 +226,21 @@ fn write_json(buf: &[u8], pos: &mut usize, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-/// A map key: strings as they are, any other value as its JSON text in a string.
+/// A map key: strings as they are, other scalars as their JSON text in a
+/// string; array and map keys are refused.
 fn write_key(buf: &[u8], pos: &mut usize, out: &mut String) -> Result<()> {
     match Marker::from_u8(buf[*pos]) {
         Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
             write_json(buf, pos, out)
         }
+        // Written as text, a container key would be escaped again at every
+        // level, doubling the output per level.
+        Marker::FixArray(_)
+        | Marker::Array16
+        | Marker::Array32
+        | Marker::FixMap(_)
+        | Marker::Map16
+        | Marker::Map32 => Err(unrepresentable("a map key that is an array or a map")),
         _ => {
             let mut key = String::new();
             write_json(buf, pos, &mut key)?;

@@ -367,6 +367,7 @@ impl Parent {
             child: None,
             restarts: 0,
             restart_at: None,
+            next_drain: Instant::now() + IDLE_DRAIN,
         };
         let handle = std::thread::Builder::new()
             .name("mf-parent-sup".into())
@@ -474,6 +475,14 @@ impl Parent {
         let id = s.ids.next();
         let mut payload = Vec::with_capacity(args.len() + 160 + function.len());
         Encoder::new(&mut payload).call(ids::as_str(&id), function, args, &s.options.namespace);
+        if payload.len() as i64 > s.options.max_message_size {
+            // A peer refuses such a frame by dropping the connection.
+            return Err(Error::invalid(format!(
+                "a call of {} bytes exceeds the maximum message size of {} bytes",
+                payload.len(),
+                s.options.max_message_size
+            )));
+        }
         let pending = Pending {
             function: function.into(),
             timeout: s.options.call_timeout(timeout_ms),
@@ -1092,27 +1101,30 @@ fn try_send(socket: &zmq::Socket, payload: Vec<u8>) -> std::result::Result<(), V
     Ok(())
 }
 
-/// After a failure, a service may have restarted on another port: look it
-/// up again and follow it.
+/// After a failure: a service may have restarted on another port (look it
+/// up again and follow it), and an endpoint's connection may be gone for
+/// good (libzmq does not reconnect after a protocol error such as an
+/// oversized frame), so connect afresh.
 fn rediscover(target: &mut Target, socket: &zmq::Socket) {
-    let Target::Service { id, endpoint } = target else {
-        return;
+    let (label, endpoint) = match target {
+        Target::Spawn { .. } => return,
+        Target::Endpoint(ep) => (ep.clone(), ep),
+        Target::Service { id, endpoint } => (id.clone(), endpoint),
     };
-    let Some(entry) = Registry::for_user().ok().and_then(|r| r.lookup(id)) else {
-        return;
+    let fresh = match Registry::for_user().ok().and_then(|r| r.lookup(&label)) {
+        Some(entry) => format!("tcp://127.0.0.1:{}", entry.port),
+        None => endpoint.clone(),
     };
-    let fresh = format!("tcp://127.0.0.1:{}", entry.port);
-    if fresh == *endpoint {
-        return;
-    }
     let _ = socket.disconnect(endpoint);
     if socket.connect(&fresh).is_ok() {
-        log::emit(
-            Level::Info,
-            "service_moved",
-            &format!("service '{id}' moved from {endpoint} to {fresh}"),
-            &[("pid", entry.pid.into())],
-        );
+        if fresh != *endpoint {
+            log::emit(
+                Level::Info,
+                "service_moved",
+                &format!("service '{label}' moved from {endpoint} to {fresh}"),
+                &[],
+            );
+        }
         *endpoint = fresh;
     }
 }
@@ -1126,7 +1138,11 @@ struct Supervisor {
     child: Option<Process>,
     restarts: u32,
     restart_at: Option<Instant>,
+    next_drain: Instant,
 }
+
+/// How often an idle parent reads what its worker sent unasked.
+const IDLE_DRAIN: Duration = Duration::from_millis(100);
 
 impl Supervisor {
     fn run(mut self) {
@@ -1164,6 +1180,9 @@ impl Supervisor {
             self.shared.queue_heartbeat(&mut core, Instant::now());
         }
         loop {
+            if self.next_drain <= Instant::now() {
+                self.drain_idle();
+            }
             let (socket, timeout) = {
                 let mut core = self.shared.core.lock();
                 if core.closing {
@@ -1200,10 +1219,30 @@ impl Supervisor {
         }
     }
 
+    /// Reads what reached an idle parent (nobody drives the socket when no
+    /// call is outstanding), so unsolicited frames never pile up in libzmq.
+    fn drain_idle(&mut self) {
+        self.next_drain = Instant::now() + IDLE_DRAIN;
+        let socket = {
+            let mut core = self.shared.core.lock();
+            if core.leader || core.closing {
+                return;
+            }
+            self.shared.take_lead(&mut core)
+        };
+        let Some(socket) = socket else { return };
+        let mut batch = Vec::new();
+        self.shared.receive(&socket, &mut batch);
+        let mut core = self.shared.core.lock();
+        core.socket = Some(socket);
+        core.leader = false;
+        self.shared.hand_off(&mut core);
+    }
+
     /// The supervisor's next timer: heartbeat due or missed, restart, exit poll.
     fn next_timer(&self, core: &Core) -> Option<Instant> {
         let s = &self.shared;
-        let mut next = None;
+        let mut next = Some(self.next_drain);
         if let Some((_, sent)) = core.hb.outstanding {
             next = min_opt(next, Some(sent + s.hb_timeout()));
         } else if s.heartbeats_on() && core.ready {
@@ -1263,7 +1302,9 @@ impl Supervisor {
         if lost {
             core.hb.consecutive_misses = 0;
         }
-        core.rediscover = matches!(core.target, Target::Service { .. });
+        // Lost: look the service up again, and in any case connect afresh
+        // (libzmq gives up a connection it dropped over a protocol error).
+        core.rediscover = lost || matches!(core.target, Target::Service { .. });
         s.queue_heartbeat(&mut core, now);
         drop(core);
         log::emit(

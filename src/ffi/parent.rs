@@ -161,7 +161,8 @@ fn args_or_empty(args: &[u8]) -> &[u8] {
 /// survives; larger ones → MF_ERR_INVALID_ARGUMENT, never rounded), other
 /// numbers as float64, strings as str, arrays and objects as array and map.
 /// Results map back the same way, plus: bin → base64 string, NaN/±Infinity
-/// → null, non-string map keys → their JSON text as the key, ext → MF_ERR_PROTOCOL.
+/// → null, non-string scalar map keys → their JSON text as the key, array/map keys and
+/// ext values → MF_ERR_PROTOCOL.
 /// `out`: a NUL-terminated JSON string, written only on MF_OK; free it with
 /// `mf_string_free`.
 #[no_mangle]
