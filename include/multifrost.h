@@ -589,6 +589,12 @@ enum mf_status mf_worker_set_namespace(struct mf_worker *w, const char *ns);
 enum mf_status mf_worker_set_handle_signals(struct mf_worker *w, bool on);
 
 /**
+ * Largest message accepted from a parent (>= 1024; default 64 MiB): libzmq
+ * refuses a larger one before it is read (and drops that connection).
+ */
+enum mf_status mf_worker_set_max_message_size(struct mf_worker *w, int64_t bytes);
+
+/**
  * Serves calls; blocks until `mf_worker_stop`, a `shutdown` message from a
  * parent, or SIGINT/SIGTERM, then returns MF_OK. Spawn mode without a valid
  * COMLINK_ZMQ_PORT → MF_ERR_INVALID_ARGUMENT at once (the message says why).

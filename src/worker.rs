@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub type Handler = Arc<dyn Fn(&[u8], ReplyHandle) + Send + Sync>;
 
 const EMPTY_ARGS: &[u8] = &[0x90];
+/// The default largest message a worker accepts (the parents' default too).
+const DEFAULT_MAX_MESSAGE: i64 = 64 * 1024 * 1024;
 const RECV_BATCH: usize = 512;
 /// How long `serve` waits, once stopped, for running handlers to answer.
 const STOP_GRACE: Duration = Duration::from_millis(1000);
@@ -294,6 +296,7 @@ pub struct Worker {
     /// show at once), by `serve` in spawn mode.
     socket: Mutex<Option<zmq::Socket>>,
     handle_signals: AtomicBool,
+    max_message_size: std::sync::atomic::AtomicI64,
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -327,6 +330,7 @@ impl Worker {
             mode,
             socket: Mutex::new(None),
             handle_signals: AtomicBool::new(true),
+            max_message_size: std::sync::atomic::AtomicI64::new(DEFAULT_MAX_MESSAGE),
             background: Mutex::new(None),
         };
         if worker.mode != Mode::Spawn {
@@ -409,6 +413,22 @@ impl Worker {
     /// Whether `serve` stops on SIGINT/SIGTERM (default true).
     pub fn set_handle_signals(&self, on: bool) {
         self.handle_signals.store(on, Ordering::Relaxed);
+    }
+
+    /// Largest message accepted from a parent (>= 1024 bytes; default 64 MiB):
+    /// libzmq refuses a larger one before it is read. Applies to connections
+    /// made from now on.
+    pub fn set_max_message_size(&self, bytes: i64) -> Result<()> {
+        if bytes < 1024 {
+            return Err(Error::invalid(format!(
+                "max message size must be >= 1024 bytes, got {bytes}"
+            )));
+        }
+        self.max_message_size.store(bytes, Ordering::Relaxed);
+        if let Some(socket) = self.socket.lock().as_ref() {
+            socket.set_maxmsgsize(bytes)?;
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> &WorkerStats {
@@ -494,7 +514,7 @@ impl Worker {
         socket.set_linger(1000)?;
         socket.set_sndhwm(0)?;
         socket.set_rcvhwm(0)?;
-        socket.set_maxmsgsize(64 * 1024 * 1024)?;
+        socket.set_maxmsgsize(self.max_message_size.load(Ordering::Relaxed))?;
         match &self.mode {
             Mode::Spawn => {
                 let port = spawn_port()?;

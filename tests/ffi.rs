@@ -186,6 +186,20 @@ fn null_handles_and_strings_are_invalid_arguments() {
         );
         mf_queue_free(null_mut());
         mf_queue_close(null_mut());
+        // The worker's message size limit is checked like the parent's.
+        assert_eq!(
+            mf_worker_set_max_message_size(w, 10),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            last_error(),
+            "max message size must be >= 1024 bytes, got 10"
+        );
+        assert_eq!(mf_worker_set_max_message_size(w, 1 << 20), mf_status::MF_OK);
+        assert_eq!(
+            mf_worker_set_max_message_size(null_mut(), 1 << 20),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
         // Spawn mode without COMLINK_ZMQ_PORT fails at start, with the reason.
         std::env::remove_var("COMLINK_ZMQ_PORT");
         assert_eq!(mf_worker_start(w), mf_status::MF_ERR_INVALID_ARGUMENT);

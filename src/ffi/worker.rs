@@ -173,6 +173,20 @@ pub unsafe extern "C" fn mf_worker_set_handle_signals(w: *mut mf_worker, on: boo
     })
 }
 
+/// Largest message accepted from a parent (>= 1024; default 64 MiB): libzmq
+/// refuses a larger one before it is read (and drops that connection).
+#[no_mangle]
+pub unsafe extern "C" fn mf_worker_set_max_message_size(
+    w: *mut mf_worker,
+    bytes: i64,
+) -> mf_status {
+    guard(|| {
+        arc_borrow(w.cast_const(), "worker")?
+            .0
+            .set_max_message_size(bytes)
+    })
+}
+
 /// Serves calls; blocks until `mf_worker_stop`, a `shutdown` message from a
 /// parent, or SIGINT/SIGTERM, then returns MF_OK. Spawn mode without a valid
 /// COMLINK_ZMQ_PORT → MF_ERR_INVALID_ARGUMENT at once (the message says why).
