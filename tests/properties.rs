@@ -16,8 +16,9 @@
 //! Case counts are modest so the file runs in a few seconds; raise them
 //! with `PROPTEST_CASES=10000 cargo test --release --test properties`.
 //!
-//! Three deterministic tests at the end fail until library bugs are fixed
-//! (each says why): `metadata_values_and_keys_are_skipped_whole`,
+//! Three deterministic tests at the end guard against bugs these
+//! properties found (each says what it was):
+//! `metadata_values_and_keys_are_skipped_whole`,
 //! `from_msgpack_output_grows_linearly_with_its_input` and
 //! `json_depth_limit_agrees_with_the_codec`.
 
@@ -623,9 +624,9 @@ fn json_depth_limit_agrees_with_the_codec() {
 
 /// Metadata is advisory: a value under `hb_response` that is not a bool,
 /// or a key that is not a string, must be skipped whole. The decoder reads
-/// only the *header* of such a value (or key) and then parses its body as
-/// if it were the next entries: a valid message is refused or, worse, bytes
-/// hidden inside a string are read as top-level fields.
+/// used to read only the *header* of such a value (or key) and then parse
+/// its body as if it were the next entries: a valid message was refused or,
+/// worse, bytes hidden inside a string were read as top-level fields.
 #[test]
 fn metadata_values_and_keys_are_skipped_whole() {
     let s = |v: &str| bytes_of(&Mp::Str(v.to_owned(), 0));
@@ -705,13 +706,12 @@ fn metadata_values_and_keys_are_skipped_whole() {
 }
 
 /// A map key that is not a string is written as its JSON text inside a
-/// JSON string, and that text is escaped again at every level: `"` becomes
-/// `\"`, then `\\\"`, ... so nested container keys double the output per
-/// level. 45 bytes of msgpack become 8 MiB of JSON; 80 bytes would need
-/// 1 TiB. `from_msgpack` runs on what a peer sends (the C API's JSON calls
-/// convert a worker's result, a JSON worker converts a parent's args), so
-/// a few hostile bytes abort the process with out-of-memory. The output
-/// must grow at most linearly with the input, or the value be refused.
+/// JSON string, and that text used to be escaped again at every level: `"`
+/// became `\"`, then `\\\"`, ... so nested container keys doubled the
+/// output per level (45 bytes of msgpack became 8 MiB of JSON). Since
+/// `from_msgpack` runs on what a peer sends, a few hostile bytes could
+/// exhaust memory; container keys are now refused. The output must grow at
+/// most linearly with the input, or the value be refused.
 #[test]
 fn from_msgpack_output_grows_linearly_with_its_input() {
     for depth in [4usize, 12, 22] {
