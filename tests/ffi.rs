@@ -2,6 +2,9 @@
 //! worker (`mf_worker_start` / `mf_worker_next`), the completion queue
 //! (`mf_call_queued` / `mf_queue_next`), and NULL handling at the boundary.
 
+mod common;
+use common::temp_home;
+
 use multifrost::ffi::error::{mf_last_error, mf_status};
 use multifrost::ffi::parent::*;
 use multifrost::ffi::queue::*;
@@ -15,15 +18,6 @@ fn last_error() -> String {
     unsafe { CStr::from_ptr(mf_last_error()) }
         .to_string_lossy()
         .into_owned()
-}
-
-fn temp_home() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let home = std::env::temp_dir().join(format!("mf-ffi-{}", std::process::id()));
-        std::fs::create_dir_all(&home).unwrap();
-        std::env::set_var("HOME", home);
-    });
 }
 
 struct Ptr<T>(*mut T);

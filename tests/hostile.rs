@@ -17,32 +17,22 @@
 //! `spawned_worker_survives_a_call_over_its_message_size_limit` and
 //! `an_idle_parent_does_not_let_unread_frames_pile_up`.
 
+mod common;
+use common::{int, int_args, temp_home, test_worker, wait_until};
+
 use multifrost::codec::{self, Encoder, Kind, Limits, APP_ID};
 use multifrost::registry::Registry;
 use multifrost::{ErrorKind, Mode, Options, Parent, ReplyHandle, Worker};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Shared helpers
 // ---------------------------------------------------------------------------
-
-/// One temporary HOME for the whole binary: the user's registry is never touched.
-fn temp_home() -> PathBuf {
-    static ONCE: Once = Once::new();
-    let home = std::env::temp_dir().join(format!("mf-hostile-{}", std::process::id()));
-    ONCE.call_once(|| {
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        std::env::set_var("HOME", &home);
-    });
-    home
-}
 
 /// The tests of this file run one at a time: the memory checks read the
 /// RSS of the whole process, which a parallel test would disturb.
@@ -84,19 +74,6 @@ fn map(entries: &[(&str, &[u8])]) -> Vec<u8> {
     b
 }
 
-fn int_args(values: &[i64]) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmp::encode::write_array_len(&mut out, values.len() as u32).unwrap();
-    for v in values {
-        rmp::encode::write_sint(&mut out, *v).unwrap();
-    }
-    out
-}
-
-fn int(bytes: &[u8]) -> i64 {
-    rmp::decode::read_int(&mut &bytes[..]).unwrap()
-}
-
 /// A str of `n` bytes (str32 header for anything past 64 KiB).
 fn big_str(n: usize) -> Vec<u8> {
     let mut b = Vec::with_capacity(n + 5);
@@ -110,17 +87,6 @@ fn deep(depth: usize) -> Vec<u8> {
     let mut b = vec![0x91; depth];
     b.push(0xc0);
     b
-}
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
 }
 
 /// Resident set size of this process in KiB (/proc/self/status VmRSS).
@@ -1224,14 +1190,6 @@ fn parent_reconnects_after_libzmq_drops_an_oversized_frame() {
         p.stats_json()
     );
     assert_eq!(stat(&pstats(&p), "dropped_malformed"), 0);
-}
-
-fn test_worker() -> String {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples/test_worker")
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// Found here, fixed: the worker's ROUTER refuses frames over its maximum

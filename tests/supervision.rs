@@ -2,47 +2,15 @@
 //! handling, restart, heartbeats, breaker, chatty workers, death with the
 //! parent, connect mode and the registry under contention.
 
+mod common;
+use common::{int, int_args, temp_home, test_worker, wait_until};
+
 use multifrost::registry::Registry;
 use multifrost::{ErrorKind, Options, Parent};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Every test of this binary shares one temporary HOME, so the real
-/// registry of the user running the tests is never touched.
-fn temp_home() -> PathBuf {
-    static ONCE: Once = Once::new();
-    let home = std::env::temp_dir().join(format!("mf-supervision-{}", std::process::id()));
-    ONCE.call_once(|| {
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        std::env::set_var("HOME", &home);
-    });
-    home
-}
-
-fn test_worker() -> String {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples/test_worker")
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn args(values: &[i64]) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmp::encode::write_array_len(&mut out, values.len() as u32).unwrap();
-    for v in values {
-        rmp::encode::write_sint(&mut out, *v).unwrap();
-    }
-    out
-}
-
-fn int(bytes: &[u8]) -> i64 {
-    rmp::decode::read_int(&mut &bytes[..]).unwrap()
-}
 
 fn spawn(options: Options) -> Parent {
     temp_home();
@@ -53,23 +21,12 @@ fn stats(p: &Parent) -> Value {
     serde_json::from_str(&p.stats_json()).unwrap()
 }
 
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
 fn kill(pid: i64, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
 fn pid_of(p: &Parent) -> i64 {
-    int(p.call("pid", &args(&[]), 5000).unwrap().bytes())
+    int(p.call("pid", &int_args(&[]), 5000).unwrap().bytes())
 }
 
 #[test]
@@ -80,7 +37,7 @@ fn sigkill_ends_every_pending_call_at_once() {
         .map(|_| {
             let p = Arc::clone(&p);
             std::thread::spawn(move || {
-                let r = p.call("sleep_ms", &args(&[10_000]), 30_000);
+                let r = p.call("sleep_ms", &int_args(&[10_000]), 30_000);
                 (r.err(), Instant::now())
             })
         })
@@ -102,7 +59,7 @@ fn sigkill_ends_every_pending_call_at_once() {
         );
     }
     // Without auto-restart, later calls fail at once with the same cause.
-    let err = p.call("pid", &args(&[]), 5000).err().unwrap();
+    let err = p.call("pid", &int_args(&[]), 5000).err().unwrap();
     assert_eq!(err.kind, ErrorKind::WorkerExited);
     assert_eq!(stats(&p)["worker_pid"], 0);
 }
@@ -117,7 +74,10 @@ fn auto_restart_brings_a_new_process() {
     kill(first, libc::SIGKILL);
     let mut second = None;
     assert!(wait_until(Duration::from_secs(10), || {
-        second = p.call("pid", &args(&[]), 2000).ok().map(|r| int(r.bytes()));
+        second = p
+            .call("pid", &int_args(&[]), 2000)
+            .ok()
+            .map(|r| int(r.bytes()));
         second.is_some()
     }));
     let second = second.unwrap();
@@ -125,7 +85,10 @@ fn auto_restart_brings_a_new_process() {
     let s = stats(&p);
     assert_eq!(s["restarts"], 1);
     assert_eq!(s["worker_pid"], second);
-    assert_eq!(int(p.call("add", &args(&[2, 3]), 5000).unwrap().bytes()), 5);
+    assert_eq!(
+        int(p.call("add", &int_args(&[2, 3]), 5000).unwrap().bytes()),
+        5
+    );
 }
 
 #[test]
@@ -137,7 +100,7 @@ fn restart_limit_opens_the_breaker() {
     kill(pid_of(&p), libc::SIGKILL);
     let mut second = 0;
     assert!(wait_until(Duration::from_secs(10), || {
-        p.call("pid", &args(&[]), 2000)
+        p.call("pid", &int_args(&[]), 2000)
             .map(|r| second = int(r.bytes()))
             .is_ok()
     }));
@@ -145,7 +108,7 @@ fn restart_limit_opens_the_breaker() {
     assert!(wait_until(Duration::from_secs(5), || stats(&p)
         ["circuit_state"]
         == "open"));
-    let err = p.call("pid", &args(&[]), 2000).err().unwrap();
+    let err = p.call("pid", &int_args(&[]), 2000).err().unwrap();
     assert!(
         matches!(err.kind, ErrorKind::CircuitOpen | ErrorKind::WorkerExited),
         "{err}"
@@ -173,7 +136,7 @@ fn a_busy_worker_does_not_miss_heartbeats() {
     let mut o = Options::default();
     o.set_heartbeat(100, 300, 2).unwrap();
     let p = spawn(o);
-    let r = p.call("sleep_ms", &args(&[5000]), 10_000).unwrap();
+    let r = p.call("sleep_ms", &int_args(&[5000]), 10_000).unwrap();
     assert_eq!(int(r.bytes()), 5000);
     let s = stats(&p);
     assert_eq!(s["heartbeat_misses"], 0, "{s}");
@@ -187,7 +150,7 @@ fn breaker_opens_refuses_fast_half_opens_and_closes() {
     o.set_breaker(2, 300).unwrap();
     let p = Arc::new(spawn(o));
     for _ in 0..2 {
-        let e = p.call("sleep_ms", &args(&[1000]), 50).err().unwrap();
+        let e = p.call("sleep_ms", &int_args(&[1000]), 50).err().unwrap();
         assert_eq!(e.kind, ErrorKind::Timeout);
         assert_eq!(e.message, "call to 'sleep_ms' timed out after 50 ms");
     }
@@ -199,7 +162,7 @@ fn breaker_opens_refuses_fast_half_opens_and_closes() {
     // Refusals cost no round trip: 1000 of them take well under 1 ms each.
     let t = Instant::now();
     for _ in 0..1000 {
-        let e = p.call("add", &args(&[1, 2]), 0).err().unwrap();
+        let e = p.call("add", &int_args(&[1, 2]), 0).err().unwrap();
         assert_eq!(e.kind, ErrorKind::CircuitOpen);
     }
     assert!(
@@ -212,7 +175,7 @@ fn breaker_opens_refuses_fast_half_opens_and_closes() {
     let probe = {
         let p = Arc::clone(&p);
         std::thread::spawn(move || {
-            p.call("sleep_ms", &args(&[300]), 5000)
+            p.call("sleep_ms", &int_args(&[300]), 5000)
                 .map(|r| int(r.bytes()))
         })
     };
@@ -220,13 +183,16 @@ fn breaker_opens_refuses_fast_half_opens_and_closes() {
         ["circuit_state"]
         == "half_open"));
     assert_eq!(
-        p.call("add", &args(&[1, 2]), 0).err().unwrap().kind,
+        p.call("add", &int_args(&[1, 2]), 0).err().unwrap().kind,
         ErrorKind::CircuitOpen
     );
     assert_eq!(probe.join().unwrap().unwrap(), 300);
     let s = stats(&p);
     assert_eq!(s["circuit_state"], "closed");
-    assert_eq!(int(p.call("add", &args(&[1, 2]), 0).unwrap().bytes()), 3);
+    assert_eq!(
+        int(p.call("add", &int_args(&[1, 2]), 0).unwrap().bytes()),
+        3
+    );
 }
 
 #[test]
@@ -234,7 +200,7 @@ fn a_remote_error_is_not_a_breaker_failure() {
     let mut o = Options::default();
     o.set_breaker(1, 60_000).unwrap();
     let p = spawn(o);
-    let e = p.call("fail", &args(&[]), 0).err().unwrap();
+    let e = p.call("fail", &int_args(&[]), 0).err().unwrap();
     assert_eq!(
         (e.kind, e.message.as_str()),
         (ErrorKind::Remote, "RuntimeError: requested failure")
@@ -255,7 +221,7 @@ fn a_chatty_worker_never_blocks_and_its_lines_reach_the_log() {
         }
     })));
     let p = spawn(Options::default());
-    let r = p.call("spam", &args(&[20_000]), 30_000).unwrap();
+    let r = p.call("spam", &int_args(&[20_000]), 30_000).unwrap();
     assert_eq!(int(r.bytes()), 20_000);
     assert!(wait_until(Duration::from_secs(10), || lines
         .lock()
@@ -329,7 +295,7 @@ fn connect_mode_finds_a_service_by_id() {
     wait_registered("svc-connect");
     let p = Parent::connect("svc-connect", Options::default()).unwrap();
     assert_eq!(
-        int(p.call("add", &args(&[40, 2]), 5000).unwrap().bytes()),
+        int(p.call("add", &int_args(&[40, 2]), 5000).unwrap().bytes()),
         42
     );
     assert_eq!(pid_of(&p), i64::from(w.id()));
@@ -363,7 +329,7 @@ fn a_parent_follows_a_service_that_restarted_on_a_new_port() {
     assert_ne!(first.port, second.port);
     let mut pid = 0;
     assert!(wait_until(Duration::from_secs(10), || {
-        p.call("pid", &args(&[]), 500)
+        p.call("pid", &int_args(&[]), 500)
             .map(|r| pid = int(r.bytes()))
             .is_ok()
     }));
@@ -460,10 +426,10 @@ impl WaitTimeout for Child {
 fn a_call_right_after_a_crash_fails_at_once() {
     for _ in 0..5 {
         let p = spawn(Options::default());
-        let e = p.call("crash", &args(&[]), 20_000).err().unwrap();
+        let e = p.call("crash", &int_args(&[]), 20_000).err().unwrap();
         assert_eq!(e.kind, ErrorKind::WorkerExited, "{e}");
         let t = Instant::now();
-        let e = p.call("add", &args(&[1, 2]), 1500).err().unwrap();
+        let e = p.call("add", &int_args(&[1, 2]), 1500).err().unwrap();
         assert_eq!(e.kind, ErrorKind::WorkerExited, "{e}");
         assert!(t.elapsed() < Duration::from_millis(500));
     }
