@@ -174,7 +174,6 @@ struct Shared {
     stop: AtomicBool,
     jobs: Mutex<Jobs>,
     jobs_cv: Condvar,
-    idle_cv: Condvar,
     handlers: RwLock<HashMap<String, Route>>,
     /// Calls for pull-registered names, taken by `Worker::next`.
     pull: Mutex<Pull>,
@@ -313,7 +312,6 @@ impl Worker {
                     busy: 0,
                 }),
                 jobs_cv: Condvar::new(),
-                idle_cv: Condvar::new(),
                 handlers: RwLock::new(HashMap::new()),
                 pull: Mutex::new(Pull::default()),
                 pull_cv: Condvar::new(),
@@ -799,9 +797,6 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
 fn finish_job(shared: &Shared) {
     let mut jobs = shared.jobs.lock();
     jobs.busy -= 1;
-    if jobs.busy == 0 {
-        shared.idle_cv.notify_all();
-    }
     if !jobs.queue.is_empty() {
         shared.jobs_cv.notify_one();
     }
