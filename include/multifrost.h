@@ -492,6 +492,18 @@ void mf_queue_close(struct mf_queue *q);
 void mf_queue_free(struct mf_queue *q);
 
 /**
+ * A descriptor that becomes readable when a completion arrives on an
+ * empty queue, for an event loop to watch (epoll, `loop.add_reader`, …)
+ * instead of parking a thread in `mf_queue_next`. When it is readable:
+ * read 8 bytes from it (it is non-blocking; EAGAIN is fine), then call
+ * `mf_queue_next` with timeout 0 until it returns MF_ERR_TIMEOUT — only a
+ * completion that finds the queue empty makes it readable again. The
+ * queue owns the descriptor (close it never; it lives until
+ * `mf_queue_free`). Any thread.
+ */
+enum mf_status mf_queue_fd(struct mf_queue *q, int *out);
+
+/**
  * Starts a call like `mf_call_async`; its completion is put on `q` with
  * `token` (any value the caller chooses). When this returns anything but
  * MF_OK the call was not started and nothing will be queued.

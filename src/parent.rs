@@ -616,15 +616,20 @@ impl Shared {
     }
 
     fn submit_async(&self, id: IdText, payload: Vec<u8>, pending: Pending) -> Result<()> {
-        let (leader, first) = {
+        let (socket, leader, first) = {
             let mut core = self.core.lock();
             // The leader takes the whole queue at once: only the payload that
             // finds it empty needs to wake it.
             let first = core.outgoing.is_empty();
             self.register(&mut core, id, payload, pending)?;
-            (core.leader, first)
+            (self.take_lead(&mut core), core.leader, first)
         };
-        if leader {
+        if let Some(socket) = socket {
+            // Nobody drives the socket: send from this thread, so the request
+            // is on its way before the supervisor (which waits for the reply)
+            // has even woken up.
+            self.send_and_step_down(socket);
+        } else if leader {
             if !first {
                 return Ok(());
             }
@@ -633,11 +638,27 @@ impl Shared {
             if LEADING.with(std::cell::Cell::get) != self as *const Shared as usize {
                 self.wake.notify();
             }
-        } else {
-            // No caller is waiting to drive the socket: the supervisor leads.
-            self.sup_wake.notify();
         }
         Ok(())
+    }
+
+    /// Sends what is queued with a briefly held lead, then hands the lead
+    /// to a blocked caller or the supervisor, which reads the replies.
+    fn send_and_step_down(&self, socket: zmq::Socket) {
+        let mut out = std::mem::take(&mut self.core.lock().outgoing);
+        while let Some(p) = out.pop_front() {
+            if let Err(p) = try_send(&socket, p) {
+                out.push_front(p);
+                break;
+            }
+        }
+        let mut core = self.core.lock();
+        while let Some(p) = out.pop_back() {
+            core.outgoing.push_front(p);
+        }
+        core.socket = Some(socket);
+        core.leader = false;
+        self.hand_off(&mut core);
     }
 
     /// Puts a call in the pending table and its payload in the send queue.

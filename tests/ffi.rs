@@ -3,7 +3,7 @@
 //! (`mf_call_queued` / `mf_queue_next`), and NULL handling at the boundary.
 
 mod common;
-use common::temp_home;
+use common::{int, int_args, temp_home};
 
 use multifrost::ffi::error::{mf_last_error, mf_status};
 use multifrost::ffi::parent::*;
@@ -237,4 +237,118 @@ fn ex_variants_hand_the_error_text_back() {
         multifrost::ffi::buffer::mf_string_free(error);
         multifrost::ffi::options::mf_options_free(opts);
     }
+}
+
+/// Whether `fd` becomes readable within `ms` milliseconds.
+fn readable(fd: i32, ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+}
+
+#[test]
+fn queue_descriptor_signals_completions_to_an_event_loop() {
+    temp_home();
+    let id = CString::new("ffi-queue-fd").unwrap();
+    let mut w = null_mut();
+    let mut p = null_mut();
+    let q = mf_queue_new();
+    let f = CString::new("triple").unwrap();
+    unsafe {
+        assert_eq!(mf_worker_new(id.as_ptr(), &mut w), mf_status::MF_OK);
+        let name = CString::new("triple").unwrap();
+        assert_eq!(mf_worker_register_pull(w, name.as_ptr()), mf_status::MF_OK);
+        assert_eq!(mf_worker_start(w), mf_status::MF_OK, "{}", last_error());
+        assert_eq!(
+            mf_queue_fd(q, null_mut()),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            mf_queue_fd(null_mut(), &mut 0),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+    }
+    let served = {
+        let w = Ptr(w);
+        std::thread::spawn(move || {
+            let w = w;
+            loop {
+                let mut c = unsafe { std::mem::zeroed::<mf_incoming>() };
+                match unsafe { mf_worker_next(w.0, 5000, &mut c) } {
+                    mf_status::MF_OK => {}
+                    mf_status::MF_ERR_CLOSED => return,
+                    s => panic!("next: {s:?} {}", last_error()),
+                }
+                let args = unsafe { std::slice::from_raw_parts(c.args, c.args_len) };
+                let v = rmp::decode::read_int::<i64, _>(&mut &args[1..]).unwrap();
+                let mut out = Vec::new();
+                rmp::encode::write_sint(&mut out, v * 3).unwrap();
+                unsafe { mf_reply_ok(c.reply, out.as_ptr(), out.len()) };
+            }
+        })
+    };
+    unsafe {
+        assert_eq!(mf_connect(id.as_ptr(), null(), &mut p), mf_status::MF_OK);
+    }
+    let mut fd = -1;
+    assert_eq!(unsafe { mf_queue_fd(q, &mut fd) }, mf_status::MF_OK);
+    assert!(fd >= 0);
+    let mut again = -1;
+    assert_eq!(unsafe { mf_queue_fd(q, &mut again) }, mf_status::MF_OK);
+    assert_eq!(again, fd, "one descriptor per queue");
+    assert!(!readable(fd, 0), "nothing has completed yet");
+    let mut events: Vec<mf_event> = (0..4).map(|_| unsafe { std::mem::zeroed() }).collect();
+    // Three rounds, the way an event loop uses it: wait for the descriptor,
+    // reset it, take everything with zero waits, and go back to waiting.
+    for round in 0..3u64 {
+        for k in 0..10u64 {
+            let token = round * 10 + k;
+            let args = int_args(&[token as i64]);
+            let s =
+                unsafe { mf_call_queued(p, f.as_ptr(), args.as_ptr(), args.len(), 5000, q, token) };
+            assert_eq!(s, mf_status::MF_OK, "{}", last_error());
+        }
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            assert!(
+                readable(fd, 5000),
+                "round {round}: the descriptor never became readable"
+            );
+            let mut counter = 0u64;
+            unsafe { libc::read(fd, (&mut counter as *mut u64).cast(), 8) };
+            loop {
+                let mut n = 0;
+                match unsafe { mf_queue_next(q, 0, events.as_mut_ptr(), events.len(), &mut n) } {
+                    mf_status::MF_OK => {}
+                    mf_status::MF_ERR_TIMEOUT => break,
+                    s => panic!("mf_queue_next: {s:?} {}", last_error()),
+                }
+                for e in &events[..n] {
+                    assert_eq!(e.status, mf_status::MF_OK);
+                    let r = unsafe { std::slice::from_raw_parts(e.result, e.result_len) };
+                    assert_eq!(int(r), e.token as i64 * 3);
+                    got.push(e.token);
+                }
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, (round * 10..round * 10 + 10).collect::<Vec<_>>());
+        // A completion that landed between the reset and the draining may
+        // have left a spare wake-up; it must find the queue empty.
+        let mut n = 0;
+        assert_eq!(
+            unsafe { mf_queue_next(q, 0, events.as_mut_ptr(), events.len(), &mut n) },
+            mf_status::MF_ERR_TIMEOUT
+        );
+    }
+    unsafe {
+        mf_parent_close(p);
+        mf_queue_free(q);
+        assert_eq!(mf_worker_stop(w), mf_status::MF_OK);
+    }
+    served.join().unwrap();
+    unsafe { mf_worker_free(w) };
 }

@@ -6,9 +6,11 @@ use super::parent::mf_parent;
 use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
 use crate::error::Error;
 use crate::parent::Reply;
+use crate::wake::Wake;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A completion queue. Calls started with `mf_call_queued` land here; a
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 pub struct mf_queue {
     state: Mutex<State>,
     cv: Condvar,
+    /// Readable while completions wait, once `mf_queue_fd` asked for it.
+    wake: OnceLock<Wake>,
 }
 
 #[derive(Default)]
@@ -53,6 +57,7 @@ pub extern "C" fn mf_queue_new() -> *mut mf_queue {
     arc_into_handle(mf_queue {
         state: Mutex::new(State::default()),
         cv: Condvar::new(),
+        wake: OnceLock::new(),
     })
 }
 
@@ -78,6 +83,32 @@ pub unsafe extern "C" fn mf_queue_free(q: *mut mf_queue) {
             q.cv.notify_all();
         }
     });
+}
+
+/// A descriptor that becomes readable when a completion arrives on an
+/// empty queue, for an event loop to watch (epoll, `loop.add_reader`, …)
+/// instead of parking a thread in `mf_queue_next`. When it is readable:
+/// read 8 bytes from it (it is non-blocking; EAGAIN is fine), then call
+/// `mf_queue_next` with timeout 0 until it returns MF_ERR_TIMEOUT — only a
+/// completion that finds the queue empty makes it readable again. The
+/// queue owns the descriptor (close it never; it lives until
+/// `mf_queue_free`). Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mf_queue_fd(q: *mut mf_queue, out: *mut c_int) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let queue = arc_borrow(q.cast_const(), "queue")?;
+        if queue.wake.get().is_none() {
+            let wake = Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?;
+            let _ = queue.wake.set(wake);
+            // Completions that arrived before the descriptor existed.
+            if let (Some(w), false) = (queue.wake.get(), queue.state.lock().ready.is_empty()) {
+                w.notify();
+            }
+        }
+        *out = queue.wake.get().map_or(-1, Wake::fd);
+        Ok(())
+    })
 }
 
 /// Starts a call like `mf_call_async`; its completion is put on `q` with
@@ -124,6 +155,9 @@ pub unsafe extern "C" fn mf_call_queued(
                 drop(state);
                 if was_empty {
                     queue.cv.notify_one();
+                    if let Some(w) = queue.wake.get() {
+                        w.notify();
+                    }
                 }
             }),
         )

@@ -213,6 +213,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         c_uint64,
     )
     fn("mf_queue_next", c_int, mf_queue_p, c_int64, POINTER(mf_event), c_size_t, POINTER(c_size_t))
+    fn("mf_queue_fd", c_int, mf_queue_p, POINTER(c_int))
 
     # Replies.
     fn("mf_reply_ok", c_int, mf_reply_p, c_char_p, c_size_t)

@@ -1,11 +1,12 @@
 """The calling side: :class:`ParentWorker` spawns a worker or connects to one.
 
-Calls are started with ``mf_call_queued`` and their completions are taken in
-batches by one dispatcher thread per worker (``mf_queue_next``), which hands
-each result to the waiting asyncio future (through
-``loop.call_soon_threadsafe``) or to the waiting synchronous caller. No library
-thread ever calls into Python for a call, and awaiting a call never blocks the
-event loop.
+Calls are started with ``mf_call_queued``. Async calls complete on a queue of
+their own event loop: the loop watches the queue's descriptor
+(``mf_queue_fd``, ``loop.add_reader``) and resolves the futures itself, so a
+result reaches the awaiting coroutine with no thread in between. Blocking
+calls complete through one dispatcher thread per worker (``mf_queue_next``).
+No library thread ever calls into Python, and awaiting a call never blocks
+the event loop.
 """
 
 from __future__ import annotations
@@ -163,6 +164,84 @@ def _settle_async(items: List[Tuple["asyncio.Future[Any]", bool, Any]]) -> None:
             fut.set_exception(value)
 
 
+def _outcome(ev: "_ffi.mf_event") -> Tuple[bool, Any]:
+    """An event's result as (True, value) or (False, exception)."""
+    if ev.status == Status.OK:
+        data = ctypes.string_at(ev.result, ev.result_len) if ev.result_len else b""
+        try:
+            return True, _values.unpack(data)
+        except Exception as e:  # undecodable result
+            return False, ProtocolError(f"cannot decode the result: {e}")
+    msg = ev.error_message.decode("utf-8", "replace") if ev.error_message else ""
+    return False, error_for(ev.status, msg)
+
+
+class _LoopQueue:
+    """The completion queue of one event loop: the loop reads it when its descriptor is readable."""
+
+    def __init__(self, conn: "_Connection", loop: asyncio.AbstractEventLoop) -> None:
+        lib = _ffi.load()
+        self.conn = conn
+        self.loop = loop
+        self.queue = lib.mf_queue_new()
+        fd = ctypes.c_int(-1)
+        status = lib.mf_queue_fd(self.queue, ctypes.byref(fd))
+        if status != Status.OK:
+            err = error_for(status, _ffi.last_error())
+            lib.mf_queue_free(self.queue)
+            raise err
+        self.fd = fd.value
+        self.events = (_ffi.mf_event * _BATCH)()
+        self.freed = False
+        loop.add_reader(self.fd, self.drain)
+
+    def drain(self) -> None:
+        """On the loop: takes every waiting completion and settles its future."""
+        if self.freed:
+            return
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+        lib = _ffi._lib
+        n = ctypes.c_size_t(0)
+        pending = self.conn.pending
+        while lib.mf_queue_next(self.queue, 0, self.events, _BATCH, ctypes.byref(n)) == Status.OK:
+            for i in range(n.value):
+                ev = self.events[i]
+                waiter = pending.pop(ev.token, None)
+                if waiter is None or waiter[1].done():  # cancelled by the caller meanwhile
+                    continue
+                ok, value = _outcome(ev)
+                if ok:
+                    waiter[1].set_result(value)
+                else:
+                    waiter[1].set_exception(value)
+
+    def release(self) -> None:
+        """On the loop, after the parent handles closed: settles the rest, unwatches, frees."""
+        if self.freed:
+            return
+        self.drain()
+        self.freed = True
+        try:
+            self.loop.remove_reader(self.fd)
+        except Exception:  # the loop is closing
+            pass
+        _ffi.load().mf_queue_free(self.queue)
+
+    def release_from(self, closing_thread_loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        """Releases this queue from any thread: on its loop, or now if that loop is closed."""
+        if closing_thread_loop is self.loop:
+            self.release()
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.release)
+        except RuntimeError:  # the loop is closed: its selector (and our reader) are gone
+            self.freed = True
+            _ffi.load().mf_queue_free(self.queue)
+
+
 class _Connection:
     """The C handles of one ParentWorker and its completion machinery.
 
@@ -176,8 +255,9 @@ class _Connection:
         self.start_lock = threading.Lock()  # one start (or namespace connect) at a time
         self.handle: Optional[int] = None
         self.extra: Dict[str, int] = {}  # namespace -> extra parent handle (connect mode)
-        self.queue: Optional[int] = None
+        self.queue: Optional[int] = None  # blocking calls' completions, for the dispatcher thread
         self.thread: Optional[threading.Thread] = None
+        self.loop_queues: Dict[asyncio.AbstractEventLoop, _LoopQueue] = {}
         self.pending: Dict[int, _Waiter] = {}
         self.tokens = itertools.count(1)
         self.closed = False
@@ -266,6 +346,8 @@ class _Connection:
             self.handle = None
             self.extra = {}
             queue, thread = self.queue, self.thread
+            loop_queues = list(self.loop_queues.values())
+            self.loop_queues = {}
         if was_closed and not handles:
             return
         if lib is not None:
@@ -273,6 +355,12 @@ class _Connection:
                 lib.mf_parent_close(h)  # in-flight calls complete with MF_ERR_CLOSED
             if queue is not None:
                 lib.mf_queue_close(queue)
+            try:
+                current: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+            except RuntimeError:
+                current = None
+            for lq in loop_queues:
+                lq.release_from(current)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
         # Completions that never came (there should be none) must not leave awaiters hanging.
@@ -309,10 +397,30 @@ class _Connection:
                 raise ClosedError(
                     "the worker is not started: use `async with`, `await worker.start()` or `worker.sync.start()`"
                 )
-            status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, self.queue, token)
+            loop = waiter[0]
+            if loop is None:
+                queue = self.queue
+            else:
+                lq = self.loop_queues.get(loop)
+                if lq is None:
+                    lq = self._new_loop_queue(loop)
+                queue = lq.queue
+            status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, queue, token)
             if status != Status.OK:
                 self.pending.pop(token, None)
                 raise error_for(status, _ffi.last_error())
+
+    def _new_loop_queue(self, loop: asyncio.AbstractEventLoop) -> _LoopQueue:
+        """A completion queue for ``loop`` (under ``self.lock``); frees those of closed loops."""
+        for old in [lq for lq in self.loop_queues.values() if lq.loop.is_closed()]:
+            del self.loop_queues[old.loop]
+            old.release_from(None)
+            for token, (wl, _) in list(self.pending.items()):
+                if wl is old.loop:
+                    self.pending.pop(token, None)
+        lq = _LoopQueue(self, loop)
+        self.loop_queues[loop] = lq
+        return lq
 
     def _dispatch(self, queue: int) -> None:
         """The completion thread: takes batches from the queue until it is closed."""
@@ -329,17 +437,8 @@ class _Connection:
             for i in range(n.value):
                 ev = events[i]
                 waiter = self.pending.pop(ev.token, None)
-                if waiter is None:
-                    continue
-                if ev.status == Status.OK:
-                    data = ctypes.string_at(ev.result, ev.result_len) if ev.result_len else b""
-                    try:
-                        batch.append((waiter, True, _values.unpack(data)))
-                    except Exception as e:  # undecodable result
-                        batch.append((waiter, False, ProtocolError(f"cannot decode the result: {e}")))
-                else:
-                    msg = ev.error_message.decode("utf-8", "replace") if ev.error_message else ""
-                    batch.append((waiter, False, error_for(ev.status, msg)))
+                if waiter is not None:
+                    batch.append((waiter, *_outcome(ev)))
             self._deliver(batch)
 
     @staticmethod

@@ -280,6 +280,21 @@ def test_one_worker_serves_several_event_loops(shared_worker):
     assert sorted(results) == [0, 2, 4, 6]
 
 
+def test_many_successive_event_loops_leak_no_descriptors(shared_worker):
+    # Each loop gets a completion queue watched by its selector; a queue whose
+    # loop has closed is released when another loop makes its first call.
+    import os
+
+    async def main(n):
+        return await worker.acall.add(n, 1)
+
+    worker = shared_worker
+    assert run(main(0)) == 1
+    before = len(os.listdir("/proc/self/fd"))
+    assert [run(main(n)) for n in range(50)] == [n + 1 for n in range(50)]
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
 def test_spawn_with_namespace_option_reaches_a_namespaced_worker(sample_worker):
     # The worker serves namespace "blue"; a parent in "default" gets no answer.
     with ParentWorker.spawn(sample_worker, args=["--namespace", "blue"], namespace="blue") as worker:
