@@ -5,7 +5,8 @@
 //! sends its request, polls for the reply itself and puts the socket back —
 //! no hop to another thread on either way, so a sequential call costs what a
 //! raw libzmq round trip costs plus encoding. While a thread leads, other
-//! callers queue their payloads and wake it through an eventfd; it sends
+//! callers queue their payloads (waking it through an eventfd only when it
+//! sleeps in `zmq_poll`); it sends
 //! them, routes every reply to its caller (a waiting thread's slot, or an
 //! async completion run in place), and when its own reply has arrived hands
 //! the socket to a waiting caller, or to the supervisor thread if only async
@@ -38,16 +39,14 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 const NIL: &[u8] = &[0xc0];
+/// While replies keep arriving, how often a leading supervisor still looks
+/// at its child and timers.
+const SUP_CHECK: Duration = Duration::from_millis(2);
 /// Messages read per wake-up before bookkeeping gets a turn.
 const RECV_BATCH: usize = 256;
 /// Payloads up to this size are copied into libzmq's own buffer; larger ones
 /// are handed over without a copy.
 const ZERO_COPY_MIN: usize = 4096;
-
-thread_local! {
-    /// The parent (its `Shared` address) whose socket this thread drives, or 0.
-    static LEADING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
 
 /// A reply's result value: raw MessagePack borrowed from the received frame.
 pub struct Reply {
@@ -165,6 +164,10 @@ struct Core {
     /// `None` while a thread leads (holds it outside the lock).
     socket: Option<zmq::Socket>,
     leader: bool,
+    /// The leader is (about to be) asleep in `zmq_poll` and has seen an
+    /// empty send queue: whoever queues a payload must wake it. While it is
+    /// busy it takes the queue at the top of its loop without a wake-up.
+    leader_sleeping: bool,
     /// Payloads waiting for the leader to send them, oldest first.
     outgoing: VecDeque<Vec<u8>>,
     pending: HashMap<IdText, Pending>,
@@ -188,6 +191,11 @@ impl Core {
             && (!self.pending.is_empty()
                 || self.hb.outstanding.is_some()
                 || !self.outgoing.is_empty())
+    }
+
+    /// Whether a payload just queued must wake the leader (once per sleep).
+    fn wake_sleeping_leader(&mut self) -> bool {
+        self.leader && std::mem::take(&mut self.leader_sleeping)
     }
 
     /// Removes calls whose deadline passed.
@@ -333,6 +341,7 @@ impl Parent {
             core: Mutex::new(Core {
                 socket: Some(socket),
                 leader: false,
+                leader_sleeping: false,
                 outgoing: VecDeque::new(),
                 pending: HashMap::new(),
                 deadlines: BinaryHeap::new(),
@@ -603,41 +612,34 @@ impl Shared {
         payload: Vec<u8>,
         pending: Pending,
     ) -> Outcome {
-        let socket = {
+        let (socket, wake) = {
             let mut core = self.core.lock();
             self.register(&mut core, id, payload, pending)?;
-            self.take_lead(&mut core)
+            let socket = self.take_lead(&mut core);
+            (socket, core.wake_sleeping_leader())
         };
-        match socket {
-            Some(socket) => self.lead(socket, Role::Caller(slot)),
-            None => self.wake.notify(),
+        if let Some(socket) = socket {
+            self.lead(socket, Role::Caller(slot));
+        } else if wake {
+            self.wake.notify();
         }
         self.wait(slot)
     }
 
     fn submit_async(&self, id: IdText, payload: Vec<u8>, pending: Pending) -> Result<()> {
-        let (socket, leader, first) = {
+        let (socket, wake) = {
             let mut core = self.core.lock();
-            // The leader takes the whole queue at once: only the payload that
-            // finds it empty needs to wake it.
-            let first = core.outgoing.is_empty();
             self.register(&mut core, id, payload, pending)?;
-            (self.take_lead(&mut core), core.leader, first)
+            let socket = self.take_lead(&mut core);
+            (socket, core.wake_sleeping_leader())
         };
         if let Some(socket) = socket {
             // Nobody drives the socket: send from this thread, so the request
             // is on its way before the supervisor (which waits for the reply)
             // has even woken up.
             self.send_and_step_down(socket);
-        } else if leader {
-            if !first {
-                return Ok(());
-            }
-            // A completion that starts the next call runs on the leader itself,
-            // which sends queued payloads before it polls again.
-            if LEADING.with(std::cell::Cell::get) != self as *const Shared as usize {
-                self.wake.notify();
-            }
+        } else if wake {
+            self.wake.notify();
         }
         Ok(())
     }
@@ -799,21 +801,16 @@ impl Shared {
     }
 
     /// Drives the socket until the role's work is done, then steps down.
-    fn lead(&self, socket: zmq::Socket, role: Role<'_>) {
-        // Nested leads cannot happen (a completion must not block), but keep the outer value.
-        let outer = LEADING.with(|l| l.replace(self as *const Shared as usize));
-        self.lead_loop(socket, role);
-        LEADING.with(|l| l.set(outer));
-    }
-
-    fn lead_loop(&self, socket: zmq::Socket, mut role: Role<'_>) {
+    fn lead(&self, socket: zmq::Socket, mut role: Role<'_>) {
         let mut out: VecDeque<Vec<u8>> = VecDeque::new();
         let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
+        let mut last_check = Instant::now();
         loop {
             let mut finished = Vec::new();
             let now = Instant::now();
             let timeout = {
                 let mut core = self.core.lock();
+                core.leader_sleeping = false;
                 out.extend(core.outgoing.drain(..));
                 core.expire(now, &mut finished);
                 if core.rediscover {
@@ -859,12 +856,23 @@ impl Shared {
                 }
             }
             // Replies may already be waiting: read them without a poll.
-            // (The supervisor still polls, with no wait, to see its child.)
+            // While they keep coming the supervisor still polls (with no wait,
+            // to see its child and timers) every SUP_CHECK, not every batch.
             let received = self.receive(&socket, &mut batch);
-            let timeout = if received > 0 { 0 } else { timeout };
-            if received > 0 && matches!(role, Role::Caller(_)) {
+            if received > 0 && (matches!(role, Role::Caller(_)) || now < last_check + SUP_CHECK) {
                 continue;
             }
+            last_check = now;
+            let timeout = if received > 0 {
+                0
+            } else {
+                let mut core = self.core.lock();
+                if !core.outgoing.is_empty() {
+                    continue; // queued meanwhile: send before sleeping
+                }
+                core.leader_sleeping = true;
+                timeout
+            };
             let exit_fd = match &role {
                 Role::Supervisor(sup) => sup.child.as_ref().and_then(Process::exit_fd),
                 Role::Caller(_) => None,
