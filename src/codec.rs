@@ -110,15 +110,15 @@ impl Kind {
         }
     }
 
-    fn parse(s: &str) -> Kind {
+    fn parse(s: &[u8]) -> Kind {
         match s {
-            "call" => Kind::Call,
-            "response" => Kind::Response,
-            "error" => Kind::Error,
-            "stdout" => Kind::Stdout,
-            "stderr" => Kind::Stderr,
-            "heartbeat" => Kind::Heartbeat,
-            "shutdown" => Kind::Shutdown,
+            b"call" => Kind::Call,
+            b"response" => Kind::Response,
+            b"error" => Kind::Error,
+            b"stdout" => Kind::Stdout,
+            b"stderr" => Kind::Stderr,
+            b"heartbeat" => Kind::Heartbeat,
+            b"shutdown" => Kind::Shutdown,
             _ => Kind::Unknown,
         }
     }
@@ -305,14 +305,15 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
+        self.str_bytes(field)?.map(utf8).transpose()
+    }
+
+    /// A str (or nil) field's bytes, for fields compared with known ASCII
+    /// values: bytes that match one are valid UTF-8, and others are refused.
+    fn str_bytes(&mut self, field: &'static str) -> Result<Option<&'a [u8]>, DecodeError> {
         match self.head()? {
             Head::Nil => Ok(None),
-            Head::Str(n) => {
-                let bytes = self.take(n)?;
-                std::str::from_utf8(bytes)
-                    .map(Some)
-                    .map_err(|_| DecodeError::Utf8)
-            }
+            Head::Str(n) => self.take(n).map(Some),
             _ => Err(DecodeError::Field(field)),
         }
     }
@@ -326,11 +327,24 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn key(&mut self) -> Result<&'a str, DecodeError> {
+    /// A map key's bytes; callers match them against known (ASCII) names
+    /// and check any other key with `utf8`.
+    fn key(&mut self) -> Result<&'a [u8], DecodeError> {
         match self.head()? {
-            Head::Str(n) => std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError::Utf8),
+            Head::Str(n) => self.take(n),
             _ => Err(DecodeError::Key),
         }
+    }
+}
+
+/// Checks a str's bytes; protocol strings are mostly short ASCII (ids,
+/// names), which a word-at-a-time check settles without the full decoder.
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::Utf8)
     }
 }
 
@@ -346,16 +360,22 @@ pub fn decode(buf: &[u8], limits: Limits) -> Result<Message<'_>, DecodeError> {
     let mut kind = None;
     for _ in 0..entries {
         match r.key()? {
-            "app" => app_ok = r.str("app")? == Some(APP_ID),
-            "id" => msg.id = r.str("id")?,
-            "type" => kind = r.str("type")?,
-            "timestamp" => msg.timestamp = r.float("timestamp")?,
-            "function" => msg.function = r.str("function")?,
-            "namespace" => msg.namespace = r.str("namespace")?,
-            "error" => msg.error = r.str("error")?,
-            "output" => msg.output = r.str("output")?,
-            "client_name" => msg.client_name = r.str("client_name")?,
-            "args" => {
+            b"app" => {
+                let app = r.str_bytes("app")?;
+                app_ok = app == Some(APP_ID.as_bytes());
+                if !app_ok {
+                    app.map(utf8).transpose()?;
+                }
+            }
+            b"id" => msg.id = r.str("id")?,
+            b"type" => kind = r.str_bytes("type")?,
+            b"timestamp" => msg.timestamp = r.float("timestamp")?,
+            b"function" => msg.function = r.str("function")?,
+            b"namespace" => msg.namespace = r.str("namespace")?,
+            b"error" => msg.error = r.str("error")?,
+            b"output" => msg.output = r.str("output")?,
+            b"client_name" => msg.client_name = r.str("client_name")?,
+            b"args" => {
                 let raw = r.raw(0)?;
                 match Marker::from_u8(raw[0]) {
                     Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => msg.args = Some(raw),
@@ -363,9 +383,12 @@ pub fn decode(buf: &[u8], limits: Limits) -> Result<Message<'_>, DecodeError> {
                     _ => return Err(DecodeError::Field("args")),
                 }
             }
-            "result" => msg.result = Some(r.raw(0)?),
-            "metadata" => decode_metadata(&mut r, &mut msg)?,
-            _ => r.skip(1)?,
+            b"result" => msg.result = Some(r.raw(0)?),
+            b"metadata" => decode_metadata(&mut r, &mut msg)?,
+            other => {
+                utf8(other)?;
+                r.skip(1)?
+            }
         }
     }
     if r.pos != buf.len() {
@@ -375,6 +398,9 @@ pub fn decode(buf: &[u8], limits: Limits) -> Result<Message<'_>, DecodeError> {
         return Err(DecodeError::WrongApp);
     }
     msg.kind = kind.map_or(Kind::Unknown, Kind::parse);
+    if msg.kind == Kind::Unknown {
+        kind.map(utf8).transpose()?;
+    }
     Ok(msg)
 }
 
@@ -397,9 +423,12 @@ fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), 
             continue;
         }
         match r.key()? {
-            "hb_timestamp" => msg.hb_timestamp = r.float("metadata.hb_timestamp")?,
-            "hb_response" => msg.hb_response = r.raw(2)? == [0xc3],
-            _ => r.skip(2)?,
+            b"hb_timestamp" => msg.hb_timestamp = r.float("metadata.hb_timestamp")?,
+            b"hb_response" => msg.hb_response = r.raw(2)? == [0xc3],
+            other => {
+                utf8(other)?;
+                r.skip(2)?
+            }
         }
     }
     Ok(())
@@ -756,6 +785,24 @@ mod tests {
         assert_eq!(decode(&bad_args, l), Err(DecodeError::Field("args")));
         let bad_utf8 = foreign(&[("app", &s(APP_ID)), ("id", &[0xa2, 0xff, 0xfe])]);
         assert_eq!(decode(&bad_utf8, l), Err(DecodeError::Utf8));
+        // Known keys and values are matched as bytes; anything else is still checked.
+        let bad = [0xa2, 0xff, 0xfe];
+        let (app, call) = (s(APP_ID), s("call"));
+        for fields in [
+            [("app", &app[..]), ("type", &bad[..])],
+            [("app", &bad[..]), ("type", &call[..])],
+            [("app", &app[..]), ("function", &bad[..])],
+        ] {
+            assert_eq!(decode(&foreign(&fields), l), Err(DecodeError::Utf8));
+        }
+        let mut bad_key = foreign(&[("app", &s(APP_ID)), ("type", &s("call"))]);
+        bad_key[0] += 1; // one more entry: key "\xff\xfe", value nil
+        bad_key.extend_from_slice(&[0xa2, 0xff, 0xfe, 0xc0]);
+        assert_eq!(decode(&bad_key, l), Err(DecodeError::Utf8));
+        let mut text = String::from("héllo");
+        text.push('✓');
+        let non_ascii = foreign(&[("app", &s(APP_ID)), ("error", &s(&text))]);
+        assert_eq!(decode(&non_ascii, l).unwrap().error, Some(text.as_str()));
         let int_key = [0x81, 0x01, 0x02];
         assert_eq!(decode(&int_key, l), Err(DecodeError::Key));
     }

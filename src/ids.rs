@@ -12,25 +12,45 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub type IdText = [u8; 36];
 
 pub struct IdGen {
-    base: u128,
+    /// The text of the high 64 bits (version included), which never change.
+    prefix: IdText,
+    /// The low 64 bits before the counter is XORed in.
+    low: u64,
     counter: AtomicU64,
 }
 
 impl IdGen {
     pub fn new() -> Self {
+        let mut v = random_u128();
+        // Version 4 in bits 76..80, variant 0b10 in bits 62..64.
+        v = (v & !(0xf << 76)) | (0x4 << 76);
+        v = (v & !(0x3 << 62)) | (0x2 << 62);
         IdGen {
-            base: random_u128(),
+            prefix: format_uuid(v),
+            low: v as u64,
             counter: AtomicU64::new(1),
         }
     }
 
     pub fn next(&self) -> IdText {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut v = self.base ^ u128::from(n);
-        // Version 4 in bits 76..80, variant 0b10 in bits 62..64.
-        v = (v & !(0xf << 76)) | (0x4 << 76);
-        v = (v & !(0x3 << 62)) | (0x2 << 62);
-        format_uuid(v)
+        // The counter stays below 2^62, so the variant bits are untouched.
+        let low = self.low ^ n;
+        let mut id = self.prefix;
+        // The low 64 bits are the last 16 hex digits: "vxxx-xxxxxxxxxxxx".
+        let (group4, group5) = id[19..].split_at_mut(4);
+        hex(&(low >> 48).to_be_bytes()[6..], group4);
+        hex(&low.to_be_bytes()[2..], &mut group5[1..]);
+        id
+    }
+}
+
+/// Writes `bytes` as lower-case hex into `out` (twice as long).
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
@@ -41,16 +61,13 @@ impl Default for IdGen {
 }
 
 fn format_uuid(v: u128) -> IdText {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = v.to_be_bytes();
     let mut out = [b'-'; 36];
-    let mut nibble = 0;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            continue;
-        }
-        *slot = HEX[((v >> (124 - 4 * nibble)) & 0xf) as usize];
-        nibble += 1;
-    }
+    hex(&b[0..4], &mut out[0..8]);
+    hex(&b[4..6], &mut out[9..13]);
+    hex(&b[6..8], &mut out[14..18]);
+    hex(&b[8..10], &mut out[19..23]);
+    hex(&b[10..16], &mut out[24..36]);
     out
 }
 
@@ -69,10 +86,40 @@ pub fn random_u128() -> u128 {
     t ^ (u128::from(std::process::id()) << 64)
 }
 
-/// The text of an id as a `&str` (always ASCII).
+/// The text of an id as a `&str`.
 pub fn as_str(id: &IdText) -> &str {
-    std::str::from_utf8(id).unwrap_or("")
+    debug_assert!(id.is_ascii());
+    // SAFETY: ids are made only by `format_uuid` and `IdGen::next`: hex
+    // digits and dashes.
+    unsafe { std::str::from_utf8_unchecked(id) }
 }
+
+/// Hashes ids for the pending-call table. Ids are keys we made (random
+/// base, counter in the low digits), never chosen by a peer — a peer's id
+/// is only looked up — so a cheap mix of the varying digits is enough.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // An id's last 16 bytes are the counter's digits; other writes
+        // (e.g. the slice length) mix in too.
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        for chunk in tail.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_be_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // The product's high bits are its best mixed: fold them down too.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+pub type IdBuildHasher = std::hash::BuildHasherDefault<IdHasher>;
 
 /// The fixed-size key of an id received on the wire, if it has our length.
 pub fn key(id: &str) -> Option<IdText> {
@@ -95,6 +142,9 @@ mod tests {
             assert_eq!(&s[14..15], "4");
             assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
             assert!(seen.insert(id));
+            // The fast path writes what the full formatter would.
+            let v = u128::from_str_radix(&s.replace('-', ""), 16).unwrap();
+            assert_eq!(format_uuid(v), id);
         }
         assert_ne!(as_str(&IdGen::new().next()), as_str(&IdGen::new().next()));
     }

@@ -170,7 +170,7 @@ struct Core {
     leader_sleeping: bool,
     /// Payloads waiting for the leader to send them, oldest first.
     outgoing: VecDeque<Vec<u8>>,
-    pending: HashMap<IdText, Pending>,
+    pending: HashMap<IdText, Pending, ids::IdBuildHasher>,
     deadlines: BinaryHeap<Reverse<(Instant, IdText)>>,
     /// Blocked callers that may be offered the lead.
     followers: Vec<Arc<Slot>>,
@@ -343,7 +343,7 @@ impl Parent {
                 leader: false,
                 leader_sleeping: false,
                 outgoing: VecDeque::new(),
-                pending: HashMap::new(),
+                pending: HashMap::default(),
                 deadlines: BinaryHeap::new(),
                 followers: Vec::new(),
                 hb: Heartbeat {
