@@ -26,7 +26,7 @@ use crate::options::Options;
 use crate::process::Process;
 use crate::registry::Registry;
 use crate::stats::Stats;
-use crate::wake::Wake;
+use crate::wake::{self, Wake};
 use crate::{bound_port, is_endpoint, zmq_context};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::{json, Value};
@@ -805,6 +805,7 @@ impl Shared {
         let mut out: VecDeque<Vec<u8>> = VecDeque::new();
         let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
         let mut last_check = Instant::now();
+        let zmq_fd = socket.get_fd().unwrap_or(-1);
         loop {
             let mut finished = Vec::new();
             let now = Instant::now();
@@ -877,12 +878,14 @@ impl Shared {
                 Role::Supervisor(sup) => sup.child.as_ref().and_then(Process::exit_fd),
                 Role::Caller(_) => None,
             };
-            let (readable, woken, exited) = {
-                let events = if out.is_empty() {
-                    zmq::POLLIN
-                } else {
-                    zmq::POLLIN | zmq::POLLOUT
-                };
+            let (readable, woken, exited) = if out.is_empty() && zmq_fd >= 0 {
+                // The last socket call was receive()'s failed recv.
+                let [readable, woken, exited] =
+                    wake::wait_readable([zmq_fd, self.wake.fd(), exit_fd.unwrap_or(-1)], timeout);
+                (readable, woken, exited)
+            } else {
+                // Waiting for a peer to send to: let libzmq watch for it.
+                let events = zmq::POLLIN | zmq::POLLOUT;
                 let mut items = [
                     socket.as_poll_item(events),
                     zmq::PollItem::from_fd(self.wake.fd(), zmq::POLLIN),

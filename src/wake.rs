@@ -51,3 +51,27 @@ pub fn notify_fd(fd: RawFd) {
     // SAFETY: writes 8 bytes from a local u64; a full counter (EAGAIN) already wakes.
     unsafe { libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>()) };
 }
+
+/// Sleeps in poll(2) until one of `fds` is readable or `timeout_ms` passes
+/// (< 0: no limit); says which are readable. Negative fds are ignored.
+///
+/// For a ZeroMQ socket pass its `ZMQ_FD`, and only right after a
+/// `recv(DONTWAIT)` on it failed with EAGAIN with no other socket call
+/// since: that failure processed the socket's pending commands, so the
+/// descriptor becomes readable again exactly when something new arrives.
+/// This skips what `zmq_poll` adds per call (a `ZMQ_EVENTS` query and a
+/// zero-timeout poll before the real one, each a system call).
+pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout_ms: i64) -> [bool; N] {
+    let mut items = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let timeout = timeout_ms.clamp(-1, i64::from(libc::c_int::MAX)) as libc::c_int;
+    // SAFETY: N pollfds on the stack; the kernel writes only their revents.
+    let n = unsafe { libc::poll(items.as_mut_ptr(), N as libc::nfds_t, timeout) };
+    if n <= 0 {
+        return [false; N];
+    }
+    items.map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+}

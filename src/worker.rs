@@ -748,8 +748,7 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
     let socket = io.socket;
     // Replies that arrived while nobody polled (an inline reply among them).
     io.flush();
-    // Calls may already be waiting (pipelined callers): read before polling.
-    let mut first = true;
+    let zmq_fd = socket.get_fd().unwrap_or(-1);
     let turn = loop {
         if shared.stop.load(Ordering::Acquire) {
             break Turn::Stop;
@@ -763,31 +762,29 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
             );
             break Turn::Stop;
         }
-        let (readable, woken) = if std::mem::take(&mut first) {
-            (true, false)
+        // Calls may already be waiting (pipelined callers): read before
+        // sleeping, and sleep only once a recv has found nothing.
+        match io.receive() {
+            Received::More => {}
+            Received::Busy => continue,
+            Received::Shutdown => {
+                shared.shut_down.store(true, Ordering::Release);
+                break Turn::Stop;
+            }
+            Received::Inline(job) => break Turn::Inline(job),
+        }
+        let woken = if zmq_fd >= 0 {
+            wake::wait_readable([zmq_fd, shared.wake.fd()], -1)[1]
         } else {
             let mut items = [
                 socket.as_poll_item(zmq::POLLIN),
                 zmq::PollItem::from_fd(shared.wake.fd(), zmq::POLLIN),
             ];
-            if zmq::poll(&mut items, -1).is_err() {
-                continue;
-            }
-            (items[0].is_readable(), items[1].is_readable())
+            zmq::poll(&mut items, -1).is_ok() && items[1].is_readable()
         };
         if woken {
             shared.wake.drain();
             io.flush();
-        }
-        if readable {
-            match io.receive() {
-                Received::More => {}
-                Received::Shutdown => {
-                    shared.shut_down.store(true, Ordering::Release);
-                    break Turn::Stop;
-                }
-                Received::Inline(job) => break Turn::Inline(job),
-            }
         }
     };
     turn
@@ -850,7 +847,10 @@ fn handler_loop(shared: &Shared) {
 
 /// What reading the socket led to.
 enum Received {
+    /// Handled; from `receive`: drained, its last socket call a failed recv.
     More,
+    /// `receive` stopped after a full batch: more may be waiting.
+    Busy,
     Shutdown,
     Inline(Job),
 }
@@ -920,7 +920,7 @@ impl WorkerIo<'_> {
                 other => return other,
             }
         }
-        Received::More
+        Received::Busy
     }
 
     /// The remaining frames of a message (at most 3 are kept; more are drained).
