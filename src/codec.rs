@@ -165,6 +165,10 @@ impl<'a> Message<'a> {
     }
 }
 
+/// Bytes a `call` or `response` takes besides its variable strings and
+/// values (keys, markers, `app`, type, timestamps): at most 134.
+const ENVELOPE: usize = 160;
+
 /// A cursor over a MessagePack byte string that never reads out of bounds.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -526,6 +530,17 @@ impl<'b> Encoder<'b> {
         self.f64(self.now());
     }
 
+    /// Room for what `call` writes, so a large call is never reallocated
+    /// (and copied) while it is encoded. An upper bound.
+    pub fn call_capacity(id: &str, function: &str, args: &[u8], namespace: &str) -> usize {
+        ENVELOPE + id.len() + function.len() + args.len() + namespace.len()
+    }
+
+    /// Room for what `response` writes (an upper bound).
+    pub fn response_capacity(id: Option<&str>, result: &[u8]) -> usize {
+        ENVELOPE + id.map_or(0, str::len) + result.len()
+    }
+
     /// A `call`; `args` must already be one valid MessagePack array.
     pub fn call(&mut self, id: &str, function: &str, args: &[u8], namespace: &str) {
         self.header(4, Some(id), Kind::Call);
@@ -667,6 +682,28 @@ mod tests {
         let m = decode(&buf, Limits::default()).unwrap();
         assert_eq!(m.result, Some(&[0x03][..]));
         assert_eq!(at(|e| e.response(m.id, m.result.unwrap())), buf);
+    }
+
+    #[test]
+    fn capacity_hints_cover_what_is_written() {
+        let id = "x".repeat(300);
+        for (id, function, ns, len) in [
+            ("id-1", "f", "", 0),
+            (id.as_str(), "a_long_function_name", "default", 70_000),
+            ("", "g", "ns", 1 << 20),
+        ] {
+            let mut args = vec![0xdd];
+            args.extend_from_slice(&1u32.to_be_bytes());
+            args.push(0xc6);
+            args.extend_from_slice(&(len as u32).to_be_bytes());
+            args.resize(args.len() + len, 7);
+            let mut buf = Vec::new();
+            Encoder::new(&mut buf).call(id, function, &args, ns);
+            assert!(buf.len() <= Encoder::call_capacity(id, function, &args, ns));
+            buf.clear();
+            Encoder::new(&mut buf).response(Some(id), &args[5..]);
+            assert!(buf.len() <= Encoder::response_capacity(Some(id), &args[5..]));
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod codec;
 pub mod error;
 pub mod ffi;
+pub mod frame;
 pub mod ids;
 pub mod json;
 pub mod log;

@@ -20,6 +20,7 @@
 use crate::breaker::{Admit, Breaker, State as BreakerState};
 use crate::codec::{self, Encoder, Kind, Limits};
 use crate::error::{Error, ErrorKind, Result};
+use crate::frame;
 use crate::ids::{self, IdGen, IdText};
 use crate::log::{self, Level};
 use crate::options::Options;
@@ -44,9 +45,6 @@ const NIL: &[u8] = &[0xc0];
 const SUP_CHECK: Duration = Duration::from_millis(2);
 /// Messages read per wake-up before bookkeeping gets a turn.
 const RECV_BATCH: usize = 256;
-/// Payloads up to this size are copied into libzmq's own buffer; larger ones
-/// are handed over without a copy.
-const ZERO_COPY_MIN: usize = 4096;
 
 /// A reply's result value: raw MessagePack borrowed from the received frame.
 pub struct Reply {
@@ -482,8 +480,9 @@ impl Parent {
             }
         };
         let id = s.ids.next();
-        let mut payload = Vec::with_capacity(args.len() + 160 + function.len());
-        Encoder::new(&mut payload).call(ids::as_str(&id), function, args, &s.options.namespace);
+        let (id_text, ns) = (ids::as_str(&id), s.options.namespace.as_str());
+        let mut payload = frame::buffer(Encoder::call_capacity(id_text, function, args, ns));
+        Encoder::new(&mut payload).call(id_text, function, args, ns);
         if payload.len() as i64 > s.options.max_message_size {
             // A peer refuses such a frame by dropping the connection.
             return Err(Error::invalid(format!(
@@ -646,10 +645,10 @@ impl Shared {
 
     /// Sends what is queued with a briefly held lead, then hands the lead
     /// to a blocked caller or the supervisor, which reads the replies.
-    fn send_and_step_down(&self, socket: zmq::Socket) {
+    fn send_and_step_down(&self, mut socket: zmq::Socket) {
         let mut out = std::mem::take(&mut self.core.lock().outgoing);
         while let Some(p) = out.pop_front() {
-            if let Err(p) = try_send(&socket, p) {
+            if let Err(p) = try_send(&mut socket, p) {
                 out.push_front(p);
                 break;
             }
@@ -801,7 +800,7 @@ impl Shared {
     }
 
     /// Drives the socket until the role's work is done, then steps down.
-    fn lead(&self, socket: zmq::Socket, mut role: Role<'_>) {
+    fn lead(&self, mut socket: zmq::Socket, mut role: Role<'_>) {
         let mut out: VecDeque<Vec<u8>> = VecDeque::new();
         let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
         let mut last_check = Instant::now();
@@ -851,7 +850,7 @@ impl Shared {
             self.deliver(finished);
             // Send what is queued; stop at the first refusal (no peer yet).
             while let Some(p) = out.pop_front() {
-                if let Err(p) = try_send(&socket, p) {
+                if let Err(p) = try_send(&mut socket, p) {
                     out.push_front(p);
                     break;
                 }
@@ -1118,18 +1117,12 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 /// Sends `[empty, payload]` without blocking; gives the payload back when
 /// libzmq has no peer to take it yet.
-fn try_send(socket: &zmq::Socket, payload: Vec<u8>) -> std::result::Result<(), Vec<u8>> {
+fn try_send(socket: &mut zmq::Socket, payload: Vec<u8>) -> std::result::Result<(), Vec<u8>> {
     if socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE).is_err() {
         return Err(payload);
     }
     // Once the first frame is accepted the rest of the message is too.
-    // Large payloads are handed to libzmq without a copy.
-    let msg = if payload.len() < ZERO_COPY_MIN {
-        zmq::Message::from(&payload[..])
-    } else {
-        zmq::Message::from(payload)
-    };
-    let _ = socket.send(msg, zmq::DONTWAIT);
+    let _ = frame::send(socket, payload, zmq::DONTWAIT);
     Ok(())
 }
 
@@ -1458,11 +1451,11 @@ impl Supervisor {
             // First the protocol's own `shutdown`, so a worker can stop
             // cleanly; SIGTERM only if it is still there a moment later.
             let socket = self.shared.core.lock().socket.take();
-            if let Some(socket) = socket {
+            if let Some(mut socket) = socket {
                 let mut payload = Vec::with_capacity(96);
                 let id = self.shared.ids.next();
                 Encoder::new(&mut payload).shutdown(ids::as_str(&id));
-                if try_send(&socket, payload).is_ok() {
+                if try_send(&mut socket, payload).is_ok() {
                     let polite = self
                         .shared
                         .options

@@ -8,6 +8,7 @@
 
 use crate::codec::{self, Encoder, Kind, Limits};
 use crate::error::{Error, Result};
+use crate::frame;
 use crate::log::{self, Level};
 use crate::registry::Registry;
 use crate::wake::{self, Wake};
@@ -239,8 +240,9 @@ impl ReplyHandle {
     /// Answers with a result that [`ReplyHandle::check_result`] accepted.
     pub(crate) fn ok_checked(mut self, result: &[u8]) {
         self.mark_answered();
-        let mut payload = Vec::with_capacity(96 + result.len());
-        Encoder::new(&mut payload).response(self.id.as_deref(), result);
+        let id = self.id.as_deref();
+        let mut payload = frame::buffer(Encoder::response_capacity(id, result));
+        Encoder::new(&mut payload).response(id, result);
         self.shared.push(Outgoing {
             identity: std::mem::take(&mut self.identity),
             payload,
@@ -640,8 +642,8 @@ impl Serving {
         }
         // The poller parked the socket when it stopped; a driver still in a
         // hung handler is left behind (it exits when the handler returns).
-        let socket = shared.baton.lock().socket.take();
-        if let Some(socket) = &socket {
+        let mut socket = shared.baton.lock().socket.take();
+        if let Some(socket) = &mut socket {
             WorkerIo { shared, socket }.flush();
         }
         for d in drivers {
@@ -732,11 +734,15 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
 }
 
 /// One polling turn: until a call can run inline, or serving must stop.
-fn poll_turn(shared: &Arc<Shared>, socket: zmq::Socket, generation: u64) -> (Turn, zmq::Socket) {
+fn poll_turn(
+    shared: &Arc<Shared>,
+    mut socket: zmq::Socket,
+    generation: u64,
+) -> (Turn, zmq::Socket) {
     let turn = poll_until_turn(
         &mut WorkerIo {
             shared,
-            socket: &socket,
+            socket: &mut socket,
         },
         generation,
     );
@@ -745,10 +751,9 @@ fn poll_turn(shared: &Arc<Shared>, socket: zmq::Socket, generation: u64) -> (Tur
 
 fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
     let shared = io.shared;
-    let socket = io.socket;
     // Replies that arrived while nobody polled (an inline reply among them).
     io.flush();
-    let zmq_fd = socket.get_fd().unwrap_or(-1);
+    let zmq_fd = io.socket.get_fd().unwrap_or(-1);
     let turn = loop {
         if shared.stop.load(Ordering::Acquire) {
             break Turn::Stop;
@@ -777,7 +782,7 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
             wake::wait_readable([zmq_fd, shared.wake.fd()], -1)[1]
         } else {
             let mut items = [
-                socket.as_poll_item(zmq::POLLIN),
+                io.socket.as_poll_item(zmq::POLLIN),
                 zmq::PollItem::from_fd(shared.wake.fd(), zmq::POLLIN),
             ];
             zmq::poll(&mut items, -1).is_ok() && items[1].is_readable()
@@ -858,7 +863,7 @@ enum Received {
 /// The I/O thread's view: the socket and the shared queues.
 struct WorkerIo<'a> {
     shared: &'a Arc<Shared>,
-    socket: &'a zmq::Socket,
+    socket: &'a mut zmq::Socket,
 }
 
 impl WorkerIo<'_> {
@@ -870,15 +875,10 @@ impl WorkerIo<'_> {
         }
     }
 
-    fn send(&self, identity: &[u8], payload: Vec<u8>) -> Result<()> {
+    fn send(&mut self, identity: &[u8], payload: Vec<u8>) -> Result<()> {
         self.socket.send(identity, zmq::SNDMORE)?;
         self.socket.send(&[][..], zmq::SNDMORE)?;
-        let msg = if payload.len() < 4096 {
-            zmq::Message::from(&payload[..])
-        } else {
-            zmq::Message::from(payload)
-        };
-        self.socket.send(msg, 0)?;
+        frame::send(self.socket, payload, 0)?;
         Ok(())
     }
 

@@ -1,0 +1,164 @@
+//! How an encoded payload becomes the last frame of a libzmq message.
+//!
+//! Small payloads are copied into libzmq's own buffer. Larger ones are
+//! handed to libzmq without a copy, and large ones (≥ [`REUSE_MIN`]) come
+//! from, and go back to, a small pool once libzmq has sent them: a fresh
+//! megabyte costs a page fault per 4 KiB page the first time it is written
+//! (glibc hands freed blocks of that size back to the kernel), which costs
+//! more than copying it. The pool keeps at most [`POOL_BYTES`] in all.
+
+use parking_lot::Mutex;
+use std::ffi::c_void;
+
+/// Payloads from this size on are handed to libzmq without a copy.
+pub(crate) const ZERO_COPY_MIN: usize = 4096;
+/// Buffers from this capacity on are reused.
+pub(crate) const REUSE_MIN: usize = 64 * 1024;
+/// The most the pool keeps, in bytes of capacity.
+pub(crate) const POOL_BYTES: usize = 16 * 1024 * 1024;
+/// The most buffers the pool keeps.
+const POOL_BUFFERS: usize = 8;
+
+struct Pool {
+    free: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    bytes: 0,
+});
+
+/// An empty buffer with room for at least `capacity` bytes; a reused one
+/// when the size is worth it and one is free.
+pub fn buffer(capacity: usize) -> Vec<u8> {
+    if capacity >= REUSE_MIN {
+        let mut pool = POOL.lock();
+        // The smallest free buffer that fits.
+        let best = pool
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= capacity)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let b = pool.free.swap_remove(i);
+            pool.bytes -= b.capacity();
+            return b;
+        }
+    }
+    Vec::with_capacity(capacity)
+}
+
+/// Gives a buffer back for reuse (or frees it when it is small or the pool is full).
+pub fn recycle(mut b: Vec<u8>) {
+    let cap = b.capacity();
+    if !(REUSE_MIN..=POOL_BYTES).contains(&cap) {
+        return;
+    }
+    let mut pool = POOL.lock();
+    if pool.free.len() < POOL_BUFFERS && pool.bytes + cap <= POOL_BYTES {
+        b.clear();
+        pool.bytes += cap;
+        pool.free.push(b);
+    }
+}
+
+/// What the pool holds now: (buffers, bytes of capacity).
+pub fn pooled() -> (usize, usize) {
+    let pool = POOL.lock();
+    (pool.free.len(), pool.bytes)
+}
+
+/// libzmq's free function for a payload handed over by [`send`]: runs on
+/// whichever thread drops the message (usually libzmq's I/O thread).
+unsafe extern "C" fn release(data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `send` passed the pointer and capacity of a Vec<u8> it gave up;
+    // a length of 0 is always valid for u8.
+    let b = unsafe { Vec::from_raw_parts(data.cast::<u8>(), 0, hint as usize) };
+    recycle(b);
+}
+
+/// Sends `payload` as the next frame with `flags`. A payload of
+/// [`ZERO_COPY_MIN`] bytes or more is not copied: libzmq keeps the buffer
+/// until the frame is on the wire, then it goes back to the pool.
+pub fn send(socket: &mut zmq::Socket, payload: Vec<u8>, flags: i32) -> zmq::Result<()> {
+    if payload.len() < ZERO_COPY_MIN {
+        let sent = socket.send(&payload[..], flags);
+        recycle(payload);
+        return sent;
+    }
+    let mut payload = std::mem::ManuallyDrop::new(payload);
+    let (ptr, len, cap) = (payload.as_mut_ptr(), payload.len(), payload.capacity());
+    let mut msg = zmq_sys::zmq_msg_t::default();
+    // SAFETY: libzmq takes the buffer (ptr, len) and calls `release` with
+    // the capacity as hint exactly once, when the message is closed — by
+    // itself after sending it, or by us below if sending fails. Until then
+    // nothing else owns the buffer (it was moved out of `payload`).
+    unsafe {
+        if zmq_sys::zmq_msg_init_data(&mut msg, ptr.cast(), len, Some(release), cap as *mut c_void)
+            != 0
+        {
+            // libzmq could not take it: the buffer is still ours.
+            drop(Vec::from_raw_parts(ptr, len, cap));
+            return Err(zmq::Error::from_raw(zmq_sys::zmq_errno()));
+        }
+        if zmq_sys::zmq_msg_send(&mut msg, socket.as_mut_ptr(), flags) < 0 {
+            let e = zmq::Error::from_raw(zmq_sys::zmq_errno());
+            zmq_sys::zmq_msg_close(&mut msg);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_payloads_are_sent_without_a_copy_and_their_buffers_reused() {
+        let ctx = zmq::Context::new();
+        let mut tx = ctx.socket(zmq::PAIR).unwrap();
+        let rx = ctx.socket(zmq::PAIR).unwrap();
+        rx.bind("inproc://frame-test").unwrap();
+        tx.connect("inproc://frame-test").unwrap();
+        for size in [10, ZERO_COPY_MIN, REUSE_MIN, 1 << 20] {
+            let mut b = buffer(size);
+            b.extend((0..size).map(|i| (i % 251) as u8));
+            let addr = b.as_ptr() as usize;
+            send(&mut tx, b, 0).unwrap();
+            let got = rx.recv_msg(0).unwrap();
+            assert_eq!(got.len(), size);
+            assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
+            if size >= ZERO_COPY_MIN {
+                // inproc passes the message itself: the very same buffer arrives.
+                assert_eq!(got.as_ptr() as usize, addr, "{size} bytes were copied");
+            }
+            drop(got);
+            if size >= REUSE_MIN {
+                // Dropped by the receiver: back in the pool, and handed out again.
+                let again = buffer(size);
+                assert_eq!(
+                    again.as_ptr() as usize,
+                    addr,
+                    "{size}-byte buffer not reused"
+                );
+                recycle(again);
+            }
+        }
+        // The pool is process-wide: its limits are checked in the same test.
+        let big = Vec::with_capacity(POOL_BYTES + 1);
+        recycle(big);
+        assert!(pooled().1 <= POOL_BYTES);
+        for _ in 0..3 * POOL_BUFFERS {
+            recycle(Vec::with_capacity(4 * 1024 * 1024));
+        }
+        let (n, bytes) = pooled();
+        assert!(
+            n <= POOL_BUFFERS && bytes <= POOL_BYTES,
+            "{n} buffers, {bytes} bytes"
+        );
+    }
+}
