@@ -423,6 +423,37 @@ enum mf_status mf_call_async(struct mf_parent *p,
                              void *user_data);
 
 /**
+ * Lets an event loop poll for replies itself, so they complete on the
+ * loop's thread with no hop through the library's supervisor thread.
+ * `*fd` receives a descriptor to watch for readability (epoll,
+ * `loop.add_reader`, …); it belongs to the library — watch a `dup` of it
+ * and close that yourself. While it is armed, call `mf_parent_drive`
+ * whenever the descriptor is readable. A loop that falls more than 20 ms
+ * behind is relieved by the supervisor. Call again to re-arm after `mf_parent_drive` disarmed it.
+ * Any thread.
+ */
+enum mf_status mf_parent_watch(struct mf_parent *p, int *fd);
+
+/**
+ * Ends a watch (the loop stopped watching the descriptor); the library
+ * polls for replies again by itself. NULL is ignored. Any thread.
+ */
+void mf_parent_unwatch(struct mf_parent *p);
+
+/**
+ * For a watching loop whose descriptor is readable: reads the replies
+ * that arrived and runs their completions on this thread (queued ones
+ * land on their `mf_queue`), sends what is queued, and returns without
+ * blocking. `*armed` is 1 while the watch stays armed, 0 when another
+ * thread is driving the socket: stop watching the descriptor then (it may
+ * stay readable) until `mf_parent_watch` re-arms it — replies still reach
+ * their completions. Completions for a queue whose `mf_queue_fd` this
+ * thread took are not signalled on that descriptor: drain the queue
+ * after each drive. MF_ERR_CLOSED once the parent is closing.
+ */
+enum mf_status mf_parent_drive(struct mf_parent *p, int *armed);
+
+/**
  * The parent's metrics as a JSON object (free with `mf_string_free`):
  * requests_total, requests_success, requests_failed, remote_errors,
  * timeouts, in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
@@ -499,7 +530,9 @@ void mf_queue_free(struct mf_queue *q);
  * `mf_queue_next` with timeout 0 until it returns MF_ERR_TIMEOUT — only a
  * completion that finds the queue empty makes it readable again. The
  * queue owns the descriptor (close it never; it lives until
- * `mf_queue_free`). Any thread.
+ * `mf_queue_free`). Any thread; the thread that calls this first is taken
+ * to be the loop's: completions that `mf_parent_drive` runs on that thread
+ * do not touch the descriptor, so drain the queue after each drive.
  */
 enum mf_status mf_queue_fd(struct mf_queue *q, int *out);
 

@@ -40,6 +40,9 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 const NIL: &[u8] = &[0xc0];
+/// How long a watching event loop may leave replies unread before the
+/// supervisor reads them instead (the loop may be busy or blocked).
+const WATCH_STALE: Duration = Duration::from_millis(20);
 /// While replies keep arriving, how often a leading supervisor still looks
 /// at its child and timers.
 const SUP_CHECK: Duration = Duration::from_millis(2);
@@ -180,6 +183,26 @@ struct Core {
     target: Target,
     /// A failure asked the next leader to look the service up again.
     rediscover: bool,
+    watch: Watch,
+}
+
+/// An event loop that watches the socket's descriptor and calls
+/// [`Parent::drive`] when it is readable, so replies to its calls reach it
+/// with no thread in between (see [`Parent::watch`]).
+#[derive(Default)]
+struct Watch {
+    /// The loop watches: when nobody leads, polling is left to it.
+    armed: bool,
+    /// Since when the loop has had calls to poll for without driving; the
+    /// supervisor takes over once this is older than `WATCH_STALE`.
+    due: Option<Instant>,
+}
+
+impl Watch {
+    /// Whether the watching loop, not the supervisor, should poll now.
+    fn responsible(&self, now: Instant) -> bool {
+        self.armed && self.due.is_none_or(|t| now < t + WATCH_STALE)
+    }
 }
 
 impl Core {
@@ -231,6 +254,8 @@ struct Shared {
     wake: Wake,
     /// Wakes the supervisor thread.
     sup_wake: Wake,
+    /// The socket's `ZMQ_FD`, for a watching event loop.
+    zmq_fd: std::os::fd::RawFd,
     options: Options,
     limits: Limits,
     ids: IdGen,
@@ -335,7 +360,9 @@ impl Parent {
                 (0, name, options.connect_timeout)
             }
         };
+        let zmq_fd = socket.get_fd()?;
         let shared = Arc::new(Shared {
+            zmq_fd,
             core: Mutex::new(Core {
                 socket: Some(socket),
                 leader: false,
@@ -354,6 +381,7 @@ impl Parent {
                 dead: None,
                 target: target.clone(),
                 rediscover: false,
+                watch: Watch::default(),
             }),
             wake: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
             sup_wake: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
@@ -501,6 +529,59 @@ impl Parent {
         Ok((payload, pending, id))
     }
 
+    /// Lets an event loop poll for replies itself: returns a descriptor for
+    /// the loop to watch for readability, and from now on, while nobody
+    /// else drives the socket, the loop is trusted to call [`Parent::drive`]
+    /// whenever it is readable — replies then complete on the loop's own
+    /// thread, with no hop through the supervisor. A loop that falls behind
+    /// by more than 20 ms is relieved by the supervisor. The descriptor
+    /// belongs to libzmq: watch a `dup` of it and close that yourself.
+    /// Call again to re-arm after `drive` returned false.
+    pub fn watch(&self) -> Result<std::os::fd::RawFd> {
+        let s = &self.shared;
+        let mut core = s.core.lock();
+        if core.closing {
+            return Err(Error::closed());
+        }
+        core.watch.armed = true;
+        Ok(s.zmq_fd)
+    }
+
+    /// Stops trusting a watching loop (it stopped watching); the
+    /// supervisor polls again whenever calls are outstanding.
+    pub fn unwatch(&self) {
+        let s = &self.shared;
+        let mut core = s.core.lock();
+        core.watch = Watch::default();
+        s.hand_off(&mut core);
+    }
+
+    /// For a watching loop whose descriptor is readable: reads what has
+    /// arrived and runs its completions on this thread, sends what is
+    /// queued, and returns without blocking. Returns false when another
+    /// thread leads: the watch is then disarmed (stop watching until
+    /// [`Parent::watch`] re-arms it; replies reach their completions anyway).
+    pub fn drive(&self) -> Result<bool> {
+        let s = &self.shared;
+        let (socket, armed) = {
+            let mut core = s.core.lock();
+            if core.closing {
+                return Err(Error::closed());
+            }
+            core.watch.due = None;
+            match s.take_lead(&mut core) {
+                Some(socket) => (socket, core.watch.armed),
+                None => {
+                    core.watch.armed = false;
+                    return Ok(false);
+                }
+            }
+        };
+        s.pass(socket);
+        // Disarmed by the supervisor when the loop fell behind.
+        Ok(armed)
+    }
+
     /// Sends one heartbeat and waits for its echo; returns the round-trip
     /// time. Not subject to the circuit breaker.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
@@ -634,25 +715,35 @@ impl Shared {
         };
         if let Some(socket) = socket {
             // Nobody drives the socket: send from this thread, so the request
-            // is on its way before the supervisor (which waits for the reply)
-            // has even woken up.
-            self.send_and_step_down(socket);
+            // is on its way before the supervisor or a watching event loop
+            // (which wait for the reply) has even woken up.
+            self.pass(socket);
         } else if wake {
             self.wake.notify();
         }
         Ok(())
     }
 
-    /// Sends what is queued with a briefly held lead, then hands the lead
-    /// to a blocked caller or the supervisor, which reads the replies.
-    fn send_and_step_down(&self, mut socket: zmq::Socket) {
-        let mut out = std::mem::take(&mut self.core.lock().outgoing);
+    /// One turn that never blocks, with a briefly held lead: expires
+    /// overdue calls, sends what is queued, reads and routes what has
+    /// arrived, then hands the lead on (to a blocked caller, a watching
+    /// event loop or the supervisor). Its last socket call is a recv that
+    /// found nothing, so a watcher's `ZMQ_FD` stays meaningful.
+    fn pass(&self, mut socket: zmq::Socket) {
+        let mut finished = Vec::new();
+        let mut out = {
+            let mut core = self.core.lock();
+            core.expire(Instant::now(), &mut finished);
+            std::mem::take(&mut core.outgoing)
+        };
+        self.deliver(finished);
         while let Some(p) = out.pop_front() {
             if let Err(p) = try_send(&mut socket, p) {
                 out.push_front(p);
                 break;
             }
         }
+        self.receive(&socket, &mut Vec::new());
         let mut core = self.core.lock();
         while let Some(p) = out.pop_back() {
             core.outgoing.push_front(p);
@@ -742,7 +833,11 @@ impl Shared {
     /// After a leader stepped down with work outstanding: offer the lead to
     /// a blocked caller, or wake the supervisor.
     fn hand_off(&self, core: &mut MutexGuard<'_, Core>) {
-        if core.leader || !core.needs_leader() {
+        if !core.needs_leader() {
+            core.watch.due = None;
+            return;
+        }
+        if core.leader {
             return;
         }
         while let Some(f) = core.followers.pop() {
@@ -750,6 +845,11 @@ impl Shared {
                 f.offer();
                 return;
             }
+        }
+        if core.watch.armed {
+            // A watching event loop polls; the supervisor checks it keeps up.
+            core.watch.due.get_or_insert_with(Instant::now);
+            return;
         }
         self.sup_wake.notify();
     }
@@ -804,7 +904,7 @@ impl Shared {
         let mut out: VecDeque<Vec<u8>> = VecDeque::new();
         let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
         let mut last_check = Instant::now();
-        let zmq_fd = socket.get_fd().unwrap_or(-1);
+        let zmq_fd = self.zmq_fd;
         loop {
             let mut finished = Vec::new();
             let now = Instant::now();
@@ -1205,6 +1305,20 @@ impl Supervisor {
             self.shared.queue_heartbeat(&mut core, Instant::now());
         }
         loop {
+            {
+                let mut core = self.shared.core.lock();
+                if core.watch.armed && !core.watch.responsible(Instant::now()) {
+                    // The watching loop fell behind (busy or blocked): stop
+                    // relying on it until it drives and re-arms.
+                    core.watch = Watch::default();
+                    log::emit(
+                        Level::Debug,
+                        "watch_relieved",
+                        "the event loop watching the socket fell behind; the supervisor polls",
+                        &[],
+                    );
+                }
+            }
             if self.next_drain <= Instant::now() {
                 self.drain_idle();
             }
@@ -1213,12 +1327,23 @@ impl Supervisor {
                 if core.closing {
                     return;
                 }
+                let now = Instant::now();
                 let socket = if core.needs_leader() {
                     self.shared.take_lead(&mut core)
                 } else {
                     None
                 };
-                let now = Instant::now();
+                // A watching event loop that keeps up polls for its calls:
+                // then only send what is queued (a heartbeat) and expire.
+                let socket = match socket {
+                    Some(s) if core.watch.responsible(now) => {
+                        drop(core);
+                        self.shared.pass(s);
+                        core = self.shared.core.lock();
+                        None
+                    }
+                    other => other,
+                };
                 let timeout = self.next_timer(&core).map_or(-1, |t| {
                     t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
                 });
@@ -1255,19 +1380,21 @@ impl Supervisor {
             }
             self.shared.take_lead(&mut core)
         };
-        let Some(socket) = socket else { return };
-        let mut batch = Vec::new();
-        self.shared.receive(&socket, &mut batch);
-        let mut core = self.shared.core.lock();
-        core.socket = Some(socket);
-        core.leader = false;
-        self.shared.hand_off(&mut core);
+        if let Some(socket) = socket {
+            self.shared.pass(socket);
+        }
     }
 
     /// The supervisor's next timer: heartbeat due or missed, restart, exit poll.
     fn next_timer(&self, core: &Core) -> Option<Instant> {
         let s = &self.shared;
         let mut next = Some(self.next_drain);
+        if core.watch.armed {
+            // Nobody may be leading: overdue calls are ended from here, and
+            // a loop that falls behind is relieved.
+            next = min_opt(next, core.next_deadline());
+            next = min_opt(next, core.watch.due.map(|t| t + WATCH_STALE));
+        }
         if let Some((_, sent)) = core.hb.outstanding {
             next = min_opt(next, Some(sent + s.hb_timeout()));
         } else if s.heartbeats_on() && core.ready {

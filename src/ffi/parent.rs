@@ -7,7 +7,7 @@ use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, tex
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::parent::Parent;
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_int, c_void};
 
 /// A connection to one worker. Created by `mf_spawn` or `mf_connect`,
 /// released by `mf_parent_close`. Thread-safe: any number of threads may
@@ -239,6 +239,53 @@ pub unsafe extern "C" fn mf_call_async(
                 }
             }),
         )
+    })
+}
+
+/// Lets an event loop poll for replies itself, so they complete on the
+/// loop's thread with no hop through the library's supervisor thread.
+/// `*fd` receives a descriptor to watch for readability (epoll,
+/// `loop.add_reader`, …); it belongs to the library — watch a `dup` of it
+/// and close that yourself. While it is armed, call `mf_parent_drive`
+/// whenever the descriptor is readable. A loop that falls more than 20 ms
+/// behind is relieved by the supervisor. Call again to re-arm after `mf_parent_drive` disarmed it.
+/// Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mf_parent_watch(p: *mut mf_parent, fd: *mut c_int) -> mf_status {
+    guard(|| {
+        let fd = out_ptr(fd)?;
+        *fd = arc_borrow(p.cast_const(), "parent")?.0.watch()?;
+        Ok(())
+    })
+}
+
+/// Ends a watch (the loop stopped watching the descriptor); the library
+/// polls for replies again by itself. NULL is ignored. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mf_parent_unwatch(p: *mut mf_parent) {
+    super::guard_void(|| {
+        if let Ok(parent) = arc_borrow(p.cast_const(), "parent") {
+            parent.0.unwatch();
+        }
+    });
+}
+
+/// For a watching loop whose descriptor is readable: reads the replies
+/// that arrived and runs their completions on this thread (queued ones
+/// land on their `mf_queue`), sends what is queued, and returns without
+/// blocking. `*armed` is 1 while the watch stays armed, 0 when another
+/// thread is driving the socket: stop watching the descriptor then (it may
+/// stay readable) until `mf_parent_watch` re-arms it — replies still reach
+/// their completions. Completions for a queue whose `mf_queue_fd` this
+/// thread took are not signalled on that descriptor: drain the queue
+/// after each drive. MF_ERR_CLOSED once the parent is closing.
+#[no_mangle]
+pub unsafe extern "C" fn mf_parent_drive(p: *mut mf_parent, armed: *mut c_int) -> mf_status {
+    guard(|| {
+        let armed = out_ptr(armed)?;
+        let parent = arc_borrow(p.cast_const(), "parent")?;
+        *armed = c_int::from(super::queue::driving(|| parent.0.drive())?);
+        Ok(())
     })
 }
 

@@ -21,6 +21,23 @@ pub struct mf_queue {
     cv: Condvar,
     /// Readable while completions wait, once `mf_queue_fd` asked for it.
     wake: OnceLock<Wake>,
+    /// The thread that asked for the descriptor: its event loop's thread.
+    owner: OnceLock<std::thread::ThreadId>,
+}
+
+thread_local! {
+    /// Set while this thread is inside `mf_parent_drive`.
+    static DRIVING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as `mf_parent_drive` does: completions for queues whose
+/// descriptor belongs to this thread skip the descriptor, since the loop
+/// drains its queue right after driving (two system calls per reply saved).
+pub(crate) fn driving<T>(f: impl FnOnce() -> T) -> T {
+    let outer = DRIVING.with(|d| d.replace(true));
+    let out = f();
+    DRIVING.with(|d| d.set(outer));
+    out
 }
 
 #[derive(Default)]
@@ -58,6 +75,7 @@ pub extern "C" fn mf_queue_new() -> *mut mf_queue {
         state: Mutex::new(State::default()),
         cv: Condvar::new(),
         wake: OnceLock::new(),
+        owner: OnceLock::new(),
     })
 }
 
@@ -92,13 +110,16 @@ pub unsafe extern "C" fn mf_queue_free(q: *mut mf_queue) {
 /// `mf_queue_next` with timeout 0 until it returns MF_ERR_TIMEOUT — only a
 /// completion that finds the queue empty makes it readable again. The
 /// queue owns the descriptor (close it never; it lives until
-/// `mf_queue_free`). Any thread.
+/// `mf_queue_free`). Any thread; the thread that calls this first is taken
+/// to be the loop's: completions that `mf_parent_drive` runs on that thread
+/// do not touch the descriptor, so drain the queue after each drive.
 #[no_mangle]
 pub unsafe extern "C" fn mf_queue_fd(q: *mut mf_queue, out: *mut c_int) -> mf_status {
     guard(|| {
         let out = out_ptr(out)?;
         let queue = arc_borrow(q.cast_const(), "queue")?;
         if queue.wake.get().is_none() {
+            let _ = queue.owner.set(std::thread::current().id());
             let wake = Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?;
             let _ = queue.wake.set(wake);
             // Completions that arrived before the descriptor existed.
@@ -156,7 +177,11 @@ pub unsafe extern "C" fn mf_call_queued(
                 if was_empty {
                     queue.cv.notify_one();
                     if let Some(w) = queue.wake.get() {
-                        w.notify();
+                        let drained_next = DRIVING.with(std::cell::Cell::get)
+                            && queue.owner.get() == Some(&std::thread::current().id());
+                        if !drained_next {
+                            w.notify();
+                        }
                     }
                 }
             }),

@@ -7,11 +7,22 @@ keys from other peers (``strict_map_key=False``). Tuples are sent as arrays.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Sequence
 
 import msgpack  # type: ignore[import-untyped]
 
 _packer_options = {"use_bin_type": True, "datetime": False}
+# One Packer per thread (a Packer keeps a buffer): cheaper than packb's new one per call.
+_local = threading.local()
+
+
+def _packer() -> "msgpack.Packer":
+    try:
+        return _local.packer
+    except AttributeError:
+        _local.packer = msgpack.Packer(**_packer_options)
+        return _local.packer
 
 
 def pack(value: Any) -> bytes:
@@ -21,14 +32,17 @@ def pack(value: Any) -> bytes:
         TypeError: The value (or something inside it) has no msgpack form.
         OverflowError: An integer does not fit in 64 bits.
     """
-    data: bytes = msgpack.packb(value, **_packer_options)
+    try:
+        data: bytes = _packer().pack(value)
+    except BaseException:
+        _local.packer = msgpack.Packer(**_packer_options)  # a failed pack leaves partial output
+        raise
     return data
 
 
 def pack_args(args: Sequence[Any]) -> bytes:
     """Encodes positional arguments as one msgpack array."""
-    data: bytes = msgpack.packb(list(args), **_packer_options)
-    return data
+    return pack(list(args))
 
 
 def unpack(data: bytes) -> Any:

@@ -193,21 +193,63 @@ class _LoopQueue:
         self.fd = fd.value
         self.events = (_ffi.mf_event * _BATCH)()
         self.freed = False
+        # The loop that watches the worker's socket itself (mf_parent_watch):
+        # our dup of its descriptor, and whether it is being watched now.
+        self.socket_fd: Optional[int] = None
+        self.watching = False
         loop.add_reader(self.fd, self.drain)
 
-    def drain(self) -> None:
-        """On the loop: takes every waiting completion and settles its future."""
+    def arm(self, handle: int) -> None:
+        """On the loop, under the connection's lock: watch the socket, so replies come straight here."""
+        fd = ctypes.c_int(-1)
+        if _ffi._lib.mf_parent_watch(handle, ctypes.byref(fd)) != Status.OK:
+            return  # closing: the supervisor delivers what is left
+        if self.socket_fd is None:
+            self.socket_fd = os.dup(fd.value)
+        self.loop.add_reader(self.socket_fd, self.on_socket)
+        self.watching = True
+
+    def on_socket(self) -> None:
+        """On the loop: the socket has news; read it here (mf_parent_drive), then settle futures."""
+        conn = self.conn
+        armed = ctypes.c_int(0)
+        with conn.lock:
+            handle = conn.handle
+            ok = handle is not None and _ffi._lib.mf_parent_drive(handle, ctypes.byref(armed)) == Status.OK
+        if not (ok and armed.value):
+            # Another thread drives the socket (or it closed): its completions
+            # arrive on the queue; the next call from this loop re-arms.
+            self.unwatch()
+        self.drain(reset=False)
+
+    def unwatch(self) -> None:
+        if self.watching and self.socket_fd is not None:
+            self.watching = False
+            try:
+                self.loop.remove_reader(self.socket_fd)
+            except Exception:  # the loop is closing
+                pass
+
+    def drain(self, reset: bool = True) -> None:
+        """On the loop: takes every waiting completion and settles its future.
+
+        ``reset``: read the queue's descriptor first (it was readable); after
+        a drive it may not be, and a completion from another thread that made
+        it readable meanwhile brings us back here anyway.
+        """
         if self.freed:
             return
-        try:
-            os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
+        if reset:
+            try:
+                os.read(self.fd, 8)
+            except BlockingIOError:
+                pass
         lib = _ffi._lib
         n = ctypes.c_size_t(0)
         pending = self.conn.pending
         while lib.mf_queue_next(self.queue, 0, self.events, _BATCH, ctypes.byref(n)) == Status.OK:
-            for i in range(n.value):
+            taken = n.value
+            for i in range(taken):
                 ev = self.events[i]
                 waiter = pending.pop(ev.token, None)
                 if waiter is None or waiter[1].done():  # cancelled by the caller meanwhile
@@ -217,17 +259,26 @@ class _LoopQueue:
                     waiter[1].set_result(value)
                 else:
                     waiter[1].set_exception(value)
+            if taken < _BATCH:
+                break  # the queue was empty; a later completion makes the fd readable again
 
     def release(self) -> None:
         """On the loop, after the parent handles closed: settles the rest, unwatches, frees."""
         if self.freed:
             return
         self.drain()
+        self.unwatch()
         self.freed = True
         try:
             self.loop.remove_reader(self.fd)
         except Exception:  # the loop is closing
             pass
+        self._free()
+
+    def _free(self) -> None:
+        if self.socket_fd is not None:
+            os.close(self.socket_fd)
+            self.socket_fd = None
         _ffi.load().mf_queue_free(self.queue)
 
     def release_from(self, closing_thread_loop: Optional[asyncio.AbstractEventLoop]) -> None:
@@ -237,9 +288,13 @@ class _LoopQueue:
             return
         try:
             self.loop.call_soon_threadsafe(self.release)
-        except RuntimeError:  # the loop is closed: its selector (and our reader) are gone
+        except RuntimeError:  # the loop is closed: its selector (and our readers) are gone
             self.freed = True
-            _ffi.load().mf_queue_free(self.queue)
+            self._free()
+
+
+# Function names as C strings, so repeated calls do not encode them again.
+_function_names: Dict[str, bytes] = {}
 
 
 class _Connection:
@@ -258,6 +313,8 @@ class _Connection:
         self.queue: Optional[int] = None  # blocking calls' completions, for the dispatcher thread
         self.thread: Optional[threading.Thread] = None
         self.loop_queues: Dict[asyncio.AbstractEventLoop, _LoopQueue] = {}
+        # The one loop that reads the main handle's socket itself (mf_parent_watch).
+        self.watcher: Optional[_LoopQueue] = None
         self.pending: Dict[int, _Waiter] = {}
         self.tokens = itertools.count(1)
         self.closed = False
@@ -348,6 +405,7 @@ class _Connection:
             queue, thread = self.queue, self.thread
             loop_queues = list(self.loop_queues.values())
             self.loop_queues = {}
+            self.watcher = None
         if was_closed and not handles:
             return
         if lib is not None:
@@ -381,7 +439,11 @@ class _Connection:
             ClosedError: Not started, or closed.
             MultifrostError: The call could not be started.
         """
-        fn = _ffi.encode(function)
+        fn = _function_names.get(function)
+        if fn is None:
+            fn = _ffi.encode(function)
+            if len(_function_names) < 4096:
+                _function_names[function] = fn
         token = next(self.tokens)
         self.pending[token] = waiter
         lib = _ffi.load()
@@ -404,6 +466,10 @@ class _Connection:
                 lq = self.loop_queues.get(loop)
                 if lq is None:
                     lq = self._new_loop_queue(loop)
+                if self.watcher is None and handle == self.handle:
+                    self.watcher = lq
+                if lq is self.watcher and not lq.watching and handle == self.handle:
+                    lq.arm(handle)
                 queue = lq.queue
             status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, queue, token)
             if status != Status.OK:
@@ -414,6 +480,10 @@ class _Connection:
         """A completion queue for ``loop`` (under ``self.lock``); frees those of closed loops."""
         for old in [lq for lq in self.loop_queues.values() if lq.loop.is_closed()]:
             del self.loop_queues[old.loop]
+            if old is self.watcher:
+                self.watcher = None
+                if self.handle is not None:
+                    _ffi.load().mf_parent_unwatch(self.handle)
             old.release_from(None)
             for token, (wl, _) in list(self.pending.items()):
                 if wl is old.loop:
@@ -646,6 +716,7 @@ class ParentWorker:
         self._conn = _Connection(plan)
         self._finalizer = weakref.finalize(self, _close_forgotten, self._conn)
         self._sync = SyncHandle(self)
+        self._acall = AsyncCallProxy(self)
 
     # -- construction -----------------------------------------------------
 
@@ -880,7 +951,7 @@ class ParentWorker:
     @property
     def acall(self) -> AsyncCallProxy:
         """The async call proxy: ``await worker.acall.add(1, 2)``."""
-        return AsyncCallProxy(self)
+        return self._acall
 
     @property
     def sync(self) -> SyncHandle:

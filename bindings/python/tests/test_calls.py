@@ -295,6 +295,41 @@ def test_many_successive_event_loops_leak_no_descriptors(shared_worker):
     assert len(os.listdir("/proc/self/fd")) <= before + 2
 
 
+def test_a_blocked_watching_loop_does_not_stall_other_callers(sample_worker):
+    # The first loop to call reads the worker's socket itself; while it is
+    # blocked, another loop's calls and blocking calls must still complete
+    # (the library stops relying on the stalled loop).
+    with ParentWorker.spawn(sample_worker) as worker:
+        others_done = threading.Event()
+        first_ready = threading.Event()
+        results = {}
+
+        async def first():
+            results["first"] = await worker.acall.add(1, 1)
+            first_ready.set()
+            # Block this loop (no await) until the others have finished.
+            results["others_in_time"] = others_done.wait(30)
+            results["first_again"] = await worker.acall.add(2, 2)
+
+        async def second():
+            return [await worker.acall.add(n, 100) for n in range(20)]
+
+        t = threading.Thread(target=lambda: asyncio.run(first()))
+        t.start()
+        assert first_ready.wait(30)
+        results["second"] = asyncio.run(second())
+        results["sync"] = [worker.sync.call.add(n, 1000) for n in range(5)]
+        others_done.set()
+        t.join(30)
+        assert results == {
+            "first": 2,
+            "others_in_time": True,
+            "first_again": 4,
+            "second": [n + 100 for n in range(20)],
+            "sync": [n + 1000 for n in range(5)],
+        }
+
+
 def test_spawn_with_namespace_option_reaches_a_namespaced_worker(sample_worker):
     # The worker serves namespace "blue"; a parent in "default" gets no answer.
     with ParentWorker.spawn(sample_worker, args=["--namespace", "blue"], namespace="blue") as worker:
