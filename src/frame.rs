@@ -80,35 +80,116 @@ unsafe extern "C" fn release(data: *mut c_void, hint: *mut c_void) {
     recycle(b);
 }
 
-/// Sends `payload` as the next frame with `flags`. A payload of
-/// [`ZERO_COPY_MIN`] bytes or more is not copied: libzmq keeps the buffer
-/// until the frame is on the wire, then it goes back to the pool.
-pub fn send(socket: &mut zmq::Socket, payload: Vec<u8>, flags: i32) -> zmq::Result<()> {
-    if payload.len() < ZERO_COPY_MIN {
-        let sent = socket.send(&payload[..], flags);
-        recycle(payload);
-        return sent;
+thread_local! {
+    /// Where small payloads are encoded before they are copied into a frame.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Encodes a payload of at most `capacity` bytes with `write` and makes it
+/// a frame: small ones through a reused per-thread buffer (no allocation
+/// besides libzmq's own), large ones in a pooled buffer handed over whole.
+pub fn encode(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Frame {
+    if capacity < ZERO_COPY_MIN {
+        return SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => {
+                s.clear();
+                write(&mut s);
+                Frame::copy(&s)
+            }
+            // Only when `write` itself encodes a frame (nothing does): no reuse.
+            Err(_) => {
+                let mut b = Vec::with_capacity(capacity);
+                write(&mut b);
+                Frame::copy(&b)
+            }
+        });
     }
-    let mut payload = std::mem::ManuallyDrop::new(payload);
-    let (ptr, len, cap) = (payload.as_mut_ptr(), payload.len(), payload.capacity());
-    let mut msg = zmq_sys::zmq_msg_t::default();
-    // SAFETY: libzmq takes the buffer (ptr, len) and calls `release` with
-    // the capacity as hint exactly once, when the message is closed — by
-    // itself after sending it, or by us below if sending fails. Until then
-    // nothing else owns the buffer (it was moved out of `payload`).
-    unsafe {
-        if zmq_sys::zmq_msg_init_data(&mut msg, ptr.cast(), len, Some(release), cap as *mut c_void)
-            != 0
-        {
-            // libzmq could not take it: the buffer is still ours.
-            drop(Vec::from_raw_parts(ptr, len, cap));
-            return Err(zmq::Error::from_raw(zmq_sys::zmq_errno()));
+    let mut b = buffer(capacity);
+    write(&mut b);
+    Frame::owned(b)
+}
+
+/// A payload made into a libzmq message, ready to send from any thread.
+/// Made on the thread that encoded it, so the sending thread only hands it
+/// to libzmq: small payloads are copied into libzmq's buffer here, large
+/// ones are handed over without a copy and their buffer reused afterwards.
+pub struct Frame(zmq_sys::zmq_msg_t);
+
+// SAFETY: a zmq_msg_t not yet sent belongs to no socket or thread; libzmq
+// allows building a message on one thread and sending it on another.
+unsafe impl Send for Frame {}
+
+impl Frame {
+    /// A frame with a copy of `bytes`.
+    pub fn copy(bytes: &[u8]) -> Frame {
+        let mut msg = zmq_sys::zmq_msg_t::default();
+        // SAFETY: init_size gives `len` writable bytes (or fails on memory
+        // exhaustion, which libzmq itself treats as fatal).
+        unsafe {
+            if zmq_sys::zmq_msg_init_size(&mut msg, bytes.len()) != 0 {
+                std::process::abort();
+            }
+            let data = zmq_sys::zmq_msg_data(&mut msg).cast::<u8>();
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
         }
-        if zmq_sys::zmq_msg_send(&mut msg, socket.as_mut_ptr(), flags) < 0 {
-            let e = zmq::Error::from_raw(zmq_sys::zmq_errno());
-            zmq_sys::zmq_msg_close(&mut msg);
-            return Err(e);
+        Frame(msg)
+    }
+
+    /// A frame that takes `payload`: copied (and the buffer recycled) when
+    /// it is small, handed over as it is from [`ZERO_COPY_MIN`] bytes on.
+    pub fn owned(payload: Vec<u8>) -> Frame {
+        if payload.len() < ZERO_COPY_MIN {
+            let f = Frame::copy(&payload);
+            recycle(payload);
+            return f;
         }
+        let mut payload = std::mem::ManuallyDrop::new(payload);
+        let (ptr, len, cap) = (payload.as_mut_ptr(), payload.len(), payload.capacity());
+        let mut msg = zmq_sys::zmq_msg_t::default();
+        // SAFETY: libzmq takes the buffer (ptr, len) and calls `release` with
+        // the capacity as hint exactly once, when the message is closed. Until
+        // then nothing else owns the buffer (it was moved out of `payload`).
+        unsafe {
+            if zmq_sys::zmq_msg_init_data(
+                &mut msg,
+                ptr.cast(),
+                len,
+                Some(release),
+                cap as *mut c_void,
+            ) != 0
+            {
+                std::process::abort();
+            }
+        }
+        Frame(msg)
+    }
+
+    pub fn len(&self) -> usize {
+        // SAFETY: zmq_msg_size only reads the initialised message; the cast
+        // drops a const libzmq's signature lacks.
+        unsafe { zmq_sys::zmq_msg_size(std::ptr::addr_of!(self.0).cast_mut()) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        // SAFETY: the message was initialised; after a send it is empty and
+        // closing it is a no-op.
+        unsafe { zmq_sys::zmq_msg_close(&mut self.0) };
+    }
+}
+
+/// Sends `frame` as the next frame of a message with `flags`; on failure
+/// the frame comes back (for a retry once a peer is there).
+pub fn send(socket: &mut zmq::Socket, mut frame: Frame, flags: i32) -> Result<(), Frame> {
+    // SAFETY: a valid message and the socket's own handle; on success libzmq
+    // owns the content and leaves the message empty.
+    if unsafe { zmq_sys::zmq_msg_send(&mut frame.0, socket.as_mut_ptr(), flags) } < 0 {
+        return Err(frame);
     }
     Ok(())
 }
@@ -128,7 +209,9 @@ mod tests {
             let mut b = buffer(size);
             b.extend((0..size).map(|i| (i % 251) as u8));
             let addr = b.as_ptr() as usize;
-            send(&mut tx, b, 0).unwrap();
+            let frame = Frame::owned(b);
+            assert_eq!(frame.len(), size);
+            assert!(send(&mut tx, frame, 0).is_ok());
             let got = rx.recv_msg(0).unwrap();
             assert_eq!(got.len(), size);
             assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
@@ -147,6 +230,15 @@ mod tests {
                 );
                 recycle(again);
             }
+        }
+        // encode: small payloads through the per-thread scratch buffer, large
+        // ones in a buffer of their own; the frame holds exactly what was written.
+        for size in [0, 100, ZERO_COPY_MIN - 1, ZERO_COPY_MIN, 200_000] {
+            let f = encode(size, |b| b.extend((0..size).map(|i| (i % 7) as u8)));
+            assert_eq!(f.len(), size);
+            assert!(send(&mut tx, f, 0).is_ok());
+            let got = rx.recv_msg(0).unwrap();
+            assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 7) as u8));
         }
         // The pool is process-wide: its limits are checked in the same test.
         let big = Vec::with_capacity(POOL_BYTES + 1);

@@ -20,7 +20,7 @@
 use crate::breaker::{Admit, Breaker, State as BreakerState};
 use crate::codec::{self, Encoder, Kind, Limits};
 use crate::error::{Error, ErrorKind, Result};
-use crate::frame;
+use crate::frame::{self, Frame};
 use crate::ids::{self, IdGen, IdText};
 use crate::log::{self, Level};
 use crate::options::Options;
@@ -102,27 +102,67 @@ impl Slot {
     }
 }
 
+/// What runs when an async call ends: on whichever thread is driving the
+/// socket at that moment, so it must not block.
+pub enum Done {
+    Callback(Box<dyn FnOnce(Outcome) + Send>),
+    /// A plain function and two words of context that it does not own:
+    /// no allocation per call (the C API's callback and user data).
+    Plain(fn(usize, usize, Outcome), usize, usize),
+}
+
 /// How a finished call is delivered.
 enum Completion {
     Wait(Arc<Slot>),
-    /// Runs on whichever thread is leading; it must not block.
-    Callback(Box<dyn FnOnce(Outcome) + Send>),
+    Async(Done),
 }
 
 impl Completion {
     fn deliver(self, outcome: Outcome) {
-        match self {
-            Completion::Wait(slot) => slot.put(outcome),
-            Completion::Callback(f) => {
-                // A panicking completion must not take the leading thread down.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
+        let run = match self {
+            Completion::Wait(slot) => return slot.put(outcome),
+            Completion::Async(done) => done,
+        };
+        // A panicking completion must not take the leading thread down.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || match run {
+            Done::Callback(f) => f(outcome),
+            Done::Plain(f, a, b) => f(a, b, outcome),
+        }));
+    }
+}
+
+/// A called function's name, kept for what is said about its call (a
+/// timeout); short names need no allocation.
+enum Name {
+    Inline(u8, [u8; 30]),
+    Heap(Box<str>),
+}
+
+impl Name {
+    fn new(s: &str) -> Name {
+        let mut buf = [0u8; 30];
+        match buf.get_mut(..s.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(s.as_bytes());
+                Name::Inline(s.len() as u8, buf)
             }
+            None => Name::Heap(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // SAFETY: the first `len` bytes were copied from a &str.
+            Name::Inline(len, b) => unsafe {
+                std::str::from_utf8_unchecked(&b[..usize::from(*len)])
+            },
+            Name::Heap(s) => s,
         }
     }
 }
 
 struct Pending {
-    function: Box<str>,
+    function: Name,
     timeout: Option<Duration>,
     started: Instant,
     probe: bool,
@@ -170,7 +210,7 @@ struct Core {
     /// busy it takes the queue at the top of its loop without a wake-up.
     leader_sleeping: bool,
     /// Payloads waiting for the leader to send them, oldest first.
-    outgoing: VecDeque<Vec<u8>>,
+    outgoing: VecDeque<Frame>,
     pending: HashMap<IdText, Pending, ids::IdBuildHasher>,
     deadlines: BinaryHeap<Reverse<(Instant, IdText)>>,
     /// Blocked callers that may be offered the lead.
@@ -230,7 +270,7 @@ impl Core {
                 let ms = p.timeout.map_or(0, |t| t.as_millis());
                 let e = Error::new(
                     ErrorKind::Timeout,
-                    format!("call to '{}' timed out after {ms} ms", p.function),
+                    format!("call to '{}' timed out after {ms} ms", p.function.as_str()),
                 );
                 self.rediscover = matches!(self.target, Target::Service { .. });
                 finished.push((p, Err(e)));
@@ -472,10 +512,10 @@ impl Parent {
         function: &str,
         args: &[u8],
         timeout_ms: i64,
-        done: Box<dyn FnOnce(Outcome) + Send>,
+        done: Done,
     ) -> Result<()> {
         let (payload, pending, id) =
-            self.prepare(function, args, timeout_ms, Completion::Callback(done))?;
+            self.prepare(function, args, timeout_ms, Completion::Async(done))?;
         self.shared.submit_async(id, payload, pending)
     }
 
@@ -486,7 +526,7 @@ impl Parent {
         args: &[u8],
         timeout_ms: i64,
         completion: Completion,
-    ) -> Result<(Vec<u8>, Pending, IdText)> {
+    ) -> Result<(Frame, Pending, IdText)> {
         let s = &*self.shared;
         if function.is_empty() {
             return Err(Error::invalid("function name must not be empty"));
@@ -509,8 +549,9 @@ impl Parent {
         };
         let id = s.ids.next();
         let (id_text, ns) = (ids::as_str(&id), s.options.namespace.as_str());
-        let mut payload = frame::buffer(Encoder::call_capacity(id_text, function, args, ns));
-        Encoder::new(&mut payload).call(id_text, function, args, ns);
+        let payload = frame::encode(Encoder::call_capacity(id_text, function, args, ns), |b| {
+            Encoder::new(b).call(id_text, function, args, ns)
+        });
         if payload.len() as i64 > s.options.max_message_size {
             // A peer refuses such a frame by dropping the connection.
             return Err(Error::invalid(format!(
@@ -520,7 +561,7 @@ impl Parent {
             )));
         }
         let pending = Pending {
-            function: function.into(),
+            function: Name::new(function),
             timeout: s.options.call_timeout(timeout_ms),
             started: Instant::now(),
             probe,
@@ -586,12 +627,13 @@ impl Parent {
     /// time. Not subject to the circuit breaker.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
         let id = self.shared.ids.next();
-        let mut payload = Vec::with_capacity(128);
-        Encoder::new(&mut payload).heartbeat(ids::as_str(&id), codec::now_seconds(), false);
+        let payload = frame::encode(128, |b| {
+            Encoder::new(b).heartbeat(ids::as_str(&id), codec::now_seconds(), false)
+        });
         let slot = Arc::new(Slot::default());
         let started = Instant::now();
         let pending = Pending {
-            function: "heartbeat".into(),
+            function: Name::new("heartbeat"),
             timeout: Some(timeout),
             started,
             probe: false,
@@ -685,13 +727,7 @@ enum Role<'a> {
 
 impl Shared {
     /// Registers a call and either leads until it ends or waits for a leader to end it.
-    fn run_sync(
-        &self,
-        slot: &Arc<Slot>,
-        id: IdText,
-        payload: Vec<u8>,
-        pending: Pending,
-    ) -> Outcome {
+    fn run_sync(&self, slot: &Arc<Slot>, id: IdText, payload: Frame, pending: Pending) -> Outcome {
         let (socket, wake) = {
             let mut core = self.core.lock();
             self.register(&mut core, id, payload, pending)?;
@@ -706,7 +742,7 @@ impl Shared {
         self.wait(slot)
     }
 
-    fn submit_async(&self, id: IdText, payload: Vec<u8>, pending: Pending) -> Result<()> {
+    fn submit_async(&self, id: IdText, payload: Frame, pending: Pending) -> Result<()> {
         let (socket, wake) = {
             let mut core = self.core.lock();
             self.register(&mut core, id, payload, pending)?;
@@ -758,7 +794,7 @@ impl Shared {
         &self,
         core: &mut Core,
         id: IdText,
-        payload: Vec<u8>,
+        payload: Frame,
         pending: Pending,
     ) -> Result<()> {
         if core.closing {
@@ -887,7 +923,7 @@ impl Shared {
                             Level::Warn,
                             "request_timeout",
                             &e.message,
-                            &[("function", Value::from(&*p.function))],
+                            &[("function", Value::from(p.function.as_str()))],
                         );
                         s.breaker.failure(p.probe, &e.message);
                     }
@@ -901,7 +937,7 @@ impl Shared {
 
     /// Drives the socket until the role's work is done, then steps down.
     fn lead(&self, mut socket: zmq::Socket, mut role: Role<'_>) {
-        let mut out: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut out: VecDeque<Frame> = VecDeque::new();
         let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
         let mut last_check = Instant::now();
         let zmq_fd = self.zmq_fd;
@@ -1192,8 +1228,9 @@ impl Shared {
     /// Queues a heartbeat for whoever leads.
     fn queue_heartbeat(&self, core: &mut Core, now: Instant) {
         let id = self.ids.next();
-        let mut payload = Vec::with_capacity(128);
-        Encoder::new(&mut payload).heartbeat(ids::as_str(&id), codec::now_seconds(), false);
+        let payload = frame::encode(128, |b| {
+            Encoder::new(b).heartbeat(ids::as_str(&id), codec::now_seconds(), false)
+        });
         core.hb.outstanding = Some((id, now));
         core.outgoing.push_back(payload);
     }
@@ -1217,7 +1254,7 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 /// Sends `[empty, payload]` without blocking; gives the payload back when
 /// libzmq has no peer to take it yet.
-fn try_send(socket: &mut zmq::Socket, payload: Vec<u8>) -> std::result::Result<(), Vec<u8>> {
+fn try_send(socket: &mut zmq::Socket, payload: Frame) -> std::result::Result<(), Frame> {
     if socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE).is_err() {
         return Err(payload);
     }
@@ -1579,9 +1616,8 @@ impl Supervisor {
             // cleanly; SIGTERM only if it is still there a moment later.
             let socket = self.shared.core.lock().socket.take();
             if let Some(mut socket) = socket {
-                let mut payload = Vec::with_capacity(96);
                 let id = self.shared.ids.next();
-                Encoder::new(&mut payload).shutdown(ids::as_str(&id));
+                let payload = frame::encode(96, |b| Encoder::new(b).shutdown(ids::as_str(&id)));
                 if try_send(&mut socket, payload).is_ok() {
                     let polite = self
                         .shared
@@ -1606,5 +1642,25 @@ impl Supervisor {
             );
         }
         self.shared.stats.worker_pid.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Name;
+
+    #[test]
+    fn names_keep_their_text_inline_or_not() {
+        for text in [
+            "",
+            "add",
+            "x".repeat(30).as_str(),
+            "y".repeat(31).as_str(),
+            "héllo_✓",
+        ] {
+            assert_eq!(Name::new(text).as_str(), text);
+        }
+        assert!(matches!(Name::new(&"z".repeat(30)), Name::Inline(30, _)));
+        assert!(matches!(Name::new(&"z".repeat(31)), Name::Heap(_)));
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::codec::{self, Encoder, Kind, Limits};
 use crate::error::{Error, Result};
-use crate::frame;
+use crate::frame::{self, Frame};
 use crate::log::{self, Level};
 use crate::registry::Registry;
 use crate::wake::{self, Wake};
@@ -55,7 +55,7 @@ pub struct WorkerStats {
 
 struct Outgoing {
     identity: Vec<u8>,
-    payload: Vec<u8>,
+    payload: Frame,
 }
 
 /// A received call: the function name and its raw msgpack arguments,
@@ -207,8 +207,8 @@ impl Shared {
     }
 
     fn push_error(&self, identity: Vec<u8>, id: Option<&str>, text: &str) {
-        let mut payload = Vec::with_capacity(96 + text.len());
-        Encoder::new(&mut payload).error(id, text);
+        let capacity = 96 + text.len() + id.map_or(0, str::len);
+        let payload = frame::encode(capacity, |b| Encoder::new(b).error(id, text));
         self.stats.errors_sent.fetch_add(1, Ordering::Relaxed);
         self.push(Outgoing { identity, payload });
     }
@@ -241,8 +241,9 @@ impl ReplyHandle {
     pub(crate) fn ok_checked(mut self, result: &[u8]) {
         self.mark_answered();
         let id = self.id.as_deref();
-        let mut payload = frame::buffer(Encoder::response_capacity(id, result));
-        Encoder::new(&mut payload).response(id, result);
+        let payload = frame::encode(Encoder::response_capacity(id, result), |b| {
+            Encoder::new(b).response(id, result)
+        });
         self.shared.push(Outgoing {
             identity: std::mem::take(&mut self.identity),
             payload,
@@ -875,10 +876,11 @@ impl WorkerIo<'_> {
         }
     }
 
-    fn send(&mut self, identity: &[u8], payload: Vec<u8>) -> Result<()> {
+    fn send(&mut self, identity: &[u8], payload: Frame) -> Result<()> {
         self.socket.send(identity, zmq::SNDMORE)?;
         self.socket.send(&[][..], zmq::SNDMORE)?;
-        frame::send(self.socket, payload, 0)?;
+        // Once the first frames are accepted the last is too.
+        let _ = frame::send(self.socket, payload, 0);
         Ok(())
     }
 
@@ -959,9 +961,10 @@ impl WorkerIo<'_> {
         match msg.kind {
             Kind::Heartbeat if !msg.hb_response => {
                 shared.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                let mut out = Vec::with_capacity(128);
                 let ts = msg.hb_timestamp.unwrap_or_else(codec::now_seconds);
-                Encoder::new(&mut out).heartbeat(msg.id.unwrap_or(""), ts, true);
+                let id = msg.id.unwrap_or("");
+                let out =
+                    frame::encode(128 + id.len(), |b| Encoder::new(b).heartbeat(id, ts, true));
                 let _ = self.send(identity, out);
             }
             Kind::Shutdown => return Received::Shutdown,

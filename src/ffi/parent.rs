@@ -6,7 +6,7 @@ use super::options::mf_options;
 use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
 use crate::error::{Error, Result};
 use crate::options::Options;
-use crate::parent::Parent;
+use crate::parent::{Done, Outcome, Parent};
 use std::ffi::{c_char, c_int, c_void};
 
 /// A connection to one worker. Created by `mf_spawn` or `mf_connect`,
@@ -185,12 +185,36 @@ pub unsafe extern "C" fn mf_call_json(
     })
 }
 
-struct Completion {
-    cb: unsafe extern "C" fn(*mut c_void, mf_status, *const u8, usize, *const c_char),
-    user: *mut c_void,
+/// The C callback's signature, without the Option.
+type CompletionFn = unsafe extern "C" fn(*mut c_void, mf_status, *const u8, usize, *const c_char);
+
+/// Runs an `mf_call_async` callback: `cb` and `user` are the two context
+/// words of a `Done::Plain` (the callback pointer and the user data, handed
+/// over by the caller for use on whichever thread drives the socket).
+fn run_completion(cb: usize, user: usize, outcome: Outcome) {
+    // SAFETY: `cb` was made from a non-null `CompletionFn` in mf_call_async.
+    let cb: CompletionFn = unsafe { std::mem::transmute::<usize, CompletionFn>(cb) };
+    let user = user as *mut c_void;
+    // SAFETY: the caller promised a callback that may run on any thread.
+    unsafe {
+        match outcome {
+            Ok(reply) => {
+                let r = reply.bytes();
+                cb(
+                    user,
+                    mf_status::MF_OK,
+                    r.as_ptr(),
+                    r.len(),
+                    std::ptr::null(),
+                );
+            }
+            Err(e) => {
+                let text = c_string(&e.message);
+                cb(user, e.kind.into(), std::ptr::null(), 0, text.as_ptr());
+            }
+        }
+    }
 }
-// SAFETY: the caller hands the callback and user data over for use on the I/O thread.
-unsafe impl Send for Completion {}
 
 /// Starts a call without waiting; `cb` runs exactly once when it ends (see
 /// `mf_completion`). Arguments and `timeout_ms` as for `mf_call`. Any thread.
@@ -211,33 +235,11 @@ pub unsafe extern "C" fn mf_call_async(
         let function = text(function, "function")?;
         let args = args_or_empty(bytes(args, args_len, "args")?);
         let cb = cb.ok_or_else(|| Error::invalid("callback is NULL"))?;
-        let completion = Completion {
-            cb,
-            user: user_data,
-        };
         parent.0.call_async(
             function,
             args,
             timeout_ms,
-            Box::new(move |outcome| {
-                let c = completion;
-                match outcome {
-                    Ok(reply) => {
-                        let r = reply.bytes();
-                        (c.cb)(
-                            c.user,
-                            mf_status::MF_OK,
-                            r.as_ptr(),
-                            r.len(),
-                            std::ptr::null(),
-                        );
-                    }
-                    Err(e) => {
-                        let text = c_string(&e.message);
-                        (c.cb)(c.user, e.kind.into(), std::ptr::null(), 0, text.as_ptr());
-                    }
-                }
-            }),
+            Done::Plain(run_completion, cb as usize, user_data as usize),
         )
     })
 }

@@ -5,7 +5,7 @@ use super::error::{c_string, mf_status};
 use super::parent::mf_parent;
 use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
 use crate::error::Error;
-use crate::parent::Reply;
+use crate::parent::{Done, Reply};
 use crate::wake::Wake;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
@@ -155,7 +155,7 @@ pub unsafe extern "C" fn mf_call_queued(
             function,
             args,
             timeout_ms,
-            Box::new(move |outcome| {
+            Done::Callback(Box::new(move |outcome| {
                 let event = match outcome {
                     Ok(reply) => Event {
                         token,
@@ -184,7 +184,7 @@ pub unsafe extern "C" fn mf_call_queued(
                         }
                     }
                 }
-            }),
+            })),
         )
     })
 }
