@@ -385,33 +385,51 @@ static void case_threads4(void) {
 }
 
 /* async64: a producer thread keeps `window` calls in flight; each
- * completion (on the library's I/O thread) checks its value and frees a slot. */
-static sem_t async_slots;
+ * completion (on the library's driving thread) checks its value and frees a
+ * slot. The producer sleeps only when the window is full, and a completion
+ * wakes it only then (an eventcount: a flag it sets before sleeping), so the
+ * driving thread is not charged a futex wake-up for every completion, as a
+ * semaphore posted per completion would charge it. */
+static sem_t async_wakeup;
 static atomic_long async_done, async_bad;
+static atomic_int async_sleeping;
 
 static void on_add(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
     long long v;
     (void)err;
     if (s != MF_OK || !mp_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
     atomic_fetch_add(&async_done, 1);
-    sem_post(&async_slots);
+    if (atomic_load(&async_sleeping) && atomic_exchange(&async_sleeping, 0)) sem_post(&async_wakeup);
+}
+
+/* Blocks until fewer than `limit` of the `issued` calls are outstanding. */
+static void async_wait_below(long issued, long limit) {
+    while (issued - atomic_load(&async_done) >= limit) {
+        atomic_store(&async_sleeping, 1);
+        /* Re-check after raising the flag: a completion in between would not see it. */
+        if (issued - atomic_load(&async_done) < limit) {
+            if (!atomic_exchange(&async_sleeping, 0)) while (sem_wait(&async_wakeup) != 0) {}
+            break;
+        }
+        while (sem_wait(&async_wakeup) != 0) {}
+    }
 }
 
 static double async_run(mf_parent *p, long n, int window) {
     atomic_store(&async_done, 0);
-    sem_init(&async_slots, 0, (unsigned)window);
+    atomic_store(&async_sleeping, 0);
+    sem_init(&async_wakeup, 0, 0);
     double start = now_s();
     for (long i = 0; i < n; i++) {
-        while (sem_wait(&async_slots) != 0) {}
+        async_wait_below(i, window);
         uint8_t args[16];
         size_t len = mp_pair(args, (uint64_t)i, 1);
         mf_status s = mf_call_async(p, "add", args, len, 0, on_add, (void *)(intptr_t)i);
         if (s != MF_OK) fail("mf_call_async add(%ld, 1): %s: %s", i, mf_status_name(s), mf_last_error());
     }
-    for (int i = 0; i < window; i++)
-        while (sem_wait(&async_slots) != 0) {}
+    async_wait_below(n, 1);
     double elapsed = now_s() - start;
-    sem_destroy(&async_slots);
+    sem_destroy(&async_wakeup);
     if (atomic_load(&async_done) != n) fail("%ld of %ld async calls completed", atomic_load(&async_done), n);
     if (atomic_load(&async_bad)) fail("%ld async calls failed or returned a wrong sum", atomic_load(&async_bad));
     return (double)n / elapsed;

@@ -812,6 +812,16 @@ impl Shared {
             core.deadlines.push(Reverse((pending.started + t, id)));
         }
         core.pending.insert(id, pending);
+        // Deadlines of calls that ended stay in the heap until they pass (a
+        // heap cannot remove from the middle): drop them once they are most
+        // of it, so a busy parent does not keep every call of the last
+        // timeout period (30 s by default) in memory.
+        if core.deadlines.len() > 2 * core.pending.len() + 1024 {
+            let Core {
+                deadlines, pending, ..
+            } = core;
+            deadlines.retain(|Reverse((_, id))| pending.contains_key(id));
+        }
         core.outgoing.push_back(payload);
         Ok(())
     }
