@@ -22,8 +22,12 @@ impl mf_parent {
     }
 }
 
-/// Called once when an `mf_call_async` call ends, on the parent's I/O
-/// thread: it must return quickly and must not close this parent.
+/// Called once when an `mf_call_async` call ends, on whichever thread is
+/// driving the parent's socket at that moment: the library's supervisor
+/// thread, or a thread that is inside `mf_call`, `mf_call_async`,
+/// `mf_call_queued` or `mf_parent_drive` on this parent (so do not hold, while
+/// making those calls, a lock the callback takes). It must return quickly
+/// and must not close this parent.
 /// On MF_OK `result`/`result_len` hold the msgpack result and
 /// `error_message` is NULL; otherwise `result` is NULL and `error_message`
 /// says why. Both pointers are valid only during the callback.
