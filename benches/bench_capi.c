@@ -11,6 +11,8 @@
  *   async64       mf_call_async("add", [i, 1]) with 64 in flight, issued by
  *                 a producer thread that waits for a free slot             (calls/s)
  *   async64_cb    the same, each completion callback starts the next call  (calls/s)
+ *   async64_queue the same window, completions taken in batches from an
+ *                 mf_queue by the producer (mf_call_queued/mf_queue_next)  (calls/s)
  *   echo1mib      mf_call("echo", [1 MiB bin]) one after the other         (echoes/s)
  *
  * Every call checks its result; a wrong result or a failed call prints
@@ -444,6 +446,48 @@ static void case_async64(void) {
     mf_parent_close(p);
 }
 
+/* async64_queue: the same window from a producer thread that takes the
+ * completions itself, in batches, from an mf_queue (mf_call_queued /
+ * mf_queue_next): one wake-up per batch, and no callback on the library's
+ * thread. */
+static double queue_run(mf_parent *p, long n, int window) {
+    mf_queue *q = mf_queue_new();
+    mf_event events[64];
+    long issued = 0, done = 0;
+    double start = now_s();
+    while (done < n) {
+        while (issued < n && issued - done < window) {
+            uint8_t args[16];
+            size_t len = mp_pair(args, (uint64_t)issued, 1);
+            mf_status s = mf_call_queued(p, "add", args, len, 0, q, (uint64_t)issued);
+            if (s != MF_OK) fail("mf_call_queued add(%ld, 1): %s: %s", issued, mf_status_name(s), mf_last_error());
+            issued++;
+        }
+        size_t got = 0;
+        mf_status s = mf_queue_next(q, 10000, events, 64, &got);
+        if (s != MF_OK) fail("mf_queue_next: %s: %s", mf_status_name(s), mf_last_error());
+        for (size_t k = 0; k < got; k++) {
+            long long v;
+            if (events[k].status != MF_OK || !mp_int(events[k].result, events[k].result_len, &v) ||
+                v != (long long)events[k].token + 1)
+                fail("queued add(%llu, 1) failed or returned a wrong sum", (unsigned long long)events[k].token);
+        }
+        done += (long)got;
+    }
+    double elapsed = now_s() - start;
+    mf_queue_free(q);
+    return (double)n / elapsed;
+}
+
+static void case_async64_queue(void) {
+    long n = (long)scaled(80000, 100);
+    mf_parent *p = spawn(worker_path);
+    queue_run(p, 2000, 64);
+    metric("async64_queue_calls_per_s", queue_run(p, n, 64), "call/s", "higher",
+           "mf_call_queued add, 64 in flight, completions taken in batches");
+    mf_parent_close(p);
+}
+
 /* async64_cb: the same window, but each completion starts the next call
  * from the callback itself: no producer thread to wake, so this is the
  * library's own pipelining ceiling. */
@@ -538,6 +582,7 @@ static const struct bench_case cases[] = {
     {"spawn", case_spawn},         {"call_seq", case_call_seq},
     {"echo_seq", case_echo_seq},   {"threads4", case_threads4},
     {"async64", case_async64},     {"async64_cb", case_async64_cb},
+    {"async64_queue", case_async64_queue},
     {"echo1mib", case_echo1mib},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
