@@ -437,13 +437,18 @@ static double async_run(mf_parent *p, long n, int window) {
     return (double)n / elapsed;
 }
 
-static void case_async64(void) {
+/* Runs one 64-in-flight form: a warm-up, then the measured run. */
+static void window_case(const char *name, const char *label, double (*run)(mf_parent *, long, int)) {
     long n = (long)scaled(80000, 100);
     mf_parent *p = spawn(worker_path);
-    async_run(p, 2000, 64);
-    metric("async64_calls_per_s", async_run(p, n, 64), "call/s", "higher", "mf_call_async add, 64 in flight");
+    run(p, 2000, 64);
+    metric(name, run(p, n, 64), "call/s", "higher", label);
     info_num("async64_calls", (double)n);
     mf_parent_close(p);
+}
+
+static void case_async64(void) {
+    window_case("async64_calls_per_s", "mf_call_async add, 64 in flight", async_run);
 }
 
 /* async64_queue: the same window from a producer thread that takes the
@@ -480,12 +485,8 @@ static double queue_run(mf_parent *p, long n, int window) {
 }
 
 static void case_async64_queue(void) {
-    long n = (long)scaled(80000, 100);
-    mf_parent *p = spawn(worker_path);
-    queue_run(p, 2000, 64);
-    metric("async64_queue_calls_per_s", queue_run(p, n, 64), "call/s", "higher",
-           "mf_call_queued add, 64 in flight, completions taken in batches");
-    mf_parent_close(p);
+    window_case("async64_queue_calls_per_s", "mf_call_queued add, 64 in flight, completions taken in batches",
+                queue_run);
 }
 
 /* async64_cb: the same window, but each completion starts the next call
@@ -533,12 +534,8 @@ static double async_cb_run(mf_parent *p, long n, int window) {
 }
 
 static void case_async64_cb(void) {
-    long n = (long)scaled(80000, 100);
-    mf_parent *p = spawn(worker_path);
-    async_cb_run(p, 2000, 64);
-    metric("async64_cb_calls_per_s", async_cb_run(p, n, 64), "call/s", "higher",
-           "mf_call_async add, 64 in flight, next call started from the callback");
-    mf_parent_close(p);
+    window_case("async64_cb_calls_per_s", "mf_call_async add, 64 in flight, next call started from the callback",
+                async_cb_run);
 }
 
 static void case_echo1mib(void) {

@@ -253,15 +253,11 @@ fn readable(fd: i32, ms: i32) -> bool {
 fn queue_descriptor_signals_completions_to_an_event_loop() {
     temp_home();
     let id = CString::new("ffi-queue-fd").unwrap();
-    let mut w = null_mut();
+    let (w, served) = triple_worker(&id);
     let mut p = null_mut();
     let q = mf_queue_new();
     let f = CString::new("triple").unwrap();
     unsafe {
-        assert_eq!(mf_worker_new(id.as_ptr(), &mut w), mf_status::MF_OK);
-        let name = CString::new("triple").unwrap();
-        assert_eq!(mf_worker_register_pull(w, name.as_ptr()), mf_status::MF_OK);
-        assert_eq!(mf_worker_start(w), mf_status::MF_OK, "{}", last_error());
         assert_eq!(
             mf_queue_fd(q, null_mut()),
             mf_status::MF_ERR_INVALID_ARGUMENT
@@ -271,25 +267,6 @@ fn queue_descriptor_signals_completions_to_an_event_loop() {
             mf_status::MF_ERR_INVALID_ARGUMENT
         );
     }
-    let served = {
-        let w = Ptr(w);
-        std::thread::spawn(move || {
-            let w = w;
-            loop {
-                let mut c = unsafe { std::mem::zeroed::<mf_incoming>() };
-                match unsafe { mf_worker_next(w.0, 5000, &mut c) } {
-                    mf_status::MF_OK => {}
-                    mf_status::MF_ERR_CLOSED => return,
-                    s => panic!("next: {s:?} {}", last_error()),
-                }
-                let args = unsafe { std::slice::from_raw_parts(c.args, c.args_len) };
-                let v = rmp::decode::read_int::<i64, _>(&mut &args[1..]).unwrap();
-                let mut out = Vec::new();
-                rmp::encode::write_sint(&mut out, v * 3).unwrap();
-                unsafe { mf_reply_ok(c.reply, out.as_ptr(), out.len()) };
-            }
-        })
-    };
     unsafe {
         assert_eq!(mf_connect(id.as_ptr(), null(), &mut p), mf_status::MF_OK);
     }
@@ -347,10 +324,10 @@ fn queue_descriptor_signals_completions_to_an_event_loop() {
     unsafe {
         mf_parent_close(p);
         mf_queue_free(q);
-        assert_eq!(mf_worker_stop(w), mf_status::MF_OK);
+        assert_eq!(mf_worker_stop(w.0), mf_status::MF_OK);
     }
     served.join().unwrap();
-    unsafe { mf_worker_free(w) };
+    unsafe { mf_worker_free(w.0) };
 }
 
 /// A pull worker answering `triple(n)` on its own thread; returns its handle and the thread.
