@@ -432,8 +432,10 @@ enum mf_status mf_call_async(struct mf_parent *p,
  * `*fd` receives a descriptor to watch for readability (epoll,
  * `loop.add_reader`, …); it belongs to the library — watch a `dup` of it
  * and close that yourself. While it is armed, call `mf_parent_drive`
- * whenever the descriptor is readable. A loop that falls more than 20 ms
- * behind is relieved by the supervisor. Call again to re-arm after `mf_parent_drive` disarmed it.
+ * whenever the descriptor is readable. A loop that leaves replies unread
+ * for more than 20 ms (busy or blocked) is relieved by the supervisor,
+ * which notices within about a tenth of a second and disarms the watch.
+ * Call again to re-arm after `mf_parent_drive` reported it disarmed.
  * Any thread.
  */
 enum mf_status mf_parent_watch(struct mf_parent *p, int *fd);

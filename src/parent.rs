@@ -574,8 +574,9 @@ impl Parent {
     /// the loop to watch for readability, and from now on, while nobody
     /// else drives the socket, the loop is trusted to call [`Parent::drive`]
     /// whenever it is readable — replies then complete on the loop's own
-    /// thread, with no hop through the supervisor. A loop that falls behind
-    /// by more than 20 ms is relieved by the supervisor. The descriptor
+    /// thread, with no hop through the supervisor. A loop that leaves
+    /// replies unread for more than 20 ms is relieved by the supervisor
+    /// (which notices within about a tenth of a second). The descriptor
     /// belongs to libzmq: watch a `dup` of it and close that yourself.
     /// Call again to re-arm after `drive` returned false.
     pub fn watch(&self) -> Result<std::os::fd::RawFd> {
