@@ -31,7 +31,7 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 
 /// An empty buffer with room for at least `capacity` bytes; a reused one
 /// when the size is worth it and one is free.
-pub fn buffer(capacity: usize) -> Vec<u8> {
+fn buffer(capacity: usize) -> Vec<u8> {
     if capacity >= REUSE_MIN {
         let mut pool = POOL.lock();
         // The smallest free buffer that fits.
@@ -52,7 +52,7 @@ pub fn buffer(capacity: usize) -> Vec<u8> {
 }
 
 /// Gives a buffer back for reuse (or frees it when it is small or the pool is full).
-pub fn recycle(mut b: Vec<u8>) {
+fn recycle(mut b: Vec<u8>) {
     let cap = b.capacity();
     if !(REUSE_MIN..=POOL_BYTES).contains(&cap) {
         return;
@@ -66,7 +66,8 @@ pub fn recycle(mut b: Vec<u8>) {
 }
 
 /// What the pool holds now: (buffers, bytes of capacity).
-pub fn pooled() -> (usize, usize) {
+#[cfg(test)]
+fn pooled() -> (usize, usize) {
     let pool = POOL.lock();
     (pool.free.len(), pool.bytes)
 }

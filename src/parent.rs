@@ -254,6 +254,24 @@ impl Core {
                 || !self.outgoing.is_empty())
     }
 
+    /// The start of every turn on the socket: take what is queued to send,
+    /// end overdue calls, and follow a rediscovery a failure asked for.
+    fn start_turn(
+        &mut self,
+        socket: &zmq::Socket,
+        now: Instant,
+        out: &mut VecDeque<Frame>,
+        finished: &mut Finished,
+    ) {
+        self.leader_sleeping = false;
+        out.extend(self.outgoing.drain(..));
+        self.expire(now, finished);
+        if self.rediscover {
+            self.rediscover = false;
+            rediscover(&mut self.target, socket);
+        }
+    }
+
     /// Whether a payload just queued must wake the leader (once per sleep).
     fn wake_sleeping_leader(&mut self) -> bool {
         self.leader && std::mem::take(&mut self.leader_sleeping)
@@ -729,36 +747,35 @@ enum Role<'a> {
 impl Shared {
     /// Registers a call and either leads until it ends or waits for a leader to end it.
     fn run_sync(&self, slot: &Arc<Slot>, id: IdText, payload: Frame, pending: Pending) -> Outcome {
-        let (socket, wake) = {
-            let mut core = self.core.lock();
-            self.register(&mut core, id, payload, pending)?;
-            let socket = self.take_lead(&mut core);
-            (socket, core.wake_sleeping_leader())
-        };
-        if let Some(socket) = socket {
+        if let Some(socket) = self.enqueue(id, payload, pending)? {
             self.lead(socket, Role::Caller(slot));
-        } else if wake {
-            self.wake.notify();
         }
         self.wait(slot)
     }
 
     fn submit_async(&self, id: IdText, payload: Frame, pending: Pending) -> Result<()> {
+        if let Some(socket) = self.enqueue(id, payload, pending)? {
+            // Nobody drives the socket: send from this thread, so the request
+            // is on its way before the supervisor or a watching event loop
+            // (which wait for the reply) has even woken up.
+            self.pass(socket);
+        }
+        Ok(())
+    }
+
+    /// Registers a call; returns the socket when nobody leads (the caller
+    /// leads now), otherwise wakes the leader if it sleeps.
+    fn enqueue(&self, id: IdText, payload: Frame, pending: Pending) -> Result<Option<zmq::Socket>> {
         let (socket, wake) = {
             let mut core = self.core.lock();
             self.register(&mut core, id, payload, pending)?;
             let socket = self.take_lead(&mut core);
             (socket, core.wake_sleeping_leader())
         };
-        if let Some(socket) = socket {
-            // Nobody drives the socket: send from this thread, so the request
-            // is on its way before the supervisor or a watching event loop
-            // (which wait for the reply) has even woken up.
-            self.pass(socket);
-        } else if wake {
+        if wake {
             self.wake.notify();
         }
-        Ok(())
+        Ok(socket)
     }
 
     /// One turn that never blocks, with a briefly held lead: expires
@@ -768,26 +785,30 @@ impl Shared {
     /// found nothing, so a watcher's `ZMQ_FD` stays meaningful.
     fn pass(&self, mut socket: zmq::Socket) {
         let mut finished = Vec::new();
-        let mut out = {
-            let mut core = self.core.lock();
-            core.expire(Instant::now(), &mut finished);
-            std::mem::take(&mut core.outgoing)
-        };
+        let mut out = VecDeque::new();
+        self.core
+            .lock()
+            .start_turn(&socket, Instant::now(), &mut out, &mut finished);
         self.deliver(finished);
-        while let Some(p) = out.pop_front() {
-            if let Err(p) = try_send(&mut socket, p) {
-                out.push_front(p);
-                break;
-            }
-        }
+        send_queued(&mut socket, &mut out);
         self.receive(&socket, &mut Vec::new());
-        let mut core = self.core.lock();
+        self.step_down(&mut self.core.lock(), socket, out);
+    }
+
+    /// Gives the socket back (unsent payloads first in the queue again) and
+    /// hands the lead on.
+    fn step_down(
+        &self,
+        core: &mut MutexGuard<'_, Core>,
+        socket: zmq::Socket,
+        mut out: VecDeque<Frame>,
+    ) {
         while let Some(p) = out.pop_back() {
             core.outgoing.push_front(p);
         }
         core.socket = Some(socket);
         core.leader = false;
-        self.hand_off(&mut core);
+        self.hand_off(core);
     }
 
     /// Puts a call in the pending table and its payload in the send queue.
@@ -957,13 +978,7 @@ impl Shared {
             let now = Instant::now();
             let timeout = {
                 let mut core = self.core.lock();
-                core.leader_sleeping = false;
-                out.extend(core.outgoing.drain(..));
-                core.expire(now, &mut finished);
-                if core.rediscover {
-                    core.rediscover = false;
-                    rediscover(&mut core.target, &socket);
-                }
+                core.start_turn(&socket, now, &mut out, &mut finished);
                 let done = core.closing
                     || match &role {
                         Role::Caller(slot) => {
@@ -975,13 +990,7 @@ impl Shared {
                         Role::Supervisor(_) => !core.needs_leader() && out.is_empty(),
                     };
                 if done {
-                    // Step down: the socket and unsent payloads go back.
-                    while let Some(p) = out.pop_back() {
-                        core.outgoing.push_front(p);
-                    }
-                    core.socket = Some(socket);
-                    core.leader = false;
-                    self.hand_off(&mut core);
+                    self.step_down(&mut core, socket, out);
                     drop(core);
                     self.deliver(finished);
                     return;
@@ -995,13 +1004,7 @@ impl Shared {
                 })
             };
             self.deliver(finished);
-            // Send what is queued; stop at the first refusal (no peer yet).
-            while let Some(p) = out.pop_front() {
-                if let Err(p) = try_send(&mut socket, p) {
-                    out.push_front(p);
-                    break;
-                }
-            }
+            send_queued(&mut socket, &mut out);
             // Replies may already be waiting: read them without a poll.
             // While they keep coming the supervisor still polls (with no wait,
             // to see its child and timers) every SUP_CHECK, not every batch.
@@ -1024,7 +1027,7 @@ impl Shared {
                 Role::Supervisor(sup) => sup.child.as_ref().and_then(Process::exit_fd),
                 Role::Caller(_) => None,
             };
-            let (readable, woken, exited) = if out.is_empty() && zmq_fd >= 0 {
+            let (readable, woken, exited) = if out.is_empty() {
                 // The last socket call was receive()'s failed recv.
                 let [readable, woken, exited] =
                     wake::wait_readable([zmq_fd, self.wake.fd(), exit_fd.unwrap_or(-1)], timeout);
@@ -1260,6 +1263,17 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+/// Sends what is queued, oldest first; stops at the first refusal (no peer
+/// yet), leaving it and the rest in `out`.
+fn send_queued(socket: &mut zmq::Socket, out: &mut VecDeque<Frame>) {
+    while let Some(p) = out.pop_front() {
+        if let Err(p) = try_send(socket, p) {
+            out.push_front(p);
+            break;
+        }
     }
 }
 

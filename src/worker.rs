@@ -143,6 +143,8 @@ struct Jobs {
 #[derive(Default)]
 struct Baton {
     socket: Option<zmq::Socket>,
+    /// The socket's `ZMQ_FD`, read once when serving starts.
+    zmq_fd: std::os::fd::RawFd,
     /// A handler runs inline since then (the socket is parked meanwhile).
     inline_since: Option<Instant>,
     last_inline: Option<Instant>,
@@ -595,6 +597,14 @@ impl Serving {
 
     fn serve_loop(&self) -> Result<()> {
         let shared = &self.shared;
+        let socket = self.socket.lock().take();
+        let zmq_fd = match socket.as_ref().map(zmq::Socket::get_fd).transpose() {
+            Ok(fd) => fd.unwrap_or(-1),
+            Err(e) => {
+                *self.socket.lock() = socket;
+                return Err(e.into());
+            }
+        };
         for i in 0..self.threads {
             let shared = Arc::clone(shared);
             std::thread::Builder::new()
@@ -606,7 +616,8 @@ impl Serving {
         {
             let mut b = shared.baton.lock();
             *b = Baton::default();
-            b.socket = self.socket.lock().take();
+            b.socket = socket;
+            b.zmq_fd = zmq_fd;
         }
         // Two drivers: one polls, the other stands by for a long inline handler.
         let drivers: Vec<_> = (0..2)
@@ -667,7 +678,7 @@ enum Turn {
 /// handler has run past `INLINE_GRACE`), polls, and runs calls inline.
 fn drive(shared: &Arc<Shared>, generation: u64) {
     loop {
-        let socket = {
+        let (socket, zmq_fd) = {
             let mut b = shared.baton.lock();
             loop {
                 if b.done {
@@ -675,7 +686,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
                 }
                 let overdue = b.inline_since.is_none_or(|t| t.elapsed() >= INLINE_GRACE);
                 if b.socket.is_some() && overdue {
-                    break b.socket.take();
+                    break (b.socket.take(), b.zmq_fd);
                 }
                 let watch = match b.inline_since {
                     Some(t) => Some(t + INLINE_GRACE),
@@ -697,7 +708,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
             }
         };
         let Some(socket) = socket else { continue };
-        match poll_turn(shared, socket, generation) {
+        match poll_turn(shared, socket, zmq_fd, generation) {
             (Turn::Stop, socket) => {
                 let mut b = shared.baton.lock();
                 b.socket = Some(socket);
@@ -738,6 +749,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
 fn poll_turn(
     shared: &Arc<Shared>,
     mut socket: zmq::Socket,
+    zmq_fd: std::os::fd::RawFd,
     generation: u64,
 ) -> (Turn, zmq::Socket) {
     let turn = poll_until_turn(
@@ -745,17 +757,17 @@ fn poll_turn(
             shared,
             socket: &mut socket,
         },
+        zmq_fd,
         generation,
     );
     (turn, socket)
 }
 
-fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
+fn poll_until_turn(io: &mut WorkerIo<'_>, zmq_fd: std::os::fd::RawFd, generation: u64) -> Turn {
     let shared = io.shared;
     // Replies that arrived while nobody polled (an inline reply among them).
     io.flush();
-    let zmq_fd = io.socket.get_fd().unwrap_or(-1);
-    let turn = loop {
+    loop {
         if shared.stop.load(Ordering::Acquire) {
             break Turn::Stop;
         }
@@ -779,21 +791,13 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, generation: u64) -> Turn {
             }
             Received::Inline(job) => break Turn::Inline(job),
         }
-        let woken = if zmq_fd >= 0 {
-            wake::wait_readable([zmq_fd, shared.wake.fd()], -1)[1]
-        } else {
-            let mut items = [
-                io.socket.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(shared.wake.fd(), zmq::POLLIN),
-            ];
-            zmq::poll(&mut items, -1).is_ok() && items[1].is_readable()
-        };
+        // The last socket call was receive()'s failed recv.
+        let [_, woken] = wake::wait_readable([zmq_fd, shared.wake.fd()], -1);
         if woken {
             shared.wake.drain();
             io.flush();
         }
-    };
-    turn
+    }
 }
 
 /// A handler finished: free its place and let a queued call start.
