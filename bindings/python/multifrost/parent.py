@@ -153,15 +153,20 @@ class _Plan:
 _Waiter = Tuple[Optional[asyncio.AbstractEventLoop], Any]
 
 
+def _settle(fut: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    """On the future's event loop: resolves it, unless the caller cancelled it meanwhile."""
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
 def _settle_async(items: List[Tuple["asyncio.Future[Any]", bool, Any]]) -> None:
     """Runs on the caller's event loop: resolves a batch of futures."""
     for fut, ok, value in items:
-        if fut.done():  # cancelled by the caller meanwhile
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
+        _settle(fut, ok, value)
 
 
 def _outcome(ev: "_ffi.mf_event") -> Tuple[bool, Any]:
@@ -252,13 +257,8 @@ class _LoopQueue:
             for i in range(taken):
                 ev = self.events[i]
                 waiter = pending.pop(ev.token, None)
-                if waiter is None or waiter[1].done():  # cancelled by the caller meanwhile
-                    continue
-                ok, value = _outcome(ev)
-                if ok:
-                    waiter[1].set_result(value)
-                else:
-                    waiter[1].set_exception(value)
+                if waiter is not None:
+                    _settle(waiter[1], *_outcome(ev))
             if taken < _BATCH:
                 break  # the queue was empty; a later completion makes the fd readable again
 
@@ -466,10 +466,11 @@ class _Connection:
                 lq = self.loop_queues.get(loop)
                 if lq is None:
                     lq = self._new_loop_queue(loop)
-                if self.watcher is None and handle == self.handle:
-                    self.watcher = lq
-                if lq is self.watcher and not lq.watching and handle == self.handle:
-                    lq.arm(handle)
+                if handle == self.handle:  # extra namespace handles are not watched
+                    if self.watcher is None:
+                        self.watcher = lq
+                    if lq is self.watcher and not lq.watching:
+                        lq.arm(handle)
                 queue = lq.queue
             status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, queue, token)
             if status != Status.OK:
