@@ -3,20 +3,13 @@
 //! see only this test.
 
 mod common;
-use common::{int, int_args, temp_home, test_worker};
+use common::{heap_in_use, int, int_args, temp_home, test_worker};
 
 use multifrost::parent::Done;
 use multifrost::{Options, Parent};
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Bytes malloc has handed out and not got back (mmapped blocks included).
-fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    (info.uordblks + info.hblkhd) as u64
-}
 
 /// Keeps 64 async calls of `add(i, 1)` in flight until `n` have ended;
 /// panics on a wrong result.

@@ -58,3 +58,12 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Bytes malloc has handed out and not got back, mmapped blocks included
+/// (RSS also counts freed memory glibc keeps, such as the stacks of exited
+/// threads it caches).
+pub fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd) as u64
+}

@@ -8,6 +8,9 @@
 //!
 //! Prints a summary and "N passed, N failed" (checks); exits non-zero on a violation.
 
+#[path = "../common/mod.rs"]
+mod common;
+use common::heap_in_use;
 use multifrost::{ErrorKind, Options, Parent};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -78,14 +81,6 @@ fn caller(p: Arc<Parent>, stop: Arc<AtomicBool>, tally: Arc<Tally>, seed: u64) {
         }
         tally.record(t.elapsed(), outcome);
     }
-}
-
-/// Bytes malloc has handed out and not got back (RSS also counts freed
-/// memory glibc keeps, such as the stacks of exited threads it caches).
-fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    (info.uordblks + info.hblkhd) as u64
 }
 
 fn resources() -> (usize, usize, u64) {
