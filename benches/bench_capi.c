@@ -28,6 +28,8 @@
 
 #include <multifrost.h>
 
+#include "../tests/c/msgpack_int.h"
+
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdarg.h>
@@ -140,35 +142,6 @@ static size_t mp_pair(uint8_t *p, uint64_t a, uint64_t b) {
     return n;
 }
 
-/* Decodes one msgpack integer that fills [p, p+len) exactly. 1 on success. */
-static int mp_int(const uint8_t *p, size_t len, long long *out) {
-    if (!p || len < 1) return 0;
-    uint8_t t = p[0];
-    if (t <= 0x7f) {
-        *out = t;
-        return len == 1;
-    }
-    if (t >= 0xe0) {
-        *out = (int8_t)t;
-        return len == 1;
-    }
-    size_t n;
-    int is_signed = t >= 0xd0;
-    switch (t) {
-    case 0xcc: case 0xd0: n = 1; break;
-    case 0xcd: case 0xd1: n = 2; break;
-    case 0xce: case 0xd2: n = 4; break;
-    case 0xcf: case 0xd3: n = 8; break;
-    default: return 0;
-    }
-    if (len != 1 + n) return 0;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) v = v << 8 | p[1 + i];
-    if (is_signed && n < 8 && (v >> (8 * n - 1)) & 1) v |= ~(uint64_t)0 << (8 * n);
-    *out = (long long)v;
-    return 1;
-}
-
 /* ---- configuration ------------------------------------------------------- */
 
 /* The raw-msgpack bench worker for every case: the floor echoes raw bytes,
@@ -197,7 +170,7 @@ static void call_add(mf_parent *p, uint64_t a, uint64_t b) {
     mf_status s = mf_call(p, "add", args, n, 0, &out);
     if (s != MF_OK) fail("add(%llu, %llu): %s: %s", (unsigned long long)a, (unsigned long long)b, mf_status_name(s), mf_last_error());
     long long v;
-    if (!mp_int(out.data, out.len, &v) || v != (long long)(a + b))
+    if (!msgpack_int(out.data, out.len, &v) || v != (long long)(a + b))
         fail("add(%llu, %llu) returned a wrong result", (unsigned long long)a, (unsigned long long)b);
     mf_buffer_free(out);
 }
@@ -219,7 +192,7 @@ static atomic_long hold_done, hold_bad;
 static void on_hold(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
     long long v;
     (void)err;
-    if (s != MF_OK || !mp_int(result, len, &v) || v != (long long)(intptr_t)user) atomic_fetch_add(&hold_bad, 1);
+    if (s != MF_OK || !msgpack_int(result, len, &v) || v != (long long)(intptr_t)user) atomic_fetch_add(&hold_bad, 1);
     atomic_fetch_add(&hold_done, 1);
 }
 
@@ -228,7 +201,7 @@ static long long call_int(mf_parent *p, const char *fn) {
     long long v;
     mf_status s = mf_call(p, fn, (const uint8_t *)"\x90", 1, 60000, &out);
     if (s != MF_OK) fail("%s(): %s: %s", fn, mf_status_name(s), mf_last_error());
-    if (!mp_int(out.data, out.len, &v)) fail("%s() did not return an integer", fn);
+    if (!msgpack_int(out.data, out.len, &v)) fail("%s() did not return an integer", fn);
     mf_buffer_free(out);
     return v;
 }
@@ -399,7 +372,7 @@ static atomic_int async_sleeping;
 static void on_add(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
     long long v;
     (void)err;
-    if (s != MF_OK || !mp_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
+    if (s != MF_OK || !msgpack_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
     atomic_fetch_add(&async_done, 1);
     if (atomic_load(&async_sleeping) && atomic_exchange(&async_sleeping, 0)) sem_post(&async_wakeup);
 }
@@ -473,7 +446,7 @@ static double queue_run(mf_parent *p, long n, int window) {
         if (s != MF_OK) fail("mf_queue_next: %s: %s", mf_status_name(s), mf_last_error());
         for (size_t k = 0; k < got; k++) {
             long long v;
-            if (events[k].status != MF_OK || !mp_int(events[k].result, events[k].result_len, &v) ||
+            if (events[k].status != MF_OK || !msgpack_int(events[k].result, events[k].result_len, &v) ||
                 v != (long long)events[k].token + 1)
                 fail("queued add(%llu, 1) failed or returned a wrong sum", (unsigned long long)events[k].token);
         }
@@ -502,7 +475,7 @@ static void cb_start(long i);
 static void on_add_refill(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
     long long v;
     (void)err;
-    if (s != MF_OK || !mp_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
+    if (s != MF_OK || !msgpack_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
     long next = atomic_fetch_add(&cb_issued, 1);
     if (next < cb_total) cb_start(next);
     if (atomic_fetch_add(&async_done, 1) + 1 == cb_total) sem_post(&cb_finished);

@@ -4,6 +4,7 @@
 #define MF_TEST_SUPPORT_H
 
 #include "check.h"
+#include "msgpack_int.h"
 
 #include <multifrost.h>
 
@@ -39,31 +40,6 @@ static inline void check_json_call(mf_parent *p, const char *function, const cha
         CHECK(strcmp(got, want) == 0, "%s%s returned %s, expected %s", function, args, got, want);
         mf_string_free(got);
     }
-}
-
-/* Decodes one msgpack integer occupying all of [p, p+len). 1 on success. */
-static inline int msgpack_int(const uint8_t *p, size_t len, long long *out) {
-    if (len < 1) return 0;
-    uint8_t t = p[0];
-    if (t <= 0x7f || t >= 0xe0) {
-        *out = (int8_t)t;
-        if (t <= 0x7f) *out = t;
-        return len == 1;
-    }
-    size_t n;
-    switch (t) {
-    case 0xcc: case 0xd0: n = 1; break;
-    case 0xcd: case 0xd1: n = 2; break;
-    case 0xce: case 0xd2: n = 4; break;
-    case 0xcf: case 0xd3: n = 8; break;
-    default: return 0;
-    }
-    if (len != 1 + n) return 0;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) v = (v << 8) | p[1 + i];
-    if (t >= 0xd0 && n < 8 && (v >> (8 * n - 1))) v |= ~(uint64_t)0 << (8 * n);
-    *out = (long long)v;
-    return 1;
 }
 
 /* Encodes [a, b] as a msgpack array of two int64s; returns the length. */

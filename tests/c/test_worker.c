@@ -15,6 +15,8 @@
  */
 #include <multifrost.h>
 
+#include "msgpack_int.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -25,29 +27,6 @@
 #include <unistd.h>
 
 /* ---- msgpack reading: just what the handlers need ---- */
-
-/* Reads one integer at p (len bytes available). Returns bytes used, 0 if not an integer. */
-static size_t read_int(const uint8_t *p, size_t len, long long *out) {
-    if (len < 1) return 0;
-    uint8_t t = p[0];
-    if (t <= 0x7f) { *out = t; return 1; }
-    if (t >= 0xe0) { *out = (int8_t)t; return 1; }
-    size_t n;
-    switch (t) {
-    case 0xcc: case 0xd0: n = 1; break;
-    case 0xcd: case 0xd1: n = 2; break;
-    case 0xce: case 0xd2: n = 4; break;
-    case 0xcf: case 0xd3: n = 8; break;
-    default: return 0;
-    }
-    if (len < 1 + n) return 0;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) v = (v << 8) | p[1 + i];
-    if (t >= 0xd0 && n < 8 && (v >> (8 * n - 1)))  /* sign-extend */
-        v |= ~(uint64_t)0 << (8 * n);
-    *out = (long long)v;
-    return 1 + n;
-}
 
 /* Reads one str at p. Returns bytes used (0 if not a str); s and slen point into p. */
 static size_t read_str(const uint8_t *p, size_t len, const char **s, size_t *slen) {
@@ -68,7 +47,7 @@ static size_t read_str(const uint8_t *p, size_t len, const char **s, size_t *sle
 
 /* One integer argument from a raw argument array. */
 static int one_int_arg(const uint8_t *args, size_t len, long long *v) {
-    return len >= 2 && args[0] == 0x91 && read_int(args + 1, len - 1, v) == len - 1;
+    return len >= 2 && args[0] == 0x91 && msgpack_read_int(args + 1, len - 1, v) == len - 1;
 }
 
 /* One integer argument from JSON text "[n]". */
