@@ -185,7 +185,9 @@ typedef struct mf_event {
 
 /**
  * A function handler. `args`/`args_len`: the call's msgpack argument array,
- * valid only during the call. Answer through `reply` (see `mf_reply`),
+ * valid until the handler returns or answers, whichever comes first (a
+ * result that is part of the arguments may be answered from where it lies,
+ * see `mf_reply_ok`). Answer through `reply` (see `mf_reply`),
  * during the call or later from any thread. Runs on a handler thread of the
  * worker (one at a time unless `mf_worker_set_concurrency` says more).
  */
@@ -571,6 +573,10 @@ enum mf_status mf_queue_next(struct mf_queue *q,
  * Answers with a result: one msgpack value of `len` bytes. A result that is
  * not exactly one valid msgpack value → MF_ERR_INVALID_ARGUMENT and the
  * reply is not consumed.
+ * A result of 4 KiB or more lying in the arguments of a call of 64 KiB or
+ * more (an echo, one argument of a large call) is sent from there without a
+ * copy, so the arguments must not be read after this call; any other
+ * result is copied and may be freed when it returns.
  */
 enum mf_status mf_reply_ok(struct mf_reply *r, const uint8_t *result_msgpack, size_t len);
 

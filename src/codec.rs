@@ -556,9 +556,14 @@ impl<'b> Encoder<'b> {
 
     /// A `response`; `result` must already be one valid MessagePack value.
     pub fn response(&mut self, id: Option<&str>, result: &[u8]) {
+        self.response_head(id);
+        self.buf.extend_from_slice(result);
+    }
+
+    /// A `response` up to its result: what goes before the result's bytes.
+    pub fn response_head(&mut self, id: Option<&str>) {
         self.header(1, id, Kind::Response);
         self.str("result");
-        self.buf.extend_from_slice(result);
     }
 
     pub fn error(&mut self, id: Option<&str>, text: &str) {

@@ -174,6 +174,42 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        let len = self.len();
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: an initialised message has `len` readable bytes at its data
+        // pointer, which lives as long as the message; the cast drops a const
+        // libzmq's signature lacks.
+        unsafe {
+            let data = zmq_sys::zmq_msg_data(std::ptr::addr_of!(self.0).cast_mut());
+            std::slice::from_raw_parts(data.cast::<u8>(), len)
+        }
+    }
+
+    /// Whether more frames of the same message follow (a received frame).
+    pub fn more(&self) -> bool {
+        // SAFETY: reads the initialised message only.
+        unsafe { zmq_sys::zmq_msg_more(std::ptr::addr_of!(self.0)) == 1 }
+    }
+
+    /// Receives the next frame from `socket`; `None` when there is none
+    /// (with `zmq::DONTWAIT`) or the socket failed.
+    pub fn recv(socket: &mut zmq::Socket, flags: i32) -> Option<Frame> {
+        let mut frame = Frame(zmq_sys::zmq_msg_t::default());
+        // SAFETY: an initialised empty message and the socket's own handle;
+        // on failure the message stays empty and is closed on drop.
+        unsafe {
+            zmq_sys::zmq_msg_init(&mut frame.0);
+            if zmq_sys::zmq_msg_recv(&mut frame.0, socket.as_mut_ptr(), flags) < 0 {
+                return None;
+            }
+        }
+        Some(frame)
+    }
 }
 
 impl Drop for Frame {
@@ -181,6 +217,102 @@ impl Drop for Frame {
         // SAFETY: the message was initialised; after a send it is empty and
         // closing it is a no-op.
         unsafe { zmq_sys::zmq_msg_close(&mut self.0) };
+    }
+}
+
+/// A second reference to a large received message (libzmq counts the
+/// references to a message's bytes, so this costs no copy). A reply keeps
+/// one so that a result lying in its call's message can be sent from
+/// there, see [`around`].
+pub struct Received(Box<zmq_sys::zmq_msg_t>);
+
+// SAFETY: like `Frame`, a message no socket is using may move between threads.
+unsafe impl Send for Received {}
+
+impl Received {
+    /// Shares the bytes of `frame`.
+    pub fn share(frame: &mut Frame) -> Received {
+        let mut copy = Box::<zmq_sys::zmq_msg_t>::default();
+        // SAFETY: both messages are initialised; libzmq makes `copy` refer to
+        // the same bytes (counted) for messages of more than 33 bytes.
+        unsafe {
+            zmq_sys::zmq_msg_init(&mut *copy);
+            if zmq_sys::zmq_msg_copy(&mut *copy, &mut frame.0) != 0 {
+                std::process::abort();
+            }
+        }
+        Received(copy)
+    }
+}
+
+impl Received {
+    /// Gives up the reference without closing it (see `release_received`).
+    fn into_raw(self) -> *mut zmq_sys::zmq_msg_t {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the box is moved out exactly once.
+        Box::into_raw(unsafe { std::ptr::read(&this.0) })
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `share` and not handed to libzmq.
+        unsafe { zmq_sys::zmq_msg_close(&mut *self.0) };
+    }
+}
+
+/// libzmq's free function for a frame made by [`around`]: drops the
+/// reference to the received message.
+unsafe extern "C" fn release_received(_data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `around` passed a `Box<zmq_msg_t>` it gave up.
+    drop(Received(unsafe { Box::from_raw(hint.cast()) }));
+}
+
+/// A frame of `head` followed by the `len` bytes at `at`, made without
+/// copying those bytes: `head` is written into the `head.len()` bytes just
+/// before `at`, which must lie in `source`'s message with room for it.
+/// Otherwise `source` comes back unchanged.
+///
+/// # Safety
+/// `at..at + len` is readable, and nothing reads or writes the bytes of
+/// `source`'s message before `at` any more (they are overwritten).
+pub unsafe fn around(
+    mut source: Received,
+    head: &[u8],
+    at: *const u8,
+    len: usize,
+) -> Result<Frame, Received> {
+    // SAFETY: an initialised message; its data pointer is writable (libzmq
+    // hands out `void *`) and stays put while `source` holds a reference.
+    let (data, size) = unsafe {
+        (
+            zmq_sys::zmq_msg_data(&mut *source.0).cast::<u8>(),
+            zmq_sys::zmq_msg_size(&*source.0),
+        )
+    };
+    let (start, at) = (data as usize, at as usize);
+    let fits = at >= start + head.len() && at.checked_add(len).is_some_and(|e| e <= start + size);
+    if !fits {
+        return Err(source);
+    }
+    // SAFETY: `at - head.len() .. at + len` lies inside the message (checked);
+    // the caller gave up the bytes before `at`.
+    unsafe {
+        let first = data.add(at - head.len() - start);
+        std::ptr::copy_nonoverlapping(head.as_ptr(), first, head.len());
+        let mut msg = zmq_sys::zmq_msg_t::default();
+        let hint = source.into_raw();
+        if zmq_sys::zmq_msg_init_data(
+            &mut msg,
+            first.cast(),
+            head.len() + len,
+            Some(release_received),
+            hint.cast(),
+        ) != 0
+        {
+            std::process::abort();
+        }
+        Ok(Frame(msg))
     }
 }
 
@@ -203,7 +335,7 @@ mod tests {
     fn large_payloads_are_sent_without_a_copy_and_their_buffers_reused() {
         let ctx = zmq::Context::new();
         let mut tx = ctx.socket(zmq::PAIR).unwrap();
-        let rx = ctx.socket(zmq::PAIR).unwrap();
+        let mut rx = ctx.socket(zmq::PAIR).unwrap();
         rx.bind("inproc://frame-test").unwrap();
         tx.connect("inproc://frame-test").unwrap();
         for size in [10, ZERO_COPY_MIN, REUSE_MIN, 1 << 20] {
@@ -241,6 +373,42 @@ mod tests {
             let got = rx.recv_msg(0).unwrap();
             assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 7) as u8));
         }
+        // A received message's bytes go back out around a new head, in place;
+        // a result without room before it, or outside the message, is refused.
+        let sent: Vec<u8> = (0..100_000).map(|i| (i % 13) as u8).collect();
+        tx.send(&sent[..], 0).unwrap();
+        let mut got = Frame::recv(&mut rx, 0).unwrap();
+        assert!(!got.more());
+        assert_eq!(got.bytes(), &sent[..]);
+        let at = got.bytes().as_ptr();
+        let head = b"head:";
+        let mut source = Received::share(&mut got);
+        for (offset, len) in [(head.len() - 1, 10), (50, 100_000 - 49), (100_001, 0)] {
+            // SAFETY: nothing is written when the range is refused.
+            source = match unsafe { around(source, head, at.wrapping_add(offset), len) } {
+                Ok(_) => panic!("at {offset}, {len} bytes: accepted"),
+                Err(s) => s,
+            };
+        }
+        let outside = [0u8; 10];
+        source = match unsafe { around(source, head, outside.as_ptr(), 10) } {
+            Ok(_) => panic!("bytes outside the message accepted"),
+            Err(s) => s,
+        };
+        // SAFETY: `got` is not read again; the range lies in the message.
+        let f = unsafe { around(source, head, at.wrapping_add(50), 1000) }
+            .unwrap_or_else(|_| panic!("refused a range inside the message"));
+        drop(got);
+        assert!(send(&mut tx, f, 0).is_ok());
+        let back = rx.recv_msg(0).unwrap();
+        assert_eq!(&back[..head.len()], head);
+        assert_eq!(&back[head.len()..], &sent[50..1050]);
+        assert_eq!(
+            back.as_ptr() as usize,
+            at as usize + 50 - head.len(),
+            "copied"
+        );
+
         // The pool is process-wide: its limits are checked in the same test.
         let big = Vec::with_capacity(POOL_BYTES + 1);
         recycle(big);

@@ -24,7 +24,16 @@ use std::time::{Duration, Instant};
 /// through the reply handle.
 pub type Handler = Arc<dyn Fn(&[u8], ReplyHandle) + Send + Sync>;
 
+/// A handler that gets its arguments as a pointer and a length (the C
+/// API's): no reference to them is alive while it runs, so its answer may
+/// be written around a result that lies in them (see
+/// [`ReplyHandle::ok_in_place`]).
+pub(crate) type RawHandler = Arc<dyn Fn(*const u8, usize, ReplyHandle) + Send + Sync>;
+
 const EMPTY_ARGS: &[u8] = &[0x90];
+/// Calls from this size on are shared with their reply, so that a result
+/// lying in the call (an echo, a slice of the arguments) is sent from there.
+const IN_PLACE_MIN: usize = 64 * 1024;
 /// The default largest message a worker accepts (the parents' default too).
 const DEFAULT_MAX_MESSAGE: i64 = 64 * 1024 * 1024;
 const RECV_BATCH: usize = 512;
@@ -51,6 +60,8 @@ pub struct WorkerStats {
     pub heartbeats: AtomicU64,
     pub dropped_malformed: AtomicU64,
     pub dropped_namespace: AtomicU64,
+    /// Results sent from where they lay in their call (no copy).
+    pub replies_in_place: AtomicU64,
 }
 
 struct Outgoing {
@@ -62,7 +73,7 @@ struct Outgoing {
 /// borrowed from the received frame.
 pub struct Incoming {
     pub function: String,
-    args: zmq::Message,
+    args: Frame,
     range: Range<usize>,
 }
 
@@ -72,7 +83,7 @@ impl Incoming {
         if self.range.is_empty() {
             EMPTY_ARGS
         } else {
-            &self.args[self.range.clone()]
+            &self.args.bytes()[self.range.clone()]
         }
     }
 }
@@ -82,6 +93,8 @@ impl Incoming {
 enum Route {
     /// Run on the worker's handler threads.
     Call(Handler),
+    /// The same, for a handler that takes a pointer and a length.
+    Raw(RawHandler),
     /// Queued for [`Worker::next`] (bindings that own their event loop).
     Pull,
 }
@@ -89,7 +102,8 @@ enum Route {
 /// One call waiting for a handler thread or a `next` caller.
 pub struct Job {
     incoming: Incoming,
-    handler: Option<Handler>,
+    /// `Route::Pull` for a call taken with [`Worker::next`].
+    route: Route,
     reply: ReplyHandle,
 }
 
@@ -113,19 +127,19 @@ impl Job {
     fn run(self) {
         let Job {
             incoming,
-            handler,
+            route,
             reply,
         } = self;
-        match handler {
-            Some(handler) => {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handler(incoming.args(), reply)
-                }));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match route {
+            Route::Call(handler) => handler(incoming.args(), reply),
+            Route::Raw(handler) => {
+                let args = incoming.args();
+                handler(args.as_ptr(), args.len(), reply)
             }
-            None => {
+            Route::Pull => {
                 let _ = reply.error(&format!("Function '{}' not found", incoming.function));
             }
-        }
+        }));
     }
 }
 
@@ -222,6 +236,8 @@ pub struct ReplyHandle {
     shared: Arc<Shared>,
     identity: Vec<u8>,
     id: Option<String>,
+    /// A large call's message, where a result lying in it is answered from.
+    source: Option<frame::Received>,
     answered: bool,
 }
 
@@ -252,6 +268,39 @@ impl ReplyHandle {
         });
     }
 
+    /// Answers with a result that [`ReplyHandle::check_result`] accepted,
+    /// without copying it when it lies in this call's own message with
+    /// room before it for the response's head: a result that is part of
+    /// the arguments (an echo, a slice) then goes out from where it arrived.
+    ///
+    /// # Safety
+    /// Nothing reads or writes this call's arguments any more: the bytes
+    /// before `result` may be overwritten.
+    pub(crate) unsafe fn ok_in_place(mut self, result: &[u8]) {
+        if let Some(source) = self.source.take() {
+            if result.len() >= frame::ZERO_COPY_MIN {
+                let id = self.id.as_deref();
+                let mut head = Vec::with_capacity(Encoder::response_capacity(id, &[]));
+                Encoder::new(&mut head).response_head(id);
+                // SAFETY: `result` is a live slice; the caller gave up the
+                // arguments, and nothing else of the message is used.
+                if let Ok(payload) =
+                    unsafe { frame::around(source, &head, result.as_ptr(), result.len()) }
+                {
+                    self.mark_answered();
+                    let stats = &self.shared.stats;
+                    stats.replies_in_place.fetch_add(1, Ordering::Relaxed);
+                    self.shared.push(Outgoing {
+                        identity: std::mem::take(&mut self.identity),
+                        payload,
+                    });
+                    return;
+                }
+            }
+        }
+        self.ok_checked(result);
+    }
+
     /// Answers with an error; the caller sees `text` as the remote error.
     pub fn error(mut self, text: &str) -> Result<()> {
         self.mark_answered();
@@ -268,6 +317,7 @@ impl ReplyHandle {
             shared: Arc::clone(shared),
             identity: identity.to_vec(),
             id: Some(id.to_owned()),
+            source: None,
             answered: false,
         }
     }
@@ -345,27 +395,27 @@ impl Worker {
     /// Registers (or replaces) `name`. Names starting with `_` are private
     /// and can never be called.
     pub fn register(&self, name: &str, handler: Handler) -> Result<()> {
+        self.route(name, Route::Call(handler))
+    }
+
+    /// Registers a handler that takes its arguments as a pointer and a
+    /// length (the C API's `mf_worker_register`).
+    pub(crate) fn register_raw(&self, name: &str, handler: RawHandler) -> Result<()> {
+        self.route(name, Route::Raw(handler))
+    }
+
+    fn route(&self, name: &str, route: Route) -> Result<()> {
         if name.is_empty() {
             return Err(Error::invalid("function name must not be empty"));
         }
-        self.shared
-            .handlers
-            .write()
-            .insert(name.to_owned(), Route::Call(handler));
+        self.shared.handlers.write().insert(name.to_owned(), route);
         Ok(())
     }
 
     /// Registers `name` for the pull form: its calls are taken with
     /// [`Worker::next`] instead of running on the worker's threads.
     pub fn register_pull(&self, name: &str) -> Result<()> {
-        if name.is_empty() {
-            return Err(Error::invalid("function name must not be empty"));
-        }
-        self.shared
-            .handlers
-            .write()
-            .insert(name.to_owned(), Route::Pull);
-        Ok(())
+        self.route(name, Route::Pull)
     }
 
     /// The next call for a pull-registered name. `None` timeout waits for
@@ -891,11 +941,10 @@ impl WorkerIo<'_> {
     /// Handles what is readable.
     fn receive(&mut self) -> Received {
         for _ in 0..RECV_BATCH {
-            let identity = match self.socket.recv_msg(zmq::DONTWAIT) {
-                Ok(m) => m,
-                Err(_) => return Received::More,
+            let Some(identity) = Frame::recv(self.socket, zmq::DONTWAIT) else {
+                return Received::More;
             };
-            if !identity.get_more() {
+            if !identity.more() {
                 self.shared
                     .stats
                     .dropped_malformed
@@ -904,7 +953,7 @@ impl WorkerIo<'_> {
             }
             let Some(frames) = self.rest() else { continue };
             // Expect [empty, payload]; anything else is counted and dropped.
-            let [empty, payload]: [zmq::Message; 2] = match frames.try_into() {
+            let [empty, payload]: [Frame; 2] = match frames.try_into() {
                 Ok(f) => f,
                 Err(_) => {
                     self.shared
@@ -921,7 +970,7 @@ impl WorkerIo<'_> {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            match self.handle(&identity, payload) {
+            match self.handle(identity.bytes(), payload) {
                 Received::More => {}
                 other => return other,
             }
@@ -930,11 +979,11 @@ impl WorkerIo<'_> {
     }
 
     /// The remaining frames of a message (at most 3 are kept; more are drained).
-    fn rest(&self) -> Option<Vec<zmq::Message>> {
+    fn rest(&mut self) -> Option<Vec<Frame>> {
         let mut frames = Vec::with_capacity(2);
         loop {
-            let m = self.socket.recv_msg(zmq::DONTWAIT).ok()?;
-            let more = m.get_more();
+            let m = Frame::recv(self.socket, zmq::DONTWAIT)?;
+            let more = m.more();
             if frames.len() < 3 {
                 frames.push(m);
             }
@@ -944,9 +993,9 @@ impl WorkerIo<'_> {
         }
     }
 
-    fn handle(&mut self, identity: &[u8], payload: zmq::Message) -> Received {
+    fn handle(&mut self, identity: &[u8], mut payload: Frame) -> Received {
         let shared = self.shared;
-        let msg = match codec::decode(&payload, shared.limits) {
+        let msg = match codec::decode(payload.bytes(), shared.limits) {
             Ok(m) => m,
             Err(e) => {
                 shared
@@ -1004,33 +1053,29 @@ impl WorkerIo<'_> {
                     return Received::More;
                 };
                 let range = msg.args.map_or(0..0, |a| {
-                    let start = a.as_ptr() as usize - payload.as_ptr() as usize;
+                    let start = a.as_ptr() as usize - payload.bytes().as_ptr() as usize;
                     start..start + a.len()
                 });
-                let reply = ReplyHandle::new(shared, identity, id);
+                let mut reply = ReplyHandle::new(shared, identity, id);
+                let function = function.to_owned();
+                if payload.len() >= IN_PLACE_MIN {
+                    reply.source = Some(frame::Received::share(&mut payload));
+                }
                 let incoming = Incoming {
-                    function: function.to_owned(),
+                    function,
                     args: payload,
                     range,
                 };
-                let handler = match route {
-                    Route::Call(h) => h,
-                    Route::Pull => {
-                        let job = Job {
-                            incoming,
-                            handler: None,
-                            reply,
-                        };
-                        shared.pull.lock().queue.push_back(job);
-                        shared.pull_cv.notify_one();
-                        return Received::More;
-                    }
-                };
                 let job = Job {
                     incoming,
-                    handler: Some(handler),
+                    route,
                     reply,
                 };
+                if let Route::Pull = job.route {
+                    shared.pull.lock().queue.push_back(job);
+                    shared.pull_cv.notify_one();
+                    return Received::More;
+                }
                 let mut jobs = shared.jobs.lock();
                 if jobs.queue.is_empty() && jobs.busy < shared.concurrency.load(Ordering::Relaxed) {
                     // Run it on this thread: no hop, and the reply goes out right after.
@@ -1134,5 +1179,82 @@ mod signals {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Options, Parent};
+
+    /// A raw handler answering with the bytes of its arguments from `skip`
+    /// on, the way `mf_reply_ok` does.
+    fn tail(skip: usize) -> RawHandler {
+        Arc::new(move |args, len, reply| {
+            assert!(len > skip);
+            // SAFETY: the worker hands over `len` readable bytes of arguments.
+            let result = unsafe { std::slice::from_raw_parts(args.add(skip), len - skip) };
+            reply.check_result(result).unwrap();
+            // SAFETY: the arguments are not used after answering.
+            unsafe { reply.ok_in_place(result) };
+        })
+    }
+
+    /// `[bin]` (and `[7, bin]` when `second`) of `n` bytes filled from `seed`.
+    fn args(n: usize, seed: u8, second: bool) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8 ^ seed).collect();
+        let mut bin = Vec::new();
+        rmp::encode::write_bin(&mut bin, &data).unwrap();
+        let mut a = if second { vec![0x92, 7] } else { vec![0x91] };
+        a.extend_from_slice(&bin);
+        (a, bin)
+    }
+
+    #[test]
+    fn results_lying_in_the_arguments_are_sent_from_there_and_arrive_whole() {
+        let path = std::env::temp_dir().join(format!("mf-inplace-{}.sock", std::process::id()));
+        let ep = format!("ipc://{}", path.display());
+        let worker = Arc::new(Worker::new(Mode::Bind(ep.clone())).unwrap());
+        worker.register_raw("echo", tail(1)).unwrap();
+        worker.register_raw("second", tail(2)).unwrap();
+        worker.set_concurrency(4).unwrap();
+        worker.start().unwrap();
+        let parent = Arc::new(Parent::connect(&ep, Options::default()).unwrap());
+        let mut expect_in_place = 0;
+        for (n, seed) in [(10, 1), (5000, 2), (70_000, 3), (1 << 20, 4), (3 << 20, 5)] {
+            for (function, second) in [("echo", false), ("second", true)] {
+                let (a, bin) = args(n, seed, second);
+                let reply = parent.call(function, &a, 10_000).unwrap();
+                assert!(
+                    reply.bytes() == bin,
+                    "{function} of {n} bytes came back changed"
+                );
+                // Calls from 64 KiB on share their message with the reply.
+                expect_in_place += u64::from(a.len() >= IN_PLACE_MIN);
+            }
+        }
+        let in_place = || worker.stats().replies_in_place.load(Ordering::Relaxed);
+        assert_eq!(in_place(), expect_in_place);
+        // Four threads at once, each with its own bytes: every result is its own call's.
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let parent = Arc::clone(&parent);
+                std::thread::spawn(move || {
+                    for i in 0..20u8 {
+                        let (a, bin) = args(200_000 + usize::from(i), t * 20 + i, t % 2 == 1);
+                        let f = if t % 2 == 1 { "second" } else { "echo" };
+                        let reply = parent.call(f, &a, 10_000).unwrap();
+                        assert!(reply.bytes() == bin, "thread {t} call {i}: other bytes");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(in_place(), expect_in_place + 80);
+        parent.close();
+        worker.stop();
+        let _ = std::fs::remove_file(path);
     }
 }

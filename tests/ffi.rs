@@ -5,6 +5,7 @@
 mod common;
 use common::{int, int_args, temp_home};
 
+use multifrost::ffi::buffer::{mf_buffer, mf_buffer_free};
 use multifrost::ffi::error::{mf_last_error, mf_status};
 use multifrost::ffi::parent::*;
 use multifrost::ffi::queue::*;
@@ -35,8 +36,10 @@ fn pull_worker_and_completion_queue_round_trip() {
             "{}",
             last_error()
         );
-        let name = CString::new("double").unwrap();
-        assert_eq!(mf_worker_register_pull(w, name.as_ptr()), mf_status::MF_OK);
+        for name in ["double", "echo"] {
+            let name = CString::new(name).unwrap();
+            assert_eq!(mf_worker_register_pull(w, name.as_ptr()), mf_status::MF_OK);
+        }
         assert_eq!(mf_worker_start(w), mf_status::MF_OK, "{}", last_error());
         // Nothing queued yet: a zero wait says so at once.
         let mut incoming = std::mem::zeroed::<mf_incoming>();
@@ -59,9 +62,15 @@ fn pull_worker_and_completion_queue_round_trip() {
                     s => panic!("next: {s:?} {}", last_error()),
                 }
                 let name = unsafe { CStr::from_ptr(c.function) }.to_str().unwrap();
-                assert_eq!(name, "double");
                 let args = unsafe { std::slice::from_raw_parts(c.args, c.args_len) };
                 assert_eq!(args[0], 0x91);
+                if name == "echo" {
+                    // A large result lying in the arguments: answered from there.
+                    let s = unsafe { mf_reply_ok(c.reply, c.args.add(1), c.args_len - 1) };
+                    assert_eq!(s, mf_status::MF_OK);
+                    continue;
+                }
+                assert_eq!(name, "double");
                 let v = rmp::decode::read_int::<i64, _>(&mut &args[1..]).unwrap();
                 let mut out = Vec::new();
                 rmp::encode::write_sint(&mut out, v * 2).unwrap();
@@ -89,6 +98,21 @@ fn pull_worker_and_completion_queue_round_trip() {
         rmp::encode::write_uint(&mut args, token).unwrap();
         let s = unsafe { mf_call_queued(p, f.as_ptr(), args.as_ptr(), args.len(), 5000, q, token) };
         assert_eq!(s, mf_status::MF_OK);
+    }
+    let echo = CString::new("echo").unwrap();
+    for n in [100, 300_000] {
+        let data: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+        let mut bin = Vec::new();
+        rmp::encode::write_bin(&mut bin, &data).unwrap();
+        let args = [&[0x91][..], &bin].concat();
+        let mut out = mf_buffer {
+            data: null_mut(),
+            len: 0,
+        };
+        let s = unsafe { mf_call(p, echo.as_ptr(), args.as_ptr(), args.len(), 5000, &mut out) };
+        assert_eq!(s, mf_status::MF_OK, "{}", last_error());
+        assert!(unsafe { std::slice::from_raw_parts(out.data, out.len) } == bin);
+        unsafe { mf_buffer_free(out) };
     }
     let mut seen = [false; 100];
     let mut events: Vec<mf_event> = (0..16).map(|_| unsafe { std::mem::zeroed() }).collect();

@@ -31,7 +31,11 @@ unsafe fn answer<T: AsRef<[u8]>>(r: *mut mf_reply, f: impl FnOnce() -> Result<T>
         let reply = r.as_ref().ok_or_else(|| Error::invalid("reply is NULL"))?;
         let value = f()?;
         reply.handle.check_result(value.as_ref())?;
-        Box::from_raw(r).handle.ok_checked(value.as_ref());
+        // SAFETY: the C API's handlers get their arguments as a pointer
+        // (`RawHandler`), valid until they answer, and `mf_worker_next`'s
+        // until the reply is answered; a JSON result is a new buffer, never
+        // in the call's message, so nothing is written in place for it.
+        Box::from_raw(r).handle.ok_in_place(value.as_ref());
         Ok(())
     })
 }
@@ -39,6 +43,10 @@ unsafe fn answer<T: AsRef<[u8]>>(r: *mut mf_reply, f: impl FnOnce() -> Result<T>
 /// Answers with a result: one msgpack value of `len` bytes. A result that is
 /// not exactly one valid msgpack value → MF_ERR_INVALID_ARGUMENT and the
 /// reply is not consumed.
+/// A result of 4 KiB or more lying in the arguments of a call of 64 KiB or
+/// more (an echo, one argument of a large call) is sent from there without a
+/// copy, so the arguments must not be read after this call; any other
+/// result is copied and may be freed when it returns.
 #[no_mangle]
 pub unsafe extern "C" fn mf_reply_ok(
     r: *mut mf_reply,

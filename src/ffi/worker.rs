@@ -4,7 +4,7 @@ use super::error::{c_string, mf_status};
 use super::reply::mf_reply;
 use super::{arc_borrow, arc_into_handle, arc_release, guard, out_ptr, text};
 use crate::error::Error;
-use crate::worker::{Handler, Mode, Worker};
+use crate::worker::{Handler, Mode, RawHandler, Worker};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
@@ -14,7 +14,9 @@ use std::sync::Arc;
 pub struct mf_worker(Worker);
 
 /// A function handler. `args`/`args_len`: the call's msgpack argument array,
-/// valid only during the call. Answer through `reply` (see `mf_reply`),
+/// valid until the handler returns or answers, whichever comes first (a
+/// result that is part of the arguments may be answered from where it lies,
+/// see `mf_reply_ok`). Answer through `reply` (see `mf_reply`),
 /// during the call or later from any thread. Runs on a handler thread of the
 /// worker (one at a time unless `mf_worker_set_concurrency` says more).
 pub type mf_handler = Option<
@@ -66,10 +68,14 @@ pub unsafe extern "C" fn mf_worker_new(
     })
 }
 
-unsafe fn register(w: *mut mf_worker, name: *const c_char, handler: Handler) -> mf_status {
+unsafe fn register(
+    w: *mut mf_worker,
+    name: *const c_char,
+    add: impl FnOnce(&Worker, &str) -> crate::Result<()>,
+) -> mf_status {
     guard(|| {
         let worker = arc_borrow(w.cast_const(), "worker")?;
-        worker.0.register(text(name, "name")?, handler)
+        add(&worker.0, text(name, "name")?)
     })
 }
 
@@ -90,15 +96,11 @@ pub unsafe extern "C" fn mf_worker_register(
         return super::fail(&Error::invalid("handler is NULL"));
     };
     let user = UserData(user_data);
-    register(
-        w,
-        name,
-        Arc::new(move |args: &[u8], reply| {
-            let user = &user;
-            let r = mf_reply::new(reply);
-            f(user.0, args.as_ptr(), args.len(), r);
-        }),
-    )
+    let handler: RawHandler = Arc::new(move |args, args_len, reply| {
+        let user = &user;
+        f(user.0, args, args_len, mf_reply::new(reply));
+    });
+    register(w, name, |worker, name| worker.register_raw(name, handler))
 }
 
 /// Registers a JSON handler under `name`. Arguments that have no JSON form
@@ -114,26 +116,23 @@ pub unsafe extern "C" fn mf_worker_register_json(
         return super::fail(&Error::invalid("handler is NULL"));
     };
     let user = UserData(user_data);
-    register(
-        w,
-        name,
-        Arc::new(move |args: &[u8], reply| {
-            let user = &user;
-            match crate::json::from_msgpack(args) {
-                Ok(json) => {
-                    let json = c_string(&json);
-                    let r = mf_reply::new(reply);
-                    f(user.0, json.as_ptr(), r);
-                }
-                Err(e) => {
-                    let _ = reply.error(&format!(
-                        "TypeError: arguments have no JSON form: {}",
-                        e.message
-                    ));
-                }
+    let handler: Handler = Arc::new(move |args: &[u8], reply| {
+        let user = &user;
+        match crate::json::from_msgpack(args) {
+            Ok(json) => {
+                let json = c_string(&json);
+                let r = mf_reply::new(reply);
+                f(user.0, json.as_ptr(), r);
             }
-        }),
-    )
+            Err(e) => {
+                let _ = reply.error(&format!(
+                    "TypeError: arguments have no JSON form: {}",
+                    e.message
+                ));
+            }
+        }
+    });
+    register(w, name, |worker, name| worker.register(name, handler))
 }
 
 /// Handler threads (1..=1024, default 1: handlers need not be thread-safe).
