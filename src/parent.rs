@@ -997,7 +997,7 @@ impl Shared {
                 }
                 let mut next = core.next_deadline();
                 if let Role::Supervisor(sup) = &role {
-                    next = min_opt(next, sup.next_timer(&core));
+                    next = min_opt(next, sup.next_timer(&core, true));
                 }
                 next.map_or(-1, |t| {
                     t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
@@ -1406,7 +1406,7 @@ impl Supervisor {
                     }
                     other => other,
                 };
-                let timeout = self.next_timer(&core).map_or(-1, |t| {
+                let timeout = self.next_timer(&core, false).map_or(-1, |t| {
                     t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
                 });
                 (socket, timeout)
@@ -1414,6 +1414,8 @@ impl Supervisor {
             if let Some(socket) = socket {
                 let shared = Arc::clone(&self.shared);
                 shared.lead(socket, Role::Supervisor(self));
+                // Leading read everything that arrived meanwhile.
+                self.next_drain = Instant::now() + IDLE_DRAIN;
                 continue;
             }
             let exit_fd = self.child.as_ref().and_then(Process::exit_fd);
@@ -1448,9 +1450,12 @@ impl Supervisor {
     }
 
     /// The supervisor's next timer: heartbeat due or missed, restart, exit poll.
-    fn next_timer(&self, core: &Core) -> Option<Instant> {
+    /// The idle drain counts only when not `leading`: a leader reads
+    /// everything anyway, and a drain time passed while it leads would
+    /// otherwise turn its every wait into a poll that returns at once.
+    fn next_timer(&self, core: &Core, leading: bool) -> Option<Instant> {
         let s = &self.shared;
-        let mut next = Some(self.next_drain);
+        let mut next = (!leading).then_some(self.next_drain);
         if core.watch.armed {
             // Nobody may be leading: overdue calls are ended from here, and
             // a loop that falls behind is relieved.
