@@ -13,6 +13,8 @@
  *   async64_cb    the same, each completion callback starts the next call  (calls/s)
  *   async64_queue the same window, completions taken in batches from an
  *                 mf_queue by the producer (mf_call_queued/mf_queue_next)  (calls/s)
+ *   async64_drive the same window, the producer reading the replies itself
+ *                 (mf_parent_watch + poll + mf_parent_drive)               (calls/s)
  *   echo1mib      mf_call("echo", [1 MiB bin]) one after the other         (echoes/s)
  *
  * Every call checks its result; a wrong result or a failed call prints
@@ -30,6 +32,7 @@
 
 #include "../tests/c/msgpack_int.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdarg.h>
@@ -462,6 +465,50 @@ static void case_async64_queue(void) {
                 queue_run);
 }
 
+/* async64_drive: the same producer thread, but it reads the replies itself:
+ * it watches the parent's descriptor (mf_parent_watch) when the window is
+ * full and calls mf_parent_drive when it is readable, so completions run on
+ * the producer's own thread and no other thread is woken (how an event loop
+ * uses the library). */
+static void on_add_driven(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
+    long long v;
+    (void)err;
+    if (s != MF_OK || !msgpack_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
+    atomic_fetch_add(&async_done, 1);
+}
+
+static double drive_run(mf_parent *p, long n, int window) {
+    int fd = -1, armed = 0;
+    atomic_store(&async_done, 0);
+    double start = now_s();
+    for (long i = 0; i < n || atomic_load(&async_done) < n;) {
+        if (i < n && i - atomic_load(&async_done) < window) {
+            uint8_t args[16];
+            size_t len = mp_pair(args, (uint64_t)i, 1);
+            mf_status s = mf_call_async(p, "add", args, len, 0, on_add_driven, (void *)(intptr_t)i);
+            if (s != MF_OK) fail("mf_call_async add(%ld, 1): %s: %s", i, mf_status_name(s), mf_last_error());
+            i++;
+            continue;
+        }
+        if (!armed) {
+            if (mf_parent_watch(p, &fd) != MF_OK) fail("mf_parent_watch: %s", mf_last_error());
+            armed = 1;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 10000) == 0) fail("no reply for 10 s with %ld calls out", i - atomic_load(&async_done));
+        if (mf_parent_drive(p, &armed) != MF_OK) fail("mf_parent_drive: %s", mf_last_error());
+    }
+    double elapsed = now_s() - start;
+    mf_parent_unwatch(p);
+    if (atomic_load(&async_bad)) fail("%ld async calls failed or returned a wrong sum", atomic_load(&async_bad));
+    return (double)n / elapsed;
+}
+
+static void case_async64_drive(void) {
+    window_case("async64_drive_calls_per_s",
+                "mf_call_async add, 64 in flight, the producer reads replies (mf_parent_watch/drive)", drive_run);
+}
+
 /* async64_cb: the same window, but each completion starts the next call
  * from the callback itself: no producer thread to wake, so this is the
  * library's own pipelining ceiling. */
@@ -552,7 +599,7 @@ static const struct bench_case cases[] = {
     {"spawn", case_spawn},         {"call_seq", case_call_seq},
     {"echo_seq", case_echo_seq},   {"threads4", case_threads4},
     {"async64", case_async64},     {"async64_cb", case_async64_cb},
-    {"async64_queue", case_async64_queue},
+    {"async64_queue", case_async64_queue}, {"async64_drive", case_async64_drive},
     {"echo1mib", case_echo1mib},
 };
 #define NCASES (sizeof cases / sizeof cases[0])

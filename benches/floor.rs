@@ -13,6 +13,9 @@
 //!   protocol `call` of `add [1, 2]`; mean and median µs per round trip.
 //! - `pipe`: the same payload pipelined with 64 in flight; messages/s.
 //! - `pipe4`: the same with 4 in flight (compare: 4 threads calling at once).
+//! - `pipe2t`: `pipe` with a producer thread that hands each message to the
+//!   thread owning the socket, as any library with an I/O thread must (see
+//!   `pipe_2t`); messages/s.
 //! - `big`:  sequential 1 MiB echoes; echoes/s.
 //!
 //! Every reply is checked (content, order or length); a wrong one exits 1.
@@ -21,6 +24,8 @@
 //! Build and run: `cargo run --release --example bench_floor -- --help`.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "MF_BENCH_FLOOR_CHILD";
@@ -39,7 +44,9 @@ struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            cases: vec!["rtt".into(), "pipe".into(), "pipe4".into(), "big".into()],
+            cases: ["rtt", "pipe", "pipe4", "pipe2t", "big"]
+                .map(String::from)
+                .to_vec(),
             rtt_iters: 5000,
             pipe_msgs: 150_000,
             window: 64,
@@ -50,7 +57,8 @@ impl Default for Config {
     }
 }
 
-const USAGE: &str = "usage: bench_floor [--cases rtt,pipe,pipe4,big] [--scale F] [--rtt-iters N] \
+const USAGE: &str =
+    "usage: bench_floor [--cases rtt,pipe,pipe4,pipe2t,big] [--scale F] [--rtt-iters N] \
 [--pipe-msgs N] [--window N] [--big-iters N] [--big-size BYTES] [--warmup N]";
 
 fn parse_args() -> Config {
@@ -95,7 +103,7 @@ fn parse_args() -> Config {
         }
     }
     for case in &c.cases {
-        if !["rtt", "pipe", "pipe4", "big"].contains(&case.as_str()) {
+        if !["rtt", "pipe", "pipe4", "pipe2t", "big"].contains(&case.as_str()) {
             eprintln!("unknown case {case}\n{USAGE}");
             std::process::exit(2)
         }
@@ -252,6 +260,19 @@ impl Parent {
         self.sock.send(payload, 0).or_fail("send payload");
     }
 
+    /// Receives one reply if one is there; the payload stays in `self.msg`.
+    fn try_recv(&mut self) -> Option<&[u8]> {
+        match self.sock.recv(&mut self.msg, zmq::DONTWAIT) {
+            Err(zmq::Error::EAGAIN) => return None,
+            r => r.or_fail("recv delimiter"),
+        }
+        if !self.msg.is_empty() || !self.sock.get_rcvmore().or_fail("rcvmore") {
+            fail("reply does not start with an empty delimiter frame");
+        }
+        self.sock.recv(&mut self.msg, 0).or_fail("recv payload");
+        Some(&self.msg)
+    }
+
     /// Receives one reply; the payload stays in `self.msg`.
     fn recv(&mut self) -> &[u8] {
         self.sock.recv(&mut self.msg, 0).or_fail("recv delimiter");
@@ -352,6 +373,120 @@ fn pipe(p: &mut Parent, msgs: usize, window: usize, warmup: usize) -> f64 {
     msgs as f64 / d.as_secs_f64()
 }
 
+/// What a producer thread and the thread owning the socket share in `pipe_2t`.
+struct Handoff {
+    queue: Mutex<Vec<Vec<u8>>>,
+    /// The socket thread sleeps (in poll) and must be woken through `wake_fd`.
+    socket_sleeping: AtomicBool,
+    wake_fd: i32,
+    done: AtomicUsize,
+    /// The producer waits for a free slot and must be unparked.
+    producer_waiting: AtomicBool,
+}
+
+/// `pipe` from a producer thread: it builds each message and hands it to the
+/// thread that owns the socket (this one) through a locked queue, writing an
+/// eventfd only when that thread sleeps; the socket thread sends, reads, and
+/// frees a slot of the producer's window per reply, unparking the producer
+/// only when it waits for one. The least hand-off a library whose socket
+/// lives on its own thread can make for a caller's thread. Messages/s.
+fn pipe_2t(p: &mut Parent, msgs: usize, window: usize, warmup: usize) -> f64 {
+    // SAFETY: eventfd has no memory arguments; the result is checked.
+    let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if wake_fd < 0 {
+        fail("eventfd");
+    }
+    let zmq_fd = p.sock.get_fd().or_fail("ZMQ_FD");
+    let run = |p: &mut Parent, n: usize| -> Duration {
+        let h = Arc::new(Handoff {
+            queue: Mutex::new(Vec::new()),
+            socket_sleeping: AtomicBool::new(false),
+            wake_fd,
+            done: AtomicUsize::new(0),
+            producer_waiting: AtomicBool::new(false),
+        });
+        let started = Instant::now();
+        let producer = {
+            let h = Arc::clone(&h);
+            std::thread::spawn(move || {
+                let mut payload = call_payload();
+                let r = seq_range(&payload);
+                for i in 0..n {
+                    while i - h.done.load(SeqCst) >= window {
+                        h.producer_waiting.store(true, SeqCst);
+                        if i - h.done.load(SeqCst) < window {
+                            h.producer_waiting.store(false, SeqCst);
+                            break;
+                        }
+                        std::thread::park();
+                    }
+                    put_seq(&mut payload, &r, i as u32);
+                    h.queue.lock().unwrap().push(payload.clone());
+                    if h.socket_sleeping.load(SeqCst) && h.socket_sleeping.swap(false, SeqCst) {
+                        let one = 1u64;
+                        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+                        unsafe { libc::write(h.wake_fd, (&one as *const u64).cast(), 8) };
+                    }
+                }
+            })
+        };
+        let r = seq_range(&call_payload());
+        let mut out = Vec::new();
+        let mut got = 0usize;
+        while got < n {
+            std::mem::swap(&mut out, &mut *h.queue.lock().unwrap());
+            for m in out.drain(..) {
+                p.send(m);
+            }
+            let mut any = false;
+            while let Some(reply) = p.try_recv() {
+                if reply[r.clone()] != seq_hex(got as u32) {
+                    fail(&format!("pipe2t: reply {got} out of order or damaged"));
+                }
+                got += 1;
+                any = true;
+                h.done.fetch_add(1, SeqCst);
+                if h.producer_waiting.load(SeqCst) && h.producer_waiting.swap(false, SeqCst) {
+                    producer.thread().unpark();
+                }
+            }
+            if any || got == n {
+                continue;
+            }
+            // The last socket call was a recv that found nothing: ZMQ_FD is armed.
+            h.socket_sleeping.store(true, SeqCst);
+            if !h.queue.lock().unwrap().is_empty() {
+                h.socket_sleeping.store(false, SeqCst);
+                continue;
+            }
+            let mut fds = [zmq_fd, wake_fd].map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            // SAFETY: two valid pollfd entries.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, 10_000) } == 0 {
+                fail("pipe2t: no reply for 10 s");
+            }
+            h.socket_sleeping.store(false, SeqCst);
+            if fds[1].revents != 0 {
+                let mut v = 0u64;
+                // SAFETY: reads 8 bytes into a live u64 from our eventfd.
+                unsafe { libc::read(wake_fd, (&mut v as *mut u64).cast(), 8) };
+            }
+        }
+        producer
+            .join()
+            .unwrap_or_else(|_| fail("pipe2t: producer panicked"));
+        started.elapsed()
+    };
+    run(p, warmup.max(window) * 4);
+    let d = run(p, msgs);
+    // SAFETY: our eventfd, closed once.
+    unsafe { libc::close(wake_fd) };
+    msgs as f64 / d.as_secs_f64()
+}
+
 /// Sequential echoes of `size` bytes: echoes/s. The parent copies its
 /// buffer into a message for each send (a caller's data is not given away).
 fn big(p: &mut Parent, iters: usize, size: usize) -> f64 {
@@ -428,6 +563,19 @@ fn main() {
                     "msg/s",
                     "higher",
                     "floor pipelined, 4 in flight",
+                );
+            }
+            "pipe2t" => {
+                let v = pipe_2t(&mut p, c.pipe_msgs, c.window, c.warmup);
+                metric(
+                    "pipe_2t_msgs_per_s",
+                    v,
+                    "msg/s",
+                    "higher",
+                    &format!(
+                        "floor pipelined from a producer thread, {} in flight",
+                        c.window
+                    ),
                 );
             }
             "big" => {
