@@ -13,8 +13,10 @@
  *   async64_cb    the same, each completion callback starts the next call  (calls/s)
  *   async64_queue the same window, completions taken in batches from an
  *                 mf_queue by the producer (mf_call_queued/mf_queue_next)  (calls/s)
- *   async64_drive the same window, the producer reading the replies itself
- *                 (mf_parent_watch + poll + mf_parent_drive)               (calls/s)
+ *   async64_drive the same window from one thread that reads the replies
+ *                 itself, as an event loop does (mf_call_queued, poll on
+ *                 mf_parent_watch's and mf_queue_fd's descriptors,
+ *                 mf_parent_drive)                                         (calls/s)
  *   echo1mib      mf_call("echo", [1 MiB bin]) one after the other         (echoes/s)
  *
  * Every call checks its result; a wrong result or a failed call prints
@@ -32,6 +34,7 @@
 
 #include "../tests/c/msgpack_int.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -42,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef MATH_WORKER
 #define MATH_WORKER "build/math_worker"
@@ -465,48 +469,71 @@ static void case_async64_queue(void) {
                 queue_run);
 }
 
-/* async64_drive: the same producer thread, but it reads the replies itself:
- * it watches the parent's descriptor (mf_parent_watch) when the window is
- * full and calls mf_parent_drive when it is readable, so completions run on
- * the producer's own thread and no other thread is woken (how an event loop
- * uses the library). */
-static void on_add_driven(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
-    long long v;
-    (void)err;
-    if (s != MF_OK || !msgpack_int(result, len, &v) || v != (long long)(intptr_t)user + 1) atomic_fetch_add(&async_bad, 1);
-    atomic_fetch_add(&async_done, 1);
+/* async64_drive: the same window from one thread that reads the replies
+ * itself, the way an event loop uses the library: calls go out with
+ * mf_call_queued; when the window is full the thread polls the parent's
+ * descriptor (mf_parent_watch) and its queue's (mf_queue_fd), calls
+ * mf_parent_drive when the first is readable, and drains the queue. Its
+ * completions then run on this thread, and no other thread is woken;
+ * should the supervisor relieve it (a stall over 20 ms), they arrive
+ * through the queue's descriptor instead. */
+static long drain_queue(mf_queue *q) {
+    mf_event events[64];
+    long got = 0;
+    for (;;) {
+        size_t n = 0;
+        mf_status s = mf_queue_next(q, 0, events, 64, &n);
+        if (s == MF_ERR_TIMEOUT) return got;
+        if (s != MF_OK) fail("mf_queue_next: %s: %s", mf_status_name(s), mf_last_error());
+        for (size_t k = 0; k < n; k++) {
+            long long v;
+            if (events[k].status != MF_OK || !msgpack_int(events[k].result, events[k].result_len, &v) ||
+                v != (long long)events[k].token + 1)
+                fail("queued add(%llu, 1) failed or returned a wrong sum", (unsigned long long)events[k].token);
+        }
+        got += (long)n;
+    }
 }
 
 static double drive_run(mf_parent *p, long n, int window) {
-    int fd = -1, armed = 0;
-    atomic_store(&async_done, 0);
+    mf_queue *q = mf_queue_new();
+    int qfd = -1, pfd = -1, armed = 0;
+    if (mf_queue_fd(q, &qfd) != MF_OK) fail("mf_queue_fd: %s", mf_last_error());
+    long issued = 0, done = 0;
     double start = now_s();
-    for (long i = 0; i < n || atomic_load(&async_done) < n;) {
-        if (i < n && i - atomic_load(&async_done) < window) {
+    while (done < n) {
+        while (issued < n && issued - done < window) {
             uint8_t args[16];
-            size_t len = mp_pair(args, (uint64_t)i, 1);
-            mf_status s = mf_call_async(p, "add", args, len, 0, on_add_driven, (void *)(intptr_t)i);
-            if (s != MF_OK) fail("mf_call_async add(%ld, 1): %s: %s", i, mf_status_name(s), mf_last_error());
-            i++;
-            continue;
+            size_t len = mp_pair(args, (uint64_t)issued, 1);
+            mf_status s = mf_call_queued(p, "add", args, len, 0, q, (uint64_t)issued);
+            if (s != MF_OK) fail("mf_call_queued add(%ld, 1): %s: %s", issued, mf_status_name(s), mf_last_error());
+            issued++;
         }
+        done += drain_queue(q); /* completions a call's own pass ran */
+        if (done >= n || issued - done < window) continue;
         if (!armed) {
-            if (mf_parent_watch(p, &fd) != MF_OK) fail("mf_parent_watch: %s", mf_last_error());
+            if (mf_parent_watch(p, &pfd) != MF_OK) fail("mf_parent_watch: %s", mf_last_error());
             armed = 1;
         }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, 10000) == 0) fail("no reply for 10 s with %ld calls out", i - atomic_load(&async_done));
-        if (mf_parent_drive(p, &armed) != MF_OK) fail("mf_parent_drive: %s", mf_last_error());
+        struct pollfd fds[2] = {{pfd, POLLIN, 0}, {qfd, POLLIN, 0}};
+        if (poll(fds, 2, 10000) == 0) fail("no reply for 10 s with %ld calls out", issued - done);
+        if (fds[1].revents) {
+            uint64_t v;
+            if (read(qfd, &v, sizeof v) < 0 && errno != EAGAIN) fail("read queue descriptor");
+        }
+        if (fds[0].revents && mf_parent_drive(p, &armed) != MF_OK) fail("mf_parent_drive: %s", mf_last_error());
+        done += drain_queue(q);
     }
     double elapsed = now_s() - start;
     mf_parent_unwatch(p);
-    if (atomic_load(&async_bad)) fail("%ld async calls failed or returned a wrong sum", atomic_load(&async_bad));
+    mf_queue_free(q);
     return (double)n / elapsed;
 }
 
 static void case_async64_drive(void) {
     window_case("async64_drive_calls_per_s",
-                "mf_call_async add, 64 in flight, the producer reads replies (mf_parent_watch/drive)", drive_run);
+                "mf_call_queued add, 64 in flight, one thread reading replies itself (mf_parent_watch/drive)",
+                drive_run);
 }
 
 /* async64_cb: the same window, but each completion starts the next call
