@@ -435,29 +435,44 @@ static void case_async64(void) {
  * completions itself, in batches, from an mf_queue (mf_call_queued /
  * mf_queue_next): one wake-up per batch, and no callback on the library's
  * thread. */
+/* Queues calls add(issued, 1), add(issued + 1, 1), … until `window` are
+ * out or `n` issued; returns the new count issued. */
+static long fill_window(mf_parent *p, mf_queue *q, long issued, long done, long n, int window) {
+    for (; issued < n && issued - done < window; issued++) {
+        uint8_t args[16];
+        size_t len = mp_pair(args, (uint64_t)issued, 1);
+        mf_status s = mf_call_queued(p, "add", args, len, 0, q, (uint64_t)issued);
+        if (s != MF_OK) fail("mf_call_queued add(%ld, 1): %s: %s", issued, mf_status_name(s), mf_last_error());
+    }
+    return issued;
+}
+
+/* Takes up to 64 completions from `q`, waiting up to `timeout_ms`, and
+ * checks each sum; returns how many were taken (0 after a timeout). */
+static long take_events(mf_queue *q, int64_t timeout_ms) {
+    mf_event events[64];
+    size_t got = 0;
+    mf_status s = mf_queue_next(q, timeout_ms, events, 64, &got);
+    if (s == MF_ERR_TIMEOUT) return 0;
+    if (s != MF_OK) fail("mf_queue_next: %s: %s", mf_status_name(s), mf_last_error());
+    for (size_t k = 0; k < got; k++) {
+        long long v;
+        if (events[k].status != MF_OK || !msgpack_int(events[k].result, events[k].result_len, &v) ||
+            v != (long long)events[k].token + 1)
+            fail("queued add(%llu, 1) failed or returned a wrong sum", (unsigned long long)events[k].token);
+    }
+    return (long)got;
+}
+
 static double queue_run(mf_parent *p, long n, int window) {
     mf_queue *q = mf_queue_new();
-    mf_event events[64];
     long issued = 0, done = 0;
     double start = now_s();
     while (done < n) {
-        while (issued < n && issued - done < window) {
-            uint8_t args[16];
-            size_t len = mp_pair(args, (uint64_t)issued, 1);
-            mf_status s = mf_call_queued(p, "add", args, len, 0, q, (uint64_t)issued);
-            if (s != MF_OK) fail("mf_call_queued add(%ld, 1): %s: %s", issued, mf_status_name(s), mf_last_error());
-            issued++;
-        }
-        size_t got = 0;
-        mf_status s = mf_queue_next(q, 10000, events, 64, &got);
-        if (s != MF_OK) fail("mf_queue_next: %s: %s", mf_status_name(s), mf_last_error());
-        for (size_t k = 0; k < got; k++) {
-            long long v;
-            if (events[k].status != MF_OK || !msgpack_int(events[k].result, events[k].result_len, &v) ||
-                v != (long long)events[k].token + 1)
-                fail("queued add(%llu, 1) failed or returned a wrong sum", (unsigned long long)events[k].token);
-        }
-        done += (long)got;
+        issued = fill_window(p, q, issued, done, n, window);
+        long got = take_events(q, 10000);
+        if (got == 0) fail("no completion for 10 s with %ld calls out", issued - done);
+        done += got;
     }
     double elapsed = now_s() - start;
     mf_queue_free(q);
@@ -478,21 +493,9 @@ static void case_async64_queue(void) {
  * should the supervisor relieve it (a stall over 20 ms), they arrive
  * through the queue's descriptor instead. */
 static long drain_queue(mf_queue *q) {
-    mf_event events[64];
-    long got = 0;
-    for (;;) {
-        size_t n = 0;
-        mf_status s = mf_queue_next(q, 0, events, 64, &n);
-        if (s == MF_ERR_TIMEOUT) return got;
-        if (s != MF_OK) fail("mf_queue_next: %s: %s", mf_status_name(s), mf_last_error());
-        for (size_t k = 0; k < n; k++) {
-            long long v;
-            if (events[k].status != MF_OK || !msgpack_int(events[k].result, events[k].result_len, &v) ||
-                v != (long long)events[k].token + 1)
-                fail("queued add(%llu, 1) failed or returned a wrong sum", (unsigned long long)events[k].token);
-        }
-        got += (long)n;
-    }
+    long got = 0, n;
+    while ((n = take_events(q, 0)) > 0) got += n;
+    return got;
 }
 
 static double drive_run(mf_parent *p, long n, int window) {
@@ -502,13 +505,7 @@ static double drive_run(mf_parent *p, long n, int window) {
     long issued = 0, done = 0;
     double start = now_s();
     while (done < n) {
-        while (issued < n && issued - done < window) {
-            uint8_t args[16];
-            size_t len = mp_pair(args, (uint64_t)issued, 1);
-            mf_status s = mf_call_queued(p, "add", args, len, 0, q, (uint64_t)issued);
-            if (s != MF_OK) fail("mf_call_queued add(%ld, 1): %s: %s", issued, mf_status_name(s), mf_last_error());
-            issued++;
-        }
+        issued = fill_window(p, q, issued, done, n, window);
         done += drain_queue(q); /* completions a call's own pass ran */
         if (done >= n || issued - done < window) continue;
         if (!armed) {
