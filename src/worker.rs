@@ -1058,7 +1058,9 @@ impl WorkerIo<'_> {
                 });
                 let mut reply = ReplyHandle::new(shared, identity, id);
                 let function = function.to_owned();
-                if payload.len() >= IN_PLACE_MIN {
+                // Only handlers that get their arguments as a pointer (the C
+                // API's, and calls taken with `next`) can answer in place.
+                if payload.len() >= IN_PLACE_MIN && !matches!(route, Route::Call(_)) {
                     reply.source = Some(frame::Received::share(&mut payload));
                 }
                 let incoming = Incoming {

@@ -33,8 +33,8 @@ unsafe fn answer<T: AsRef<[u8]>>(r: *mut mf_reply, f: impl FnOnce() -> Result<T>
         reply.handle.check_result(value.as_ref())?;
         // SAFETY: the C API's handlers get their arguments as a pointer
         // (`RawHandler`), valid until they answer, and `mf_worker_next`'s
-        // until the reply is answered; a JSON result is a new buffer, never
-        // in the call's message, so nothing is written in place for it.
+        // until the reply is answered; a JSON handler's reply keeps no
+        // message to write into.
         Box::from_raw(r).handle.ok_in_place(value.as_ref());
         Ok(())
     })
