@@ -1347,6 +1347,17 @@ inline std::string current_exception_text() {
   }
 }
 
+/// Answers with the exception being handled; call only inside a catch block.
+inline void reply_current_exception(mf_reply* reply) noexcept {
+  std::string text;
+  try {
+    text = current_exception_text();
+  } catch (...) {
+    text = "Error: the handler failed";
+  }
+  reply_error(reply, text);
+}
+
 inline void handler_trampoline(void* user, const std::uint8_t* args, std::size_t len, mf_reply* reply) noexcept {
   auto* h = static_cast<HandlerBase*>(user);
   HandlerTable::Hold hold(h->table);
@@ -1359,13 +1370,7 @@ inline void handler_trampoline(void* user, const std::uint8_t* args, std::size_t
   } catch (const BadArguments& e) {
     reply_error(reply, "TypeError: " + h->signature + ": " + e.why);
   } catch (...) {
-    std::string text;
-    try {
-      text = current_exception_text();
-    } catch (...) {
-      text = "Error: the handler failed";
-    }
-    reply_error(reply, text);
+    reply_current_exception(reply);
   }
 }
 
@@ -1385,13 +1390,7 @@ inline void json_trampoline(void* user, const char* args_json, mf_reply* reply) 
     if (mf_reply_json(reply, result.c_str()) != MF_OK)
       reply_error(reply, "Error: " + h->signature + " returned invalid JSON: " + mf_last_error());
   } catch (...) {
-    std::string text;
-    try {
-      text = current_exception_text();
-    } catch (...) {
-      text = "Error: the handler failed";
-    }
-    reply_error(reply, text);
+    reply_current_exception(reply);
   }
 }
 
