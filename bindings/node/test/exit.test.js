@@ -12,20 +12,25 @@ const { PACKAGE_DIR, WORKER, alive, runNode, waitFor } = require('./helpers');
 const PKG = JSON.stringify(PACKAGE_DIR);
 const W = JSON.stringify(WORKER);
 
+/** A Node program that spawns the test worker as `worker`, then runs `body` in an async function. */
+const parentScript = (body) => `const { ParentWorker } = require(${PKG});
+  (async () => {
+    const worker = ParentWorker.spawn(${W}, process.execPath);
+    ${body}
+  })();`;
+
 it('the process exits by itself after stop()', async () => {
   const r = await runNode(
     [
       '-e',
-      `const { ParentWorker } = require(${PKG});
-       (async () => {
-         const worker = ParentWorker.spawn(${W}, process.execPath);
-         const handle = worker.handle();
-         await handle.start();
-         console.log('sum', await handle.call.add(1, 2));
-         console.log('pid', await handle.call.pid());
-         await handle.stop();
-         console.log('stopped');
-       })();`,
+      parentScript(`
+        const handle = worker.handle();
+        await handle.start();
+        console.log('sum', await handle.call.add(1, 2));
+        console.log('pid', await handle.call.pid());
+        await handle.stop();
+        console.log('stopped');
+      `),
     ],
     { timeout: 10000 },
   );
@@ -41,13 +46,11 @@ it('process.exit() with calls in flight does not hang', async () => {
   const r = await runNode(
     [
       '-e',
-      `const { ParentWorker } = require(${PKG});
-       (async () => {
-         const worker = ParentWorker.spawn(${W}, process.execPath);
-         await worker.start();
-         for (let i = 0; i < 50; i++) worker.call.slow(8000).catch(() => {});
-         setTimeout(() => process.exit(7), 100);
-       })();`,
+      parentScript(`
+        await worker.start();
+        for (let i = 0; i < 50; i++) worker.call.slow(8000).catch(() => {});
+        setTimeout(() => process.exit(7), 100);
+      `),
     ],
     { timeout: 10000 },
   );
@@ -60,12 +63,10 @@ it('without stop() the process still exits, and its worker dies with it', async 
   const r = await runNode(
     [
       '-e',
-      `const { ParentWorker } = require(${PKG});
-       (async () => {
-         const worker = ParentWorker.spawn(${W}, process.execPath);
-         await worker.start();
-         console.log(await worker.call.pid());
-       })();`,
+      parentScript(`
+        await worker.start();
+        console.log(await worker.call.pid());
+      `),
     ],
     { timeout: 10000 },
   );
@@ -81,13 +82,11 @@ it('a parent killed with SIGKILL takes its Node worker along', async () => {
     process.execPath,
     [
       '-e',
-      `const { ParentWorker } = require(${PKG});
-       (async () => {
-         const worker = ParentWorker.spawn(${W}, process.execPath);
-         await worker.start();
-         console.log(await worker.call.pid());
-         setInterval(() => {}, 1000);
-       })();`,
+      parentScript(`
+        await worker.start();
+        console.log(await worker.call.pid());
+        setInterval(() => {}, 1000);
+      `),
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
@@ -103,14 +102,12 @@ it("a worker's console output reaches the parent's log line by line", async () =
   const r = await runNode(
     [
       '-e',
-      `const { ParentWorker } = require(${PKG});
-       (async () => {
-         const worker = ParentWorker.spawn(${W}, process.execPath);
-         await worker.start();
-         await worker.call.say('first line');
-         await worker.call.say('second line');
-         await worker.stop();
-       })();`,
+      parentScript(`
+        await worker.start();
+        await worker.call.say('first line');
+        await worker.call.say('second line');
+        await worker.stop();
+      `),
     ],
     { timeout: 10000 },
   );
