@@ -271,58 +271,66 @@ static void case_spawn(void) {
     free(ms);
 }
 
-static void case_call_seq(void) {
-    size_t warmup = 300, n = scaled(5000, 10);
-    static const uint8_t args[] = {0x92, 0x01, 0x02};
+/* Times `n` sequential round trips after 300 unmeasured ones; `call` makes
+ * and checks round trip i. Reports <name>_p50_us and <name>_mean_us. */
+static void seq_latency(const char *name, const char *what, size_t n, void (*call)(mf_parent *, size_t)) {
+    size_t warmup = 300;
     double *lat = malloc(n * sizeof *lat);
+    if (!lat) fail("out of memory");
     mf_parent *p = spawn(worker_path);
     double start = 0;
     for (size_t i = 0; i < warmup + n; i++) {
         if (i == warmup) start = now_s();
         double t = now_s();
-        mf_buffer out;
-        mf_status s = mf_call(p, "add", args, sizeof args, 0, &out);
-        if (s != MF_OK) fail("add(1, 2) #%zu: %s: %s", i, mf_status_name(s), mf_last_error());
-        if (out.len != 1 || out.data[0] != 3) fail("add(1, 2) #%zu did not return 3", i);
-        mf_buffer_free(out);
+        call(p, i);
         if (i >= warmup) lat[i - warmup] = (now_s() - t) * 1e6;
     }
     double mean = (now_s() - start) * 1e6 / (double)n;
-    metric("call_seq_p50_us", median(lat, n), "us", "lower", "mf_call add [1,2] sequential (median)");
-    metric("call_seq_mean_us", mean, "us", "lower", "mf_call add [1,2] sequential (mean)");
-    info_num("call_seq_calls", (double)n);
+    char key[64], label[128];
+    snprintf(key, sizeof key, "%s_p50_us", name);
+    snprintf(label, sizeof label, "%s sequential (median)", what);
+    metric(key, median(lat, n), "us", "lower", label);
+    snprintf(key, sizeof key, "%s_mean_us", name);
+    snprintf(label, sizeof label, "%s sequential (mean)", what);
+    metric(key, mean, "us", "lower", label);
     free(lat);
     mf_parent_close(p);
 }
 
+static void call_add_1_2(mf_parent *p, size_t i) {
+    static const uint8_t args[] = {0x92, 0x01, 0x02};
+    mf_buffer out;
+    mf_status s = mf_call(p, "add", args, sizeof args, 0, &out);
+    if (s != MF_OK) fail("add(1, 2) #%zu: %s: %s", i, mf_status_name(s), mf_last_error());
+    if (out.len != 1 || out.data[0] != 3) fail("add(1, 2) #%zu did not return 3", i);
+    mf_buffer_free(out);
+}
+
+static void case_call_seq(void) {
+    size_t n = scaled(5000, 10);
+    seq_latency("call_seq", "mf_call add [1,2]", n, call_add_1_2);
+    info_num("call_seq_calls", (double)n);
+}
+
 /* echo of a 100-byte string: the same round trip without the JSON handler. */
+static uint8_t echo_args[3 + 100];
+
+static void call_echo_100(mf_parent *p, size_t i) {
+    echo_args[3] = (uint8_t)('a' + i % 26);
+    mf_buffer out;
+    mf_status s = mf_call(p, "echo", echo_args, sizeof echo_args, 0, &out);
+    if (s != MF_OK) fail("echo #%zu: %s: %s", i, mf_status_name(s), mf_last_error());
+    if (out.len != sizeof echo_args - 1 || memcmp(out.data, echo_args + 1, sizeof echo_args - 1) != 0)
+        fail("echo #%zu returned other bytes", i);
+    mf_buffer_free(out);
+}
+
 static void case_echo_seq(void) {
-    size_t warmup = 300, n = scaled(4000, 10);
-    uint8_t args[128];
-    size_t len = 0;
-    args[len++] = 0x91;
-    args[len++] = 0xd9; /* str8 */
-    args[len++] = 100;
-    for (int i = 0; i < 100; i++) args[len++] = (uint8_t)('a' + i % 26);
-    double *lat = malloc(n * sizeof *lat);
-    mf_parent *p = spawn(worker_path);
-    double start = 0;
-    for (size_t i = 0; i < warmup + n; i++) {
-        if (i == warmup) start = now_s();
-        double t = now_s();
-        args[3] = (uint8_t)('a' + i % 26);
-        mf_buffer out;
-        mf_status s = mf_call(p, "echo", args, len, 0, &out);
-        if (s != MF_OK) fail("echo #%zu: %s: %s", i, mf_status_name(s), mf_last_error());
-        if (out.len != len - 1 || memcmp(out.data, args + 1, len - 1) != 0) fail("echo #%zu returned other bytes", i);
-        mf_buffer_free(out);
-        if (i >= warmup) lat[i - warmup] = (now_s() - t) * 1e6;
-    }
-    double mean = (now_s() - start) * 1e6 / (double)n;
-    metric("echo_seq_p50_us", median(lat, n), "us", "lower", "mf_call echo 100 B str sequential (median)");
-    metric("echo_seq_mean_us", mean, "us", "lower", "mf_call echo 100 B str sequential (mean)");
-    free(lat);
-    mf_parent_close(p);
+    echo_args[0] = 0x91;
+    echo_args[1] = 0xd9; /* str8 */
+    echo_args[2] = 100;
+    for (int i = 0; i < 100; i++) echo_args[3 + i] = (uint8_t)('a' + i % 26);
+    seq_latency("echo_seq", "mf_call echo 100 B str", scaled(4000, 10), call_echo_100);
 }
 
 struct thread_arg {
