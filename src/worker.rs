@@ -251,21 +251,9 @@ impl ReplyHandle {
     /// Answers with a result (one MessagePack value).
     pub fn ok(self, result: &[u8]) -> Result<()> {
         self.check_result(result)?;
-        self.ok_checked(result);
+        let payload = self.response(result);
+        self.send(payload);
         Ok(())
-    }
-
-    /// Answers with a result that [`ReplyHandle::check_result`] accepted.
-    pub(crate) fn ok_checked(mut self, result: &[u8]) {
-        self.mark_answered();
-        let id = self.id.as_deref();
-        let payload = frame::encode(Encoder::response_capacity(id, result), |b| {
-            Encoder::new(b).response(id, result)
-        });
-        self.shared.push(Outgoing {
-            identity: std::mem::take(&mut self.identity),
-            payload,
-        });
     }
 
     /// Answers with a result that [`ReplyHandle::check_result`] accepted,
@@ -277,28 +265,43 @@ impl ReplyHandle {
     /// Nothing reads or writes this call's arguments any more: the bytes
     /// before `result` may be overwritten.
     pub(crate) unsafe fn ok_in_place(mut self, result: &[u8]) {
-        if let Some(source) = self.source.take() {
-            if result.len() >= frame::ZERO_COPY_MIN {
+        let in_place = match self.source.take() {
+            Some(source) if result.len() >= frame::ZERO_COPY_MIN => {
                 let id = self.id.as_deref();
                 let mut head = Vec::with_capacity(Encoder::response_capacity(id, &[]));
                 Encoder::new(&mut head).response_head(id);
                 // SAFETY: `result` is a live slice; the caller gave up the
                 // arguments, and nothing else of the message is used.
-                if let Ok(payload) =
-                    unsafe { frame::around(source, &head, result.as_ptr(), result.len()) }
-                {
-                    self.mark_answered();
-                    let stats = &self.shared.stats;
-                    stats.replies_in_place.fetch_add(1, Ordering::Relaxed);
-                    self.shared.push(Outgoing {
-                        identity: std::mem::take(&mut self.identity),
-                        payload,
-                    });
-                    return;
-                }
+                unsafe { frame::around(source, &head, result.as_ptr(), result.len()) }.ok()
             }
-        }
-        self.ok_checked(result);
+            _ => None,
+        };
+        let payload = match in_place {
+            Some(payload) => {
+                let stats = &self.shared.stats;
+                stats.replies_in_place.fetch_add(1, Ordering::Relaxed);
+                payload
+            }
+            None => self.response(result),
+        };
+        self.send(payload);
+    }
+
+    /// The response carrying `result`, copied behind its head.
+    fn response(&self, result: &[u8]) -> Frame {
+        let id = self.id.as_deref();
+        frame::encode(Encoder::response_capacity(id, result), |b| {
+            Encoder::new(b).response(id, result)
+        })
+    }
+
+    /// Marks the call answered and queues `payload` for its caller.
+    fn send(mut self, payload: Frame) {
+        self.mark_answered();
+        self.shared.push(Outgoing {
+            identity: std::mem::take(&mut self.identity),
+            payload,
+        });
     }
 
     /// Answers with an error; the caller sees `text` as the remote error.
