@@ -166,9 +166,8 @@ impl Frame {
     }
 
     pub fn len(&self) -> usize {
-        // SAFETY: zmq_msg_size only reads the initialised message; the cast
-        // drops a const libzmq's signature lacks.
-        unsafe { zmq_sys::zmq_msg_size(std::ptr::addr_of!(self.0).cast_mut()) }
+        // SAFETY: zmq_msg_size only reads the initialised message.
+        unsafe { zmq_sys::zmq_msg_size(&self.0) }
     }
 
     pub fn is_empty(&self) -> bool {
