@@ -27,6 +27,7 @@ use crate::options::Options;
 use crate::process::Process;
 use crate::registry::Registry;
 use crate::stats::Stats;
+use crate::text::ShortStr;
 use crate::wake::{self, Wake};
 use crate::{bound_port, is_endpoint, zmq_context};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -131,38 +132,9 @@ impl Completion {
     }
 }
 
-/// A called function's name, kept for what is said about its call (a
-/// timeout); short names need no allocation.
-enum Name {
-    Inline(u8, [u8; 30]),
-    Heap(Box<str>),
-}
-
-impl Name {
-    fn new(s: &str) -> Name {
-        let mut buf = [0u8; 30];
-        match buf.get_mut(..s.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(s.as_bytes());
-                Name::Inline(s.len() as u8, buf)
-            }
-            None => Name::Heap(s.into()),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            // SAFETY: the first `len` bytes were copied from a &str.
-            Name::Inline(len, b) => unsafe {
-                std::str::from_utf8_unchecked(&b[..usize::from(*len)])
-            },
-            Name::Heap(s) => s,
-        }
-    }
-}
-
 struct Pending {
-    function: Name,
+    /// Named in what is said about the call (a timeout).
+    function: ShortStr,
     timeout: Option<Duration>,
     started: Instant,
     probe: bool,
@@ -579,7 +551,7 @@ impl Parent {
             )));
         }
         let pending = Pending {
-            function: Name::new(function),
+            function: ShortStr::new(function),
             timeout: s.options.call_timeout(timeout_ms),
             started: Instant::now(),
             probe,
@@ -652,7 +624,7 @@ impl Parent {
         let slot = Arc::new(Slot::default());
         let started = Instant::now();
         let pending = Pending {
-            function: Name::new("heartbeat"),
+            function: ShortStr::new("heartbeat"),
             timeout: Some(timeout),
             started,
             probe: false,
@@ -1672,25 +1644,5 @@ impl Supervisor {
             );
         }
         self.shared.stats.worker_pid.store(0, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Name;
-
-    #[test]
-    fn names_keep_their_text_inline_or_not() {
-        for text in [
-            "",
-            "add",
-            "x".repeat(30).as_str(),
-            "y".repeat(31).as_str(),
-            "héllo_✓",
-        ] {
-            assert_eq!(Name::new(text).as_str(), text);
-        }
-        assert!(matches!(Name::new(&"z".repeat(30)), Name::Inline(30, _)));
-        assert!(matches!(Name::new(&"z".repeat(31)), Name::Heap(_)));
     }
 }

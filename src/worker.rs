@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::frame::{self, Frame};
 use crate::log::{self, Level};
 use crate::registry::Registry;
+use crate::text::ShortStr;
 use crate::wake::{self, Wake};
 use crate::{bound_port, zmq_context};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -65,14 +66,15 @@ pub struct WorkerStats {
 }
 
 struct Outgoing {
-    identity: Vec<u8>,
+    /// The caller's routing frame, as it arrived.
+    identity: Frame,
     payload: Frame,
 }
 
 /// A received call: the function name and its raw msgpack arguments,
 /// borrowed from the received frame.
 pub struct Incoming {
-    pub function: String,
+    pub function: ShortStr,
     args: Frame,
     range: Range<usize>,
 }
@@ -137,7 +139,7 @@ impl Job {
                 handler(args.as_ptr(), args.len(), reply)
             }
             Route::Pull => {
-                let _ = reply.error(&format!("Function '{}' not found", incoming.function));
+                let _ = reply.error(&format!("Function '{}' not found", &*incoming.function));
             }
         }));
     }
@@ -222,7 +224,7 @@ impl Shared {
         }
     }
 
-    fn push_error(&self, identity: Vec<u8>, id: Option<&str>, text: &str) {
+    fn push_error(&self, identity: Frame, id: Option<&str>, text: &str) {
         let capacity = 96 + text.len() + id.map_or(0, str::len);
         let payload = frame::encode(capacity, |b| Encoder::new(b).error(id, text));
         self.stats.errors_sent.fetch_add(1, Ordering::Relaxed);
@@ -234,11 +236,11 @@ impl Shared {
 /// Dropping it unanswered answers with an error, so no caller waits for nothing.
 pub struct ReplyHandle {
     shared: Arc<Shared>,
-    identity: Vec<u8>,
-    id: Option<String>,
+    /// `None` once answered.
+    identity: Option<Frame>,
+    id: Option<ShortStr>,
     /// A large call's message, where a result lying in it is answered from.
     source: Option<frame::Received>,
-    answered: bool,
 }
 
 impl ReplyHandle {
@@ -297,46 +299,46 @@ impl ReplyHandle {
 
     /// Marks the call answered and queues `payload` for its caller.
     fn send(mut self, payload: Frame) {
-        self.mark_answered();
-        self.shared.push(Outgoing {
-            identity: std::mem::take(&mut self.identity),
-            payload,
-        });
+        if let Some(identity) = self.answer() {
+            self.shared.push(Outgoing { identity, payload });
+        }
     }
 
     /// Answers with an error; the caller sees `text` as the remote error.
     pub fn error(mut self, text: &str) -> Result<()> {
-        self.mark_answered();
-        self.shared
-            .push_error(std::mem::take(&mut self.identity), self.id.as_deref(), text);
+        if let Some(identity) = self.answer() {
+            self.shared.push_error(identity, self.id.as_deref(), text);
+        }
         Ok(())
     }
 }
 
 impl ReplyHandle {
-    fn new(shared: &Arc<Shared>, identity: &[u8], id: &str) -> ReplyHandle {
+    fn new(shared: &Arc<Shared>, identity: Frame, id: &str) -> ReplyHandle {
         shared.unanswered.fetch_add(1, Ordering::AcqRel);
         ReplyHandle {
             shared: Arc::clone(shared),
-            identity: identity.to_vec(),
-            id: Some(id.to_owned()),
+            identity: Some(identity),
+            id: Some(ShortStr::new(id)),
             source: None,
-            answered: false,
         }
     }
 
-    fn mark_answered(&mut self) {
-        self.answered = true;
-        self.shared.unanswered.fetch_sub(1, Ordering::AcqRel);
+    /// Marks the call answered; the caller's routing frame, the first time.
+    fn answer(&mut self) -> Option<Frame> {
+        let identity = self.identity.take();
+        if identity.is_some() {
+            self.shared.unanswered.fetch_sub(1, Ordering::AcqRel);
+        }
+        identity
     }
 }
 
 impl Drop for ReplyHandle {
     fn drop(&mut self) {
-        if !self.answered {
-            self.mark_answered();
+        if let Some(identity) = self.answer() {
             self.shared.push_error(
-                std::mem::take(&mut self.identity),
+                identity,
                 self.id.as_deref(),
                 "RuntimeError: the worker dropped the call without answering",
             );
@@ -709,7 +711,12 @@ impl Serving {
         // hung handler is left behind (it exits when the handler returns).
         let mut socket = shared.baton.lock().socket.take();
         if let Some(socket) = &mut socket {
-            WorkerIo { shared, socket }.flush();
+            WorkerIo {
+                shared,
+                socket,
+                spare: &mut Vec::new(),
+            }
+            .flush();
         }
         for d in drivers {
             if d.is_finished() {
@@ -721,6 +728,8 @@ impl Serving {
 }
 
 /// What a driver's polling turn ended with.
+// A call is moved through here once; boxing it would allocate per call.
+#[allow(clippy::large_enum_variant)]
 enum Turn {
     Stop,
     /// A call to run right here; the socket was parked for the standby.
@@ -730,6 +739,7 @@ enum Turn {
 /// A driver thread: takes the socket when it is free (or when an inline
 /// handler has run past `INLINE_GRACE`), polls, and runs calls inline.
 fn drive(shared: &Arc<Shared>, generation: u64) {
+    let mut spare = Vec::new();
     loop {
         let (socket, zmq_fd) = {
             let mut b = shared.baton.lock();
@@ -761,7 +771,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
             }
         };
         let Some(socket) = socket else { continue };
-        match poll_turn(shared, socket, zmq_fd, generation) {
+        match poll_turn(shared, socket, zmq_fd, generation, &mut spare) {
             (Turn::Stop, socket) => {
                 let mut b = shared.baton.lock();
                 b.socket = Some(socket);
@@ -804,11 +814,13 @@ fn poll_turn(
     mut socket: zmq::Socket,
     zmq_fd: std::os::fd::RawFd,
     generation: u64,
+    spare: &mut Vec<Outgoing>,
 ) -> (Turn, zmq::Socket) {
     let turn = poll_until_turn(
         &mut WorkerIo {
             shared,
             socket: &mut socket,
+            spare,
         },
         zmq_fd,
         generation,
@@ -909,6 +921,7 @@ fn handler_loop(shared: &Shared) {
 }
 
 /// What reading the socket led to.
+#[allow(clippy::large_enum_variant)] // as `Turn`
 enum Received {
     /// Handled; from `receive`: drained, its last socket call a failed recv.
     More,
@@ -922,23 +935,31 @@ enum Received {
 struct WorkerIo<'a> {
     shared: &'a Arc<Shared>,
     socket: &'a mut zmq::Socket,
+    /// The driver's second reply vector (see `flush`).
+    spare: &'a mut Vec<Outgoing>,
 }
 
 impl WorkerIo<'_> {
     fn flush(&mut self) {
-        let out = std::mem::take(&mut *self.shared.out.lock());
-        for o in out {
+        // Swapped with a drained vector, so neither is reallocated per batch.
+        std::mem::swap(&mut *self.shared.out.lock(), self.spare);
+        let mut out = std::mem::take(self.spare);
+        for o in out.drain(..) {
             // A parent that went away is simply not answered.
-            let _ = self.send(&o.identity, o.payload);
+            self.send(o.identity, o.payload);
         }
+        *self.spare = out;
     }
 
-    fn send(&mut self, identity: &[u8], payload: Frame) -> Result<()> {
-        self.socket.send(identity, zmq::SNDMORE)?;
-        self.socket.send(&[][..], zmq::SNDMORE)?;
+    /// Sends `[identity, empty, payload]`; the routing frame goes back as it came.
+    fn send(&mut self, identity: Frame, payload: Frame) {
+        if frame::send(self.socket, identity, zmq::SNDMORE).is_err()
+            || self.socket.send(&[][..], zmq::SNDMORE).is_err()
+        {
+            return;
+        }
         // Once the first frames are accepted the last is too.
         let _ = frame::send(self.socket, payload, 0);
-        Ok(())
     }
 
     /// Handles what is readable.
@@ -954,17 +975,13 @@ impl WorkerIo<'_> {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let Some(frames) = self.rest() else { continue };
             // Expect [empty, payload]; anything else is counted and dropped.
-            let [empty, payload]: [Frame; 2] = match frames.try_into() {
-                Ok(f) => f,
-                Err(_) => {
-                    self.shared
-                        .stats
-                        .dropped_malformed
-                        .fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+            let Some([empty, payload]) = self.rest() else {
+                self.shared
+                    .stats
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
             };
             if !empty.is_empty() {
                 self.shared
@@ -973,7 +990,7 @@ impl WorkerIo<'_> {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            match self.handle(identity.bytes(), payload) {
+            match self.handle(identity, payload) {
                 Received::More => {}
                 other => return other,
             }
@@ -981,22 +998,25 @@ impl WorkerIo<'_> {
         Received::Busy
     }
 
-    /// The remaining frames of a message (at most 3 are kept; more are drained).
-    fn rest(&mut self) -> Option<Vec<Frame>> {
-        let mut frames = Vec::with_capacity(2);
-        loop {
-            let m = Frame::recv(self.socket, zmq::DONTWAIT)?;
-            let more = m.more();
-            if frames.len() < 3 {
-                frames.push(m);
-            }
-            if !more {
-                return Some(frames);
-            }
+    /// The remaining two frames of a message; `None` when it has another
+    /// number of them (what is left of it is drained).
+    fn rest(&mut self) -> Option<[Frame; 2]> {
+        let first = Frame::recv(self.socket, zmq::DONTWAIT)?;
+        if !first.more() {
+            return None;
         }
+        let second = Frame::recv(self.socket, zmq::DONTWAIT)?;
+        let mut more = second.more();
+        if !more {
+            return Some([first, second]);
+        }
+        while more {
+            more = Frame::recv(self.socket, zmq::DONTWAIT).is_some_and(|f| f.more());
+        }
+        None
     }
 
-    fn handle(&mut self, identity: &[u8], mut payload: Frame) -> Received {
+    fn handle(&mut self, identity: Frame, mut payload: Frame) -> Received {
         let shared = self.shared;
         let msg = match codec::decode(payload.bytes(), shared.limits) {
             Ok(m) => m,
@@ -1021,7 +1041,7 @@ impl WorkerIo<'_> {
                 let id = msg.id.unwrap_or("");
                 let out =
                     frame::encode(128 + id.len(), |b| Encoder::new(b).heartbeat(id, ts, true));
-                let _ = self.send(identity, out);
+                self.send(identity, out);
             }
             Kind::Shutdown => return Received::Shutdown,
             Kind::Call => {
@@ -1036,23 +1056,23 @@ impl WorkerIo<'_> {
                     return Received::More;
                 }
                 shared.stats.calls.fetch_add(1, Ordering::Relaxed);
-                let refuse = |text: String| {
-                    shared.push_error(identity.to_vec(), msg.id, &text);
+                let refuse = |identity: Frame, text: String| {
+                    shared.push_error(identity, msg.id, &text);
                 };
                 let Some(function) = msg.function else {
-                    refuse("message missing 'function' field".to_owned());
+                    refuse(identity, "message missing 'function' field".to_owned());
                     return Received::More;
                 };
                 let Some(id) = msg.id else {
-                    refuse("message missing 'id' field".to_owned());
+                    refuse(identity, "message missing 'id' field".to_owned());
                     return Received::More;
                 };
                 if function.starts_with('_') {
-                    refuse(format!("Cannot call private method '{function}'"));
+                    refuse(identity, format!("Cannot call private method '{function}'"));
                     return Received::More;
                 }
                 let Some(route) = shared.handlers.read().get(function).cloned() else {
-                    refuse(format!("Function '{function}' not found"));
+                    refuse(identity, format!("Function '{function}' not found"));
                     return Received::More;
                 };
                 let range = msg.args.map_or(0..0, |a| {
@@ -1060,7 +1080,7 @@ impl WorkerIo<'_> {
                     start..start + a.len()
                 });
                 let mut reply = ReplyHandle::new(shared, identity, id);
-                let function = function.to_owned();
+                let function = ShortStr::new(function);
                 // Only handlers that get their arguments as a pointer (the C
                 // API's, and calls taken with `next`) can answer in place.
                 if payload.len() >= IN_PLACE_MIN && !matches!(route, Route::Call(_)) {
