@@ -103,6 +103,33 @@ impl Slot {
     }
 }
 
+/// Wake-ups put off until a batch of completions has been delivered.
+type Wakes = Vec<Box<dyn FnOnce()>>;
+
+thread_local! {
+    /// The wake-ups put off by the batch this thread is delivering; `None`
+    /// outside a batch.
+    static AFTER_BATCH: std::cell::RefCell<Option<Wakes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `wake` once the completions this thread is delivering have all
+/// been delivered, or at once outside a completion. A completion that wakes
+/// a consumer waits with it, so the consumer finds the whole batch rather
+/// than its first completion, and the delivering thread is not preempted
+/// by the woken one after every completion.
+pub fn after_batch(wake: Box<dyn FnOnce()>) {
+    let wake = AFTER_BATCH.with(|a| match a.borrow_mut().as_mut() {
+        Some(wakes) => {
+            wakes.push(wake);
+            None
+        }
+        None => Some(wake),
+    });
+    if let Some(wake) = wake {
+        wake();
+    }
+}
+
 /// What runs when an async call ends: on whichever thread is driving the
 /// socket at that moment, so it must not block.
 pub enum Done {
@@ -894,9 +921,26 @@ impl Shared {
         self.sup_wake.notify();
     }
 
+    /// Ends a batch of calls, then runs the wake-ups their completions
+    /// put off (`after_batch`).
     fn deliver(&self, finished: Finished) {
+        if finished.is_empty() {
+            return;
+        }
+        // A completion may start a call that delivers a batch of its own:
+        // the outermost batch runs the wake-ups of all.
+        let outermost = AFTER_BATCH.with(|a| {
+            let mut a = a.borrow_mut();
+            a.is_none().then(|| *a = Some(Vec::new())).is_some()
+        });
         for (p, outcome) in finished {
             self.finish(p, outcome);
+        }
+        if outermost {
+            let wakes = AFTER_BATCH.with(|a| a.borrow_mut().take());
+            for wake in wakes.into_iter().flatten() {
+                wake();
+            }
         }
     }
 

@@ -68,6 +68,18 @@ pub struct mf_event {
     pub error_message: *const c_char,
 }
 
+impl mf_queue {
+    /// Wakes a taker of the queue, which was empty: one waiting in
+    /// `mf_queue_next`, and the event loop watching the descriptor unless
+    /// it drains the queue right after driving (`drained_next`).
+    fn notify(&self, drained_next: bool) {
+        self.cv.notify_one();
+        if let (Some(w), false) = (self.wake.get(), drained_next) {
+            w.notify();
+        }
+    }
+}
+
 /// A new, empty completion queue. Never NULL.
 #[no_mangle]
 pub extern "C" fn mf_queue_new() -> *mut mf_queue {
@@ -175,14 +187,10 @@ pub unsafe extern "C" fn mf_call_queued(
                 state.ready.push_back(event);
                 drop(state);
                 if was_empty {
-                    queue.cv.notify_one();
-                    if let Some(w) = queue.wake.get() {
-                        let drained_next = DRIVING.with(std::cell::Cell::get)
-                            && queue.owner.get() == Some(&std::thread::current().id());
-                        if !drained_next {
-                            w.notify();
-                        }
-                    }
+                    let drained_next = DRIVING.with(std::cell::Cell::get)
+                        && queue.owner.get() == Some(&std::thread::current().id());
+                    // The taker wakes once the rest of this batch is in too.
+                    crate::parent::after_batch(Box::new(move || queue.notify(drained_next)));
                 }
             })),
         )
