@@ -267,6 +267,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A string of at most 31 bytes (a fixstr: keys, ids, names) read
+    /// straight from its marker; `None`, reading nothing, for anything else.
+    #[inline]
+    fn fixstr(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.buf.get(self.pos) {
+            Some(&b) if b & 0xe0 == 0xa0 => {
+                self.pos += 1;
+                self.take(usize::from(b & 0x1f)).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -315,6 +328,9 @@ impl<'a> Reader<'a> {
     /// A str (or nil) field's bytes, for fields compared with known ASCII
     /// values: bytes that match one are valid UTF-8, and others are refused.
     fn str_bytes(&mut self, field: &'static str) -> Result<Option<&'a [u8]>, DecodeError> {
+        if let Some(s) = self.fixstr()? {
+            return Ok(Some(s));
+        }
         match self.head()? {
             Head::Nil => Ok(None),
             Head::Str(n) => self.take(n).map(Some),
@@ -323,6 +339,10 @@ impl<'a> Reader<'a> {
     }
 
     fn float(&mut self, field: &'static str) -> Result<Option<f64>, DecodeError> {
+        if self.buf.get(self.pos) == Some(&0xcb) {
+            self.pos += 1;
+            return Ok(Some(f64::from_bits(self.be(8)?)));
+        }
         match self.head()? {
             Head::Nil => Ok(None),
             Head::Float(v) => Ok(Some(v)),
@@ -334,6 +354,9 @@ impl<'a> Reader<'a> {
     /// A map key's bytes; callers match them against known (ASCII) names
     /// and check any other key with `utf8`.
     fn key(&mut self) -> Result<&'a [u8], DecodeError> {
+        if let Some(s) = self.fixstr()? {
+            return Ok(s);
+        }
         match self.head()? {
             Head::Str(n) => self.take(n),
             _ => Err(DecodeError::Key),
@@ -501,16 +524,38 @@ impl<'b> Encoder<'b> {
         self.clock.unwrap_or_else(now_seconds)
     }
 
+    // The writers below are inlined: for a constant key the marker is
+    // chosen at compile time, and nothing goes through `io::Write`.
+
+    /// A map header (messages have at most 15 entries: a fixmap).
+    #[inline]
     fn map(&mut self, n: u32) {
-        let _ = rmp::encode::write_map_len(self.buf, n);
+        debug_assert!(n < 16);
+        self.buf.push(0x80 | n as u8);
     }
 
+    #[inline]
     fn str(&mut self, s: &str) {
-        let _ = rmp::encode::write_str(self.buf, s);
+        let n = s.len();
+        if n < 32 {
+            self.buf.push(0xa0 | n as u8);
+        } else if let Ok(n) = u8::try_from(n) {
+            self.buf.extend_from_slice(&[0xd9, n]);
+        } else if let Ok(n) = u16::try_from(n) {
+            self.buf.push(0xda);
+            self.buf.extend_from_slice(&n.to_be_bytes());
+        } else {
+            // Longer than u32::MAX cannot be sent: the limits refuse it first.
+            self.buf.push(0xdb);
+            self.buf.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        self.buf.extend_from_slice(s.as_bytes());
     }
 
+    #[inline]
     fn f64(&mut self, v: f64) {
-        let _ = rmp::encode::write_f64(self.buf, v);
+        self.buf.push(0xcb);
+        self.buf.extend_from_slice(&v.to_bits().to_be_bytes());
     }
 
     fn entry_str(&mut self, key: &str, value: &str) {
@@ -518,8 +563,9 @@ impl<'b> Encoder<'b> {
         self.str(value);
     }
 
-    /// The fields every message carries: app, id (when there is one), type, timestamp.
-    fn header(&mut self, extra: u32, id: Option<&str>, kind: Kind) {
+    /// The fields every message carries: app, id (when there is one), type,
+    /// timestamp (`now`).
+    fn header(&mut self, extra: u32, id: Option<&str>, kind: Kind, now: f64) {
         self.map(3 + u32::from(id.is_some()) + extra);
         self.entry_str("app", APP_ID);
         if let Some(id) = id {
@@ -527,7 +573,7 @@ impl<'b> Encoder<'b> {
         }
         self.entry_str("type", kind.as_str());
         self.str("timestamp");
-        self.f64(self.now());
+        self.f64(now);
     }
 
     /// Room for what `call` writes, so a large call is never reallocated
@@ -543,7 +589,9 @@ impl<'b> Encoder<'b> {
 
     /// A `call`; `args` must already be one valid MessagePack array.
     pub fn call(&mut self, id: &str, function: &str, args: &[u8], namespace: &str) {
-        self.header(4, Some(id), Kind::Call);
+        // One reading of the clock for both times: it is sent at once.
+        let now = self.now();
+        self.header(4, Some(id), Kind::Call, now);
         self.entry_str("function", function);
         self.str("args");
         self.buf.extend_from_slice(args);
@@ -551,7 +599,7 @@ impl<'b> Encoder<'b> {
         self.str("metadata");
         self.map(1);
         self.str("timestamp_sent");
-        self.f64(self.now());
+        self.f64(now);
     }
 
     /// A `response`; `result` must already be one valid MessagePack value.
@@ -562,30 +610,30 @@ impl<'b> Encoder<'b> {
 
     /// A `response` up to its result: what goes before the result's bytes.
     pub fn response_head(&mut self, id: Option<&str>) {
-        self.header(1, id, Kind::Response);
+        self.header(1, id, Kind::Response, self.now());
         self.str("result");
     }
 
     pub fn error(&mut self, id: Option<&str>, text: &str) {
-        self.header(1, id, Kind::Error);
+        self.header(1, id, Kind::Error, self.now());
         self.entry_str("error", text);
     }
 
     /// A heartbeat (from a parent) or its echo (`response = true`, from a worker).
     pub fn heartbeat(&mut self, id: &str, hb_timestamp: f64, response: bool) {
-        self.header(1, Some(id), Kind::Heartbeat);
+        self.header(1, Some(id), Kind::Heartbeat, self.now());
         self.str("metadata");
         self.map(1 + u32::from(response));
         self.str("hb_timestamp");
         self.f64(hb_timestamp);
         if response {
             self.str("hb_response");
-            let _ = rmp::encode::write_bool(self.buf, true);
+            self.buf.push(0xc3);
         }
     }
 
     pub fn shutdown(&mut self, id: &str) {
-        self.header(0, Some(id), Kind::Shutdown);
+        self.header(0, Some(id), Kind::Shutdown, self.now());
     }
 }
 
@@ -687,6 +735,22 @@ mod tests {
         let m = decode(&buf, Limits::default()).unwrap();
         assert_eq!(m.result, Some(&[0x03][..]));
         assert_eq!(at(|e| e.response(m.id, m.result.unwrap())), buf);
+    }
+
+    #[test]
+    fn strings_of_every_length_get_the_marker_msgpack_gives_them() {
+        // fixstr, str8, str16 and str32, at both edges of each.
+        for n in [0, 31, 32, 255, 256, 65_535, 65_536] {
+            let text = "e".repeat(n);
+            let expected = foreign(&[
+                ("app", &s(APP_ID)),
+                ("id", &s("id-1")),
+                ("type", &s("error")),
+                ("timestamp", &f(T)),
+                ("error", &s(&text)),
+            ]);
+            assert_eq!(at(|e| e.error(Some("id-1"), &text)), expected, "{n} bytes");
+        }
     }
 
     #[test]
