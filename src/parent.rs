@@ -52,14 +52,14 @@ const RECV_BATCH: usize = 256;
 
 /// A reply's result value: raw MessagePack borrowed from the received frame.
 pub struct Reply {
-    msg: Option<zmq::Message>,
+    msg: Option<Frame>,
     range: Range<usize>,
 }
 
 impl Reply {
     pub fn bytes(&self) -> &[u8] {
         match &self.msg {
-            Some(m) => &m[self.range.clone()],
+            Some(m) => &m.bytes()[self.range.clone()],
             None => NIL,
         }
     }
@@ -790,7 +790,7 @@ impl Shared {
             .start_turn(&socket, Instant::now(), &mut out, &mut finished);
         self.deliver(finished);
         send_queued(&mut socket, &mut out);
-        self.receive(&socket, &mut Vec::new());
+        self.receive(&mut socket, &mut Vec::new());
         self.step_down(&mut self.core.lock(), socket, out);
     }
 
@@ -986,7 +986,7 @@ impl Shared {
     /// Drives the socket until the role's work is done, then steps down.
     fn lead(&self, mut socket: zmq::Socket, mut role: Role<'_>) {
         let mut out: VecDeque<Frame> = VecDeque::new();
-        let mut batch: Vec<zmq::Message> = Vec::with_capacity(16);
+        let mut batch: Vec<Frame> = Vec::with_capacity(16);
         let mut last_check = Instant::now();
         let zmq_fd = self.zmq_fd;
         loop {
@@ -1024,7 +1024,7 @@ impl Shared {
             // Replies may already be waiting: read them without a poll.
             // While they keep coming the supervisor still polls (with no wait,
             // to see its child and timers) every SUP_CHECK, not every batch.
-            let received = self.receive(&socket, &mut batch);
+            let received = self.receive(&mut socket, &mut batch);
             if received > 0 && (matches!(role, Role::Caller(_)) || now < last_check + SUP_CHECK) {
                 continue;
             }
@@ -1071,7 +1071,7 @@ impl Shared {
                 self.wake.drain();
             }
             if readable {
-                self.receive(&socket, &mut batch);
+                self.receive(&mut socket, &mut batch);
             }
             if let Role::Supervisor(sup) = &mut role {
                 sup.tick(exited);
@@ -1081,23 +1081,22 @@ impl Shared {
 
     /// Reads what is waiting and routes each reply to its call; returns
     /// how many messages it read.
-    fn receive(&self, socket: &zmq::Socket, batch: &mut Vec<zmq::Message>) -> usize {
+    fn receive(&self, socket: &mut zmq::Socket, batch: &mut Vec<Frame>) -> usize {
         let mut total = 0;
         loop {
             batch.clear();
             while batch.len() < RECV_BATCH {
-                let first = match socket.recv_msg(zmq::DONTWAIT) {
-                    Ok(m) => m,
-                    Err(_) => break,
-                };
-                if !first.is_empty() || !first.get_more() {
-                    self.drop_rest(socket, first.get_more());
-                    continue;
-                }
-                let Ok(payload) = socket.recv_msg(zmq::DONTWAIT) else {
+                let Some(first) = Frame::recv(socket, zmq::DONTWAIT) else {
                     break;
                 };
-                if payload.get_more() {
+                if !first.is_empty() || !first.more() {
+                    self.drop_rest(socket, first.more());
+                    continue;
+                }
+                let Some(payload) = Frame::recv(socket, zmq::DONTWAIT) else {
+                    break;
+                };
+                if payload.more() {
                     self.drop_rest(socket, true);
                     continue;
                 }
@@ -1123,18 +1122,15 @@ impl Shared {
     }
 
     /// Counts a message with the wrong frames and discards what is left of it.
-    fn drop_rest(&self, socket: &zmq::Socket, mut more: bool) {
+    fn drop_rest(&self, socket: &mut zmq::Socket, mut more: bool) {
         self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
         while more {
-            more = socket
-                .recv_msg(zmq::DONTWAIT)
-                .map(|m| m.get_more())
-                .unwrap_or(false);
+            more = Frame::recv(socket, zmq::DONTWAIT).is_some_and(|f| f.more());
         }
     }
 
-    fn route(&self, core: &mut Core, payload: zmq::Message, finished: &mut Finished) {
-        let msg = match codec::decode(&payload, self.limits) {
+    fn route(&self, core: &mut Core, payload: Frame, finished: &mut Finished) {
+        let msg = match codec::decode(payload.bytes(), self.limits) {
             Ok(m) => m,
             Err(e) => {
                 self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
@@ -1157,7 +1153,7 @@ impl Shared {
                 let outcome = if msg.kind == Kind::Response {
                     Ok(match msg.result {
                         Some(r) => {
-                            let start = r.as_ptr() as usize - payload.as_ptr() as usize;
+                            let start = r.as_ptr() as usize - payload.bytes().as_ptr() as usize;
                             let range = start..start + r.len();
                             Reply {
                                 msg: Some(payload),
