@@ -273,8 +273,12 @@ impl<'a> Reader<'a> {
     fn fixstr(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
         match self.buf.get(self.pos) {
             Some(&b) if b & 0xe0 == 0xa0 => {
+                let n = usize::from(b & 0x1f);
+                if n > self.limits.max_bytes {
+                    return Err(DecodeError::TooLong(n));
+                }
                 self.pos += 1;
-                self.take(usize::from(b & 0x1f)).map(Some)
+                self.take(n).map(Some)
             }
             _ => Ok(None),
         }
@@ -990,5 +994,8 @@ mod tests {
             Err(DecodeError::TooLong(5))
         );
         assert_eq!(validate_value(&[0xa4, 1, 2, 3, 4], l), Ok(()));
+        // Keys and string fields are held to it as well (`app`'s value first).
+        let call = at(|e| e.call("id-1", "add", ARGS_1_2, "default"));
+        assert_eq!(decode(&call, l).err(), Some(DecodeError::TooLong(14)));
     }
 }
