@@ -456,6 +456,8 @@ fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), 
         match r.key()? {
             b"hb_timestamp" => msg.hb_timestamp = r.float("metadata.hb_timestamp")?,
             b"hb_response" => msg.hb_response = r.raw(2)? == [0xc3],
+            // Sent with every call and some responses; ASCII, so no UTF-8 check.
+            b"timestamp_sent" | b"timestamp_received" => r.skip(2)?,
             other => {
                 utf8(other)?;
                 r.skip(2)?
@@ -495,6 +497,9 @@ pub fn array_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// The `app` entry every message starts with: "app" and [`APP_ID`], as msgpack.
+const APP_ENTRY: &[u8] = b"\xa3app\xaecomlink_ipc_v4";
+
 /// Writes messages into a reusable buffer. Writing to a `Vec` cannot fail,
 /// so the `rmp` results are discarded in one place.
 pub struct Encoder<'b> {
@@ -505,10 +510,14 @@ pub struct Encoder<'b> {
 
 /// The current time as float seconds since the Unix epoch.
 pub fn now_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `t` (through the vDSO:
+    // no system call); CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 impl<'b> Encoder<'b> {
@@ -571,11 +580,16 @@ impl<'b> Encoder<'b> {
     /// timestamp (`now`).
     fn header(&mut self, extra: u32, id: Option<&str>, kind: Kind, now: f64) {
         self.map(3 + u32::from(id.is_some()) + extra);
-        self.entry_str("app", APP_ID);
+        self.buf.extend_from_slice(APP_ENTRY);
         if let Some(id) = id {
-            self.entry_str("id", id);
+            self.str("id");
+            self.str(id);
         }
-        self.entry_str("type", kind.as_str());
+        self.str("type");
+        // Every type's name is a fixstr.
+        let kind = kind.as_str();
+        self.buf.push(0xa0 | kind.len() as u8);
+        self.buf.extend_from_slice(kind.as_bytes());
         self.str("timestamp");
         self.f64(now);
     }
