@@ -130,6 +130,23 @@ pub fn after_batch(wake: Box<dyn FnOnce()>) {
     }
 }
 
+/// Runs `deliver`, then the wake-ups `after_batch` put off meanwhile. A
+/// completion may start a call that delivers a batch of its own: the
+/// outermost batch runs the wake-ups of all.
+fn in_batch(deliver: impl FnOnce()) {
+    let outermost = AFTER_BATCH.with(|a| {
+        let mut a = a.borrow_mut();
+        a.is_none().then(|| *a = Some(Vec::new())).is_some()
+    });
+    deliver();
+    if outermost {
+        let wakes = AFTER_BATCH.with(|a| a.borrow_mut().take());
+        for wake in wakes.into_iter().flatten() {
+            wake();
+        }
+    }
+}
+
 /// What runs when an async call ends: on whichever thread is driving the
 /// socket at that moment, so it must not block.
 pub enum Done {
@@ -927,21 +944,11 @@ impl Shared {
         if finished.is_empty() {
             return;
         }
-        // A completion may start a call that delivers a batch of its own:
-        // the outermost batch runs the wake-ups of all.
-        let outermost = AFTER_BATCH.with(|a| {
-            let mut a = a.borrow_mut();
-            a.is_none().then(|| *a = Some(Vec::new())).is_some()
-        });
-        for (p, outcome) in finished {
-            self.finish(p, outcome);
-        }
-        if outermost {
-            let wakes = AFTER_BATCH.with(|a| a.borrow_mut().take());
-            for wake in wakes.into_iter().flatten() {
-                wake();
+        in_batch(|| {
+            for (p, outcome) in finished {
+                self.finish(p, outcome);
             }
-        }
+        });
     }
 
     /// Ends one call: stats, breaker, then delivery.
@@ -1684,5 +1691,34 @@ impl Supervisor {
             );
         }
         self.shared.stats.worker_pid.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{after_batch, in_batch};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[test]
+    fn wake_ups_wait_for_the_outermost_batch_to_be_delivered() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        // Stands in for a queue's notify: records when it runs.
+        let wake = |name: &'static str| -> Box<dyn FnOnce()> {
+            let log = Rc::clone(&log);
+            Box::new(move || log.borrow_mut().push(name))
+        };
+        after_batch(wake("alone"));
+        assert_eq!(*log.borrow(), ["alone"], "outside a batch: at once");
+        in_batch(|| {
+            after_batch(wake("first"));
+            in_batch(|| after_batch(wake("nested")));
+            log.borrow_mut().push("delivered");
+            after_batch(wake("last"));
+        });
+        assert_eq!(
+            *log.borrow(),
+            ["alone", "delivered", "first", "nested", "last"]
+        );
     }
 }
