@@ -267,6 +267,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Whether `bytes` come next (then they are read).
+    #[inline]
+    fn known(&mut self, bytes: &[u8]) -> bool {
+        let end = self.pos + bytes.len();
+        if self.buf.get(self.pos..end) == Some(bytes) {
+            self.pos = end;
+            return true;
+        }
+        false
+    }
+
     /// A string of at most 31 bytes (a fixstr: keys, ids, names) read
     /// straight from its marker; `None`, reading nothing, for anything else.
     #[inline]
@@ -389,7 +400,37 @@ pub fn decode(buf: &[u8], limits: Limits) -> Result<Message<'_>, DecodeError> {
     let mut msg = Message::empty(Kind::Unknown);
     let mut app_ok = false;
     let mut kind = None;
-    for _ in 0..entries {
+    // The start every message of ours (and of most peers) has: app, id,
+    // type, timestamp, in that order and as fixstr keys. Each one found is
+    // read as the loop below would read it; the loop takes the rest.
+    let mut done = 0;
+    'usual: {
+        // The keys and `app`'s value are not held to the length limit here.
+        if limits.max_bytes < APP_ID.len() {
+            break 'usual;
+        }
+        if done == entries || !r.known(APP_ENTRY) {
+            break 'usual;
+        }
+        app_ok = true;
+        done += 1;
+        if done == entries || !r.known(b"\xa2id") {
+            break 'usual;
+        }
+        msg.id = r.str("id")?;
+        done += 1;
+        if done == entries || !r.known(b"\xa4type") {
+            break 'usual;
+        }
+        kind = r.str_bytes("type")?;
+        done += 1;
+        if done == entries || !r.known(b"\xa9timestamp") {
+            break 'usual;
+        }
+        msg.timestamp = r.float("timestamp")?;
+        done += 1;
+    }
+    for _ in done..entries {
         match r.key()? {
             b"app" => {
                 let app = r.str_bytes("app")?;
@@ -873,6 +914,45 @@ mod tests {
         assert_eq!(m.kind, Kind::Response);
         assert_eq!(m.result, Some(&[0x81, 0xa1, b'k', 0xc0][..]));
         assert_eq!(m.timestamp, Some(5.0));
+    }
+
+    #[test]
+    fn the_usual_order_and_any_other_decode_alike() {
+        let (app, id, kind, ts, function) = (s(APP_ID), s("id-7"), s("call"), f(T), s("add"));
+        let entries: [(&str, &[u8]); 6] = [
+            ("app", &app),
+            ("id", &id),
+            ("type", &kind),
+            ("timestamp", &ts),
+            ("function", &function),
+            ("args", ARGS_1_2),
+        ];
+        let usual_buf = foreign(&entries);
+        let usual = decode(&usual_buf, Limits::default()).unwrap();
+        assert_eq!(
+            (usual.id, usual.kind, usual.timestamp),
+            (Some("id-7"), Kind::Call, Some(T))
+        );
+        let mut other = entries;
+        for shift in 1..entries.len() {
+            other.rotate_left(1);
+            let buf = foreign(&other);
+            assert_eq!(
+                decode(&buf, Limits::default()),
+                Ok(usual.clone()),
+                "{shift}"
+            );
+        }
+        // A field given twice keeps its last value, whichever path read the first.
+        let id8 = s("id-8");
+        let mut twice = entries.to_vec();
+        twice.push(("id", &id8));
+        let buf = foreign(&twice);
+        assert_eq!(decode(&buf, Limits::default()).unwrap().id, Some("id-8"));
+        // A map that ends inside the usual start.
+        let buf = foreign(&entries[..2]);
+        let short = decode(&buf, Limits::default()).unwrap();
+        assert_eq!((short.id, short.kind), (Some("id-7"), Kind::Unknown));
     }
 
     #[test]
