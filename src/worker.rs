@@ -714,7 +714,7 @@ impl Serving {
             WorkerIo {
                 shared,
                 socket,
-                spare: &mut Vec::new(),
+                local: &mut Local::default(),
             }
             .flush();
         }
@@ -728,18 +728,27 @@ impl Serving {
 }
 
 /// What a driver's polling turn ended with.
-// A call is moved through here once; boxing it would allocate per call.
-#[allow(clippy::large_enum_variant)]
 enum Turn {
     Stop,
-    /// A call to run right here; the socket was parked for the standby.
-    Inline(Job),
+    /// A call to run right here (in `Local::inline`); the socket was
+    /// parked for the standby.
+    Inline,
+}
+
+/// What a driver thread keeps from one turn to the next.
+#[derive(Default)]
+struct Local {
+    /// The second reply vector (see `WorkerIo::flush`).
+    spare: Vec<Outgoing>,
+    /// A call that can run on this thread, left here by `handle` (a call
+    /// is large: it is not passed back up through the return values).
+    inline: Option<Job>,
 }
 
 /// A driver thread: takes the socket when it is free (or when an inline
 /// handler has run past `INLINE_GRACE`), polls, and runs calls inline.
 fn drive(shared: &Arc<Shared>, generation: u64) {
-    let mut spare = Vec::new();
+    let mut local = Local::default();
     loop {
         let (socket, zmq_fd) = {
             let mut b = shared.baton.lock();
@@ -771,7 +780,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
             }
         };
         let Some(socket) = socket else { continue };
-        match poll_turn(shared, socket, zmq_fd, generation, &mut spare) {
+        match poll_turn(shared, socket, zmq_fd, generation, &mut local) {
             (Turn::Stop, socket) => {
                 let mut b = shared.baton.lock();
                 b.socket = Some(socket);
@@ -779,7 +788,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
                 shared.baton_cv.notify_all();
                 return;
             }
-            (Turn::Inline(job), socket) => {
+            (Turn::Inline, socket) => {
                 {
                     let mut b = shared.baton.lock();
                     b.socket = Some(socket);
@@ -791,7 +800,9 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
                     }
                 }
                 INLINE.with(|f| f.set(true));
-                job.run();
+                if let Some(job) = local.inline.take() {
+                    job.run();
+                }
                 INLINE.with(|f| f.set(false));
                 finish_job(shared);
                 let taken_over = {
@@ -814,13 +825,13 @@ fn poll_turn(
     mut socket: zmq::Socket,
     zmq_fd: std::os::fd::RawFd,
     generation: u64,
-    spare: &mut Vec<Outgoing>,
+    local: &mut Local,
 ) -> (Turn, zmq::Socket) {
     let turn = poll_until_turn(
         &mut WorkerIo {
             shared,
             socket: &mut socket,
-            spare,
+            local,
         },
         zmq_fd,
         generation,
@@ -854,7 +865,7 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, zmq_fd: std::os::fd::RawFd, generation
                 shared.shut_down.store(true, Ordering::Release);
                 break Turn::Stop;
             }
-            Received::Inline(job) => break Turn::Inline(job),
+            Received::Inline => break Turn::Inline,
         }
         // The last socket call was receive()'s failed recv.
         let [_, woken] = wake::wait_readable([zmq_fd, shared.wake.fd()], -1);
@@ -921,34 +932,33 @@ fn handler_loop(shared: &Shared) {
 }
 
 /// What reading the socket led to.
-#[allow(clippy::large_enum_variant)] // as `Turn`
 enum Received {
     /// Handled; from `receive`: drained, its last socket call a failed recv.
     More,
     /// `receive` stopped after a full batch: more may be waiting.
     Busy,
     Shutdown,
-    Inline(Job),
+    /// A call to run on this thread, in `Local::inline`.
+    Inline,
 }
 
 /// The I/O thread's view: the socket and the shared queues.
 struct WorkerIo<'a> {
     shared: &'a Arc<Shared>,
     socket: &'a mut zmq::Socket,
-    /// The driver's second reply vector (see `flush`).
-    spare: &'a mut Vec<Outgoing>,
+    local: &'a mut Local,
 }
 
 impl WorkerIo<'_> {
     fn flush(&mut self) {
         // Swapped with a drained vector, so neither is reallocated per batch.
-        std::mem::swap(&mut *self.shared.out.lock(), self.spare);
-        let mut out = std::mem::take(self.spare);
+        std::mem::swap(&mut *self.shared.out.lock(), &mut self.local.spare);
+        let mut out = std::mem::take(&mut self.local.spare);
         for o in out.drain(..) {
             // A parent that went away is simply not answered.
             self.send(o.identity, o.payload);
         }
-        *self.spare = out;
+        self.local.spare = out;
     }
 
     /// Sends `[identity, empty, payload]`; the routing frame goes back as it came.
@@ -1105,7 +1115,8 @@ impl WorkerIo<'_> {
                 if jobs.queue.is_empty() && jobs.busy < shared.concurrency.load(Ordering::Relaxed) {
                     // Run it on this thread: no hop, and the reply goes out right after.
                     jobs.busy += 1;
-                    return Received::Inline(job);
+                    self.local.inline = Some(job);
+                    return Received::Inline;
                 }
                 jobs.queue.push_back(job);
                 drop(jobs);
