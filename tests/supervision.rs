@@ -183,6 +183,46 @@ fn a_parent_waiting_for_a_long_async_call_sleeps() {
     );
 }
 
+/// Times any thread of process `pid` has gone to sleep so far (voluntary
+/// context switches: being preempted on a busy machine does not count).
+fn switches(pid: i64) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn a_worker_sleeps_between_calls() {
+    // Its standby driver once watched the socket every millisecond for
+    // 200 ms after each call: a call every 100 ms kept it waking about
+    // 1000 times a second.
+    let p = spawn(Options::default());
+    let pid = pid_of(&p);
+    let before = switches(pid);
+    let started = Instant::now();
+    for i in 0..10 {
+        let r = p.call("add", &int_args(&[i, 1]), 5000).unwrap();
+        assert_eq!(int(r.bytes()), i + 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (n, secs) = (switches(pid) - before, started.elapsed().as_secs_f64());
+    // Each call wakes a few threads (under 100 sleeps a second in all); a
+    // watch every millisecond is ~1000 a second.
+    assert!(
+        (n as f64) < 300.0 * secs,
+        "the worker's threads slept {n} times in {secs:.1} s of one call per 100 ms"
+    );
+}
+
 #[test]
 fn breaker_opens_refuses_fast_half_opens_and_closes() {
     let mut o = Options::default();
