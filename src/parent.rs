@@ -134,17 +134,24 @@ pub fn after_batch(wake: Box<dyn FnOnce()>) {
 /// completion may start a call that delivers a batch of its own: the
 /// outermost batch runs the wake-ups of all.
 fn in_batch(deliver: impl FnOnce()) {
+    /// Ends the outermost batch even when `deliver` unwinds, so a panic
+    /// cannot leave this thread putting off every later wake-up.
+    struct Outermost;
+    impl Drop for Outermost {
+        fn drop(&mut self) {
+            let wakes = AFTER_BATCH.with(|a| a.borrow_mut().take());
+            for wake in wakes.into_iter().flatten() {
+                wake();
+            }
+        }
+    }
     let outermost = AFTER_BATCH.with(|a| {
         let mut a = a.borrow_mut();
         a.is_none().then(|| *a = Some(Vec::new())).is_some()
     });
+    // (`then`, not `then_some`: an `Outermost` made and dropped here would end the batch.)
+    let _end = outermost.then(|| Outermost);
     deliver();
-    if outermost {
-        let wakes = AFTER_BATCH.with(|a| a.borrow_mut().take());
-        for wake in wakes.into_iter().flatten() {
-            wake();
-        }
-    }
 }
 
 /// What runs when an async call ends: on whichever thread is driving the
@@ -1720,5 +1727,15 @@ mod tests {
             *log.borrow(),
             ["alone", "delivered", "first", "nested", "last"]
         );
+        // A batch that unwinds still runs its wake-ups and ends.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            in_batch(|| {
+                after_batch(wake("before the panic"));
+                panic!("a completion's bookkeeping failed");
+            })
+        }));
+        assert!(unwound.is_err());
+        after_batch(wake("after"));
+        assert_eq!(log.borrow()[5..], ["before the panic", "after"]);
     }
 }
