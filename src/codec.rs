@@ -599,7 +599,8 @@ impl<'b> Encoder<'b> {
             self.buf.push(0xda);
             self.buf.extend_from_slice(&n.to_be_bytes());
         } else {
-            // Longer than u32::MAX cannot be sent: the limits refuse it first.
+            // str32, msgpack's longest (4 GiB): far beyond any message a
+            // peer accepts (each refuses frames over its size limit).
             self.buf.push(0xdb);
             self.buf.extend_from_slice(&(n as u32).to_be_bytes());
         }
