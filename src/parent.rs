@@ -951,18 +951,22 @@ impl Shared {
         if finished.is_empty() {
             return;
         }
+        // One reading of the clock ends the whole batch's latencies.
+        let now = Instant::now();
         in_batch(|| {
             for (p, outcome) in finished {
-                self.finish(p, outcome);
+                self.finish(p, outcome, now);
             }
         });
     }
 
-    /// Ends one call: stats, breaker, then delivery.
-    fn finish(&self, p: Pending, outcome: Outcome) {
+    /// Ends one call (at `now`): stats, breaker, then delivery.
+    fn finish(&self, p: Pending, outcome: Outcome, now: Instant) {
         let s = self;
         s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        s.stats.latency.record(p.started.elapsed());
+        s.stats
+            .latency
+            .record(now.saturating_duration_since(p.started));
         match &outcome {
             Ok(_) => {
                 s.stats.requests_success.fetch_add(1, Ordering::Relaxed);
