@@ -548,8 +548,7 @@ pub fn array_len(buf: &[u8]) -> Option<usize> {
 /// The `app` entry every message starts with: "app" and [`APP_ID`], as msgpack.
 const APP_ENTRY: &[u8] = b"\xa3app\xaecomlink_ipc_v4";
 
-/// Writes messages into a reusable buffer. Writing to a `Vec` cannot fail,
-/// so the `rmp` results are discarded in one place.
+/// Writes messages into a reusable buffer.
 pub struct Encoder<'b> {
     buf: &'b mut Vec<u8>,
     /// A fixed clock for reproducible bytes (tests); `None` reads the time.
@@ -631,14 +630,9 @@ impl<'b> Encoder<'b> {
         self.map(3 + u32::from(id.is_some()) + extra);
         self.buf.extend_from_slice(APP_ENTRY);
         if let Some(id) = id {
-            self.str("id");
-            self.str(id);
+            self.entry_str("id", id);
         }
-        self.str("type");
-        // Every type's name is a fixstr.
-        let kind = kind.as_str();
-        self.buf.push(0xa0 | kind.len() as u8);
-        self.buf.extend_from_slice(kind.as_bytes());
+        self.entry_str("type", kind.as_str());
         self.str("timestamp");
         self.f64(now);
     }
