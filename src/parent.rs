@@ -669,9 +669,7 @@ impl Parent {
     /// time. Not subject to the circuit breaker.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
         let id = self.shared.ids.next();
-        let payload = frame::encode(128, |b| {
-            Encoder::new(b).heartbeat(ids::as_str(&id), codec::now_seconds(), false)
-        });
+        let payload = heartbeat(&id);
         let slot = Arc::new(Slot::default());
         let started = Instant::now();
         let pending = Pending {
@@ -1272,9 +1270,7 @@ impl Shared {
     /// Queues a heartbeat for whoever leads.
     fn queue_heartbeat(&self, core: &mut Core, now: Instant) {
         let id = self.ids.next();
-        let payload = frame::encode(128, |b| {
-            Encoder::new(b).heartbeat(ids::as_str(&id), codec::now_seconds(), false)
-        });
+        let payload = heartbeat(&id);
         core.hb.outstanding = Some((id, now));
         core.outgoing.push_back(payload);
     }
@@ -1294,6 +1290,13 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (a, None) => a,
         (None, b) => b,
     }
+}
+
+/// A heartbeat of the parent's, stamped now.
+fn heartbeat(id: &IdText) -> Frame {
+    frame::encode(128, |b| {
+        Encoder::new(b).heartbeat(ids::as_str(id), codec::now_seconds(), false)
+    })
 }
 
 /// Sends what is queued, oldest first; stops at the first refusal (no peer
@@ -1467,13 +1470,7 @@ impl Supervisor {
     /// call is outstanding), so unsolicited frames never pile up in libzmq.
     fn drain_idle(&mut self) {
         self.next_drain = Instant::now() + IDLE_DRAIN;
-        let socket = {
-            let mut core = self.shared.core.lock();
-            if core.leader || core.closing {
-                return;
-            }
-            self.shared.take_lead(&mut core)
-        };
+        let socket = self.shared.take_lead(&mut self.shared.core.lock());
         if let Some(socket) = socket {
             self.shared.pass(socket);
         }
