@@ -34,10 +34,16 @@ thread_local! {
 /// descriptor belongs to this thread skip the descriptor, since the loop
 /// drains its queue right after driving (two system calls per reply saved).
 pub(crate) fn driving<T>(f: impl FnOnce() -> T) -> T {
-    let outer = DRIVING.with(|d| d.replace(true));
-    let out = f();
-    DRIVING.with(|d| d.set(outer));
-    out
+    /// Puts the flag back even when `f` unwinds (`guard` catches the panic
+    /// and the thread lives on: its later completions must signal again).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DRIVING.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DRIVING.with(|d| d.replace(true)));
+    f()
 }
 
 #[derive(Default)]
@@ -252,4 +258,19 @@ pub unsafe extern "C" fn mf_queue_next(
         *out = n;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{driving, DRIVING};
+
+    #[test]
+    fn driving_marks_the_thread_only_while_it_drives_even_when_it_unwinds() {
+        let is_driving = || DRIVING.with(std::cell::Cell::get);
+        assert!(driving(|| driving(is_driving) && is_driving()));
+        assert!(!is_driving());
+        let unwound = std::panic::catch_unwind(|| driving(|| panic!("drive failed")));
+        assert!(unwound.is_err());
+        assert!(!is_driving(), "a drive that unwound left the thread marked");
+    }
 }
