@@ -6,7 +6,7 @@
 //! is taken only on failures and state changes.
 
 use crate::log::{self, Level};
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! (glibc hands freed blocks of that size back to the kernel), which costs
 //! more than copying it. The pool keeps at most [`POOL_BYTES`] in all.
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use std::ffi::c_void;
 
 /// Payloads from this size on are handed to libzmq without a copy.

@@ -17,6 +17,7 @@ pub mod parent;
 pub mod process;
 pub mod registry;
 pub mod stats;
+pub(crate) mod sync;
 pub mod text;
 pub mod wake;
 pub mod worker;

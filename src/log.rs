@@ -2,7 +2,7 @@
 //! the application installed (or, without one, worker output and warnings
 //! are written to stderr so nothing a worker prints is lost silently).
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 

@@ -27,10 +27,10 @@ use crate::options::Options;
 use crate::process::Process;
 use crate::registry::Registry;
 use crate::stats::Stats;
+use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::text::ShortStr;
 use crate::wake::{self, Wake};
 use crate::{bound_port, is_endpoint, zmq_context};
-use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -511,12 +511,9 @@ impl Parent {
                     return Err(e);
                 }
                 Readiness::Starting => {
-                    if self
-                        .shared
-                        .ready_cv
-                        .wait_until(&mut r, deadline)
-                        .timed_out()
-                    {
+                    let (guard, timed_out) = self.shared.ready_cv.wait_until(r, deadline);
+                    r = guard;
+                    if timed_out {
                         drop(r);
                         self.close();
                         return Err(Error::new(
@@ -914,7 +911,7 @@ impl Shared {
             }
             let mut st = slot.state.lock();
             while st.outcome.is_none() && !st.offer {
-                slot.cv.wait(&mut st);
+                st = slot.cv.wait(st);
             }
         }
     }

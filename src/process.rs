@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::log;
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -125,12 +125,9 @@ impl Process {
         let deadline = Instant::now() + Duration::from_millis(250);
         let mut state = self.output.state.lock();
         while state.open_streams > 0 {
-            if self
-                .output
-                .done
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
+            let (guard, timed_out) = self.output.done.wait_until(state, deadline);
+            state = guard;
+            if timed_out {
                 break;
             }
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Service ids this process has registered and not yet given back: a second
 /// worker in the same process must be refused like one in another process.
-static HELD_HERE: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
+static HELD_HERE: crate::sync::Mutex<Vec<String>> = crate::sync::Mutex::new(Vec::new());
 
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 const LOCK_GIVE_UP: Duration = Duration::from_secs(10);

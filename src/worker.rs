@@ -11,10 +11,10 @@ use crate::error::{Error, Result};
 use crate::frame::{self, Frame};
 use crate::log::{self, Level};
 use crate::registry::Registry;
+use crate::sync::{Condvar, Mutex, RwLock};
 use crate::text::ShortStr;
 use crate::wake::{self, Wake};
 use crate::{bound_port, zmq_context};
-use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -443,11 +443,13 @@ impl Worker {
             }
             match deadline {
                 Some(d) => {
-                    if self.shared.pull_cv.wait_until(&mut pull, d).timed_out() {
+                    let (guard, timed_out) = self.shared.pull_cv.wait_until(pull, d);
+                    pull = guard;
+                    if timed_out {
                         return Ok(None);
                     }
                 }
-                None => self.shared.pull_cv.wait(&mut pull),
+                None => pull = self.shared.pull_cv.wait(pull),
             }
         }
     }
@@ -690,7 +692,7 @@ impl Serving {
         {
             let mut b = shared.baton.lock();
             while !b.done {
-                shared.baton_cv.wait(&mut b);
+                b = shared.baton_cv.wait(b);
             }
         }
         // Stop taking calls; give calls in progress (handlers, pulled
@@ -771,12 +773,10 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
                     None => None,
                 };
                 match watch {
-                    Some(t) => {
-                        shared.baton_cv.wait_until(&mut b, t);
-                    }
+                    Some(t) => b = shared.baton_cv.wait_until(b, t).0,
                     None => {
                         b.standby_asleep = true;
-                        shared.baton_cv.wait(&mut b);
+                        b = shared.baton_cv.wait(b);
                         b.standby_asleep = false;
                     }
                 }
@@ -926,7 +926,7 @@ fn handler_loop(shared: &Shared) {
                         break job;
                     }
                 }
-                shared.jobs_cv.wait(&mut jobs);
+                jobs = shared.jobs_cv.wait(jobs);
             }
         };
         job.run();

@@ -7,8 +7,7 @@ use common::{heap_in_use, int, int_args, temp_home, test_worker};
 
 use multifrost::parent::Done;
 use multifrost::{Options, Parent};
-use parking_lot::{Condvar, Mutex};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Keeps 64 async calls of `add(i, 1)` in flight until `n` have ended;
@@ -18,9 +17,9 @@ fn run_calls(parent: &Parent, n: i64) {
     for i in 0..n {
         {
             let (m, cv) = &*state;
-            let mut s = m.lock();
+            let mut s = m.lock().unwrap();
             while s.0 >= 64 {
-                cv.wait(&mut s);
+                s = cv.wait(s).unwrap();
             }
             s.0 += 1;
         }
@@ -34,7 +33,7 @@ fn run_calls(parent: &Parent, n: i64) {
                     let v = outcome.map(|r| int(r.bytes()));
                     assert_eq!(v.ok(), Some(i + 1), "add({i}, 1)");
                     let (m, cv) = &*st;
-                    let mut s = m.lock();
+                    let mut s = m.lock().unwrap();
                     s.0 -= 1;
                     s.1 += 1;
                     cv.notify_all();
@@ -43,9 +42,9 @@ fn run_calls(parent: &Parent, n: i64) {
             .unwrap();
     }
     let (m, cv) = &*state;
-    let mut s = m.lock();
+    let mut s = m.lock().unwrap();
     while s.1 < n {
-        cv.wait_for(&mut s, Duration::from_secs(10));
+        s = cv.wait_timeout(s, Duration::from_secs(10)).unwrap().0;
     }
 }
 

@@ -16,7 +16,7 @@ pub struct mf_buffer {
 const IN_PLACE_MIN: usize = 64 * 1024;
 
 type Kept = std::collections::HashMap<usize, crate::parent::Reply>;
-static IN_PLACE: parking_lot::Mutex<Option<Kept>> = parking_lot::Mutex::new(None);
+static IN_PLACE: crate::sync::Mutex<Option<Kept>> = crate::sync::Mutex::new(None);
 
 impl mf_buffer {
     /// A buffer for a call's result; large ones without a copy.

@@ -6,8 +6,8 @@ use super::parent::mf_parent;
 use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
 use crate::error::Error;
 use crate::parent::{Done, Reply};
+use crate::sync::{Condvar, Mutex};
 use crate::wake::Wake;
-use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, CString};
 use std::sync::OnceLock;
@@ -231,14 +231,21 @@ pub unsafe extern "C" fn mf_queue_next(
             }
             match deadline {
                 Some(d) => {
-                    if queue.cv.wait_until(&mut state, d).timed_out() && state.ready.is_empty() {
+                    let timed_out = if Instant::now() >= d {
+                        true // a timeout of 0 polls: no wait, no system call
+                    } else {
+                        let (s, timed_out) = queue.cv.wait_until(state, d);
+                        state = s;
+                        timed_out
+                    };
+                    if timed_out && state.ready.is_empty() {
                         return Err(Error::new(
                             crate::ErrorKind::Timeout,
                             "no completion in time",
                         ));
                     }
                 }
-                None => queue.cv.wait(&mut state),
+                None => state = queue.cv.wait(state),
             }
         }
         let n = capacity.min(state.ready.len());
