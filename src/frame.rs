@@ -121,6 +121,14 @@ pub struct Frame(zmq_sys::zmq_msg_t);
 unsafe impl Send for Frame {}
 
 impl Frame {
+    /// An empty frame (the delimiter before a payload): no allocation, no copy.
+    pub fn empty() -> Frame {
+        let mut msg = zmq_sys::zmq_msg_t::default();
+        // SAFETY: zmq_msg_init makes an empty message; it cannot fail.
+        unsafe { zmq_sys::zmq_msg_init(&mut msg) };
+        Frame(msg)
+    }
+
     /// A frame with a copy of `bytes`.
     pub fn copy(bytes: &[u8]) -> Frame {
         let mut msg = zmq_sys::zmq_msg_t::default();

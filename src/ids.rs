@@ -94,13 +94,14 @@ pub fn as_str(id: &IdText) -> &str {
     unsafe { std::str::from_utf8_unchecked(id) }
 }
 
-/// Hashes ids for the pending-call table. Ids are keys we made (random
-/// base, counter in the low digits), never chosen by a peer — a peer's id
-/// is only looked up — so a cheap mix of the varying digits is enough.
+/// Hashes the keys of tables no peer can fill, only look up: the pending
+/// calls' ids (ours: random base, counter in the low digits) and a worker's
+/// handler names (registered by its program). A cheap mix of the last 16
+/// bytes is enough there; nothing a peer sends can crowd a bucket.
 #[derive(Default)]
-pub struct IdHasher(u64);
+pub struct KeyHasher(u64);
 
-impl std::hash::Hasher for IdHasher {
+impl std::hash::Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
         // An id's last 16 bytes are the counter's digits; other writes
         // (e.g. the slice length) mix in too.
@@ -119,7 +120,7 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-pub type IdBuildHasher = std::hash::BuildHasherDefault<IdHasher>;
+pub type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// The fixed-size key of an id received on the wire, if it has our length.
 pub fn key(id: &str) -> Option<IdText> {

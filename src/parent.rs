@@ -234,7 +234,7 @@ struct Core {
     leader_sleeping: bool,
     /// Payloads waiting for the leader to send them, oldest first.
     outgoing: VecDeque<Frame>,
-    pending: HashMap<IdText, Pending, ids::IdBuildHasher>,
+    pending: HashMap<IdText, Pending, ids::KeyBuildHasher>,
     deadlines: BinaryHeap<Reverse<(Instant, IdText)>>,
     /// Blocked callers that may be offered the lead.
     followers: Vec<Arc<Slot>>,
@@ -1143,7 +1143,8 @@ impl Shared {
     }
 
     fn route(&self, core: &mut Core, payload: Frame, finished: &mut Finished) {
-        let msg = match codec::decode(payload.bytes(), self.limits) {
+        let bytes = payload.bytes();
+        let msg = match codec::decode(bytes, self.limits) {
             Ok(m) => m,
             Err(e) => {
                 self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
@@ -1166,7 +1167,7 @@ impl Shared {
                 let outcome = if msg.kind == Kind::Response {
                     Ok(match msg.result {
                         Some(r) => {
-                            let start = r.as_ptr() as usize - payload.bytes().as_ptr() as usize;
+                            let start = r.as_ptr() as usize - bytes.as_ptr() as usize;
                             let range = start..start + r.len();
                             Reply {
                                 msg: Some(payload),
@@ -1310,7 +1311,7 @@ fn send_queued(socket: &mut zmq::Socket, out: &mut VecDeque<Frame>) {
 /// Sends `[empty, payload]` without blocking; gives the payload back when
 /// libzmq has no peer to take it yet.
 fn try_send(socket: &mut zmq::Socket, payload: Frame) -> std::result::Result<(), Frame> {
-    if socket.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE).is_err() {
+    if frame::send(socket, Frame::empty(), zmq::DONTWAIT | zmq::SNDMORE).is_err() {
         return Err(payload);
     }
     // Once the first frame is accepted the rest of the message is too.

@@ -14,7 +14,7 @@ use crate::registry::Registry;
 use crate::sync::{Condvar, Mutex, RwLock};
 use crate::text::ShortStr;
 use crate::wake::{self, Wake};
-use crate::{bound_port, zmq_context};
+use crate::{bound_port, ids, zmq_context};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -196,7 +196,7 @@ struct Shared {
     stop: AtomicBool,
     jobs: Mutex<Jobs>,
     jobs_cv: Condvar,
-    handlers: RwLock<HashMap<String, Route>>,
+    handlers: RwLock<HashMap<String, Route, ids::KeyBuildHasher>>,
     /// Calls for pull-registered names, taken by `Worker::next`.
     pull: Mutex<Pull>,
     pull_cv: Condvar,
@@ -375,7 +375,7 @@ impl Worker {
                     busy: 0,
                 }),
                 jobs_cv: Condvar::new(),
-                handlers: RwLock::new(HashMap::new()),
+                handlers: RwLock::new(HashMap::default()),
                 pull: Mutex::new(Pull::default()),
                 pull_cv: Condvar::new(),
                 serving: AtomicBool::new(false),
@@ -967,7 +967,7 @@ impl WorkerIo<'_> {
     /// Sends `[identity, empty, payload]`; the routing frame goes back as it came.
     fn send(&mut self, identity: Frame, payload: Frame) {
         if frame::send(self.socket, identity, zmq::SNDMORE).is_err()
-            || self.socket.send(&[][..], zmq::SNDMORE).is_err()
+            || frame::send(self.socket, Frame::empty(), zmq::SNDMORE).is_err()
         {
             return;
         }
@@ -1031,7 +1031,8 @@ impl WorkerIo<'_> {
 
     fn handle(&mut self, identity: Frame, mut payload: Frame) -> Received {
         let shared = self.shared;
-        let msg = match codec::decode(payload.bytes(), shared.limits) {
+        let bytes = payload.bytes();
+        let msg = match codec::decode(bytes, shared.limits) {
             Ok(m) => m,
             Err(e) => {
                 shared
@@ -1089,7 +1090,7 @@ impl WorkerIo<'_> {
                     return Received::More;
                 };
                 let range = msg.args.map_or(0..0, |a| {
-                    let start = a.as_ptr() as usize - payload.bytes().as_ptr() as usize;
+                    let start = a.as_ptr() as usize - bytes.as_ptr() as usize;
                     start..start + a.len()
                 });
                 let mut reply = ReplyHandle::new(shared, identity, id);
