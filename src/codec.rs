@@ -312,19 +312,29 @@ impl<'a> Reader<'a> {
                 if depth >= self.limits.max_depth {
                     return Err(DecodeError::TooDeep);
                 }
-                for _ in 0..n {
-                    self.skip(depth + 1)?;
-                }
+                self.skip_items(n, depth + 1)?;
             }
             Head::Map(n) => {
                 if depth >= self.limits.max_depth {
                     return Err(DecodeError::TooDeep);
                 }
-                for _ in 0..n * 2 {
-                    self.skip(depth + 1)?;
-                }
+                self.skip_items(n * 2, depth + 1)?;
             }
             Head::Nil | Head::Bool | Head::Int(_) | Head::Float(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Skips the `count` items of an array or map at `depth`; numbers, nil,
+    /// booleans and fixext values (most arguments) by their marker alone.
+    fn skip_items(&mut self, count: usize, depth: usize) -> Result<(), DecodeError> {
+        for _ in 0..count {
+            match self.buf.get(self.pos).map(|&b| SCALAR_LEN[usize::from(b)]) {
+                Some(n @ 1..) => {
+                    self.take(usize::from(n))?;
+                }
+                _ => self.skip(depth)?,
+            }
         }
         Ok(())
     }
@@ -547,6 +557,29 @@ pub fn array_len(buf: &[u8]) -> Option<usize> {
 
 /// The `app` entry every message starts with: "app" and [`APP_ID`], as msgpack.
 const APP_ENTRY: &[u8] = b"\xa3app\xaecomlink_ipc_v4";
+
+/// The whole length of a value that has a fixed size, by its first byte
+/// (0: a string, binary, array, map or variable ext, read by `head`).
+static SCALAR_LEN: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 1,
+            0xcc | 0xd0 => 2,
+            0xcd | 0xd1 | 0xd4 => 3,
+            0xd5 => 4,
+            0xca | 0xce | 0xd2 => 5,
+            0xd6 => 6,
+            0xcb | 0xcf | 0xd3 => 9,
+            0xd7 => 10,
+            0xd8 => 18,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
 
 /// Writes messages into a reusable buffer.
 pub struct Encoder<'b> {
@@ -1100,5 +1133,41 @@ mod tests {
         // Keys and string fields are held to it as well (`app`'s value first).
         let call = at(|e| e.call("id-1", "add", ARGS_1_2, "default"));
         assert_eq!(decode(&call, l).err(), Some(DecodeError::TooLong(14)));
+    }
+
+    #[test]
+    fn items_of_fixed_size_are_skipped_by_their_marker_as_the_general_path_reads_them() {
+        let l = Limits::default();
+        for b in 0..=255u8 {
+            let n = usize::from(SCALAR_LEN[usize::from(b)]);
+            if n == 0 {
+                continue;
+            }
+            // The general reader (a value on its own) agrees on the length...
+            let mut alone = vec![b];
+            alone.resize(n, 1); // a length byte of 1 would show a variable size
+            assert_eq!(validate_value(&alone, l), Ok(()), "{b:#x} alone");
+            // ...and so do the items of arrays and maps, in place.
+            let mut items = vec![0x92];
+            items.extend_from_slice(&alone);
+            items.extend_from_slice(&alone);
+            assert_eq!(validate_args(&items, l), Ok(()), "{b:#x} in an array");
+            let mut map = vec![0x81];
+            map.extend_from_slice(&alone);
+            map.extend_from_slice(&alone);
+            assert_eq!(validate_value(&map, l), Ok(()), "{b:#x} in a map");
+            // One byte short is truncated, one byte more is trailing.
+            assert_eq!(
+                validate_args(&items[..items.len() - 1], l),
+                Err(DecodeError::Truncated),
+                "{b:#x} cut"
+            );
+            items.push(0);
+            assert_eq!(
+                validate_args(&items, l),
+                Err(DecodeError::Trailing),
+                "{b:#x}"
+            );
+        }
     }
 }
