@@ -1097,7 +1097,7 @@ impl WorkerIo<'_> {
                 let function = ShortStr::new(function);
                 // Only handlers that get their arguments as a pointer (the C
                 // API's, and calls taken with `next`) can answer in place.
-                if payload.len() >= IN_PLACE_MIN && !matches!(route, Route::Call(_)) {
+                if bytes.len() >= IN_PLACE_MIN && !matches!(route, Route::Call(_)) {
                     reply.source = Some(frame::Received::share(&mut payload));
                 }
                 let incoming = Incoming {
