@@ -77,6 +77,9 @@ impl Condvar {
     }
 
     /// Waits until notified or `deadline`; true when the deadline passed.
+    /// A deadline already passed still lets go of the mutex for a moment (a
+    /// loop that waits again lets other threads in), at the cost of a system
+    /// call: a caller that only polls checks the deadline first.
     pub fn wait_until<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
