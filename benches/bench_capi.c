@@ -439,10 +439,6 @@ static void case_async64(void) {
     window_case("async64_calls_per_s", "mf_call_async add, 64 in flight", async_run);
 }
 
-/* async64_queue: the same window from a producer thread that takes the
- * completions itself, in batches, from an mf_queue (mf_call_queued /
- * mf_queue_next): one wake-up per batch, and no callback on the library's
- * thread. */
 /* Queues calls add(issued, 1), add(issued + 1, 1), … until `window` are
  * out or `n` issued; returns the new count issued. */
 static long fill_window(mf_parent *p, mf_queue *q, long issued, long done, long n, int window) {
@@ -472,6 +468,10 @@ static long take_events(mf_queue *q, int64_t timeout_ms) {
     return (long)got;
 }
 
+/* async64_queue: the same window from a producer thread that takes the
+ * completions itself, in batches, from an mf_queue (mf_call_queued /
+ * mf_queue_next): one wake-up per batch, and no callback on the library's
+ * thread. */
 static double queue_run(mf_parent *p, long n, int window) {
     mf_queue *q = mf_queue_new();
     long issued = 0, done = 0;
