@@ -144,6 +144,18 @@ impl Frame {
         Frame(msg)
     }
 
+    /// A frame of `len` bytes for the caller to fill (see [`Frame::bytes_mut`]).
+    pub fn alloc(len: usize) -> Frame {
+        let mut msg = zmq_sys::zmq_msg_t::default();
+        // SAFETY: as in `copy`: `len` writable bytes, or abort on exhaustion.
+        unsafe {
+            if zmq_sys::zmq_msg_init_size(&mut msg, len) != 0 {
+                std::process::abort();
+            }
+        }
+        Frame(msg)
+    }
+
     /// A frame that takes `payload`: copied (and the buffer recycled) when
     /// it is small, handed over as it is from [`ZERO_COPY_MIN`] bytes on.
     pub fn owned(payload: Vec<u8>) -> Frame {
@@ -194,6 +206,24 @@ impl Frame {
         unsafe {
             let data = zmq_sys::zmq_msg_data(std::ptr::addr_of!(self.0).cast_mut());
             std::slice::from_raw_parts(data.cast::<u8>(), len)
+        }
+    }
+
+    /// The frame's bytes, to write into.
+    ///
+    /// # Safety
+    /// Nothing else refers to these bytes: the frame was made by
+    /// [`Frame::alloc`] and not shared (see [`Received::share`]).
+    pub unsafe fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len();
+        if len == 0 {
+            return &mut [];
+        }
+        // SAFETY: `len` bytes at the data pointer, alive with the message and
+        // (by the caller's promise) referred to by nobody else.
+        unsafe {
+            let data = zmq_sys::zmq_msg_data(&mut self.0);
+            std::slice::from_raw_parts_mut(data.cast::<u8>(), len)
         }
     }
 

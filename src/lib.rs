@@ -11,6 +11,7 @@ pub mod ffi;
 pub mod frame;
 pub mod ids;
 pub mod json;
+pub mod link;
 pub mod log;
 pub mod options;
 pub mod parent;

@@ -1,4 +1,5 @@
-//! A Linux eventfd used to wake a thread that sleeps in `zmq_poll`.
+//! Waking and sleeping: a Linux eventfd used to wake a thread that sleeps
+//! in poll(2), the poll itself, and an epoll set for event loops.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -62,9 +63,17 @@ pub fn notify_fd(fd: RawFd) {
 /// This skips what `zmq_poll` adds per call (a `ZMQ_EVENTS` query and a
 /// zero-timeout poll before the real one, each a system call).
 pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout_ms: i64) -> [bool; N] {
-    let mut items = fds.map(|fd| libc::pollfd {
+    wait_ready(fds.map(|fd| (fd, libc::POLLIN)), timeout_ms)
+}
+
+/// Sleeps in poll(2) until one of the descriptors is ready for its events
+/// (`POLLIN`, `POLLOUT`) or `timeout_ms` passes (< 0: no limit); says
+/// which are ready (an error or hang-up counts as ready). Negative fds are
+/// ignored.
+pub fn wait_ready<const N: usize>(fds: [(RawFd, libc::c_short); N], timeout_ms: i64) -> [bool; N] {
+    let mut items = fds.map(|(fd, events)| libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     });
     let timeout = timeout_ms.clamp(-1, i64::from(libc::c_int::MAX)) as libc::c_int;
@@ -73,5 +82,58 @@ pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout_ms: i64) -> [bool;
     if n <= 0 {
         return [false; N];
     }
-    items.map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+    items.map(|p| p.revents & (p.events | libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+/// An epoll set: one descriptor that is readable while any descriptor in
+/// it is ready for its events, for an event loop to watch in place of
+/// descriptors that come and go.
+#[derive(Debug)]
+pub struct WatchSet {
+    fd: OwnedFd,
+}
+
+impl WatchSet {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: no memory arguments; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        Ok(WatchSet {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Watches `fd` for `events` (`libc::EPOLLIN`, `EPOLLOUT`).
+    pub fn add(&self, fd: RawFd, events: i32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events)
+    }
+
+    /// Changes what a watched `fd` is watched for.
+    pub fn modify(&self, fd: RawFd, events: i32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events)
+    }
+
+    /// Stops watching `fd` (before it is closed).
+    pub fn remove(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: i32) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: one epoll_event on the stack, read by the kernel only.
+        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
