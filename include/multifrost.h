@@ -336,6 +336,15 @@ enum mf_status mf_options_set_name(struct mf_options *o, const char *name);
 enum mf_status mf_options_set_bind_host(struct mf_options *o, const char *host);
 
 /**
+ * Whether a spawned worker is offered the private link (default 1 = yes):
+ * a worker built on this library then talks to its parent over a Unix
+ * socket pair made at spawn instead of the protocol's TCP connection,
+ * which costs much less per call. Workers of other implementations
+ * ignore the offer and connect as the protocol says either way.
+ */
+enum mf_status mf_options_set_private_link(struct mf_options *o, bool on);
+
+/**
  * Largest message accepted from the worker (>= 1024; default 64 MiB).
  * Larger messages are refused by libzmq before they are read.
  */

@@ -35,6 +35,9 @@ pub struct Options {
     pub bind_host: String,
     /// Largest message accepted from the peer, in bytes (checked by libzmq before decoding).
     pub max_message_size: i64,
+    /// Offer a spawned worker the private link (see [`crate::link`]); a
+    /// worker of this library then uses it instead of the DEALER.
+    pub private_link: bool,
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -57,6 +60,7 @@ impl Default for Options {
             name: String::new(),
             bind_host: "127.0.0.1".to_owned(),
             max_message_size: 64 * 1024 * 1024,
+            private_link: true,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The parent (caller) side: one DEALER socket, driven by whichever thread
-//! is waiting for it (leader/follower).
+//! is waiting for it (leader/follower). A spawned worker of this library
+//! is reached over the private link instead (see [`crate::link`]): the
+//! leader then drives that stream the same way, and the DEALER idles.
 //!
 //! A blocking call finds the socket free most of the time: it takes it,
 //! sends its request, polls for the reply itself and puts the socket back —
@@ -22,6 +24,7 @@ use crate::codec::{self, Encoder, Kind, Limits};
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{self, Frame};
 use crate::ids::{self, IdGen, IdText};
+use crate::link::{self, Recv, Stream};
 use crate::log::{self, Level};
 use crate::options::Options;
 use crate::process::Process;
@@ -29,12 +32,13 @@ use crate::registry::Registry;
 use crate::stats::Stats;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::text::ShortStr;
-use crate::wake::{self, Wake};
+use crate::wake::{self, Wake, WatchSet};
 use crate::{bound_port, is_endpoint, zmq_context};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::ops::Range;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
@@ -226,7 +230,9 @@ struct Heartbeat {
 /// Everything the threads share, behind one mutex held only for bookkeeping.
 struct Core {
     /// `None` while a thread leads (holds it outside the lock).
-    socket: Option<zmq::Socket>,
+    link: Option<Link>,
+    /// A stream to a worker just started, for the leader to take up.
+    offered: Option<Stream>,
     leader: bool,
     /// The leader is (about to be) asleep in `zmq_poll` and has seen an
     /// empty send queue: whoever queues a payload must wake it. While it is
@@ -281,17 +287,21 @@ impl Core {
     /// end overdue calls, and follow a rediscovery a failure asked for.
     fn start_turn(
         &mut self,
-        socket: &zmq::Socket,
+        link: &mut Link,
         now: Instant,
         out: &mut VecDeque<Frame>,
         finished: &mut Finished,
+        stats: &Stats,
     ) {
         self.leader_sleeping = false;
+        if let Some(stream) = self.offered.take() {
+            link.offer(stream, stats);
+        }
         out.extend(self.outgoing.drain(..));
         self.expire(now, finished);
         if self.rediscover {
             self.rediscover = false;
-            rediscover(&mut self.target, socket);
+            rediscover(&mut self.target, &link.socket);
         }
     }
 
@@ -335,8 +345,9 @@ struct Shared {
     wake: Wake,
     /// Wakes the supervisor thread.
     sup_wake: Wake,
-    /// The socket's `ZMQ_FD`, for a watching event loop.
-    zmq_fd: std::os::fd::RawFd,
+    /// What a watching event loop polls: the DEALER's `ZMQ_FD` and the
+    /// private link's stream (see [`Parent::watch`]).
+    watch: Arc<WatchSet>,
     options: Options,
     limits: Limits,
     ids: IdGen,
@@ -442,10 +453,23 @@ impl Parent {
             }
         };
         let zmq_fd = socket.get_fd()?;
-        let shared = Arc::new(Shared {
+        let watch = Arc::new(WatchSet::new().map_err(|e| Error::io(format!("epoll: {e}")))?);
+        watch
+            .add(zmq_fd, libc::EPOLLIN)
+            .map_err(|e| Error::io(format!("epoll: {e}")))?;
+        let link = Link {
+            socket,
             zmq_fd,
+            stream: None,
+            direct: false,
+            watch: Arc::clone(&watch),
+            watch_out: false,
+        };
+        let shared = Arc::new(Shared {
+            watch,
             core: Mutex::new(Core {
-                socket: Some(socket),
+                link: Some(link),
+                offered: None,
                 leader: false,
                 leader_sleeping: false,
                 outgoing: VecDeque::new(),
@@ -615,7 +639,8 @@ impl Parent {
     /// thread, with no hop through the supervisor. A loop that leaves
     /// replies unread for more than 20 ms is relieved by the supervisor
     /// (which notices within about a tenth of a second). The descriptor
-    /// belongs to libzmq: watch a `dup` of it and close that yourself.
+    /// belongs to the parent and lives as long as it: watch a `dup` of it
+    /// and close that yourself.
     /// Call again to re-arm after `drive` returned false.
     pub fn watch(&self) -> Result<std::os::fd::RawFd> {
         let s = &self.shared;
@@ -624,7 +649,7 @@ impl Parent {
             return Err(Error::closed());
         }
         core.watch.armed = true;
-        Ok(s.zmq_fd)
+        Ok(s.watch.fd())
     }
 
     /// Stops trusting a watching loop (it stopped watching); the
@@ -643,21 +668,21 @@ impl Parent {
     /// [`Parent::watch`] re-arms it; replies reach their completions anyway).
     pub fn drive(&self) -> Result<bool> {
         let s = &self.shared;
-        let (socket, armed) = {
+        let (link, armed) = {
             let mut core = s.core.lock();
             if core.closing {
                 return Err(Error::closed());
             }
             core.watch.due = None;
             match s.take_lead(&mut core) {
-                Some(socket) => (socket, core.watch.armed),
+                Some(link) => (link, core.watch.armed),
                 None => {
                     core.watch.armed = false;
                     return Ok(false);
                 }
             }
         };
-        s.pass(socket);
+        s.pass(link);
         // Disarmed by the supervisor when the loop fell behind.
         Ok(armed)
     }
@@ -743,6 +768,7 @@ impl Parent {
             "dropped_malformed": r(&s.dropped_malformed),
             "dropped_unknown": r(&s.dropped_unknown),
             "worker_pid": s.worker_pid.load(Ordering::Relaxed),
+            "transport": if s.private_link.load(Ordering::Relaxed) { "link" } else { "zmq" },
         })
         .to_string()
     }
@@ -765,35 +791,35 @@ enum Role<'a> {
 impl Shared {
     /// Registers a call and either leads until it ends or waits for a leader to end it.
     fn run_sync(&self, slot: &Arc<Slot>, id: IdText, payload: Frame, pending: Pending) -> Outcome {
-        if let Some(socket) = self.enqueue(id, payload, pending)? {
-            self.lead(socket, Role::Caller(slot));
+        if let Some(link) = self.enqueue(id, payload, pending)? {
+            self.lead(link, Role::Caller(slot));
         }
         self.wait(slot)
     }
 
     fn submit_async(&self, id: IdText, payload: Frame, pending: Pending) -> Result<()> {
-        if let Some(socket) = self.enqueue(id, payload, pending)? {
-            // Nobody drives the socket: send from this thread, so the request
+        if let Some(link) = self.enqueue(id, payload, pending)? {
+            // Nobody drives the link: send from this thread, so the request
             // is on its way before the supervisor or a watching event loop
             // (which wait for the reply) has even woken up.
-            self.pass(socket);
+            self.pass(link);
         }
         Ok(())
     }
 
-    /// Registers a call; returns the socket when nobody leads (the caller
+    /// Registers a call; returns the link when nobody leads (the caller
     /// leads now), otherwise wakes the leader if it sleeps.
-    fn enqueue(&self, id: IdText, payload: Frame, pending: Pending) -> Result<Option<zmq::Socket>> {
-        let (socket, wake) = {
+    fn enqueue(&self, id: IdText, payload: Frame, pending: Pending) -> Result<Option<Link>> {
+        let (link, wake) = {
             let mut core = self.core.lock();
             self.register(&mut core, id, payload, pending)?;
-            let socket = self.take_lead(&mut core);
-            (socket, core.wake_sleeping_leader())
+            let link = self.take_lead(&mut core);
+            (link, core.wake_sleeping_leader())
         };
         if wake {
             self.wake.notify();
         }
-        Ok(socket)
+        Ok(link)
     }
 
     /// One turn that never blocks, with a briefly held lead: expires
@@ -801,30 +827,30 @@ impl Shared {
     /// arrived, then hands the lead on (to a blocked caller, a watching
     /// event loop or the supervisor). Its last socket call is a recv that
     /// found nothing, so a watcher's `ZMQ_FD` stays meaningful.
-    fn pass(&self, mut socket: zmq::Socket) {
+    fn pass(&self, mut link: Link) {
         let mut finished = Vec::new();
         let mut out = VecDeque::new();
-        self.core
-            .lock()
-            .start_turn(&socket, Instant::now(), &mut out, &mut finished);
+        self.core.lock().start_turn(
+            &mut link,
+            Instant::now(),
+            &mut out,
+            &mut finished,
+            &self.stats,
+        );
         self.deliver(finished);
-        send_queued(&mut socket, &mut out);
-        self.receive(&mut socket, &mut Vec::new());
-        self.step_down(&mut self.core.lock(), socket, out);
+        link.send_queued(&mut out, &self.stats);
+        self.receive(&mut link, &mut Vec::new());
+        self.step_down(&mut self.core.lock(), link, out);
     }
 
-    /// Gives the socket back (unsent payloads first in the queue again) and
+    /// Gives the link back (unsent payloads first in the queue again) and
     /// hands the lead on.
-    fn step_down(
-        &self,
-        core: &mut MutexGuard<'_, Core>,
-        socket: zmq::Socket,
-        mut out: VecDeque<Frame>,
-    ) {
+    fn step_down(&self, core: &mut MutexGuard<'_, Core>, mut link: Link, mut out: VecDeque<Frame>) {
         while let Some(p) = out.pop_back() {
             core.outgoing.push_front(p);
         }
-        core.socket = Some(socket);
+        link.settle_watch();
+        core.link = Some(link);
         core.leader = false;
         self.hand_off(core);
     }
@@ -866,14 +892,14 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes the socket if nobody leads.
-    fn take_lead(&self, core: &mut Core) -> Option<zmq::Socket> {
+    /// Takes the link if nobody leads.
+    fn take_lead(&self, core: &mut Core) -> Option<Link> {
         if core.leader || core.closing {
             return None;
         }
-        let socket = core.socket.take()?;
+        let link = core.link.take()?;
         core.leader = true;
-        Some(socket)
+        Some(link)
     }
 
     /// Blocks until the call has ended, leading whenever the lead is free
@@ -894,7 +920,7 @@ impl Shared {
                 }
                 std::mem::take(&mut st.offer)
             };
-            let socket = {
+            let link = {
                 let mut core = self.core.lock();
                 if !core.leader && (offered || core.needs_leader()) {
                     self.take_lead(&mut core)
@@ -905,8 +931,8 @@ impl Shared {
                     None
                 }
             };
-            if let Some(socket) = socket {
-                self.lead(socket, Role::Caller(slot));
+            if let Some(link) = link {
+                self.lead(link, Role::Caller(slot));
                 continue;
             }
             let mut st = slot.state.lock();
@@ -996,18 +1022,17 @@ impl Shared {
         p.completion.deliver(outcome);
     }
 
-    /// Drives the socket until the role's work is done, then steps down.
-    fn lead(&self, mut socket: zmq::Socket, mut role: Role<'_>) {
+    /// Drives the link until the role's work is done, then steps down.
+    fn lead(&self, mut link: Link, mut role: Role<'_>) {
         let mut out: VecDeque<Frame> = VecDeque::new();
         let mut batch: Vec<Frame> = Vec::with_capacity(16);
         let mut last_check = Instant::now();
-        let zmq_fd = self.zmq_fd;
         loop {
             let mut finished = Vec::new();
             let now = Instant::now();
             let timeout = {
                 let mut core = self.core.lock();
-                core.start_turn(&socket, now, &mut out, &mut finished);
+                core.start_turn(&mut link, now, &mut out, &mut finished, &self.stats);
                 let done = core.closing
                     || match &role {
                         Role::Caller(slot) => {
@@ -1019,7 +1044,7 @@ impl Shared {
                         Role::Supervisor(_) => !core.needs_leader() && out.is_empty(),
                     };
                 if done {
-                    self.step_down(&mut core, socket, out);
+                    self.step_down(&mut core, link, out);
                     drop(core);
                     self.deliver(finished);
                     return;
@@ -1033,11 +1058,14 @@ impl Shared {
                 })
             };
             self.deliver(finished);
-            send_queued(&mut socket, &mut out);
+            link.send_queued(&mut out, &self.stats);
             // Replies may already be waiting: read them without a poll.
             // While they keep coming the supervisor still polls (with no wait,
             // to see its child and timers) every SUP_CHECK, not every batch.
-            let received = self.receive(&mut socket, &mut batch);
+            let received = self.receive(&mut link, &mut batch);
+            if link.direct && !out.is_empty() {
+                continue; // the worker said hello: what the DEALER refused goes on the link
+            }
             if received > 0 && (matches!(role, Role::Caller(_)) || now < last_check + SUP_CHECK) {
                 continue;
             }
@@ -1056,27 +1084,44 @@ impl Shared {
                 Role::Supervisor(sup) => sup.child.as_ref().and_then(Process::exit_fd),
                 Role::Caller(_) => None,
             };
+            let [a, b] = link.poll_items();
+            let exit_fd = exit_fd.unwrap_or(-1);
             let (readable, woken, exited) = if out.is_empty() {
-                // The last socket call was receive()'s failed recv.
-                let [readable, woken, exited] =
-                    wake::wait_readable([zmq_fd, self.wake.fd(), exit_fd.unwrap_or(-1)], timeout);
-                (readable, woken, exited)
+                // The last DEALER call was receive()'s failed recv.
+                let [ra, rb, woken, exited] = wake::wait_ready(
+                    [
+                        a,
+                        b,
+                        (self.wake.fd(), libc::POLLIN),
+                        (exit_fd, libc::POLLIN),
+                    ],
+                    timeout,
+                );
+                (ra || rb, woken, exited)
             } else {
                 // Waiting for a peer to send to: let libzmq watch for it.
+                // (A stream not said hello on yet is watched beside it.)
                 let events = zmq::POLLIN | zmq::POLLOUT;
-                let mut items = [
-                    socket.as_poll_item(events),
+                let mut items = vec![
+                    link.socket.as_poll_item(events),
                     zmq::PollItem::from_fd(self.wake.fd(), zmq::POLLIN),
-                    zmq::PollItem::from_fd(exit_fd.unwrap_or(-1), zmq::POLLIN),
                 ];
-                let n = if exit_fd.is_some() { 3 } else { 2 };
-                if zmq::poll(&mut items[..n], timeout).is_err() {
+                // Where the stream's and the exit descriptor's items are, if any.
+                let mut at = |fd: RawFd| {
+                    (fd >= 0).then(|| {
+                        items.push(zmq::PollItem::from_fd(fd, zmq::POLLIN));
+                        items.len() - 1
+                    })
+                };
+                let (stream_at, exit_at) = (at(b.0), at(exit_fd));
+                if zmq::poll(&mut items, timeout).is_err() {
                     (false, false, false)
                 } else {
+                    let ready = |i: Option<usize>| i.is_some_and(|i| items[i].is_readable());
                     (
-                        items[0].is_readable(),
+                        items[0].is_readable() || ready(stream_at),
                         items[1].is_readable(),
-                        n == 3 && items[2].is_readable(),
+                        ready(exit_at),
                     )
                 }
             };
@@ -1084,7 +1129,7 @@ impl Shared {
                 self.wake.drain();
             }
             if readable {
-                self.receive(&mut socket, &mut batch);
+                self.receive(&mut link, &mut batch);
             }
             if let Role::Supervisor(sup) = &mut role {
                 sup.tick(exited);
@@ -1094,25 +1139,14 @@ impl Shared {
 
     /// Reads what is waiting and routes each reply to its call; returns
     /// how many messages it read.
-    fn receive(&self, socket: &mut zmq::Socket, batch: &mut Vec<Frame>) -> usize {
+    fn receive(&self, link: &mut Link, batch: &mut Vec<Frame>) -> usize {
         let mut total = 0;
         loop {
             batch.clear();
             while batch.len() < RECV_BATCH {
-                let Some(first) = Frame::recv(socket, zmq::DONTWAIT) else {
+                let Some(payload) = link.next_payload(&self.stats) else {
                     break;
                 };
-                if !first.is_empty() || !first.more() {
-                    self.drop_rest(socket, first.more());
-                    continue;
-                }
-                let Some(payload) = Frame::recv(socket, zmq::DONTWAIT) else {
-                    break;
-                };
-                if payload.more() {
-                    self.drop_rest(socket, true);
-                    continue;
-                }
                 batch.push(payload);
             }
             if batch.is_empty() {
@@ -1131,14 +1165,6 @@ impl Shared {
             if !full {
                 return total;
             }
-        }
-    }
-
-    /// Counts a message with the wrong frames and discards what is left of it.
-    fn drop_rest(&self, socket: &mut zmq::Socket, mut more: bool) {
-        self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
-        while more {
-            more = Frame::recv(socket, zmq::DONTWAIT).is_some_and(|f| f.more());
         }
     }
 
@@ -1297,17 +1323,6 @@ fn heartbeat(id: &IdText) -> Frame {
     })
 }
 
-/// Sends what is queued, oldest first; stops at the first refusal (no peer
-/// yet), leaving it and the rest in `out`.
-fn send_queued(socket: &mut zmq::Socket, out: &mut VecDeque<Frame>) {
-    while let Some(p) = out.pop_front() {
-        if let Err(p) = try_send(socket, p) {
-            out.push_front(p);
-            break;
-        }
-    }
-}
-
 /// Sends `[empty, payload]` without blocking; gives the payload back when
 /// libzmq has no peer to take it yet.
 fn try_send(socket: &mut zmq::Socket, payload: Frame) -> std::result::Result<(), Frame> {
@@ -1317,6 +1332,189 @@ fn try_send(socket: &mut zmq::Socket, payload: Frame) -> std::result::Result<(),
     // Once the first frame is accepted the rest of the message is too.
     let _ = frame::send(socket, payload, zmq::DONTWAIT);
     Ok(())
+}
+
+/// What a leader drives: the DEALER, and for a spawned worker of this
+/// library the private link, which carries everything once the worker has
+/// said hello on it (see [`crate::link`]).
+struct Link {
+    socket: zmq::Socket,
+    zmq_fd: RawFd,
+    stream: Option<Stream>,
+    /// The worker said hello: the stream carries the traffic, and the
+    /// DEALER is left alone.
+    direct: bool,
+    /// What a watching event loop polls (see [`Parent::watch`]).
+    watch: Arc<WatchSet>,
+    /// The watch set asks for the stream's writability too.
+    watch_out: bool,
+}
+
+/// What reading the stream led to, for [`Link::next_payload`].
+enum FromStream {
+    Payload(Frame),
+    Drained,
+    /// Not a link of ours (no hello first), or its peer is gone.
+    Lost(&'static str),
+}
+
+impl Link {
+    /// A fresh stream to a worker just started: used once it says hello.
+    fn offer(&mut self, stream: Stream, stats: &Stats) {
+        self.forget_stream(stats, None);
+        if self.watch.add(stream.fd(), libc::EPOLLIN).is_ok() {
+            self.stream = Some(stream);
+        }
+    }
+
+    fn forget_stream(&mut self, stats: &Stats, why: Option<&str>) {
+        if let Some(stream) = self.stream.take() {
+            let _ = self.watch.remove(stream.fd());
+            if let Some(why) = why {
+                log::emit(Level::Debug, "link_closed", why, &[]);
+            }
+        }
+        if self.direct {
+            let _ = self.watch.add(self.zmq_fd, libc::EPOLLIN);
+        }
+        self.direct = false;
+        self.watch_out = false;
+        stats.private_link.store(false, Ordering::Relaxed);
+    }
+
+    /// The worker said hello on the stream: use it alone. The DEALER's
+    /// descriptor leaves the watch set, as nothing reads the DEALER now
+    /// (it would stay readable once anything reached it).
+    fn go_direct(&mut self, stats: &Stats) {
+        if !self.direct {
+            self.direct = true;
+            let _ = self.watch.remove(self.zmq_fd);
+            stats.private_link.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// While the stream is in use, drops what reached the DEALER (nobody
+    /// of ours sends there), so it cannot pile up in libzmq.
+    fn drop_strays(&mut self, stats: &Stats) {
+        if !self.direct {
+            return;
+        }
+        while let Some(f) = Frame::recv(&mut self.socket, zmq::DONTWAIT) {
+            if !f.more() {
+                stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends what is queued, oldest first. On the DEALER it stops at the
+    /// first refusal (no peer yet), leaving that payload and the rest in `out`.
+    fn send_queued(&mut self, out: &mut VecDeque<Frame>, stats: &Stats) {
+        if let (true, Some(stream)) = (self.direct, &mut self.stream) {
+            for p in out.drain(..) {
+                stream.send(p);
+            }
+            if stream.flush().is_err() {
+                self.forget_stream(stats, Some("the worker closed the private link"));
+            }
+            return;
+        }
+        while let Some(p) = out.pop_front() {
+            if let Err(p) = try_send(&mut self.socket, p) {
+                out.push_front(p);
+                break;
+            }
+        }
+    }
+
+    /// The next payload from the worker, or `None` when nothing more is
+    /// waiting. Frames that are not `[empty, payload]` are counted and dropped.
+    fn next_payload(&mut self, stats: &Stats) -> Option<Frame> {
+        if self.stream.is_some() {
+            match self.read_stream(stats) {
+                FromStream::Payload(p) => return Some(p),
+                FromStream::Drained if self.direct => return None,
+                FromStream::Drained => {}
+                FromStream::Lost(why) => self.forget_stream(stats, Some(why)),
+            }
+        }
+        loop {
+            let first = Frame::recv(&mut self.socket, zmq::DONTWAIT)?;
+            if !first.is_empty() || !first.more() {
+                self.drop_rest(first.more(), stats);
+                continue;
+            }
+            let payload = Frame::recv(&mut self.socket, zmq::DONTWAIT)?;
+            if payload.more() {
+                self.drop_rest(true, stats);
+                continue;
+            }
+            if self.stream.is_some() {
+                // A worker of another implementation answers on the port.
+                self.forget_stream(stats, None);
+            }
+            return Some(payload);
+        }
+    }
+
+    fn read_stream(&mut self, stats: &Stats) -> FromStream {
+        loop {
+            let Some(stream) = &mut self.stream else {
+                return FromStream::Drained;
+            };
+            match stream.recv() {
+                Recv::Message(p) if p.bytes() == link::HELLO => self.go_direct(stats),
+                Recv::Message(p) if self.direct => return FromStream::Payload(p),
+                Recv::Message(_) => return FromStream::Lost("no hello on the private link"),
+                Recv::Oversized(_) => {
+                    stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                }
+                Recv::Empty => return FromStream::Drained,
+                Recv::Closed => return FromStream::Lost("the worker closed the private link"),
+            }
+        }
+    }
+
+    /// Counts a message with the wrong frames and discards what is left of it.
+    fn drop_rest(&mut self, mut more: bool, stats: &Stats) {
+        stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+        while more {
+            more = Frame::recv(&mut self.socket, zmq::DONTWAIT).is_some_and(|f| f.more());
+        }
+    }
+
+    /// What to sleep on for the worker's messages: the stream once in use
+    /// (and its writability while it has unsent bytes), otherwise the
+    /// DEALER's `ZMQ_FD` and a stream not yet said hello on.
+    fn poll_items(&self) -> [(RawFd, libc::c_short); 2] {
+        match (&self.stream, self.direct) {
+            (Some(s), true) => {
+                let out = if s.wants_write() { libc::POLLOUT } else { 0 };
+                [(s.fd(), libc::POLLIN | out), (-1, 0)]
+            }
+            (Some(s), false) => [(self.zmq_fd, libc::POLLIN), (s.fd(), libc::POLLIN)],
+            (None, _) => [(self.zmq_fd, libc::POLLIN), (-1, 0)],
+        }
+    }
+
+    /// Before the link is put down: a watching event loop must also wake
+    /// when the stream can take the bytes still queued.
+    fn settle_watch(&mut self) {
+        let Some(s) = &self.stream else { return };
+        let want_out = self.direct && s.wants_write();
+        if want_out != self.watch_out {
+            let events = libc::EPOLLIN | if want_out { libc::EPOLLOUT } else { 0 };
+            if self.watch.modify(s.fd(), events).is_ok() {
+                self.watch_out = want_out;
+            }
+        }
+    }
+
+    /// Sends one payload at once (the parting `shutdown`); whether it went.
+    fn send_now(&mut self, payload: Frame, stats: &Stats) -> bool {
+        let mut out = VecDeque::from([payload]);
+        self.send_queued(&mut out, stats);
+        out.is_empty() && !self.stream.as_ref().is_some_and(Stream::wants_write)
+    }
 }
 
 /// After a failure: a service may have restarted on another port (look it
@@ -1415,23 +1613,23 @@ impl Supervisor {
             if self.next_drain <= Instant::now() {
                 self.drain_idle();
             }
-            let (socket, timeout) = {
+            let (link, timeout) = {
                 let mut core = self.shared.core.lock();
                 if core.closing {
                     return;
                 }
                 let now = Instant::now();
-                let socket = if core.needs_leader() {
+                let link = if core.needs_leader() {
                     self.shared.take_lead(&mut core)
                 } else {
                     None
                 };
                 // A watching event loop that keeps up polls for its calls:
                 // then only send what is queued (a heartbeat) and expire.
-                let socket = match socket {
-                    Some(s) if core.watch.responsible(now) => {
+                let link = match link {
+                    Some(l) if core.watch.responsible(now) => {
                         drop(core);
-                        self.shared.pass(s);
+                        self.shared.pass(l);
                         core = self.shared.core.lock();
                         None
                     }
@@ -1440,11 +1638,11 @@ impl Supervisor {
                 let timeout = self.next_timer(&core, false).map_or(-1, |t| {
                     t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
                 });
-                (socket, timeout)
+                (link, timeout)
             };
-            if let Some(socket) = socket {
+            if let Some(link) = link {
                 let shared = Arc::clone(&self.shared);
-                shared.lead(socket, Role::Supervisor(self));
+                shared.lead(link, Role::Supervisor(self));
                 // Leading read everything that arrived meanwhile.
                 self.next_drain = Instant::now() + IDLE_DRAIN;
                 continue;
@@ -1468,9 +1666,10 @@ impl Supervisor {
     /// call is outstanding), so unsolicited frames never pile up in libzmq.
     fn drain_idle(&mut self) {
         self.next_drain = Instant::now() + IDLE_DRAIN;
-        let socket = self.shared.take_lead(&mut self.shared.core.lock());
-        if let Some(socket) = socket {
-            self.shared.pass(socket);
+        let link = self.shared.take_lead(&mut self.shared.core.lock());
+        if let Some(mut link) = link {
+            link.drop_strays(&self.shared.stats);
+            self.shared.pass(link);
         }
     }
 
@@ -1567,7 +1766,28 @@ impl Supervisor {
         let Target::Spawn { program, args } = &self.target else {
             return Ok(());
         };
-        let child = Process::spawn(program, args, self.port, &self.shared.name)?;
+        let s = &self.shared;
+        // The private link, unless turned off (a failure to make one only
+        // means the DEALER is used).
+        let (stream, theirs) = match s.options.private_link {
+            true => Stream::pair(s.options.max_message_size as u64).ok().unzip(),
+            false => (None, None),
+        };
+        let child = Process::spawn(program, args, self.port, theirs.as_ref(), &s.name)?;
+        drop(theirs);
+        if let Some(stream) = stream {
+            let mut core = s.core.lock();
+            match core.link.as_mut() {
+                Some(link) => link.offer(stream, &s.stats),
+                None => {
+                    // Someone leads: it takes the stream up at its next turn.
+                    core.offered = Some(stream);
+                    if core.wake_sleeping_leader() {
+                        s.wake.notify();
+                    }
+                }
+            }
+        }
         self.shared
             .stats
             .worker_pid
@@ -1669,11 +1889,11 @@ impl Supervisor {
         if let Some(mut child) = self.child.take() {
             // First the protocol's own `shutdown`, so a worker can stop
             // cleanly; SIGTERM only if it is still there a moment later.
-            let socket = self.shared.core.lock().socket.take();
-            if let Some(mut socket) = socket {
+            let link = self.shared.core.lock().link.take();
+            if let Some(mut link) = link {
                 let id = self.shared.ids.next();
                 let payload = frame::encode(96, |b| Encoder::new(b).shutdown(ids::as_str(&id)));
-                if try_send(&mut socket, payload).is_ok() {
+                if link.send_now(payload, &self.shared.stats) {
                     let polite = self
                         .shared
                         .options
@@ -1681,7 +1901,7 @@ impl Supervisor {
                         .min(Duration::from_millis(500));
                     child.wait_exit(polite);
                 }
-                self.shared.core.lock().socket = Some(socket);
+                self.shared.core.lock().link = Some(link);
             }
             let status = child.terminate(self.shared.options.shutdown_grace);
             log::emit(

@@ -40,11 +40,20 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `program` with `args` and the spawn-mode environment.
+    /// Starts `program` with `args` and the spawn-mode environment; `link`
+    /// is the child's end of a private link (see [`crate::link`]), left
+    /// open across the exec and named in `MULTIFROST_LINK`.
     /// Must be called from a thread that outlives the child: on Linux the
     /// death signal follows the thread that forked, not the process.
-    pub fn spawn(program: &str, args: &[String], port: u16, name: &str) -> Result<Process> {
+    pub fn spawn(
+        program: &str,
+        args: &[String],
+        port: u16,
+        link: Option<&OwnedFd>,
+        name: &str,
+    ) -> Result<Process> {
         let parent_pid = std::process::id() as libc::pid_t;
+        let link_fd = link.map_or(-1, AsRawFd::as_raw_fd);
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env("COMLINK_ZMQ_PORT", port.to_string())
@@ -52,14 +61,23 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if link_fd >= 0 {
+            cmd.env(crate::link::ENV, format!("{link_fd}:{parent_pid}"));
+        } else {
+            // One this process inherited is not meant for its children.
+            cmd.env_remove(crate::link::ENV);
+        }
         // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe calls (prctl, getppid, _exit).
+        // async-signal-safe calls (prctl, getppid, fcntl, _exit).
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
                 // The parent may have died before prctl took effect.
                 if libc::getppid() != parent_pid {
                     libc::_exit(1);
+                }
+                if link_fd >= 0 && libc::fcntl(link_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });

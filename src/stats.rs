@@ -1,6 +1,6 @@
 //! Lock-free counters and a latency histogram for a parent's metrics.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Sub-buckets per power of two: percentiles are within ~9 % of the truth.
@@ -105,6 +105,9 @@ pub struct Stats {
     /// Replies whose id matched no pending call (late or unknown).
     pub dropped_unknown: AtomicU64,
     pub worker_pid: AtomicI64,
+    /// The worker is reached over the private link (see [`crate::link`]),
+    /// not the DEALER.
+    pub private_link: AtomicBool,
 }
 
 #[cfg(test)]

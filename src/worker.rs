@@ -1,5 +1,6 @@
-//! The worker (child) side: a ROUTER socket driven by one I/O thread that
-//! answers heartbeats at once and hands calls to handler threads.
+//! The worker (child) side: a ROUTER socket (or, spawned by a parent of
+//! this library, the private link of [`crate::link`]) driven by one I/O
+//! thread that answers heartbeats at once and hands calls to handler threads.
 //!
 //! Handlers never run on the I/O thread, so a long call never delays a
 //! heartbeat echo. A handler answers through a [`ReplyHandle`], during the
@@ -9,6 +10,7 @@
 use crate::codec::{self, Encoder, Kind, Limits};
 use crate::error::{Error, Result};
 use crate::frame::{self, Frame};
+use crate::link::{self, Recv, Stream};
 use crate::log::{self, Level};
 use crate::registry::Registry;
 use crate::sync::{Condvar, Mutex, RwLock};
@@ -38,6 +40,8 @@ const IN_PLACE_MIN: usize = 64 * 1024;
 /// The default largest message a worker accepts (the parents' default too).
 const DEFAULT_MAX_MESSAGE: i64 = 64 * 1024 * 1024;
 const RECV_BATCH: usize = 512;
+/// Bytes of replies the link queues before writing them mid-burst.
+const FLUSH_AT: usize = 64 * 1024;
 /// How long `serve` waits, once stopped, for running handlers to answer.
 const STOP_GRACE: Duration = Duration::from_millis(1000);
 
@@ -151,6 +155,67 @@ struct Jobs {
     busy: usize,
 }
 
+/// How the worker reaches its parents: a ROUTER socket, or the private
+/// link from the parent that spawned it (see [`crate::link`]).
+enum Conn {
+    Zmq(zmq::Socket),
+    Link(Stream),
+}
+
+impl Conn {
+    /// The descriptor to poll: `ZMQ_FD` (see [`wake::wait_readable`]) or the stream.
+    fn fd(&self) -> Result<std::os::fd::RawFd> {
+        match self {
+            Conn::Zmq(socket) => Ok(socket.get_fd()?),
+            Conn::Link(stream) => Ok(stream.fd()),
+        }
+    }
+
+    /// Writes what the link has queued; false when the parent is gone.
+    fn flush(&mut self) -> bool {
+        match self {
+            Conn::Zmq(_) => true,
+            Conn::Link(stream) => stream.flush().is_ok(),
+        }
+    }
+
+    /// The events to sleep on: the stream's writability too while it has
+    /// unsent bytes.
+    fn events(&self) -> libc::c_short {
+        match self {
+            Conn::Link(stream) if stream.wants_write() => libc::POLLIN | libc::POLLOUT,
+            _ => libc::POLLIN,
+        }
+    }
+}
+
+/// This process's end of the private link from its parent: looked up once,
+/// taken by the spawn-mode worker that serves, and put back when it stops
+/// (with what it had half read), for a later `serve`.
+struct LinkSlot {
+    looked: bool,
+    stream: Option<Stream>,
+}
+
+static LINK: Mutex<LinkSlot> = Mutex::new(LinkSlot {
+    looked: false,
+    stream: None,
+});
+
+fn take_link(max: u64) -> Option<Stream> {
+    let mut slot = LINK.lock();
+    if !std::mem::replace(&mut slot.looked, true) {
+        slot.stream = Stream::from_env(max);
+    }
+    let mut stream = slot.stream.take()?;
+    stream.set_max(max);
+    Some(stream)
+}
+
+fn put_back_link(stream: Stream) {
+    LINK.lock().stream = Some(stream);
+}
+
 /// Who holds the socket. A driver thread polls it; when a call can run at
 /// once it parks the socket here and runs the handler itself (no hop to
 /// another thread). If that handler is still running after
@@ -158,9 +223,9 @@ struct Jobs {
 /// answered and new calls dispatched; the roles swap.
 #[derive(Default)]
 struct Baton {
-    socket: Option<zmq::Socket>,
-    /// The socket's `ZMQ_FD`, read once when serving starts.
-    zmq_fd: std::os::fd::RawFd,
+    socket: Option<Conn>,
+    /// The descriptor to poll (see [`Conn::fd`]), read once when serving starts.
+    fd: std::os::fd::RawFd,
     /// A handler runs inline since then (the socket is parked meanwhile).
     inline_since: Option<Instant>,
     last_inline: Option<Instant>,
@@ -539,8 +604,18 @@ impl Worker {
             return Err(Error::invalid("this worker is already serving"));
         }
         let opened = self.socket.lock().take();
-        let socket = match opened.map_or_else(|| self.open_socket(), Ok) {
-            Ok(s) => s,
+        let conn = match opened {
+            Some(socket) => Ok(Conn::Zmq(socket)),
+            None => match take_link(self.max_message_size.load(Ordering::Relaxed) as u64) {
+                Some(mut stream) => {
+                    stream.send(Frame::copy(link::HELLO));
+                    Ok(Conn::Link(stream))
+                }
+                None => self.open_socket().map(Conn::Zmq),
+            },
+        };
+        let socket = match conn {
+            Ok(c) => c,
             Err(e) => {
                 self.shared.serving.store(false, Ordering::Release);
                 return Err(e);
@@ -626,7 +701,7 @@ impl Worker {
 /// can run on the caller's thread or a background one.
 struct Serving {
     shared: Arc<Shared>,
-    socket: Mutex<Option<zmq::Socket>>,
+    socket: Mutex<Option<Conn>>,
     threads: usize,
     signals: Option<signals::Guard>,
     generation: u64,
@@ -637,7 +712,10 @@ impl Serving {
     fn run(self) -> Result<()> {
         let result = self.serve_loop();
         drop(self.signals);
-        drop(self.socket);
+        // Not taken when serving failed to start.
+        if let Some(Conn::Link(stream)) = self.socket.lock().take() {
+            put_back_link(stream);
+        }
         let unregistered = match &self.service {
             Some(id) => Registry::for_user().and_then(|r| r.unregister(id)),
             None => Ok(()),
@@ -658,11 +736,11 @@ impl Serving {
     fn serve_loop(&self) -> Result<()> {
         let shared = &self.shared;
         let socket = self.socket.lock().take();
-        let zmq_fd = match socket.as_ref().map(zmq::Socket::get_fd).transpose() {
+        let fd = match socket.as_ref().map(Conn::fd).transpose() {
             Ok(fd) => fd.unwrap_or(-1),
             Err(e) => {
                 *self.socket.lock() = socket;
-                return Err(e.into());
+                return Err(e);
             }
         };
         for i in 0..self.threads {
@@ -677,7 +755,7 @@ impl Serving {
             let mut b = shared.baton.lock();
             *b = Baton::default();
             b.socket = socket;
-            b.zmq_fd = zmq_fd;
+            b.fd = fd;
         }
         // Two drivers: one polls, the other stands by for a long inline handler.
         let drivers: Vec<_> = (0..2)
@@ -722,6 +800,18 @@ impl Serving {
                 local: &mut Local::default(),
             }
             .flush();
+            // Like the ROUTER's linger: up to a second for the link to take the last replies.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while socket.flush()
+                && socket.events() & libc::POLLOUT != 0
+                && Instant::now() < deadline
+            {
+                let fd = socket.fd().unwrap_or(-1);
+                wake::wait_ready([(fd, libc::POLLOUT)], 10);
+            }
+        }
+        if let Some(Conn::Link(stream)) = socket {
+            put_back_link(stream);
         }
         for d in drivers {
             if d.is_finished() {
@@ -755,7 +845,7 @@ struct Local {
 fn drive(shared: &Arc<Shared>, generation: u64) {
     let mut local = Local::default();
     loop {
-        let (socket, zmq_fd) = {
+        let (socket, fd) = {
             let mut b = shared.baton.lock();
             loop {
                 if b.done {
@@ -763,7 +853,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
                 }
                 let overdue = b.inline_since.is_none_or(|t| t.elapsed() >= INLINE_GRACE);
                 if b.socket.is_some() && overdue {
-                    break (b.socket.take(), b.zmq_fd);
+                    break (b.socket.take(), b.fd);
                 }
                 let watch = match b.inline_since {
                     Some(t) => Some(t + INLINE_GRACE),
@@ -783,7 +873,7 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
             }
         };
         let Some(socket) = socket else { continue };
-        match poll_turn(shared, socket, zmq_fd, generation, &mut local) {
+        match poll_turn(shared, socket, fd, generation, &mut local) {
             (Turn::Stop, socket) => {
                 let mut b = shared.baton.lock();
                 b.socket = Some(socket);
@@ -825,24 +915,24 @@ fn drive(shared: &Arc<Shared>, generation: u64) {
 /// One polling turn: until a call can run inline, or serving must stop.
 fn poll_turn(
     shared: &Arc<Shared>,
-    mut socket: zmq::Socket,
-    zmq_fd: std::os::fd::RawFd,
+    mut socket: Conn,
+    fd: std::os::fd::RawFd,
     generation: u64,
     local: &mut Local,
-) -> (Turn, zmq::Socket) {
+) -> (Turn, Conn) {
     let turn = poll_until_turn(
         &mut WorkerIo {
             shared,
             socket: &mut socket,
             local,
         },
-        zmq_fd,
+        fd,
         generation,
     );
     (turn, socket)
 }
 
-fn poll_until_turn(io: &mut WorkerIo<'_>, zmq_fd: std::os::fd::RawFd, generation: u64) -> Turn {
+fn poll_until_turn(io: &mut WorkerIo<'_>, fd: std::os::fd::RawFd, generation: u64) -> Turn {
     let shared = io.shared;
     // Replies that arrived while nobody polled (an inline reply among them).
     io.flush();
@@ -869,9 +959,25 @@ fn poll_until_turn(io: &mut WorkerIo<'_>, zmq_fd: std::os::fd::RawFd, generation
                 break Turn::Stop;
             }
             Received::Inline => break Turn::Inline,
+            Received::Closed => {
+                log::emit(
+                    Level::Info,
+                    "worker_link_closed",
+                    "the parent closed the private link; worker stopping",
+                    &[],
+                );
+                break Turn::Stop;
+            }
+        }
+        // Replies queued while reading go out in one write, before sleeping.
+        if !io.socket.flush() {
+            continue; // the next read sees the parent gone
         }
         // The last socket call was receive()'s failed recv.
-        let [_, woken] = wake::wait_readable([zmq_fd, shared.wake.fd()], -1);
+        let [_, woken] = wake::wait_ready(
+            [(fd, io.socket.events()), (shared.wake.fd(), libc::POLLIN)],
+            -1,
+        );
         if woken {
             shared.wake.drain();
             io.flush();
@@ -943,12 +1049,14 @@ enum Received {
     Shutdown,
     /// A call to run on this thread, in `Local::inline`.
     Inline,
+    /// The parent closed the private link.
+    Closed,
 }
 
 /// The I/O thread's view: the socket and the shared queues.
 struct WorkerIo<'a> {
     shared: &'a Arc<Shared>,
-    socket: &'a mut zmq::Socket,
+    socket: &'a mut Conn,
     local: &'a mut Local,
 }
 
@@ -964,21 +1072,36 @@ impl WorkerIo<'_> {
         self.local.spare = out;
     }
 
-    /// Sends `[identity, empty, payload]`; the routing frame goes back as it came.
+    /// Sends `[identity, empty, payload]`; the routing frame goes back as
+    /// it came. On the link the payload is queued for the next flush.
     fn send(&mut self, identity: Frame, payload: Frame) {
-        if frame::send(self.socket, identity, zmq::SNDMORE).is_err()
-            || frame::send(self.socket, Frame::empty(), zmq::SNDMORE).is_err()
+        let socket = match self.socket {
+            Conn::Zmq(socket) => socket,
+            Conn::Link(stream) => {
+                stream.send(payload);
+                // A long burst of replies goes out before the burst ends.
+                if stream.queued() >= FLUSH_AT {
+                    let _ = stream.flush();
+                }
+                return;
+            }
+        };
+        if frame::send(socket, identity, zmq::SNDMORE).is_err()
+            || frame::send(socket, Frame::empty(), zmq::SNDMORE).is_err()
         {
             return;
         }
         // Once the first frames are accepted the last is too.
-        let _ = frame::send(self.socket, payload, 0);
+        let _ = frame::send(socket, payload, 0);
     }
 
     /// Handles what is readable.
     fn receive(&mut self) -> Received {
+        if let Conn::Link(_) = self.socket {
+            return self.receive_link();
+        }
         for _ in 0..RECV_BATCH {
-            let Some(identity) = Frame::recv(self.socket, zmq::DONTWAIT) else {
+            let Some(identity) = self.recv_zmq() else {
                 return Received::More;
             };
             if !identity.more() {
@@ -1011,20 +1134,51 @@ impl WorkerIo<'_> {
         Received::Busy
     }
 
+    /// The link's messages: payloads alone, one parent, no routing frame.
+    fn receive_link(&mut self) -> Received {
+        for _ in 0..RECV_BATCH {
+            let Conn::Link(stream) = &mut *self.socket else {
+                return Received::More;
+            };
+            match stream.recv() {
+                Recv::Message(payload) => match self.handle(Frame::empty(), payload) {
+                    Received::More => {}
+                    other => return other,
+                },
+                Recv::Oversized(_) => {
+                    self.shared
+                        .stats
+                        .dropped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Recv::Empty => return Received::More,
+                Recv::Closed => return Received::Closed,
+            }
+        }
+        Received::Busy
+    }
+
+    fn recv_zmq(&mut self) -> Option<Frame> {
+        match self.socket {
+            Conn::Zmq(socket) => Frame::recv(socket, zmq::DONTWAIT),
+            Conn::Link(_) => None,
+        }
+    }
+
     /// The remaining two frames of a message; `None` when it has another
     /// number of them (what is left of it is drained).
     fn rest(&mut self) -> Option<[Frame; 2]> {
-        let first = Frame::recv(self.socket, zmq::DONTWAIT)?;
+        let first = self.recv_zmq()?;
         if !first.more() {
             return None;
         }
-        let second = Frame::recv(self.socket, zmq::DONTWAIT)?;
+        let second = self.recv_zmq()?;
         let mut more = second.more();
         if !more {
             return Some([first, second]);
         }
         while more {
-            more = Frame::recv(self.socket, zmq::DONTWAIT).is_some_and(|f| f.more());
+            more = self.recv_zmq().is_some_and(|f| f.more());
         }
         None
     }

@@ -85,6 +85,8 @@ fn auto_restart_brings_a_new_process() {
     let s = stats(&p);
     assert_eq!(s["restarts"], 1);
     assert_eq!(s["worker_pid"], second);
+    // The new process got a private link of its own.
+    assert_eq!(s["transport"], "link");
     assert_eq!(
         int(p.call("add", &int_args(&[2, 3]), 5000).unwrap().bytes()),
         5

@@ -141,6 +141,19 @@ pub unsafe extern "C" fn mf_options_set_bind_host(
     with(o, |o| o.set_bind_host(text(host, "host")?))
 }
 
+/// Whether a spawned worker is offered the private link (default 1 = yes):
+/// a worker built on this library then talks to its parent over a Unix
+/// socket pair made at spawn instead of the protocol's TCP connection,
+/// which costs much less per call. Workers of other implementations
+/// ignore the offer and connect as the protocol says either way.
+#[no_mangle]
+pub unsafe extern "C" fn mf_options_set_private_link(o: *mut mf_options, on: bool) -> mf_status {
+    with(o, |o| {
+        o.private_link = on;
+        Ok(())
+    })
+}
+
 /// Largest message accepted from the worker (>= 1024; default 64 MiB).
 /// Larger messages are refused by libzmq before they are read.
 #[no_mangle]

@@ -71,6 +71,8 @@ def test_c_parent_spawns_the_peer_worker(env: dict[str, str]) -> None:
     assert "factorial[-1] failed: MF_ERR_REMOTE: ValueError: factorial of a negative number" in r.stdout
     assert '"list":[1,2.5,null,true]' in r.stdout
     assert '"requests_total":5' in r.stdout
+    # The peer ignores the private link it was offered and answers on the port.
+    assert '"transport":"zmq"' in r.stdout
 
 
 def test_peer_parent_spawns_the_c_worker(env: dict[str, str]) -> None:
