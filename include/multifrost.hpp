@@ -197,6 +197,7 @@ struct Options {
   std::optional<std::string> name;                ///< the worker's name in logs [program file name]
   std::optional<std::string> bind_host;           ///< spawn-mode interface ["127.0.0.1"]
   std::optional<std::int64_t> max_message_size;   ///< bytes accepted from the worker [64 MiB]
+  std::optional<bool> private_link;               ///< offer a spawned worker the private link [true]
 };
 
 // ---------------------------------------------------------------------------
@@ -1148,6 +1149,7 @@ inline OptionsPtr make_options(const Options& o) {
   if (o.bind_host)
     check(mf_options_set_bind_host(p, c_text(*o.bind_host, "Options::bind_host").c_str()), "Options::bind_host");
   if (o.max_message_size) check(mf_options_set_max_message_size(p, *o.max_message_size), "Options::max_message_size");
+  if (o.private_link) check(mf_options_set_private_link(p, *o.private_link), "Options::private_link");
   return opts;
 }
 

@@ -40,6 +40,11 @@ type Options struct {
 	BindHost string
 	// MaxMessageSize is the largest message accepted from the worker [64 MiB].
 	MaxMessageSize int64
+	// DisablePrivateLink stops offering a spawned worker the private link
+	// (a Unix socket pair made at spawn): a worker built on this library
+	// then uses the protocol's TCP connection like any other worker
+	// [false = offered].
+	DisablePrivateLink bool
 }
 
 // Heartbeat settings. Zero Interval/Timeout/MaxMisses keep their defaults
@@ -158,6 +163,9 @@ func (o *Options) cOptions(wait time.Duration, op string) (*C.mf_options, error)
 	in.name = cstr(opts.Name)
 	in.bind_host = cstr(opts.BindHost)
 	in.max_message_size = C.int64_t(opts.MaxMessageSize)
+	if opts.DisablePrivateLink {
+		in.no_private_link = 1
+	}
 
 	var out *C.mf_options
 	var cerr *C.char

@@ -53,6 +53,7 @@ type Stats struct {
 	DroppedMalformed    uint64  `json:"dropped_malformed"`
 	DroppedUnknown      uint64  `json:"dropped_unknown"`
 	WorkerPID           int     `json:"worker_pid"` // 0 when there is none
+	Transport           string  `json:"transport"`  // "link" over the private link, else "zmq"
 }
 
 // pendingCall is what a call's cgo.Handle stands for: the channel its

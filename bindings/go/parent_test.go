@@ -376,6 +376,30 @@ func TestStats(t *testing.T) {
 	}
 }
 
+func TestStatsTransportIsLinkByDefaultAndZMQWithDisablePrivateLink(t *testing.T) {
+	for _, c := range []struct {
+		opts      *multifrost.Options
+		transport string
+	}{
+		{nil, "link"},
+		{&multifrost.Options{DisablePrivateLink: true}, "zmq"},
+	} {
+		p := spawn(t, c.opts)
+		st, err := p.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Transport != c.transport {
+			t.Errorf("options %+v: transport %q, want %q", c.opts, st.Transport, c.transport)
+		}
+		var sum int
+		if err := p.Call(bg(t), "add", &sum, 1, 2); err != nil || sum != 3 {
+			t.Errorf("options %+v: add(1, 2) = %d, %v", c.opts, sum, err)
+		}
+		p.Close()
+	}
+}
+
 func TestCloseWithCallsInFlight(t *testing.T) {
 	p := spawn(t, nil)
 	const n = 8

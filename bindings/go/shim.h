@@ -24,6 +24,7 @@ typedef struct mfgo_options {
     int64_t start_timeout_ms, connect_timeout_ms, shutdown_grace_ms;
     const char *name, *bind_host;
     int64_t max_message_size;
+    int no_private_link;
 } mfgo_options;
 
 mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **err);

@@ -77,6 +77,8 @@ export interface ParentOptions {
   bindHost?: string;
   /** Largest message accepted from the worker, bytes (64 MiB). */
   maxMessageSize?: number;
+  /** Offer a spawned worker the private link (default on); off makes a spawned worker of this library use the protocol's TCP connection like any other worker. */
+  privateLink?: boolean;
   /** Extra arguments for the spawned program (after `script --worker` for scripts). */
   args?: string[];
 }
@@ -116,6 +118,8 @@ export interface Metrics {
   dropped_malformed: number;
   dropped_unknown: number;
   worker_pid: number;
+  /** 'link' when the worker is reached over the private link, 'zmq' otherwise. */
+  transport: 'link' | 'zmq';
   [key: string]: unknown;
 }
 

@@ -226,6 +226,19 @@ TEST(ParentOptions, HeartbeatOff) {
   EXPECT_EQ(p.call<int>("add", 1, 2), 3);
 }
 
+TEST(ParentOptions, StatsSayLinkByDefaultAndZmqWithPrivateLinkOff) {
+  {
+    mf::Parent p = mf::Parent::spawn(CPP_TEST_WORKER);
+    EXPECT_NE(p.stats_json().find("\"transport\":\"link\""), std::string::npos) << p.stats_json();
+    EXPECT_EQ(p.call<int>("add", 1, 2), 3);
+  }
+  mf::Options options;
+  options.private_link = false;
+  mf::Parent p = mf::Parent::spawn(CPP_TEST_WORKER, {}, options);
+  EXPECT_NE(p.stats_json().find("\"transport\":\"zmq\""), std::string::npos) << p.stats_json();
+  EXPECT_EQ(p.call<int>("add", 1, 2), 3);
+}
+
 TEST(ParentVersion, MatchesTheHeader) {
   EXPECT_EQ(std::string(mf::version()), std::to_string(MF_VERSION_MAJOR) + "." + std::to_string(MF_VERSION_MINOR) +
                                             "." + std::to_string(MF_VERSION_PATCH));

@@ -125,6 +125,7 @@ function declare(lib) {
     optionsSetName: f('int mf_options_set_name(mf_options *o, const char *name)'),
     optionsSetBindHost: f('int mf_options_set_bind_host(mf_options *o, const char *host)'),
     optionsSetMaxMessageSize: f('int mf_options_set_max_message_size(mf_options *o, int64_t bytes)'),
+    optionsSetPrivateLink: f('int mf_options_set_private_link(mf_options *o, bool on)'),
 
     spawn: f('int mf_spawn(const char *program, const char **args, const mf_options *opts, _Out_ mf_parent **out)'),
     connect: f('int mf_connect(const char *target, const mf_options *opts, _Out_ mf_parent **out)'),

@@ -139,6 +139,7 @@ const OPTION_KEYS = new Set([
   'name',
   'bindHost',
   'maxMessageSize',
+  'privateLink',
   'args',
 ]);
 
@@ -221,6 +222,9 @@ function buildOptions(lib, options) {
     }
     if (options.maxMessageSize !== undefined) {
       checkStatus(lib, lib.optionsSetMaxMessageSize(o, options.maxMessageSize), 'maxMessageSize');
+    }
+    if (options.privateLink !== undefined) {
+      checkStatus(lib, lib.optionsSetPrivateLink(o, !!options.privateLink), 'privateLink');
     }
     return o;
   } catch (e) {

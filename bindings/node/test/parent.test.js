@@ -201,6 +201,22 @@ describe('spawn forms', () => {
     }
   });
 
+  it('metrics say transport "link" by default and "zmq" with privateLink: false', async () => {
+    for (const [options, transport] of [
+      [{}, 'link'],
+      [{ privateLink: false }, 'zmq'],
+    ]) {
+      const worker = ParentWorker.spawn(WORKER, process.execPath, options);
+      await worker.start();
+      try {
+        assert.equal(worker.metrics.transport, transport);
+        assert.equal(await worker.call.add(1, 2), 3);
+      } finally {
+        await worker.stop();
+      }
+    }
+  });
+
   it('an unknown option is a TypeError', () => {
     assert.throws(() => ParentWorker.spawn(WORKER, process.execPath, { timout: 5 }), /unknown option 'timout'/);
   });

@@ -179,6 +179,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("mf_options_set_name", c_int, mf_options_p, c_char_p)
     fn("mf_options_set_bind_host", c_int, mf_options_p, c_char_p)
     fn("mf_options_set_max_message_size", c_int, mf_options_p, c_int64)
+    fn("mf_options_set_private_link", c_int, mf_options_p, c_bool)
 
     # Parent.
     fn("mf_spawn", c_int, c_char_p, POINTER(c_char_p), mf_options_p, POINTER(mf_parent_p))

@@ -101,6 +101,7 @@ class _Plan:
     start_timeout: Optional[float] = None
     connect_timeout: Optional[float] = None
     shutdown_grace: Optional[float] = None
+    private_link: bool = True
 
     def options(self, namespace: Optional[str] = None) -> int:
         """A new ``mf_options`` for this plan; the caller frees it."""
@@ -143,6 +144,8 @@ class _Plan:
                 _check(
                     lib.mf_options_set_shutdown_grace(o, _ms(self.shutdown_grace, "shutdown_grace", allow_zero=True))
                 )
+            if not self.private_link:
+                _check(lib.mf_options_set_private_link(o, False))
         except BaseException:
             lib.mf_options_free(o)
             raise
@@ -741,6 +744,7 @@ class ParentWorker:
         breaker_counts_remote_errors: bool = False,
         start_timeout: Optional[float] = None,
         shutdown_grace: Optional[float] = None,
+        private_link: bool = True,
     ) -> "ParentWorker":
         """A worker to be started from ``script_path`` (not started yet).
 
@@ -767,6 +771,9 @@ class ParentWorker:
             breaker_counts_remote_errors: Count the function's own errors as failures.
             start_timeout: Seconds to wait for the worker's first answer (default 10).
             shutdown_grace: Seconds between SIGTERM and SIGKILL on close (default 2).
+            private_link: Offer the worker the private link (default on); off
+                makes a worker of this library use the protocol's TCP
+                connection like any other worker.
 
         Returns:
             The (not yet started) worker.
@@ -790,6 +797,7 @@ class ParentWorker:
             auto_restart=max_restart_attempts if auto_restart else 0,
             start_timeout=start_timeout,
             shutdown_grace=shutdown_grace,
+            private_link=private_link,
         )
         return cls(plan)
 
@@ -1000,7 +1008,8 @@ class ParentWorker:
         Keys include ``requests_total``, ``requests_success``, ``requests_failed``,
         ``remote_errors``, ``timeouts``, ``in_flight``, ``latency_p50_ms`` /
         ``_p95_ms`` / ``_p99_ms``, ``heartbeat_rtt_last_ms``, ``healthy``,
-        ``circuit_state``, ``circuit_trips``, ``restarts`` and ``worker_pid``.
+        ``circuit_state``, ``circuit_trips``, ``restarts``, ``worker_pid`` and
+        ``transport`` (``"link"`` over the private link, else ``"zmq"``).
         """
         return self._conn.stats() or {}
 

@@ -339,6 +339,15 @@ def test_spawn_with_namespace_option_reaches_a_namespaced_worker(sample_worker):
             worker.sync.call.add(1, 2)
 
 
+def test_stats_say_link_by_default_and_zmq_with_private_link_off(sample_worker):
+    with ParentWorker.spawn(sample_worker) as worker:
+        assert worker.metrics["transport"] == "link"
+        assert worker.sync.call.add(1, 2) == 3
+    with ParentWorker.spawn(sample_worker, private_link=False) as worker:
+        assert worker.metrics["transport"] == "zmq"
+        assert worker.sync.call.add(1, 2) == 3
+
+
 def test_missing_script_reports_the_interpreter_error(tmp_path):
     worker = ParentWorker.spawn(str(tmp_path / "nope.py"))
     with pytest.raises(multifrost.WorkerExitedError, match="nope.py"):
