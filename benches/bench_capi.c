@@ -18,6 +18,10 @@
  *                 mf_parent_watch's and mf_queue_fd's descriptors,
  *                 mf_parent_drive)                                         (calls/s)
  *   echo1mib      mf_call("echo", [1 MiB bin]) one after the other         (echoes/s)
+ *   call_seq_zmq, async64_zmq, echo1mib_zmq
+ *                 call_seq, async64 and echo1mib with the private link off:
+ *                 the protocol's own wire (libzmq on both sides), as a
+ *                 worker of another implementation is reached
  *
  * Every call checks its result; a wrong result or a failed call prints
  * "bench_capi: FAILED: ..." and exits 1. The results are one JSON object on
@@ -162,9 +166,15 @@ static size_t scaled(size_t n, size_t min) {
     return v < min ? min : v;
 }
 
+/* Whether spawned workers are offered the private link (the _zmq cases turn it off). */
+static bool private_link = true;
+
 static mf_parent *spawn(const char *program) {
     mf_parent *p = NULL;
-    mf_status s = mf_spawn(program, NULL, NULL, &p);
+    mf_options *o = mf_options_new();
+    if (!o || mf_options_set_private_link(o, private_link) != MF_OK) fail("mf_options: %s", mf_last_error());
+    mf_status s = mf_spawn(program, NULL, o, &p);
+    mf_options_free(o);
     if (s != MF_OK) fail("mf_spawn %s: %s: %s", program, mf_status_name(s), mf_last_error());
     return p;
 }
@@ -312,6 +322,12 @@ static void case_call_seq(void) {
     info_num("call_seq_calls", (double)n);
 }
 
+static void case_call_seq_zmq(void) {
+    private_link = false;
+    seq_latency("call_seq_zmq", "mf_call add [1,2], private link off", scaled(5000, 10), call_add_1_2);
+    private_link = true;
+}
+
 /* echo of a 100-byte string: the same round trip without the JSON handler. */
 static uint8_t echo_args[3 + 100];
 
@@ -437,6 +453,12 @@ static void window_case(const char *name, const char *label, double (*run)(mf_pa
 
 static void case_async64(void) {
     window_case("async64_calls_per_s", "mf_call_async add, 64 in flight", async_run);
+}
+
+static void case_async64_zmq(void) {
+    private_link = false;
+    window_case("async64_zmq_calls_per_s", "mf_call_async add, 64 in flight, private link off", async_run);
+    private_link = true;
 }
 
 /* Queues calls add(issued, 1), add(issued + 1, 1), … until `window` are
@@ -590,7 +612,7 @@ static void case_async64_cb(void) {
                 async_cb_run);
 }
 
-static void case_echo1mib(void) {
+static void echo1mib(const char *key, const char *label) {
     const size_t size = 1u << 20;
     size_t warmup = 10, n = scaled(250, 5);
     size_t len = 6 + size;
@@ -614,9 +636,19 @@ static void case_echo1mib(void) {
             fail("echo 1 MiB #%zu returned %zu bytes or other content", i, out.len);
         mf_buffer_free(out);
     }
-    metric("echo_1mib_per_s", (double)n / (now_s() - start), "echo/s", "higher", "mf_call echo 1 MiB bin");
+    metric(key, (double)n / (now_s() - start), "echo/s", "higher", label);
     free(args);
     mf_parent_close(p);
+}
+
+static void case_echo1mib(void) {
+    echo1mib("echo_1mib_per_s", "mf_call echo 1 MiB bin");
+}
+
+static void case_echo1mib_zmq(void) {
+    private_link = false;
+    echo1mib("echo_1mib_zmq_per_s", "mf_call echo 1 MiB bin, private link off");
+    private_link = true;
 }
 
 /* ---- main ---------------------------------------------------------------- */
@@ -633,6 +665,8 @@ static const struct bench_case cases[] = {
     {"async64", case_async64},     {"async64_cb", case_async64_cb},
     {"async64_queue", case_async64_queue}, {"async64_drive", case_async64_drive},
     {"echo1mib", case_echo1mib},
+    {"call_seq_zmq", case_call_seq_zmq},   {"async64_zmq", case_async64_zmq},
+    {"echo1mib_zmq", case_echo1mib_zmq},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
