@@ -18,6 +18,8 @@
  *                 mf_parent_watch's and mf_queue_fd's descriptors,
  *                 mf_parent_drive)                                         (calls/s)
  *   echo1mib      mf_call("echo", [1 MiB bin]) one after the other         (echoes/s)
+ *   drive_seq     async64_drive's loop with one call in flight: the
+ *                 sequential round trip of an event-loop caller            (µs/call)
  *   call_seq_zmq, async64_zmq, echo1mib_zmq
  *                 call_seq, async64 and echo1mib with the private link off:
  *                 the protocol's own wire (libzmq on both sides), as a
@@ -557,6 +559,18 @@ static double drive_run(mf_parent *p, long n, int window) {
     return (double)n / elapsed;
 }
 
+/* drive_seq: the same loop with one call in flight, which is what an
+ * event loop awaiting one call after another (Python's `await acall`,
+ * Node's `await call`) pays below its binding. */
+static void case_drive_seq(void) {
+    long n = (long)scaled(5000, 10);
+    mf_parent *p = spawn(worker_path);
+    drive_run(p, 300, 1);
+    metric("drive_seq_mean_us", 1e6 / drive_run(p, n, 1), "us", "lower",
+           "mf_call_queued + mf_parent_watch/drive, one call at a time (mean)");
+    mf_parent_close(p);
+}
+
 static void case_async64_drive(void) {
     window_case("async64_drive_calls_per_s",
                 "mf_call_queued add, 64 in flight, one thread reading replies itself (mf_parent_watch/drive)",
@@ -664,7 +678,7 @@ static const struct bench_case cases[] = {
     {"echo_seq", case_echo_seq},   {"threads4", case_threads4},
     {"async64", case_async64},     {"async64_cb", case_async64_cb},
     {"async64_queue", case_async64_queue}, {"async64_drive", case_async64_drive},
-    {"echo1mib", case_echo1mib},
+    {"echo1mib", case_echo1mib},           {"drive_seq", case_drive_seq},
     {"call_seq_zmq", case_call_seq_zmq},   {"async64_zmq", case_async64_zmq},
     {"echo1mib_zmq", case_echo1mib_zmq},
 };
