@@ -346,7 +346,8 @@ enum mf_status mf_options_set_private_link(struct mf_options *o, bool on);
 
 /**
  * Largest message accepted from the worker (>= 1024; default 64 MiB).
- * Larger messages are refused by libzmq before they are read.
+ * Larger messages are refused before they are read: by libzmq, or
+ * skipped unread on the private link.
  */
 enum mf_status mf_options_set_max_message_size(struct mf_options *o, int64_t bytes);
 
@@ -656,7 +657,8 @@ enum mf_status mf_worker_set_handle_signals(struct mf_worker *w, bool on);
 
 /**
  * Largest message accepted from a parent (>= 1024; default 64 MiB): libzmq
- * refuses a larger one before it is read (and drops that connection).
+ * refuses a larger one before it is read (and drops that connection); on
+ * the private link it is skipped unread and counted as malformed.
  */
 enum mf_status mf_worker_set_max_message_size(struct mf_worker *w, int64_t bytes);
 

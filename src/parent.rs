@@ -1360,11 +1360,20 @@ enum FromStream {
 
 impl Link {
     /// A fresh stream to a worker just started: used once it says hello.
+    /// Kept even if the watch set cannot take it (the worker uses it
+    /// either way); a watching event loop then misses its replies and is
+    /// relieved by the supervisor.
     fn offer(&mut self, stream: Stream, stats: &Stats) {
         self.forget_stream(stats, None);
-        if self.watch.add(stream.fd(), libc::EPOLLIN).is_ok() {
-            self.stream = Some(stream);
+        if let Err(e) = self.watch.add(stream.fd(), libc::EPOLLIN) {
+            log::emit(
+                Level::Warn,
+                "link_unwatched",
+                &format!("cannot add the private link to the watch set: {e}"),
+                &[],
+            );
         }
+        self.stream = Some(stream);
     }
 
     fn forget_stream(&mut self, stats: &Stats, why: Option<&str>) {

@@ -544,8 +544,8 @@ impl Worker {
     }
 
     /// Largest message accepted from a parent (>= 1024 bytes; default 64 MiB):
-    /// libzmq refuses a larger one before it is read. Applies to connections
-    /// made from now on.
+    /// libzmq refuses a larger one before it is read, the private link skips
+    /// it unread. Applies to connections made (and serves started) from now on.
     pub fn set_max_message_size(&self, bytes: i64) -> Result<()> {
         if bytes < 1024 {
             return Err(Error::invalid(format!(

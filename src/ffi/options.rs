@@ -155,7 +155,8 @@ pub unsafe extern "C" fn mf_options_set_private_link(o: *mut mf_options, on: boo
 }
 
 /// Largest message accepted from the worker (>= 1024; default 64 MiB).
-/// Larger messages are refused by libzmq before they are read.
+/// Larger messages are refused before they are read: by libzmq, or
+/// skipped unread on the private link.
 #[no_mangle]
 pub unsafe extern "C" fn mf_options_set_max_message_size(
     o: *mut mf_options,

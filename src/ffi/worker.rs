@@ -173,7 +173,8 @@ pub unsafe extern "C" fn mf_worker_set_handle_signals(w: *mut mf_worker, on: boo
 }
 
 /// Largest message accepted from a parent (>= 1024; default 64 MiB): libzmq
-/// refuses a larger one before it is read (and drops that connection).
+/// refuses a larger one before it is read (and drops that connection); on
+/// the private link it is skipped unread and counted as malformed.
 #[no_mangle]
 pub unsafe extern "C" fn mf_worker_set_max_message_size(
     w: *mut mf_worker,
