@@ -120,6 +120,34 @@ fn a_worker_behind_a_shell_that_keeps_running_uses_the_dealer() {
     );
 }
 
+/// A worker that stops serving and serves again in the same process
+/// keeps its link, with what it had half read: calls sent in between wait
+/// in the socket for the second serve, which says hello again.
+#[test]
+fn a_worker_that_serves_again_continues_on_the_same_link() {
+    let p = spawn(
+        &test_worker(),
+        &["--serve-twice".to_owned()],
+        Options::default(),
+    );
+    let pid = int(p.call("pid", &int_args(&[]), 5000).unwrap().bytes());
+    assert!(
+        p.call("pause", &int_args(&[]), 5000).is_ok(),
+        "the first serve ends"
+    );
+    assert_eq!(
+        int(p.call("add", &int_args(&[2, 3]), 5000).unwrap().bytes()),
+        5
+    );
+    check_calls(&p);
+    assert_eq!(
+        int(p.call("pid", &int_args(&[]), 5000).unwrap().bytes()),
+        pid
+    );
+    assert_eq!(transport(&p), "link");
+    assert_eq!(stats(&p)["dropped_malformed"], 0);
+}
+
 /// Starts the test worker in spawn mode against a DEALER of our own, with
 /// `MULTIFROST_LINK` set to `link`, and returns whether it answered a
 /// heartbeat over the port.

@@ -1,9 +1,13 @@
 //! A worker for the Rust integration tests, built on the Rust API.
-//! Spawn mode by default; `--service ID` serves in connect mode.
+//! Spawn mode by default; `--service ID` serves in connect mode;
+//! `--serve-twice` serves again after `pause` ended the first serve.
 
 use multifrost::{Mode, Worker};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+/// The worker, for the `pause` handler to stop.
+static WORKER: OnceLock<&'static Worker> = OnceLock::new();
 
 /// Reads the first integer argument of a raw msgpack array.
 fn int_arg(args: &[u8], index: usize) -> Option<i64> {
@@ -44,13 +48,14 @@ fn main() {
         Some(i) => Mode::Service(args[i + 1].clone()),
         None => Mode::Spawn,
     };
-    let worker = match Worker::new(mode) {
-        Ok(w) => w,
+    let worker: &'static Worker = match Worker::new(mode) {
+        Ok(w) => Box::leak(Box::new(w)),
         Err(e) => {
             eprintln!("test_worker: {e}");
             std::process::exit(3);
         }
     };
+    let _ = WORKER.set(worker);
     worker.set_concurrency(8).unwrap();
     let reg = |name: &str, f: fn(&[u8]) -> Result<Vec<u8>, String>| {
         worker
@@ -101,8 +106,20 @@ fn main() {
         |_| Err("RuntimeError: requested failure".to_owned()),
     );
     reg("crash", |_| std::process::abort());
-    if let Err(e) = worker.serve() {
-        eprintln!("test_worker: {e}");
-        std::process::exit(2);
+    // Ends the current serve (its own answer still goes out).
+    reg("pause", |_| {
+        WORKER.get().expect("set before serving").stop();
+        Ok(vec![0xc0])
+    });
+    let serves = if args.iter().any(|a| a == "--serve-twice") {
+        2
+    } else {
+        1
+    };
+    for _ in 0..serves {
+        if let Err(e) = worker.serve() {
+            eprintln!("test_worker: {e}");
+            std::process::exit(2);
+        }
     }
 }
