@@ -79,7 +79,8 @@ pub struct Stream {
 
 impl Stream {
     /// A connected pair: this process's end, and the end for the child
-    /// (close-on-exec like every descriptor here; see [`Stream::inheritable`]).
+    /// (close-on-exec like every descriptor here; the spawn clears that in
+    /// the child alone, see [`crate::process::Process::spawn`]).
     pub fn pair(max: u64) -> io::Result<(Stream, OwnedFd)> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: socketpair writes two descriptors into the array on success.
