@@ -131,23 +131,21 @@ impl Frame {
 
     /// A frame with a copy of `bytes`.
     pub fn copy(bytes: &[u8]) -> Frame {
-        let mut msg = zmq_sys::zmq_msg_t::default();
-        // SAFETY: init_size gives `len` writable bytes (or fails on memory
-        // exhaustion, which libzmq itself treats as fatal).
+        let mut frame = Frame::alloc(bytes.len());
+        // SAFETY: a fresh frame of exactly `bytes.len()` writable bytes.
+        // (Not through `bytes_mut`: its length query costs on this hot path.)
         unsafe {
-            if zmq_sys::zmq_msg_init_size(&mut msg, bytes.len()) != 0 {
-                std::process::abort();
-            }
-            let data = zmq_sys::zmq_msg_data(&mut msg).cast::<u8>();
+            let data = zmq_sys::zmq_msg_data(&mut frame.0).cast::<u8>();
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
         }
-        Frame(msg)
+        frame
     }
 
     /// A frame of `len` bytes for the caller to fill (see [`Frame::bytes_mut`]).
     pub fn alloc(len: usize) -> Frame {
         let mut msg = zmq_sys::zmq_msg_t::default();
-        // SAFETY: as in `copy`: `len` writable bytes, or abort on exhaustion.
+        // SAFETY: init_size gives `len` writable bytes (or fails on memory
+        // exhaustion, which libzmq itself treats as fatal).
         unsafe {
             if zmq_sys::zmq_msg_init_size(&mut msg, len) != 0 {
                 std::process::abort();
