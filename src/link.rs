@@ -376,7 +376,7 @@ mod tests {
         loop {
             match s.recv() {
                 Recv::Empty => {
-                    let [_] = crate::wake::wait_readable([s.fd()], 1000);
+                    let [_] = crate::wake::wait_ready([(s.fd(), libc::POLLIN)], 1000);
                 }
                 other => return other,
             }

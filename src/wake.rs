@@ -53,23 +53,17 @@ pub fn notify_fd(fd: RawFd) {
     unsafe { libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>()) };
 }
 
-/// Sleeps in poll(2) until one of `fds` is readable or `timeout_ms` passes
-/// (< 0: no limit); says which are readable. Negative fds are ignored.
-///
-/// For a ZeroMQ socket pass its `ZMQ_FD`, and only right after a
-/// `recv(DONTWAIT)` on it failed with EAGAIN with no other socket call
-/// since: that failure processed the socket's pending commands, so the
-/// descriptor becomes readable again exactly when something new arrives.
-/// This skips what `zmq_poll` adds per call (a `ZMQ_EVENTS` query and a
-/// zero-timeout poll before the real one, each a system call).
-pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout_ms: i64) -> [bool; N] {
-    wait_ready(fds.map(|fd| (fd, libc::POLLIN)), timeout_ms)
-}
-
 /// Sleeps in poll(2) until one of the descriptors is ready for its events
 /// (`POLLIN`, `POLLOUT`) or `timeout_ms` passes (< 0: no limit); says
 /// which are ready (an error or hang-up counts as ready). Negative fds are
 /// ignored.
+///
+/// For a ZeroMQ socket pass its `ZMQ_FD` with `POLLIN`, and only right
+/// after a `recv(DONTWAIT)` on it failed with EAGAIN with no other socket
+/// call since: that failure processed the socket's pending commands, so
+/// the descriptor becomes readable again exactly when something new
+/// arrives. This skips what `zmq_poll` adds per call (a `ZMQ_EVENTS` query
+/// and a zero-timeout poll before the real one, each a system call).
 pub fn wait_ready<const N: usize>(fds: [(RawFd, libc::c_short); N], timeout_ms: i64) -> [bool; N] {
     let mut items = fds.map(|(fd, events)| libc::pollfd {
         fd,

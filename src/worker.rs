@@ -163,7 +163,7 @@ enum Conn {
 }
 
 impl Conn {
-    /// The descriptor to poll: `ZMQ_FD` (see [`wake::wait_readable`]) or the stream.
+    /// The descriptor to poll: `ZMQ_FD` (see [`wake::wait_ready`]) or the stream.
     fn fd(&self) -> Result<std::os::fd::RawFd> {
         match self {
             Conn::Zmq(socket) => Ok(socket.get_fd()?),
