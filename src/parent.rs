@@ -838,14 +838,42 @@ impl Shared {
             &self.stats,
         );
         self.deliver(finished);
-        link.send_queued(&mut out, &self.stats);
-        self.receive(&mut link, &mut Vec::new());
-        self.step_down(&mut self.core.lock(), link, out);
+        self.put_down(link, out, true);
+    }
+
+    /// Sends `out`, reads what has arrived (if it sent, or `read`), and
+    /// steps down — but first sends what was queued meanwhile, and reads
+    /// again: whoever queued it saw a leader and did not wake anyone, and a
+    /// watching event loop wakes only for what arrives. After a send it
+    /// ends on a recv that found nothing.
+    fn put_down(&self, mut link: Link, mut out: VecDeque<Frame>, mut read: bool) {
+        let mut batch = Vec::new();
+        loop {
+            if !out.is_empty() {
+                link.send_queued(&mut out, &self.stats);
+                read = true;
+            }
+            if read {
+                self.receive(&mut link, &mut batch);
+            }
+            let mut core = self.core.lock();
+            // A refused payload (no peer yet) waits for a leader that polls.
+            if core.outgoing.is_empty() || !out.is_empty() || core.closing {
+                self.step_down(&mut core, link, out);
+                return;
+            }
+            out.extend(core.outgoing.drain(..));
+        }
     }
 
     /// Gives the link back (unsent payloads first in the queue again) and
     /// hands the lead on.
     fn step_down(&self, core: &mut MutexGuard<'_, Core>, mut link: Link, mut out: VecDeque<Frame>) {
+        // Whoever queued a payload while we led relied on us to send it.
+        debug_assert!(
+            core.outgoing.is_empty() || !out.is_empty() || core.closing,
+            "stepping down with payloads queued for this leader"
+        );
         while let Some(p) = out.pop_back() {
             core.outgoing.push_front(p);
         }
@@ -1044,8 +1072,8 @@ impl Shared {
                         Role::Supervisor(_) => !core.needs_leader() && out.is_empty(),
                     };
                 if done {
-                    self.step_down(&mut core, link, out);
                     drop(core);
+                    self.put_down(link, out, false);
                     self.deliver(finished);
                     return;
                 }
