@@ -238,6 +238,9 @@ struct Core {
     /// empty send queue: whoever queues a payload must wake it. While it is
     /// busy it takes the queue at the top of its loop without a wake-up.
     leader_sleeping: bool,
+    /// The leader is on a short turn ([`Shared::pass`]), which reads once
+    /// more before it steps down if a watching loop found the lead taken.
+    turn: bool,
     /// Payloads waiting for the leader to send them, oldest first.
     outgoing: VecDeque<Frame>,
     pending: HashMap<IdText, Pending, ids::KeyBuildHasher>,
@@ -265,6 +268,8 @@ struct Watch {
     /// Since when the loop has had calls to poll for without driving; the
     /// supervisor takes over once this is older than `WATCH_STALE`.
     due: Option<Instant>,
+    /// The loop drove during a short turn: that turn reads for it.
+    missed: bool,
 }
 
 impl Watch {
@@ -472,6 +477,7 @@ impl Parent {
                 offered: None,
                 leader: false,
                 leader_sleeping: false,
+                turn: false,
                 outgoing: VecDeque::new(),
                 pending: HashMap::default(),
                 deadlines: BinaryHeap::new(),
@@ -664,8 +670,10 @@ impl Parent {
     /// For a watching loop whose descriptor is readable: reads what has
     /// arrived and runs its completions on this thread, sends what is
     /// queued, and returns without blocking. Returns false when another
-    /// thread leads: the watch is then disarmed (stop watching until
-    /// [`Parent::watch`] re-arms it; replies reach their completions anyway).
+    /// thread leads for long (a blocking call, the supervisor): the watch is
+    /// then disarmed (stop watching until [`Parent::watch`] re-arms it;
+    /// replies reach their completions anyway). A short turn (a thread
+    /// sending its call) reads for the loop instead, and it stays armed.
     pub fn drive(&self) -> Result<bool> {
         let s = &self.shared;
         let (link, armed) = {
@@ -676,6 +684,11 @@ impl Parent {
             core.watch.due = None;
             match s.take_lead(&mut core) {
                 Some(link) => (link, core.watch.armed),
+                None if core.turn && core.watch.armed => {
+                    // What woke the loop is read by that turn.
+                    core.watch.missed = true;
+                    return Ok(true);
+                }
                 None => {
                     core.watch.armed = false;
                     return Ok(false);
@@ -830,13 +843,17 @@ impl Shared {
     fn pass(&self, mut link: Link) {
         let mut finished = Vec::new();
         let mut out = VecDeque::new();
-        self.core.lock().start_turn(
-            &mut link,
-            Instant::now(),
-            &mut out,
-            &mut finished,
-            &self.stats,
-        );
+        {
+            let mut core = self.core.lock();
+            core.turn = true;
+            core.start_turn(
+                &mut link,
+                Instant::now(),
+                &mut out,
+                &mut finished,
+                &self.stats,
+            );
+        }
         self.deliver(finished);
         self.put_down(link, out, true);
     }
@@ -844,8 +861,9 @@ impl Shared {
     /// Sends `out`, reads what has arrived (if it sent, or `read`), and
     /// steps down — but first sends what was queued meanwhile, and reads
     /// again: whoever queued it saw a leader and did not wake anyone, and a
-    /// watching event loop wakes only for what arrives. After a send it
-    /// ends on a recv that found nothing.
+    /// watching event loop wakes only for what arrives. It also reads again
+    /// for a watching loop that found the lead taken by this turn. After a
+    /// send it ends on a recv that found nothing.
     fn put_down(&self, mut link: Link, mut out: VecDeque<Frame>, mut read: bool) {
         let mut batch = Vec::new();
         loop {
@@ -857,12 +875,17 @@ impl Shared {
                 self.receive(&mut link, &mut batch);
             }
             let mut core = self.core.lock();
+            let missed = std::mem::take(&mut core.watch.missed);
             // A refused payload (no peer yet) waits for a leader that polls.
-            if core.outgoing.is_empty() || !out.is_empty() || core.closing {
+            let more = !core.outgoing.is_empty() && out.is_empty();
+            if core.closing || !(more || missed) {
                 self.step_down(&mut core, link, out);
                 return;
             }
-            out.extend(core.outgoing.drain(..));
+            if more {
+                out.extend(core.outgoing.drain(..));
+            }
+            read = true;
         }
     }
 
@@ -880,6 +903,7 @@ impl Shared {
         link.settle_watch();
         core.link = Some(link);
         core.leader = false;
+        core.turn = false;
         self.hand_off(core);
     }
 

@@ -302,3 +302,54 @@ fn a_call_queued_while_a_drive_leads_is_sent_by_that_drive() {
     }
     panic!("in 200 rounds, only {rounds_on_loop} first completions on the loop's thread");
 }
+
+#[test]
+fn a_drive_during_a_short_turn_keeps_the_watch() {
+    // A loop woken while another thread is on a short turn (an async call
+    // sending its request, a drive) finds the lead taken. That turn reads
+    // again before it steps down, so the watch stays armed: disarming it
+    // would hand every reply to the supervisor until the loop re-armed.
+    // (A thread that leads for long — a blocking call — still disarms it:
+    // `drive_reports_when_another_thread_leads` in tests/ffi.rs.)
+    use multifrost::parent::{Done, Outcome};
+    use std::sync::Arc;
+    let mut options = Options::default();
+    options.set_heartbeat(0, 0, 0).unwrap();
+    let p = Arc::new(spawn(&test_worker(), &[], options));
+    let mut fd = p.watch().unwrap();
+    let loop_thread = std::thread::current().id();
+    for x in 0..200 {
+        let (tx, results) = mpsc::channel();
+        let done = {
+            let p = Arc::clone(&p);
+            Box::new(move |o: Outcome| {
+                // The loop's drive runs this; another thread drives meanwhile.
+                let on_loop = std::thread::current().id() == loop_thread;
+                let other = std::thread::scope(|s| s.spawn(|| p.drive().unwrap()).join().unwrap());
+                tx.send((int(o.unwrap().bytes()), on_loop, other)).unwrap();
+            })
+        };
+        p.call_async("add", &int_args(&[x, 1]), 5000, Done::Callback(done))
+            .unwrap();
+        let (value, on_loop, other) = loop {
+            if let Ok(r) = results.try_recv() {
+                break r;
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if unsafe { libc::poll(&mut pfd, 1, 10) } > 0 && !p.drive().unwrap() {
+                fd = p.watch().unwrap(); // another thread led (the supervisor at start-up)
+            }
+        };
+        assert_eq!(value, x + 1);
+        if on_loop {
+            assert!(other, "a drive during the loop's turn disarmed the watch");
+            assert!(p.drive().unwrap(), "the watch did not stay armed");
+            return;
+        }
+    }
+    panic!("in 200 rounds, no completion ran in the loop's turn");
+}

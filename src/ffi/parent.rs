@@ -282,9 +282,11 @@ pub unsafe extern "C" fn mf_parent_unwatch(p: *mut mf_parent) {
 /// that arrived and runs their completions on this thread (queued ones
 /// land on their `mf_queue`), sends what is queued, and returns without
 /// blocking. `*armed` is 1 while the watch stays armed, 0 when another
-/// thread is driving the socket: stop watching the descriptor then (it may
-/// stay readable) until `mf_parent_watch` re-arms it — replies still reach
-/// their completions. Completions for a queue whose `mf_queue_fd` this
+/// thread is driving the socket for long (a blocking `mf_call`, or the
+/// supervisor): stop watching the descriptor then (it may stay readable)
+/// until `mf_parent_watch` re-arms it — replies still reach their
+/// completions. A thread on a short turn (one sending its call) reads what
+/// woke the loop before it lets go, and the watch stays armed. Completions for a queue whose `mf_queue_fd` this
 /// thread took are not signalled on that descriptor: drain the queue
 /// after each drive. MF_ERR_CLOSED once the parent is closing.
 #[no_mangle]
