@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -211,8 +212,10 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 		}
 		timeoutMs = millis(left)
 	}
-	cfn := C.CString(function)
-	defer C.free(unsafe.Pointer(cfn))
+	if strings.IndexByte(function, 0) >= 0 {
+		// C would see the name end at the NUL, and call another function.
+		return &Error{Status: StatusInvalidArgument, Op: op, Message: "the function name contains a NUL byte"}
+	}
 
 	pc := &pendingCall{done: make(chan completion, 1)}
 	h := newHandle(pc)
@@ -224,9 +227,12 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 		deleteHandle(h)
 		return &Error{Status: StatusClosed, Op: op, Message: "the parent is closed"}
 	}
-	st := C.mfgo_call_async(p.c, cfn, ptr, n, C.int64_t(timeoutMs), C.uintptr_t(h), &cerr)
+	fn := unsafe.StringData(function) // no Go pointers in it: cgo may take it
+	st := C.mfgo_call_async(p.c, (*C.char)(unsafe.Pointer(fn)), C.size_t(len(function)), ptr, n,
+		C.int64_t(timeoutMs), C.uintptr_t(h), &cerr)
 	p.mu.RUnlock()
 	runtime.KeepAlive(payload)
+	runtime.KeepAlive(function)
 	if st != C.MF_OK {
 		// Not started: the completion will never run.
 		deleteHandle(h)

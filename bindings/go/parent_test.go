@@ -202,6 +202,21 @@ func TestCallShapes(t *testing.T) {
 	if !errors.Is(err, multifrost.ErrInvalidArgument) {
 		t.Errorf("echo(chan): %v", err)
 	}
+	// Function names: refused before the call, or passed whole, however long.
+	for _, c := range []struct{ fn, want string }{
+		{"", "function name must not be empty"},
+		{"add\x00sum", "the function name contains a NUL byte"},
+	} {
+		err := p.Call(ctx, c.fn, &n, 1, 2)
+		if !errors.Is(err, multifrost.ErrInvalidArgument) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("call %q: %v, want ErrInvalidArgument with %q", c.fn, err, c.want)
+		}
+	}
+	long := strings.Repeat("f", 300)
+	var re *multifrost.RemoteError
+	if err := p.Call(ctx, long, nil); !errors.As(err, &re) || re.Message != "Function '"+long+"' not found" {
+		t.Errorf("call of a 300-byte name: %v", err)
+	}
 }
 
 func TestRemoteErrors(t *testing.T) {

@@ -68,9 +68,25 @@ static void call_done(void *user, mf_status status, const uint8_t *result, size_
     multifrostGoCallDone((uintptr_t)user, (int)status, (uint8_t *)result, len, (char *)message);
 }
 
-mf_status mfgo_call_async(mf_parent *p, const char *function, const uint8_t *args,
-                          size_t args_len, int64_t timeout_ms, uintptr_t handle, char **err) {
-    return fail(mf_call_async(p, function, args, args_len, timeout_ms, call_done, (void *)handle), err);
+/* `function` is a Go string's bytes (not NUL-terminated): copied here, so a
+ * call costs Go one cgo call rather than three (C.CString's malloc, the
+ * call, free). A NUL inside it stays and ends the name early, which Go
+ * refuses before calling. */
+mf_status mfgo_call_async(mf_parent *p, const char *function, size_t function_len,
+                          const uint8_t *args, size_t args_len, int64_t timeout_ms,
+                          uintptr_t handle, char **err) {
+    char small[256];
+    char *name = function_len < sizeof small ? small : malloc(function_len + 1);
+    if (!name) {
+        if (err) *err = strdup("out of memory");
+        return MF_ERR_PANIC;
+    }
+    if (function_len) memcpy(name, function, function_len);
+    name[function_len] = 0;
+    mf_status s = mf_call_async(p, name, args, args_len, timeout_ms, call_done, (void *)handle);
+    fail(s, err);
+    if (name != small) free(name);
+    return s;
 }
 
 char *mfgo_stats(const mf_parent *p, char **err) {

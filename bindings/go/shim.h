@@ -31,8 +31,9 @@ mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **er
 mf_status mfgo_spawn(const char *program, const char *const *args, const mf_options *o,
                      mf_parent **out, char **err);
 mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out, char **err);
-mf_status mfgo_call_async(mf_parent *p, const char *function, const uint8_t *args,
-                          size_t args_len, int64_t timeout_ms, uintptr_t handle, char **err);
+mf_status mfgo_call_async(mf_parent *p, const char *function, size_t function_len,
+                          const uint8_t *args, size_t args_len, int64_t timeout_ms,
+                          uintptr_t handle, char **err);
 char *mfgo_stats(const mf_parent *p, char **err);
 
 mf_status mfgo_worker_new(const char *service_id, mf_worker **out, char **err);
