@@ -21,13 +21,19 @@ import (
 // (Connect). It is safe for concurrent use by any number of goroutines.
 // Close it when done; a finalizer closes a Parent that is dropped unclosed.
 type Parent struct {
-	// mu orders the start of calls against Close: the C API forbids
-	// mf_parent_close concurrently with the start of a call on the handle.
-	mu     sync.RWMutex
-	c      *C.mf_parent // nil once closed
-	label  string
-	closed chan struct{} // closed when Close has finished
-	once   sync.Once
+	*handle          // apart, so the watcher's goroutine does not keep the Parent alive
+	w       *watcher // nil when the library's thread completes calls
+	label   string
+	closed  chan struct{} // closed when Close has finished
+	once    sync.Once
+}
+
+// handle is the library's parent handle. mu orders the start of calls
+// (and drives) against Close: the C API forbids mf_parent_close
+// concurrently with them.
+type handle struct {
+	mu sync.RWMutex
+	c  *C.mf_parent // nil once closed
 }
 
 // Stats are the parent's metrics (mf_parent_stats_json).
@@ -168,7 +174,10 @@ func deadlineOf(ctx context.Context) time.Time {
 }
 
 func newParent(c *C.mf_parent, label string) *Parent {
-	p := &Parent{c: c, label: label, closed: make(chan struct{})}
+	p := &Parent{handle: &handle{c: c}, w: newWatcher(c), label: label, closed: make(chan struct{})}
+	if p.w != nil {
+		go p.w.run(p.handle)
+	}
 	runtime.SetFinalizer(p, func(p *Parent) {
 		// Closing waits for the worker to stop; keep the finalizer
 		// goroutine free.
@@ -226,6 +235,10 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 		p.mu.RUnlock()
 		deleteHandle(h)
 		return &Error{Status: StatusClosed, Op: op, Message: "the parent is closed"}
+	}
+	if p.w != nil {
+		p.w.callStarts(p.c)
+		defer p.w.callEnds(p.handle)
 	}
 	fn := unsafe.StringData(function) // no Go pointers in it: cgo may take it
 	st := C.mfgo_call_async(p.c, (*C.char)(unsafe.Pointer(fn)), C.size_t(len(function)), ptr, n,
@@ -299,6 +312,9 @@ func (p *Parent) Close() error {
 		// No call can start any more, so closing outside the lock is
 		// allowed, and calls waiting in Call are not held up meanwhile.
 		C.mf_parent_close(c)
+		if p.w != nil {
+			p.w.stop()
+		}
 		close(p.closed)
 	})
 	<-p.closed

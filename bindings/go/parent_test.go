@@ -492,7 +492,24 @@ func TestNoLeaksAfterClose(t *testing.T) {
 			t.Error("the abandoned call holds no handle")
 		}
 		_ = p.Call(bg(t), "fail", nil, "ValueError: x")
+		// Calls in flight together (Go's poller watches the socket then)
+		// when Close runs: they end with ErrClosed.
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := p.Call(bg(t), "sleep_ms", nil, 10000); !errors.Is(err, multifrost.ErrClosed) {
+					t.Errorf("a call in flight at Close: %v", err)
+				}
+			}()
+		}
+		settle(t, func() bool {
+			st, err := p.Stats()
+			return err == nil && st.InFlight >= 5 // with the abandoned call
+		}, func() string { return "the four calls did not start" })
 		p.Close()
+		wg.Wait()
 	}
 	settle(t, func() bool {
 		return multifrost.LiveHandles() == baseHandles && goroutines() <= baseGoroutines
