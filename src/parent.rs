@@ -241,6 +241,10 @@ struct Core {
     /// The leader is on a short turn ([`Shared::pass`]), which reads once
     /// more before it steps down if a watching loop found the lead taken.
     turn: bool,
+    /// The supervisor was woken to lead and has not looked yet: a call
+    /// started meanwhile leaves its payload for it instead of taking a
+    /// turn of its own, so a burst of calls goes out in one write.
+    sup_woken: bool,
     /// Payloads waiting for the leader to send them, oldest first.
     outgoing: VecDeque<Frame>,
     pending: HashMap<IdText, Pending, ids::KeyBuildHasher>,
@@ -478,6 +482,7 @@ impl Parent {
                 leader: false,
                 leader_sleeping: false,
                 turn: false,
+                sup_woken: false,
                 outgoing: VecDeque::new(),
                 pending: HashMap::default(),
                 deadlines: BinaryHeap::new(),
@@ -826,7 +831,11 @@ impl Shared {
         let (link, wake) = {
             let mut core = self.core.lock();
             self.register(&mut core, id, payload, pending)?;
-            let link = self.take_lead(&mut core);
+            let link = if core.sup_woken {
+                None // the supervisor is on its way and sends it
+            } else {
+                self.take_lead(&mut core)
+            };
             (link, core.wake_sleeping_leader())
         };
         if wake {
@@ -1015,6 +1024,7 @@ impl Shared {
             core.watch.due.get_or_insert_with(Instant::now);
             return;
         }
+        core.sup_woken = true;
         self.sup_wake.notify();
     }
 
@@ -1676,6 +1686,7 @@ impl Supervisor {
             }
             let (link, timeout) = {
                 let mut core = self.shared.core.lock();
+                core.sup_woken = false;
                 if core.closing {
                     return;
                 }
