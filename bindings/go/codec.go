@@ -21,41 +21,74 @@ import (
 //     floats float64, str string, bin []byte, arrays []any, maps
 //     map[string]any (map[any]any if a key is not a string).
 
-func newEncoder(buf *bytes.Buffer) *msgpack.Encoder {
-	enc := msgpack.NewEncoder(buf)
-	enc.UseCompactInts(true)
-	enc.SetCustomStructTag("json")
-	return enc
+// encoding is an encoder with its buffer, reused across calls: a call's
+// arguments live only until the library has copied them.
+type encoding struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
 }
 
-func newDecoder(data []byte) *msgpack.Decoder {
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
-	dec.SetCustomStructTag("json")
-	return dec
+var encodings = sync.Pool{New: func() any {
+	e := &encoding{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	return e
+}}
+
+// newEncoding returns an empty encoding; give it back with release once its
+// bytes are no longer used.
+func newEncoding() *encoding {
+	e := encodings.Get().(*encoding)
+	e.buf.Reset()
+	e.enc.Reset(&e.buf) // also clears the options
+	e.enc.UseCompactInts(true)
+	e.enc.SetCustomStructTag("json")
+	return e
 }
 
-// encodeArgs encodes the arguments as one msgpack array.
-func encodeArgs(args []any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := newEncoder(&buf)
-	if err := enc.EncodeArrayLen(len(args)); err != nil {
+func (e *encoding) release() {
+	if e.buf.Cap() <= 64<<10 { // a huge one is left to the collector
+		encodings.Put(e)
+	}
+}
+
+// encodeArgs encodes the arguments as one msgpack array, into an encoding
+// the caller releases after use.
+func encodeArgs(args []any) (*encoding, error) {
+	e := newEncoding()
+	if err := e.enc.EncodeArrayLen(len(args)); err != nil {
+		e.release()
 		return nil, err
 	}
 	for i, a := range args {
-		if err := enc.Encode(a); err != nil {
+		if err := e.enc.Encode(a); err != nil {
+			e.release()
 			return nil, fmt.Errorf("argument %d (%T): %w", i+1, a, err)
 		}
 	}
-	return buf.Bytes(), nil
+	return e, nil
 }
 
+// encodeValue encodes one value into a slice of its own.
 func encodeValue(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := newEncoder(&buf).Encode(v); err != nil {
+	e := newEncoding()
+	defer e.release()
+	if err := e.enc.Encode(v); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return bytes.Clone(e.buf.Bytes()), nil
 }
+
+// decoding is a decoder with its reader, reused across calls.
+type decoding struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var decodings = sync.Pool{New: func() any {
+	d := &decoding{}
+	d.dec = msgpack.NewDecoder(&d.r)
+	return d
+}}
 
 // decodeInto decodes one msgpack value into the pointer out and widens the
 // numbers it put into interface values.
@@ -68,7 +101,14 @@ func decodeInto(data []byte, out any) error {
 		// Replace what an *any holds instead of decoding into it.
 		e.SetZero()
 	}
-	if err := newDecoder(data).Decode(out); err != nil {
+	d := decodings.Get().(*decoding)
+	d.r.Reset(data)
+	d.dec.Reset(&d.r) // also clears the options
+	d.dec.SetCustomStructTag("json")
+	err := d.dec.Decode(out)
+	d.r.Reset(nil) // keep no reference to data
+	decodings.Put(d)
+	if err != nil {
 		return err
 	}
 	normalizeValue(rv.Elem())

@@ -58,12 +58,17 @@ func TestDecodeNormalizes(t *testing.T) {
 }
 
 func TestArgsEncoding(t *testing.T) {
-	b, err := encodeArgs(nil)
-	if err != nil || !reflect.DeepEqual(b, []byte{0x90}) {
-		t.Errorf("no arguments: % x, %v", b, err)
+	e, err := encodeArgs(nil)
+	if err != nil || !reflect.DeepEqual(e.buf.Bytes(), []byte{0x90}) {
+		t.Errorf("no arguments: %v", err)
 	}
-	b, _ = encodeArgs([]any{1, "a"})
-	if !reflect.DeepEqual(b, []byte{0x92, 0x01, 0xa1, 'a'}) {
-		t.Errorf("(1, \"a\"): % x", b)
+	e.release()
+	// A reused encoding starts empty, with its options set again.
+	for range 3 {
+		e, _ = encodeArgs([]any{1, "a"})
+		if !reflect.DeepEqual(e.buf.Bytes(), []byte{0x92, 0x01, 0xa1, 'a'}) {
+			t.Errorf("(1, \"a\"): % x", e.buf.Bytes())
+		}
+		e.release()
 	}
 }

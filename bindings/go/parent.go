@@ -203,38 +203,40 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 	// The caller may hold p only through this call: keep the finalizer
 	// from closing it while the call is in flight.
 	defer runtime.KeepAlive(p)
-	op := "call " + strconv.Quote(function)
+	// Named only when an error needs it: building it costs an allocation.
+	op := func() string { return "call " + strconv.Quote(function) }
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	if err := ctx.Err(); err != nil {
-		return contextError(op, err)
+		return contextError(op(), err)
 	}
 	payload, err := encodeArgs(args)
 	if err != nil {
-		return &Error{Status: StatusInvalidArgument, Op: op, Message: err.Error()}
+		return &Error{Status: StatusInvalidArgument, Op: op(), Message: err.Error()}
 	}
-	var timeoutMs int64 // 0: the parent's default
+	defer payload.release() // the library copies the arguments before returning
+	var timeoutMs int64     // 0: the parent's default
 	if left, ok := untilDeadline(ctx); ok {
 		if left <= 0 {
-			return contextError(op, context.DeadlineExceeded)
+			return contextError(op(), context.DeadlineExceeded)
 		}
 		timeoutMs = millis(left)
 	}
 	if strings.IndexByte(function, 0) >= 0 {
 		// C would see the name end at the NUL, and call another function.
-		return &Error{Status: StatusInvalidArgument, Op: op, Message: "the function name contains a NUL byte"}
+		return &Error{Status: StatusInvalidArgument, Op: op(), Message: "the function name contains a NUL byte"}
 	}
 
 	pc := &pendingCall{done: make(chan completion, 1)}
 	h := newHandle(pc)
-	ptr, n := cBytes(payload)
+	ptr, n := cBytes(payload.buf.Bytes())
 	var cerr *C.char
 	p.mu.RLock()
 	if p.c == nil {
 		p.mu.RUnlock()
 		deleteHandle(h)
-		return &Error{Status: StatusClosed, Op: op, Message: "the parent is closed"}
+		return &Error{Status: StatusClosed, Op: op(), Message: "the parent is closed"}
 	}
 	if p.w != nil {
 		p.w.callStarts(p.c)
@@ -249,32 +251,37 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 	if st != C.MF_OK {
 		// Not started: the completion will never run.
 		deleteHandle(h)
-		return newError(Status(st), op, takeError(cerr))
+		return newError(Status(st), op(), takeError(cerr))
 	}
 
-	select {
-	case c := <-pc.done:
-		if c.status != StatusOK {
-			e := newError(c.status, op, c.message)
-			if ee, ok := e.(*Error); ok && ee.Status == StatusTimeout && timeoutMs > 0 {
-				// The library's timeout was the ctx deadline, whose own
-				// timer may not have fired yet.
-				ee.ctxErr = context.DeadlineExceeded
-			}
-			return e
+	var c completion
+	if done := ctx.Done(); done == nil {
+		c = <-pc.done // a ctx that never ends: no select
+	} else {
+		select {
+		case c = <-pc.done:
+		case <-done:
+			// The completion still arrives later, is dropped, and deletes h.
+			return contextError(op(), ctx.Err())
 		}
-		if result == nil {
-			return nil
-		}
-		if err := decodeInto(c.data, result); err != nil {
-			return &Error{Status: StatusInvalidArgument, Op: op,
-				Message: fmt.Sprintf("cannot decode the result into %T: %v", result, err)}
-		}
-		return nil
-	case <-ctx.Done():
-		// The completion still arrives later, is dropped, and deletes h.
-		return contextError(op, ctx.Err())
 	}
+	if c.status != StatusOK {
+		e := newError(c.status, op(), c.message)
+		if ee, ok := e.(*Error); ok && ee.Status == StatusTimeout && timeoutMs > 0 {
+			// The library's timeout was the ctx deadline, whose own
+			// timer may not have fired yet.
+			ee.ctxErr = context.DeadlineExceeded
+		}
+		return e
+	}
+	if result == nil {
+		return nil
+	}
+	if err := decodeInto(c.data, result); err != nil {
+		return &Error{Status: StatusInvalidArgument, Op: op(),
+			Message: fmt.Sprintf("cannot decode the result into %T: %v", result, err)}
+	}
+	return nil
 }
 
 // Stats returns the parent's metrics. ErrClosed after Close.
