@@ -68,14 +68,15 @@ func encodeArgs(args []any) (*encoding, error) {
 	return e, nil
 }
 
-// encodeValue encodes one value into a slice of its own.
+// encodeValue encodes one value into a slice of its own: the encoding's
+// buffer goes with it, and the encoding is not reused.
 func encodeValue(v any) ([]byte, error) {
 	e := newEncoding()
-	defer e.release()
 	if err := e.enc.Encode(v); err != nil {
+		e.release()
 		return nil, err
 	}
-	return bytes.Clone(e.buf.Bytes()), nil
+	return e.buf.Bytes(), nil
 }
 
 // decoding is a decoder with its reader, reused across calls.
