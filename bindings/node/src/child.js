@@ -249,7 +249,7 @@ class ChildWorker {
     const lib = native();
     const inc = lib.koffi.decode(this.#incoming, lib.incoming);
     // The arguments belong to the reply: copy them before anything can answer it.
-    const bytes = copyBytes(inc.args, inc.args_len);
+    const bytes = copyBytes(lib, inc.args, inc.args_len);
     this.#dispatch(inc.function, bytes, inc.reply);
   }
 

@@ -106,6 +106,9 @@ function declare(lib) {
     lastError: f('const char *mf_last_error(void)'),
     statusName: f('const char *mf_status_name(int status)'),
     stringFree: f('void mf_string_free(void *s)'),
+    // libc's, found through the library's own dependencies: a copy out of
+    // library memory costs one foreign call instead of an external view.
+    memcpy: f('void *memcpy(void *dst, const void *src, size_t n)'),
 
     optionsNew: f('mf_options *mf_options_new(void)'),
     optionsFree: f('void mf_options_free(mf_options *o)'),
@@ -153,9 +156,11 @@ function declare(lib) {
 }
 
 /** Copies `len` bytes of library memory into a Buffer the JS side owns. */
-function copyBytes(ptr, len) {
+function copyBytes(lib, ptr, len) {
   if (!ptr || !len) return Buffer.alloc(0);
-  return Buffer.from(new Uint8Array(koffi.view(ptr, Number(len))));
+  const out = Buffer.allocUnsafe(Number(len));
+  lib.memcpy(out, ptr, out.length);
+  return out;
 }
 
 /** Reads and frees a `char *` the library handed over. */

@@ -73,7 +73,7 @@ class Completions {
     const done = batch.map((e) => ({
       token: Number(e.token),
       status: e.status,
-      bytes: e.status === Status.MF_OK ? copyBytes(e.result, e.result_len) : null,
+      bytes: e.status === Status.MF_OK ? copyBytes(this.lib, e.result, e.result_len) : null,
       message: e.error_message,
     }));
     for (const d of done) {

@@ -56,6 +56,15 @@ describe('a spawned Node worker', () => {
     assert.ok(Date.now() - started < 900, `5 × slow(200) took ${Date.now() - started} ms: not concurrent`);
   });
 
+  it('carries a 1 MiB binary value both ways intact', async () => {
+    // Arguments and results are copied out of library memory on each side.
+    const big = Buffer.alloc(1 << 20);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff;
+    const back = await handle.call.echo(big);
+    assert.equal(back.length, big.length);
+    assert.ok(Buffer.from(back).equals(big), 'the echoed bytes differ');
+  });
+
   it('echoes values of every portable type', async () => {
     const value = {
       text: 'héllo ✓',
