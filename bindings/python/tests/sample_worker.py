@@ -20,6 +20,20 @@ class SampleWorker(ChildWorker):
         await asyncio.sleep(ms / 1000)
         return ms
 
+    async def gather(self, n):
+        """Waits until `n` calls of it run at once (or 10 s pass); returns how many did."""
+        self._gathered = getattr(self, "_gathered", 0) + 1
+        if not hasattr(self, "_all_gathered"):
+            self._all_gathered = asyncio.Event()
+        if self._gathered >= n:
+            self._all_gathered.set()
+        else:
+            try:
+                await asyncio.wait_for(self._all_gathered.wait(), 10)
+            except asyncio.TimeoutError:
+                pass
+        return self._gathered
+
     def sleep_sync(self, ms):
         time.sleep(ms / 1000)
         return ms
