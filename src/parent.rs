@@ -53,6 +53,9 @@ const WATCH_STALE: Duration = Duration::from_millis(20);
 const SUP_CHECK: Duration = Duration::from_millis(2);
 /// Messages read per wake-up before bookkeeping gets a turn.
 const RECV_BATCH: usize = 256;
+/// How many times a short turn sends and reads for others before it hands
+/// what is left to the supervisor (`mf_call_async` must stay quick).
+const TURN_ROUNDS: usize = 8;
 
 /// A reply's result value: raw MessagePack borrowed from the received frame.
 pub struct Reply {
@@ -871,11 +874,12 @@ impl Shared {
     /// steps down — but first sends what was queued meanwhile, and reads
     /// again: whoever queued it saw a leader and did not wake anyone, and a
     /// watching event loop wakes only for what arrives. It also reads again
-    /// for a watching loop that found the lead taken by this turn. After a
-    /// send it ends on a recv that found nothing.
+    /// for a watching loop that found the lead taken by this turn. After
+    /// `TURN_ROUNDS` rounds it wakes the supervisor for what is still left.
+    /// After a send it ends on a recv that found nothing.
     fn put_down(&self, mut link: Link, mut out: VecDeque<Frame>, mut read: bool) {
         let mut batch = Vec::new();
-        loop {
+        for round in 1.. {
             if !out.is_empty() {
                 link.send_queued(&mut out, &self.stats);
                 read = true;
@@ -891,6 +895,14 @@ impl Shared {
                 self.step_down(&mut core, link, out);
                 return;
             }
+            if round == TURN_ROUNDS {
+                // Others keep queueing: the supervisor sends (and reads) the rest.
+                self.step_down(&mut core, link, out);
+                core.sup_woken = true;
+                drop(core);
+                self.sup_wake.notify();
+                return;
+            }
             if more {
                 out.extend(core.outgoing.drain(..));
             }
@@ -901,11 +913,6 @@ impl Shared {
     /// Gives the link back (unsent payloads first in the queue again) and
     /// hands the lead on.
     fn step_down(&self, core: &mut MutexGuard<'_, Core>, mut link: Link, mut out: VecDeque<Frame>) {
-        // Whoever queued a payload while we led relied on us to send it.
-        debug_assert!(
-            core.outgoing.is_empty() || !out.is_empty() || core.closing,
-            "stepping down with payloads queued for this leader"
-        );
         while let Some(p) = out.pop_back() {
             core.outgoing.push_front(p);
         }

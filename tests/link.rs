@@ -234,7 +234,7 @@ fn a_call_queued_while_a_drive_leads_is_sent_by_that_drive() {
     // down: over the link the loop wakes only for what the worker sends, so
     // otherwise nobody would send it until the supervisor relieved the
     // loop, 20 to 100 ms later, and ran the second completion on its own
-    // thread. (Debug builds also assert this in `step_down`.)
+    // thread.
     use multifrost::parent::{Done, Outcome};
     use std::sync::Arc;
     let mut options = Options::default();
