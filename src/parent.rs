@@ -898,9 +898,7 @@ impl Shared {
             if round == TURN_ROUNDS {
                 // Others keep queueing: the supervisor sends (and reads) the rest.
                 self.step_down(&mut core, link, out);
-                core.sup_woken = true;
-                drop(core);
-                self.sup_wake.notify();
+                self.wake_supervisor_to_lead(&mut core);
                 return;
             }
             if more {
@@ -1031,6 +1029,12 @@ impl Shared {
             core.watch.due.get_or_insert_with(Instant::now);
             return;
         }
+        self.wake_supervisor_to_lead(core);
+    }
+
+    /// Wakes the supervisor to take the lead; until it looks, calls leave
+    /// their payloads to it (see `Core::sup_woken`).
+    fn wake_supervisor_to_lead(&self, core: &mut Core) {
         core.sup_woken = true;
         self.sup_wake.notify();
     }
