@@ -246,8 +246,6 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 	st := C.mfgo_call_async(p.c, (*C.char)(unsafe.Pointer(fn)), C.size_t(len(function)), ptr, n,
 		C.int64_t(timeoutMs), C.uintptr_t(h), &cerr)
 	p.mu.RUnlock()
-	runtime.KeepAlive(payload)
-	runtime.KeepAlive(function)
 	if st != C.MF_OK {
 		// Not started: the completion will never run.
 		deleteHandle(h)
