@@ -109,6 +109,8 @@ function declare(lib) {
     // libc's, found through the library's own dependencies: a copy out of
     // library memory costs one foreign call instead of an external view.
     memcpy: f('void *memcpy(void *dst, const void *src, size_t n)'),
+    // The same, from an address read out of library memory as a number.
+    memcpyFrom: f('void *memcpy(void *dst, uintptr_t src, size_t n)'),
 
     optionsNew: f('mf_options *mf_options_new(void)'),
     optionsFree: f('void mf_options_free(mf_options *o)'),

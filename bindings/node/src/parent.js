@@ -7,8 +7,9 @@
 // connect, close) also run through the async form: the event loop never waits.
 
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
-const { native, copyBytes, takeString, lastError } = require('./native');
+const { native, takeString, lastError } = require('./native');
 const { pack, unpack } = require('./codec');
 const {
   Status,
@@ -27,6 +28,21 @@ class Completions {
     this.queue = lib.queueNew();
     this.events = lib.koffi.alloc(lib.event, BATCH); // stable memory: written on a pool thread
     this.count = lib.koffi.alloc('size_t', 1);
+    // The events are read through one view made once, as 32-bit words:
+    // decoding them as koffi structs builds an object per event, keys included.
+    const { koffi, event } = lib;
+    if (koffi.sizeof('void *') !== 8 || os.endianness() !== 'LE') {
+      throw new Error('the Node binding reads mf_event as a 64-bit little-endian layout; this platform is not one');
+    }
+    const word = (field) => koffi.offsetof(event, field) / 4;
+    this.layout = {
+      stride: koffi.sizeof(event) / 4,
+      token: word('token'),
+      status: word('status'),
+      result: word('result'),
+      resultLen: word('result_len'),
+    };
+    this.words = new Uint32Array(koffi.view(this.events, BATCH * koffi.sizeof(event)));
     this.pending = new Map(); // token -> { resolve, reject, name, owner }
     this.nextToken = 1;
     this.waiting = false;
@@ -66,33 +82,43 @@ class Completions {
   }
 
   deliver() {
-    const { koffi } = this.lib;
+    const { koffi, memcpyFrom } = this.lib;
+    const { words } = this;
+    const { stride, token: tokenAt, status: statusAt, result: resultAt, resultLen: lenAt } = this.layout;
+    const u64 = (w) => words[w] + words[w + 1] * 2 ** 32; // exact: tokens and addresses stay below 2^53
     const n = Number(koffi.decode(this.count, 'size_t'));
-    const batch = koffi.decode(this.events, this.lib.event, n);
-    // Copy everything out first: the library's pointers stay valid only until the next mf_queue_next.
-    const done = batch.map((e) => ({
-      token: Number(e.token),
-      status: e.status,
-      bytes: e.status === Status.MF_OK ? copyBytes(this.lib, e.result, e.result_len) : null,
-      message: e.error_message,
-    }));
-    for (const d of done) {
-      const call = this.pending.get(d.token);
+    // Take everything out first: the library's pointers stay valid only until the next mf_queue_next.
+    const done = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const w = i * stride;
+      const status = words[w + statusAt] | 0;
+      let value;
+      if (status === Status.MF_OK) {
+        const len = u64(w + lenAt);
+        value = Buffer.allocUnsafe(len);
+        if (len > 0) memcpyFrom(value, u64(w + resultAt), len);
+      } else {
+        value = koffi.decode(this.events, i * stride * 4, this.lib.event).error_message;
+      }
+      done[i] = { token: u64(w + tokenAt), status, value };
+    }
+    for (const { token, status, value } of done) {
+      const call = this.pending.get(token);
       if (!call) continue;
-      this.pending.delete(d.token);
-      if (d.status === Status.MF_OK) {
-        let value;
+      this.pending.delete(token);
+      if (status === Status.MF_OK) {
+        let result;
         try {
-          value = unpack(d.bytes);
+          result = unpack(value);
         } catch (e) {
           call.reject(new MultifrostError(`cannot decode the result of '${call.name}': ${e.message}`, Status.MF_ERR_PROTOCOL));
           continue;
         }
-        call.resolve(value);
+        call.resolve(result);
       } else {
-        const message = d.message || statusName(d.status);
-        if (call.onFailure) call.onFailure(d.status, message);
-        call.reject(errorFor(d.status, message, call.name));
+        const message = value || statusName(status);
+        if (call.onFailure) call.onFailure(status, message);
+        call.reject(errorFor(status, message, call.name));
       }
     }
   }

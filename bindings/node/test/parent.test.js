@@ -106,6 +106,23 @@ describe('a spawned Node worker', () => {
     await assert.rejects(handle.call.failLater('later'), { name: 'RemoteCallError', message: 'ValidationError: later' });
   });
 
+  it('results and failures started together each reach their own call', async () => {
+    // Completions arrive in batches; each event is read out of the batch by its place in it.
+    const calls = [];
+    for (let i = 0; i < 200; i++) calls.push(i % 3 === 0 ? handle.call.fail(`no ${i}`) : handle.call.add(i, 1));
+    const outcomes = await Promise.allSettled(calls);
+    outcomes.forEach((o, i) => {
+      if (i % 3 === 0) {
+        assert.equal(o.status, 'rejected', `call ${i}`);
+        assert.ok(o.reason instanceof RemoteCallError);
+        assert.equal(o.reason.message, `RangeError: no ${i}`);
+      } else {
+        assert.equal(o.status, 'fulfilled', `call ${i}`);
+        assert.equal(o.value, i + 1);
+      }
+    });
+  });
+
   it('wrong argument counts and types come back with the worker message', async () => {
     await assert.rejects(handle.call.add(1), {
       name: 'RemoteCallError',
