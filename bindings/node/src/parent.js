@@ -548,22 +548,35 @@ class ParentWorker {
     return this.#stopping;
   }
 
-  async #call(name, args, options) {
-    if (typeof name !== 'string' || !name) throw new TypeError('function name must be a non-empty string');
-    if (!Array.isArray(args)) throw new TypeError('args must be an array');
-    const { timeout } = options || {};
-    let timeoutMs = 0;
-    if (timeout !== undefined && timeout !== null) {
-      if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw new TypeError('timeout must be a number of milliseconds');
-      timeoutMs = timeout === Infinity || timeout < 0 ? -1 : timeout === 0 ? 0 : Math.max(1, Math.round(timeout));
-    }
-    if (this.#state === 'starting') {
-      try {
-        await this.#starting;
-      } catch {
-        // reported below as not running
+  // Not async: a call on a running worker makes one promise, not two.
+  #call(name, args, options) {
+    try {
+      if (typeof name !== 'string' || !name) throw new TypeError('function name must be a non-empty string');
+      if (!Array.isArray(args)) throw new TypeError('args must be an array');
+      const { timeout } = options || {};
+      let timeoutMs = 0;
+      if (timeout !== undefined && timeout !== null) {
+        if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw new TypeError('timeout must be a number of milliseconds');
+        timeoutMs = timeout === Infinity || timeout < 0 ? -1 : timeout === 0 ? 0 : Math.max(1, Math.round(timeout));
       }
+      if (this.#state === 'starting') return this.#callOnceStarted(name, args, timeoutMs);
+      return this.#send(name, args, timeoutMs);
+    } catch (e) {
+      return Promise.reject(e);
     }
+  }
+
+  async #callOnceStarted(name, args, timeoutMs) {
+    try {
+      await this.#starting;
+    } catch {
+      // reported by #send as not running
+    }
+    return this.#send(name, args, timeoutMs);
+  }
+
+  /** Starts the call now; throws if the worker is not running. */
+  #send(name, args, timeoutMs) {
     if (this.#state !== 'running') {
       if (this.#state === 'new') {
         throw new MultifrostError(`call '${name}': ${this.#describe()} is not started (await handle.start() first)`, Status.MF_ERR_INVALID_ARGUMENT);
@@ -571,8 +584,7 @@ class ParentWorker {
       throw new ClosedError(`call '${name}': ${this.#describe()} is stopped`);
     }
     if (this.#exited !== null) throw errorFor(Status.MF_ERR_WORKER_EXITED, this.#exited, name);
-    const bytes = pack(args);
-    return getCompletions().start(this.#parent, this, name, bytes, timeoutMs, this.#onFailure);
+    return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs, this.#onFailure);
   }
 
   // Work-around for a race in the core (src/parent.rs check_child): pending
