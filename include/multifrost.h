@@ -106,7 +106,9 @@ typedef struct mf_options mf_options;
  * released by `mf_parent_close`. Thread-safe: any number of threads may
  * call on it at once, and `mf_parent_close` may run while other threads
  * are inside calls on it (those calls end with MF_ERR_CLOSED); it must not
- * run concurrently with the *start* of another call on the same handle.
+ * run concurrently with the *start* of another call on the same handle,
+ * unless that thread calls through a reference of its own
+ * (`mf_parent_retain`).
  */
 typedef struct mf_parent mf_parent;
 
@@ -492,6 +494,24 @@ char *mf_parent_stats_json(const struct mf_parent *p);
  * Must not be called from a completion or log callback of this parent.
  */
 void mf_parent_close(struct mf_parent *p);
+
+/**
+ * Another reference to the same parent, for a thread that goes on calling
+ * while another thread may close it: between reading a handle and entering
+ * a call, a concurrent `mf_parent_close` would otherwise free it. Closing
+ * through any reference closes the connection for all (calls through the
+ * others then end with MF_ERR_CLOSED); the memory goes with the last
+ * reference, dropped by `mf_parent_close` or `mf_parent_release`. Returns
+ * `p` (NULL for NULL). Any thread.
+ */
+struct mf_parent *mf_parent_retain(struct mf_parent *p);
+
+/**
+ * Drops a reference taken with `mf_parent_retain`, leaving the connection
+ * open for the others; the last reference closes it as `mf_parent_close`
+ * does (with the same restriction on callbacks). NULL is ignored.
+ */
+void mf_parent_release(struct mf_parent *p);
 
 /**
  * `mf_spawn` that also hands the error text back: on failure `*error`

@@ -8,12 +8,15 @@ use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::parent::{Done, Outcome, Parent};
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::Arc;
 
 /// A connection to one worker. Created by `mf_spawn` or `mf_connect`,
 /// released by `mf_parent_close`. Thread-safe: any number of threads may
 /// call on it at once, and `mf_parent_close` may run while other threads
 /// are inside calls on it (those calls end with MF_ERR_CLOSED); it must not
-/// run concurrently with the *start* of another call on the same handle.
+/// run concurrently with the *start* of another call on the same handle,
+/// unless that thread calls through a reference of its own
+/// (`mf_parent_retain`).
 pub struct mf_parent(Parent);
 
 impl mf_parent {
@@ -328,6 +331,29 @@ pub unsafe extern "C" fn mf_parent_close(p: *mut mf_parent) {
             parent.0.close();
         }
     });
+}
+
+/// Another reference to the same parent, for a thread that goes on calling
+/// while another thread may close it: between reading a handle and entering
+/// a call, a concurrent `mf_parent_close` would otherwise free it. Closing
+/// through any reference closes the connection for all (calls through the
+/// others then end with MF_ERR_CLOSED); the memory goes with the last
+/// reference, dropped by `mf_parent_close` or `mf_parent_release`. Returns
+/// `p` (NULL for NULL). Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mf_parent_retain(p: *mut mf_parent) -> *mut mf_parent {
+    if !p.is_null() {
+        Arc::increment_strong_count(p.cast_const());
+    }
+    p
+}
+
+/// Drops a reference taken with `mf_parent_retain`, leaving the connection
+/// open for the others; the last reference closes it as `mf_parent_close`
+/// does (with the same restriction on callbacks). NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn mf_parent_release(p: *mut mf_parent) {
+    super::guard_void(|| drop(arc_release(p)));
 }
 
 /// Stores the calling thread's error text in `*error` (when `error` is not

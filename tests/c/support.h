@@ -8,7 +8,10 @@
 
 #include <multifrost.h>
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #ifndef TEST_WORKER
 #error "TEST_WORKER must name the test worker program"
@@ -40,6 +43,21 @@ static inline void check_json_call(mf_parent *p, const char *function, const cha
         CHECK(strcmp(got, want) == 0, "%s%s returned %s, expected %s", function, args, got, want);
         mf_string_free(got);
     }
+}
+
+/* Waits until the parent reports `n` calls in flight, up to 3 s; whether it did. */
+static inline int wait_in_flight(mf_parent *p, int n) {
+    char want[32];
+    snprintf(want, sizeof want, "\"in_flight\":%d", n);
+    for (int64_t t0 = now_ms(); now_ms() - t0 < 3000;) {
+        char *stats = mf_parent_stats_json(p);
+        int found = stats && strstr(stats, want);
+        mf_string_free(stats);
+        if (found) return 1;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
 }
 
 /* Encodes [a, b] as a msgpack array of two int64s; returns the length. */

@@ -35,21 +35,6 @@ static void *sleeper(void *arg) {
     return NULL;
 }
 
-/* Waits until the worker reports `n` calls in flight, up to 3 s. */
-static int wait_in_flight(mf_parent *p, int n) {
-    char want[32];
-    snprintf(want, sizeof want, "\"in_flight\":%d", n);
-    for (int64_t t0 = now_ms(); now_ms() - t0 < 3000;) {
-        char *stats = mf_parent_stats_json(p);
-        int found = stats && strstr(stats, want);
-        mf_string_free(stats);
-        if (found) return 1;
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    return 0;
-}
-
 int main(void) {
     mf_options *o = mf_options_new();
     /* The worker is sleeping in handlers and may ignore SIGTERM's request for
