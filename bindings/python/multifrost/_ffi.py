@@ -197,6 +197,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     # Returns char* owned by the caller: declared as void* so ctypes keeps the pointer.
     fn("mf_parent_stats_json", c_void_p, mf_parent_p)
     fn("mf_parent_close", None, mf_parent_p)
+    fn("mf_parent_retain", mf_parent_p, mf_parent_p)
+    fn("mf_parent_release", None, mf_parent_p)
     fn("mf_parent_watch", c_int, mf_parent_p, POINTER(c_int))
     fn("mf_parent_unwatch", None, mf_parent_p)
     fn("mf_parent_drive", c_int, mf_parent_p, POINTER(c_int))

@@ -1,10 +1,12 @@
 """The calling side: :class:`ParentWorker` spawns a worker or connects to one.
 
-Calls are started with ``mf_call_queued``. Async calls complete on a queue of
+Async calls are started with ``mf_call_queued`` and complete on a queue of
 their own event loop: the loop watches the queue's descriptor
 (``mf_queue_fd``, ``loop.add_reader``) and resolves the futures itself, so a
-result reaches the awaiting coroutine with no thread in between. Blocking
-calls complete through one dispatcher thread per worker (``mf_queue_next``).
+result reaches the awaiting coroutine with no thread in between. A blocking
+call from any thread but the main one is a plain ``mf_call`` (the GIL is
+released while it waits). The main thread must stay interruptible by Ctrl-C,
+so its blocking calls complete on a queue of its own, waited on in slices.
 No library thread ever calls into Python, and awaiting a call never blocks
 the event loop.
 """
@@ -12,7 +14,6 @@ the event loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import ctypes
 import itertools
 import json
@@ -50,6 +51,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # How many completions one mf_queue_next may hand over at once.
 _BATCH = 256
+
+# How long the main thread waits on its queue at a time: Ctrl-C (any Python
+# signal handler) runs between two waits.
+_SLICE_MS = 100
 
 
 def _ms(seconds: float, what: str, allow_zero: bool = False) -> int:
@@ -152,8 +157,8 @@ class _Plan:
         return o
 
 
-# A waiter is (loop, asyncio.Future) for async callers, (None, concurrent Future) for sync ones.
-_Waiter = Tuple[Optional[asyncio.AbstractEventLoop], Any]
+# A waiter: the event loop of an async caller, and its future.
+_Waiter = Tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 def _settle(fut: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
@@ -166,22 +171,54 @@ def _settle(fut: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
-def _settle_async(items: List[Tuple["asyncio.Future[Any]", bool, Any]]) -> None:
-    """Runs on the caller's event loop: resolves a batch of futures."""
-    for fut, ok, value in items:
-        _settle(fut, ok, value)
+def _decoded(data: bytes) -> Tuple[bool, Any]:
+    """A result's bytes as (True, value), or (False, ProtocolError) when they do not decode."""
+    try:
+        return True, _values.unpack(data)
+    except Exception as e:  # undecodable result
+        return False, ProtocolError(f"cannot decode the result: {e}")
 
 
 def _outcome(ev: "_ffi.mf_event") -> Tuple[bool, Any]:
     """An event's result as (True, value) or (False, exception)."""
     if ev.status == Status.OK:
-        data = ctypes.string_at(ev.result, ev.result_len) if ev.result_len else b""
-        try:
-            return True, _values.unpack(data)
-        except Exception as e:  # undecodable result
-            return False, ProtocolError(f"cannot decode the result: {e}")
+        return _decoded(ctypes.string_at(ev.result, ev.result_len) if ev.result_len else b"")
     msg = ev.error_message.decode("utf-8", "replace") if ev.error_message else ""
     return False, error_for(ev.status, msg)
+
+
+class _MainQueue:
+    """The main thread's completion queue for its blocking calls (one at a time).
+
+    A completion of a call the main thread stopped waiting for (Ctrl-C) may
+    still arrive: it is dropped by the next wait, by its token.
+    """
+
+    def __init__(self) -> None:
+        lib = _ffi.load()
+        self.queue = lib.mf_queue_new()
+        self.events = (_ffi.mf_event * 4)()
+        self.count = ctypes.c_size_t(0)
+        self.tokens = itertools.count(1)
+
+    def wait(self, token: int) -> Any:
+        """Blocks until call ``token`` completes; returns its value or raises its error."""
+        lib = _ffi._lib
+        while True:
+            status = lib.mf_queue_next(self.queue, _SLICE_MS, self.events, len(self.events), ctypes.byref(self.count))
+            if status == Status.OK:
+                for i in range(self.count.value):
+                    ev = self.events[i]
+                    if ev.token == token:
+                        ok, value = _outcome(ev)
+                        if ok:
+                            return value
+                        raise value
+            elif status != Status.ERR_TIMEOUT:
+                raise error_for(status, _ffi.last_error())
+
+
+_main_queue: Optional[_MainQueue] = None
 
 
 class _LoopQueue:
@@ -300,11 +337,20 @@ class _LoopQueue:
 _function_names: Dict[str, bytes] = {}
 
 
+def _function_name(function: str) -> bytes:
+    fn = _function_names.get(function)
+    if fn is None:
+        fn = _ffi.encode(function)
+        if len(_function_names) < 4096:
+            _function_names[function] = fn
+    return fn
+
+
 class _Connection:
     """The C handles of one ParentWorker and its completion machinery.
 
     Holds no reference to the ParentWorker, so a forgotten worker can be
-    collected (its finalizer closes this) while the dispatcher thread runs.
+    collected (its finalizer closes this).
     """
 
     def __init__(self, plan: _Plan) -> None:
@@ -313,8 +359,6 @@ class _Connection:
         self.start_lock = threading.Lock()  # one start (or namespace connect) at a time
         self.handle: Optional[int] = None
         self.extra: Dict[str, int] = {}  # namespace -> extra parent handle (connect mode)
-        self.queue: Optional[int] = None  # blocking calls' completions, for the dispatcher thread
-        self.thread: Optional[threading.Thread] = None
         self.loop_queues: Dict[asyncio.AbstractEventLoop, _LoopQueue] = {}
         # The one loop that reads the main handle's socket itself (mf_parent_watch).
         self.watcher: Optional[_LoopQueue] = None
@@ -360,14 +404,6 @@ class _Connection:
                     lib.mf_parent_close(handle)
                     raise ClosedError("this worker was closed while it was starting")
                 self.handle = handle
-                self.queue = lib.mf_queue_new()
-                self.thread = threading.Thread(
-                    target=self._dispatch,
-                    args=(self.queue,),
-                    name=f"multifrost-completions[{self.plan.name or self.plan.target}]",
-                    daemon=True,
-                )
-                self.thread.start()
 
     def has_namespace(self, namespace: Optional[str]) -> bool:
         return namespace is None or namespace == (self.plan.namespace or "default") or namespace in self.extra
@@ -405,7 +441,6 @@ class _Connection:
             handles = ([self.handle] if self.handle is not None else []) + list(self.extra.values())
             self.handle = None
             self.extra = {}
-            queue, thread = self.queue, self.thread
             loop_queues = list(self.loop_queues.values())
             self.loop_queues = {}
             self.watcher = None
@@ -414,71 +449,108 @@ class _Connection:
         if lib is not None:
             for h in handles:
                 lib.mf_parent_close(h)  # in-flight calls complete with MF_ERR_CLOSED
-            if queue is not None:
-                lib.mf_queue_close(queue)
             try:
                 current: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
             except RuntimeError:
                 current = None
             for lq in loop_queues:
                 lq.release_from(current)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
         # Completions that never came (there should be none) must not leave awaiters hanging.
-        leftovers = list(self.pending.items())
-        for token, waiter in leftovers:
+        for token, (loop, fut) in list(self.pending.items()):
             if self.pending.pop(token, None) is not None:
-                self._deliver([(waiter, False, ClosedError("the worker was closed"))])
-        if lib is not None and queue is not None and (thread is None or not thread.is_alive()):
-            lib.mf_queue_free(queue)
-            self.queue = None
+                try:
+                    loop.call_soon_threadsafe(_settle, fut, False, ClosedError("the worker was closed"))
+                except RuntimeError:  # the loop was closed: nobody is waiting any more
+                    pass
 
     # -- calls ----------------------------------------------------------
 
+    def _handle_for(self, namespace: Optional[str]) -> int:
+        """Under ``self.lock``: the handle that serves ``namespace``.
+
+        Raises:
+            ClosedError: Not started, or closed.
+        """
+        if namespace is None or namespace == (self.plan.namespace or "default"):
+            handle = self.handle
+        else:
+            handle = self.extra.get(namespace)
+        if handle is None:
+            if self.closed:
+                raise ClosedError("the worker was closed")
+            raise ClosedError(
+                "the worker is not started: use `async with`, `await worker.start()` or `worker.sync.start()`"
+            )
+        return handle
+
     def begin(self, function: str, args: bytes, timeout_ms: int, namespace: Optional[str], waiter: _Waiter) -> None:
-        """Starts one call whose completion goes to ``waiter``.
+        """Starts one call from an event loop; its completion settles ``waiter`` on that loop.
 
         Raises:
             ClosedError: Not started, or closed.
             MultifrostError: The call could not be started.
         """
-        fn = _function_names.get(function)
-        if fn is None:
-            fn = _ffi.encode(function)
-            if len(_function_names) < 4096:
-                _function_names[function] = fn
+        fn = _function_name(function)
         token = next(self.tokens)
         self.pending[token] = waiter
         lib = _ffi.load()
         with self.lock:
-            if namespace is None or namespace == (self.plan.namespace or "default"):
-                handle = self.handle
-            else:
-                handle = self.extra.get(namespace)
-            if handle is None:
+            try:
+                handle = self._handle_for(namespace)
+            except ClosedError:
                 self.pending.pop(token, None)
-                if self.closed:
-                    raise ClosedError("the worker was closed")
-                raise ClosedError(
-                    "the worker is not started: use `async with`, `await worker.start()` or `worker.sync.start()`"
-                )
+                raise
             loop = waiter[0]
-            if loop is None:
-                queue = self.queue
-            else:
-                lq = self.loop_queues.get(loop)
-                if lq is None:
-                    lq = self._new_loop_queue(loop)
-                if handle == self.handle:  # extra namespace handles are not watched
-                    if self.watcher is None:
-                        self.watcher = lq
-                    if lq is self.watcher and not lq.watching:
-                        lq.arm(handle)
-                queue = lq.queue
-            status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, queue, token)
+            lq = self.loop_queues.get(loop)
+            if lq is None:
+                lq = self._new_loop_queue(loop)
+            if handle == self.handle:  # extra namespace handles are not watched
+                if self.watcher is None:
+                    self.watcher = lq
+                if lq is self.watcher and not lq.watching:
+                    lq.arm(handle)
+            status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, lq.queue, token)
             if status != Status.OK:
                 self.pending.pop(token, None)
                 raise error_for(status, _ffi.last_error())
+
+    def call(self, function: str, args: bytes, timeout_ms: int, namespace: Optional[str]) -> Any:
+        """One blocking call: its result, or its error raised.
+
+        Another thread may close meanwhile: a call through its own reference
+        (``mf_parent_retain``) then ends with ClosedError.
+        """
+        global _main_queue
+        fn = _function_name(function)
+        lib = _ffi.load()
+        if threading.current_thread() is threading.main_thread():
+            mq = _main_queue
+            if mq is None:
+                mq = _main_queue = _MainQueue()
+            token = next(mq.tokens)
+            with self.lock:
+                handle = self._handle_for(namespace)
+                status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, mq.queue, token)
+                if status != Status.OK:
+                    raise error_for(status, _ffi.last_error())
+            return mq.wait(token)
+        with self.lock:
+            ref = lib.mf_parent_retain(self._handle_for(namespace))
+        out = _ffi.mf_buffer()
+        try:
+            status = lib.mf_call(ref, fn, args, len(args), timeout_ms, ctypes.byref(out))
+            if status != Status.OK:
+                raise error_for(status, _ffi.last_error())
+            try:
+                data = ctypes.string_at(out.data, out.len) if out.len else b""
+            finally:
+                lib.mf_buffer_free(out)
+        finally:
+            lib.mf_parent_release(ref)
+        ok, value = _decoded(data)
+        if ok:
+            return value
+        raise value
 
     def _new_loop_queue(self, loop: asyncio.AbstractEventLoop) -> _LoopQueue:
         """A completion queue for ``loop`` (under ``self.lock``); frees those of closed loops."""
@@ -495,45 +567,6 @@ class _Connection:
         lq = _LoopQueue(self, loop)
         self.loop_queues[loop] = lq
         return lq
-
-    def _dispatch(self, queue: int) -> None:
-        """The completion thread: takes batches from the queue until it is closed."""
-        lib = _ffi.load()
-        events = (_ffi.mf_event * _BATCH)()
-        n = ctypes.c_size_t(0)
-        while True:
-            status = lib.mf_queue_next(queue, -1, events, _BATCH, ctypes.byref(n))
-            if status == Status.ERR_CLOSED:
-                return
-            if status != Status.OK:
-                continue
-            batch: List[Tuple[_Waiter, bool, Any]] = []
-            for i in range(n.value):
-                ev = events[i]
-                waiter = self.pending.pop(ev.token, None)
-                if waiter is not None:
-                    batch.append((waiter, *_outcome(ev)))
-            self._deliver(batch)
-
-    @staticmethod
-    def _deliver(batch: List[Tuple[_Waiter, bool, Any]]) -> None:
-        by_loop: Dict[asyncio.AbstractEventLoop, List[Tuple["asyncio.Future[Any]", bool, Any]]] = {}
-        for (loop, fut), ok, value in batch:
-            if loop is None:
-                try:
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
-                except concurrent.futures.InvalidStateError:
-                    pass
-            else:
-                by_loop.setdefault(loop, []).append((fut, ok, value))
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle_async, items)
-            except RuntimeError:  # the loop was closed: nobody is waiting any more
-                pass
 
     def stats(self) -> Optional[Dict[str, Any]]:
         with self.lock:
@@ -696,9 +729,7 @@ class SyncHandle:
         timeout_ms = _call_timeout_ms(timeout)
         if namespace is not None:
             conn.ensure_namespace(namespace)
-        fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
-        conn.begin(function, payload, timeout_ms, namespace, (None, fut))
-        return fut.result()
+        return conn.call(function, payload, timeout_ms, namespace)
 
 
 class ParentWorker:

@@ -2,6 +2,8 @@
 
 import asyncio
 import math
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -148,6 +150,69 @@ def test_many_threads_sync_calls(shared_worker):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(work, range(8)))
     assert results == [[i + j for j in range(25)] for i in range(8)]
+
+
+def test_close_ends_blocking_calls_of_other_threads(sample_worker):
+    # Threads call with plain mf_call on references of their own; a close
+    # from here ends their calls in flight, and later ones are refused.
+    worker = ParentWorker.spawn(sample_worker)
+    worker.sync.start()
+    outcomes = []
+
+    def caller():
+        try:
+            outcomes.append(worker.sync.call.slow(20_000))
+        except ClosedError as e:
+            outcomes.append(e)
+        with pytest.raises(ClosedError, match="closed"):
+            worker.sync.call.add(1, 1)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while worker.metrics.get("in_flight") != 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.metrics["in_flight"] == 4
+    worker.sync.close()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 4
+    assert all(isinstance(o, ClosedError) for o in outcomes), outcomes
+
+
+CTRL_C_SCRIPT = r"""
+import os, signal, sys, threading, time
+from multifrost import ParentWorker
+
+worker = ParentWorker.spawn(sys.argv[1])
+worker.sync.start()
+
+def interrupt_once_in_flight():
+    while worker.metrics.get("in_flight") != 1:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt_once_in_flight, daemon=True).start()
+try:
+    print("returned", worker.sync.call.slow(1500), flush=True)
+except KeyboardInterrupt:
+    print("interrupted with", worker.metrics["in_flight"], "in flight", flush=True)
+# The interrupted call's completion arrives during this one and is dropped.
+print("next", worker.sync.call.slow(3000), flush=True)
+print("then", worker.sync.call.add(1, 2), flush=True)
+worker.sync.close()
+"""
+
+
+def test_ctrl_c_interrupts_a_blocking_call_in_the_main_thread(sample_worker, tmp_path):
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), sample_worker], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["interrupted with 1 in flight", "next 3000", "then 3"], done.stderr
 
 
 def test_timeout_is_builtin_timeout_error(shared_worker):
