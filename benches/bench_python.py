@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""The Python binding benchmark: what an asyncio caller of libmultifrost sees.
+"""The Python binding benchmark: what a Python caller of libmultifrost sees.
 
 Cases (against build/benches/bench_worker, the same raw-msgpack worker as the
 C API suite):
   acall_seq     ``await worker.acall.add(1, 2)`` one after the other   (µs/call)
   gather5000    5 000 ``worker.acall.add(i, 1)`` at once through
                 ``asyncio.gather``, several batches                    (calls/s)
+  sync_seq      ``worker.sync.call.add(1, 2)`` one after the other, on the
+                main thread (a queue waited on in slices, for Ctrl-C)  (µs/call)
+  sync_seq_thread  the same on another thread (a plain ``mf_call``)   (µs/call)
 
 Every call checks its result; a wrong result or a failed call prints
 "bench_python: FAILED: ..." and exits 1. The results are one JSON object on
@@ -21,6 +24,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 
 from multifrost import ParentWorker
@@ -80,7 +84,36 @@ async def case_gather5000(worker, scale, metrics, info):
     info["gather5000_rates"] = [round(r) for r in rates]
 
 
-CASES = {"acall_seq": case_acall_seq, "gather5000": case_gather5000}
+def sync_seq(worker, scale, metrics, name, where):
+    warmup, n = 300, scaled(5000, scale, 10)
+    lat = []
+    clock = time.perf_counter
+    call = worker.sync.call
+    for i in range(warmup + n):
+        t = clock()
+        v = call.add(1, 2)
+        if v != 3:
+            fail("sync add(1, 2) #%d returned %r" % (i, v))
+        if i >= warmup:
+            lat.append((clock() - t) * 1e6)
+    metrics[name + "_p50_us"] = {"value": statistics.median(lat), "unit": "us", "better": "lower",
+                                 "label": "sync.call.add(1, 2) sequential, %s (median)" % where}
+
+
+async def case_sync_seq(worker, scale, metrics, info):
+    sync_seq(worker, scale, metrics, "sync_seq", "main thread")
+
+
+async def case_sync_seq_thread(worker, scale, metrics, info):
+    t = threading.Thread(target=sync_seq, args=(worker, scale, metrics, "sync_seq_thread", "another thread"))
+    t.start()
+    t.join()
+    if "sync_seq_thread_p50_us" not in metrics:
+        fail("the calling thread ended without a result")
+
+
+CASES = {"acall_seq": case_acall_seq, "gather5000": case_gather5000, "sync_seq": case_sync_seq,
+         "sync_seq_thread": case_sync_seq_thread}
 
 
 async def main_async(args):
