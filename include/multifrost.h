@@ -565,11 +565,13 @@ void mf_queue_free(struct mf_queue *q);
 
 /**
  * A descriptor that becomes readable when a completion arrives on an
- * empty queue, for an event loop to watch (epoll, `loop.add_reader`, …)
- * instead of parking a thread in `mf_queue_next`. When it is readable:
- * read 8 bytes from it (it is non-blocking; EAGAIN is fine), then call
- * `mf_queue_next` with timeout 0 until it returns MF_ERR_TIMEOUT — only a
- * completion that finds the queue empty makes it readable again. The
+ * empty queue, for an event loop to watch (epoll, `loop.add_reader`, a
+ * libuv stream, …) instead of parking a thread in `mf_queue_next`. It is
+ * one end of a Unix stream socket, which every event loop can watch. When
+ * it is readable: read what it holds (it is non-blocking; a read of 8
+ * bytes is enough, EAGAIN is fine), then call `mf_queue_next` with
+ * timeout 0 until it returns MF_ERR_TIMEOUT — only a completion that
+ * finds the queue empty makes it readable again. The
  * queue owns the descriptor (close it never; it lives until
  * `mf_queue_free`). Any thread; the thread that calls this first is taken
  * to be the loop's: completions that `mf_parent_drive` runs on that thread

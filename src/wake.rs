@@ -1,5 +1,6 @@
 //! Waking and sleeping: a Linux eventfd used to wake a thread that sleeps
-//! in poll(2), the poll itself, and an epoll set for event loops.
+//! in poll(2), the poll itself, a socket that event loops watch, and an
+//! epoll set for event loops.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -43,6 +44,52 @@ impl Wake {
 
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// A descriptor that a notification makes readable, for event loops to
+/// watch: one end of a Unix socket pair, since every event loop can watch
+/// a socket (libuv, which Node exposes, cannot watch an eventfd). The
+/// reader reads what is there (any amount; EAGAIN is fine) to reset it.
+#[derive(Debug)]
+pub struct Signal {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Signal {
+    pub fn new() -> io::Result<Self> {
+        let mut fds = [0 as libc::c_int; 2];
+        let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: fds has room for the two descriptors; the result is checked.
+        if unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: two fresh descriptors that nothing else owns.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // The reader side never writes.
+        // SAFETY: a plain shutdown(2) of a descriptor we own.
+        unsafe { libc::shutdown(read.as_raw_fd(), libc::SHUT_WR) };
+        Ok(Signal { read, write })
+    }
+
+    /// Makes the read end readable (a byte; a full buffer already is).
+    pub fn notify(&self) {
+        let byte = 1u8;
+        // SAFETY: sends one byte from a local; EAGAIN (full) still leaves it readable.
+        unsafe {
+            libc::send(
+                self.write.as_raw_fd(),
+                (&byte as *const u8).cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    }
+
+    /// The end to watch and read.
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
     }
 }
 

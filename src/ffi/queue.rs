@@ -7,7 +7,7 @@ use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, tex
 use crate::error::Error;
 use crate::parent::{Done, Reply};
 use crate::sync::{Condvar, Mutex};
-use crate::wake::Wake;
+use crate::wake::Signal;
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, CString};
 use std::sync::OnceLock;
@@ -20,7 +20,7 @@ pub struct mf_queue {
     state: Mutex<State>,
     cv: Condvar,
     /// Readable while completions wait, once `mf_queue_fd` asked for it.
-    wake: OnceLock<Wake>,
+    wake: OnceLock<Signal>,
     /// The thread that asked for the descriptor: its event loop's thread.
     owner: OnceLock<std::thread::ThreadId>,
 }
@@ -122,11 +122,13 @@ pub unsafe extern "C" fn mf_queue_free(q: *mut mf_queue) {
 }
 
 /// A descriptor that becomes readable when a completion arrives on an
-/// empty queue, for an event loop to watch (epoll, `loop.add_reader`, …)
-/// instead of parking a thread in `mf_queue_next`. When it is readable:
-/// read 8 bytes from it (it is non-blocking; EAGAIN is fine), then call
-/// `mf_queue_next` with timeout 0 until it returns MF_ERR_TIMEOUT — only a
-/// completion that finds the queue empty makes it readable again. The
+/// empty queue, for an event loop to watch (epoll, `loop.add_reader`, a
+/// libuv stream, …) instead of parking a thread in `mf_queue_next`. It is
+/// one end of a Unix stream socket, which every event loop can watch. When
+/// it is readable: read what it holds (it is non-blocking; a read of 8
+/// bytes is enough, EAGAIN is fine), then call `mf_queue_next` with
+/// timeout 0 until it returns MF_ERR_TIMEOUT — only a completion that
+/// finds the queue empty makes it readable again. The
 /// queue owns the descriptor (close it never; it lives until
 /// `mf_queue_free`). Any thread; the thread that calls this first is taken
 /// to be the loop's: completions that `mf_parent_drive` runs on that thread
@@ -138,14 +140,14 @@ pub unsafe extern "C" fn mf_queue_fd(q: *mut mf_queue, out: *mut c_int) -> mf_st
         let queue = arc_borrow(q.cast_const(), "queue")?;
         if queue.wake.get().is_none() {
             let _ = queue.owner.set(std::thread::current().id());
-            let wake = Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?;
+            let wake = Signal::new().map_err(|e| Error::io(format!("socketpair: {e}")))?;
             let _ = queue.wake.set(wake);
             // Completions that arrived before the descriptor existed.
             if let (Some(w), false) = (queue.wake.get(), queue.state.lock().ready.is_empty()) {
                 w.notify();
             }
         }
-        *out = queue.wake.get().map_or(-1, Wake::fd);
+        *out = queue.wake.get().map_or(-1, Signal::fd);
         Ok(())
     })
 }
