@@ -111,6 +111,7 @@ function declare(lib) {
     memcpy: f('void *memcpy(void *dst, const void *src, size_t n)'),
     // The same, from an address read out of library memory as a number.
     memcpyFrom: f('void *memcpy(void *dst, uintptr_t src, size_t n)'),
+    dup: f('int dup(int fd)'),
 
     optionsNew: f('mf_options *mf_options_new(void)'),
     optionsFree: f('void mf_options_free(mf_options *o)'),
@@ -140,6 +141,7 @@ function declare(lib) {
     queueNew: f('mf_queue *mf_queue_new(void)'),
     queueClose: f('void mf_queue_close(mf_queue *q)'),
     queueNext: f('int mf_queue_next(mf_queue *q, int64_t timeout_ms, mf_event *events, size_t capacity, size_t *out)'),
+    queueFd: f('int mf_queue_fd(mf_queue *q, _Out_ int *out)'),
     callQueued: f(
       'int mf_call_queued(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token)',
     ),

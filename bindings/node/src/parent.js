@@ -1,12 +1,15 @@
 'use strict';
 // The calling side. Calls are started on the JS thread with mf_call_queued
 // (it never blocks) and their completions are taken in batches from one
-// process-wide completion queue by mf_queue_next, run through koffi's async
-// form on the libuv threadpool. The queue is only waited on while calls are
-// in flight, so an idle process exits by itself. Blocking C calls (spawn,
-// connect, close) also run through the async form: the event loop never waits.
+// process-wide completion queue. The event loop itself watches the queue's
+// descriptor (a socket, through net.Socket) and drains the queue with
+// mf_queue_next when it is readable: no thread between the library and JS.
+// The socket holds the loop open only while calls are in flight, so an idle
+// process exits by itself. Blocking C calls (spawn, connect, close) run
+// through koffi's async form on the libuv threadpool: the loop never waits.
 
 const fs = require('node:fs');
+const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { native, takeString, lastError } = require('./native');
@@ -26,7 +29,7 @@ class Completions {
   constructor(lib) {
     this.lib = lib;
     this.queue = lib.queueNew();
-    this.events = lib.koffi.alloc(lib.event, BATCH); // stable memory: written on a pool thread
+    this.events = lib.koffi.alloc(lib.event, BATCH); // stable memory, read through a view
     this.count = lib.koffi.alloc('size_t', 1);
     // The events are read through one view made once, as 32-bit words:
     // decoding them as koffi structs builds an object per event, keys included.
@@ -45,7 +48,14 @@ class Completions {
     this.words = new Uint32Array(koffi.view(this.events, BATCH * koffi.sizeof(event)));
     this.pending = new Map(); // token -> { resolve, reject, name, owner }
     this.nextToken = 1;
-    this.waiting = false;
+    const fd = [-1];
+    const status = lib.queueFd(this.queue, fd);
+    if (status !== Status.MF_OK) throw errorFor(status, lastError(lib, status), 'mf_queue_fd');
+    // The queue keeps its descriptor; the socket closes a copy of it.
+    this.socket = new net.Socket({ fd: lib.dup(fd[0]), readable: true, writable: false });
+    this.socket.on('data', () => this.drain());
+    this.socket.on('error', (e) => this.failAll(new MultifrostError(`completion queue: ${e.message}`, Status.MF_ERR_IO)));
+    this.socket.unref();
   }
 
   /** Starts one call; returns its promise. Throws (synchronously) if it could not start. */
@@ -56,31 +66,28 @@ class Completions {
       // Synchronous failure: the text is on this thread.
       throw errorFor(status, lastError(this.lib, status), name);
     }
+    if (this.pending.size === 0) this.socket.ref();
     return new Promise((resolve, reject) => {
       // `owner` keeps the worker alive (no finalizer close) while its calls are in flight.
       this.pending.set(token, { resolve, reject, name, owner, onFailure });
-      this.arm();
     });
   }
 
-  arm() {
-    if (this.waiting || this.pending.size === 0) return;
-    this.waiting = true;
-    this.lib.queueNext.async(this.queue, -1, this.events, BATCH, this.count, (err, status) => {
-      this.waiting = false;
-      if (err) {
-        this.failAll(new MultifrostError(`mf_queue_next failed: ${err.message}`, Status.MF_ERR_PANIC));
-        return;
-      }
-      if (status === Status.MF_OK) this.deliver();
-      else if (status !== Status.MF_ERR_TIMEOUT) {
+  /** On the loop, when the descriptor was readable (the socket read it): takes every completion. */
+  drain() {
+    for (;;) {
+      const status = this.lib.queueNext(this.queue, 0, this.events, BATCH, this.count);
+      if (status === Status.MF_ERR_TIMEOUT) break;
+      if (status !== Status.MF_OK) {
         this.failAll(new MultifrostError(`mf_queue_next: ${statusName(status)}`, status));
-        return;
+        break;
       }
-      this.arm();
-    });
+      if (this.deliver() < BATCH) break; // empty now: the next completion makes it readable again
+    }
+    if (this.pending.size === 0) this.socket.unref();
   }
 
+  /** Settles the calls of the batch mf_queue_next just took; returns its size. */
   deliver() {
     const { koffi, memcpyFrom } = this.lib;
     const { words } = this;
@@ -121,6 +128,7 @@ class Completions {
         call.reject(errorFor(status, message, call.name));
       }
     }
+    return n;
   }
 
   failAll(error) {
@@ -134,9 +142,6 @@ let completions = null;
 function getCompletions() {
   if (!completions) {
     completions = new Completions(native());
-    // At exit libuv joins its threadpool threads, so a thread still waiting
-    // in mf_queue_next would hold process.exit() until a call ends: wake it.
-    process.once('exit', () => completions.lib.queueClose(completions.queue));
   }
   return completions;
 }

@@ -59,6 +59,30 @@ it('process.exit() with calls in flight does not hang', async () => {
   assert.ok(r.ms < 4000, `exit took ${r.ms} ms`);
 });
 
+it('calls in flight leave the libuv threadpool free', async () => {
+  // One pool thread: a call that waited for its completion on it would hold
+  // this file read back until the slow call ended.
+  const r = await runNode(
+    [
+      '-e',
+      parentScript(`
+        await worker.start();
+        let slowDone = false;
+        const slow = worker.call.slow(3000).then(() => { slowDone = true; });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        await require('node:fs/promises').readFile(require('node:path').join(${PKG}, 'package.json'));
+        console.log('read while the call was in flight:', !slowDone);
+        await slow;
+        await worker.stop();
+      `),
+    ],
+    { env: { UV_THREADPOOL_SIZE: '1' }, timeout: 20000 },
+  );
+  assert.equal(r.timedOut, false, r.stderr);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'read while the call was in flight: true\n');
+});
+
 it('without stop() the process still exits, and its worker dies with it', async () => {
   const r = await runNode(
     [
