@@ -1126,9 +1126,7 @@ impl Shared {
                 if let Role::Supervisor(sup) = &role {
                     next = min_opt(next, sup.next_timer(&core, true));
                 }
-                next.map_or(-1, |t| {
-                    t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
-                })
+                poll_timeout_ms(next, now)
             };
             self.deliver(finished);
             link.send_queued(&mut out, &self.stats);
@@ -1379,6 +1377,14 @@ impl Slot {
     fn is_done_fast(&self) -> bool {
         self.state.try_lock().is_some_and(|s| s.outcome.is_some())
     }
+}
+
+/// A poll(2) timeout that wakes no earlier than `next` (rounded up to a
+/// whole millisecond), or -1 (no limit) when there is no `next`.
+fn poll_timeout_ms(next: Option<Instant>, now: Instant) -> i64 {
+    next.map_or(-1, |t| {
+        t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
+    })
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -1718,9 +1724,7 @@ impl Supervisor {
                     }
                     other => other,
                 };
-                let timeout = self.next_timer(&core, false).map_or(-1, |t| {
-                    t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
-                });
+                let timeout = poll_timeout_ms(self.next_timer(&core, false), now);
                 (link, timeout)
             };
             if let Some(link) = link {
@@ -2005,9 +2009,31 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests {
-    use super::{after_batch, in_batch};
+    use super::{after_batch, in_batch, poll_timeout_ms};
     use std::cell::RefCell;
     use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_poll_timeout_never_wakes_before_its_time() {
+        let now = Instant::now();
+        assert_eq!(poll_timeout_ms(None, now), -1);
+        assert_eq!(poll_timeout_ms(Some(now), now), 0);
+        assert_eq!(
+            poll_timeout_ms(Some(now + Duration::from_micros(1)), now),
+            1
+        );
+        assert_eq!(
+            poll_timeout_ms(Some(now + Duration::from_micros(1500)), now),
+            2
+        );
+        assert_eq!(
+            poll_timeout_ms(Some(now + Duration::from_millis(7)), now),
+            7
+        );
+        // Already past: poll without waiting.
+        assert_eq!(poll_timeout_ms(Some(now), now + Duration::from_secs(1)), 0);
+    }
 
     #[test]
     fn wake_ups_wait_for_the_outermost_batch_to_be_delivered() {
