@@ -1168,7 +1168,15 @@ impl Shared {
                     ],
                     timeout,
                 );
-                (ra || rb, woken, exited)
+                if link.direct {
+                    // The second item is the DEALER, where only strays arrive now.
+                    if rb {
+                        link.drop_strays(&self.stats);
+                    }
+                    (ra, woken, exited)
+                } else {
+                    (ra || rb, woken, exited)
+                }
             } else {
                 // Waiting for a peer to send to: let libzmq watch for it.
                 // (A stream not said hello on yet is watched beside it.)
@@ -1470,9 +1478,11 @@ impl Link {
         stats.private_link.store(false, Ordering::Relaxed);
     }
 
-    /// The worker said hello on the stream: use it alone. The DEALER's
-    /// descriptor leaves the watch set, as nothing reads the DEALER now
-    /// (it would stay readable once anything reached it).
+    /// The worker said hello on the stream: use it for everything. The
+    /// DEALER's descriptor leaves the watch set: nothing of ours arrives
+    /// there now. A leader still sleeps on it, to drop strays as they come
+    /// (`drop_strays`); between drives of a watching loop nobody leads, and
+    /// the supervisor's idle drain takes them.
     fn go_direct(&mut self, stats: &Stats) {
         if !self.direct {
             self.direct = true;
@@ -1482,7 +1492,8 @@ impl Link {
     }
 
     /// While the stream is in use, drops what reached the DEALER (nobody
-    /// of ours sends there), so it cannot pile up in libzmq.
+    /// of ours sends there), so it cannot pile up in libzmq. Ends on a
+    /// failed recv, so the DEALER's `ZMQ_FD` signals the next arrival.
     fn drop_strays(&mut self, stats: &Stats) {
         if !self.direct {
             return;
@@ -1571,13 +1582,14 @@ impl Link {
     }
 
     /// What to sleep on for the worker's messages: the stream once in use
-    /// (and its writability while it has unsent bytes), otherwise the
-    /// DEALER's `ZMQ_FD` and a stream not yet said hello on.
+    /// (and its writability while it has unsent bytes) with the DEALER's
+    /// `ZMQ_FD` for strays, otherwise the DEALER's `ZMQ_FD` and a stream
+    /// not yet said hello on.
     fn poll_items(&self) -> [(RawFd, libc::c_short); 2] {
         match (&self.stream, self.direct) {
             (Some(s), true) => {
                 let out = if s.wants_write() { libc::POLLOUT } else { 0 };
-                [(s.fd(), libc::POLLIN | out), (-1, 0)]
+                [(s.fd(), libc::POLLIN | out), (self.zmq_fd, libc::POLLIN)]
             }
             (Some(s), false) => [(self.zmq_fd, libc::POLLIN), (s.fd(), libc::POLLIN)],
             (None, _) => [(self.zmq_fd, libc::POLLIN), (-1, 0)],

@@ -1120,6 +1120,59 @@ fn an_idle_parent_does_not_let_unread_frames_pile_up() {
     );
 }
 
+/// Found here, fixed: once a spawned worker of ours talks over the private
+/// link, nothing of ours sends on the parent's port, and the DEALER was read
+/// only by the idle drain, which never runs while a call leads. Anything
+/// another process sent to the port meanwhile piled up in libzmq: here a
+/// 20 s call leads while 20 frames of 20 MiB arrive.
+#[test]
+fn a_linked_parent_drops_what_reaches_its_port_while_a_call_leads() {
+    let _serial = serial();
+    temp_home();
+    let p = Arc::new(Parent::spawn(&test_worker(), &[], Options::default()).expect("spawn"));
+    let port = int(p.call("port", &int_args(&[]), 5000).unwrap().bytes());
+    assert!(port > 0);
+    assert!(pstats(&p)["transport"] == "link", "{}", pstats(&p));
+    let leading = {
+        let p = Arc::clone(&p);
+        std::thread::spawn(move || {
+            p.call("sleep_ms", &int_args(&[20_000]), 60_000)
+                .map(|r| int(r.bytes()))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || stat(
+        &pstats(&p),
+        "in_flight"
+    ) == 1));
+    let stray = ctx().socket(zmq::DEALER).unwrap();
+    stray.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    let big = big_str(20 * MIB);
+    let start = rss_kib();
+    let mut peak = start;
+    for _ in 0..20 {
+        stray.send(&big[..], 0).unwrap();
+        let until = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < until {
+            peak = peak.max(rss_kib());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let dropped = || stat(&pstats(&p), "dropped_unknown");
+    assert!(
+        wait_until(Duration::from_secs(10), || dropped() == 20),
+        "{} of 20 frames dropped while the call led",
+        dropped()
+    );
+    assert_eq!(stat(&pstats(&p), "in_flight"), 1, "the call still leads");
+    let peak_mib = (peak - start) / 1024;
+    assert!(
+        peak_mib < 200,
+        "400 MiB sent to the port: RSS peaked {peak_mib} MiB above the start"
+    );
+    p.close();
+    assert_eq!(leading.join().unwrap().unwrap_err().kind, ErrorKind::Closed);
+}
+
 #[test]
 fn parent_refuses_an_oversized_frame_before_decoding() {
     let _serial = serial();

@@ -83,6 +83,11 @@ fn main() {
         Ok(int_result(ms))
     });
     reg("pid", |_| Ok(int_result(i64::from(std::process::id()))));
+    // The parent's port, as spawn mode handed it over (0 in connect mode).
+    reg("port", |_| {
+        let port = std::env::var("COMLINK_ZMQ_PORT").ok();
+        Ok(int_result(port.and_then(|p| p.parse().ok()).unwrap_or(0)))
+    });
     reg("echo", |a| match a.first() {
         Some(0x91) => Ok(a[1..].to_vec()),
         _ => Err("TypeError: echo takes exactly one argument".to_owned()),
