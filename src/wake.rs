@@ -178,3 +178,23 @@ impl WatchSet {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{wait_ready, Signal};
+
+    #[test]
+    fn a_signal_is_readable_from_notify_until_read() {
+        let s = Signal::new().unwrap();
+        let readable = || wait_ready([(s.fd(), libc::POLLIN)], 0)[0];
+        assert!(!readable());
+        s.notify();
+        s.notify();
+        assert!(readable());
+        let mut buf = [0u8; 8];
+        // SAFETY: reads into a local buffer of its size.
+        let n = unsafe { libc::read(s.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(n, 2, "one byte per notify");
+        assert!(!readable());
+    }
+}
