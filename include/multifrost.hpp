@@ -69,6 +69,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -1405,10 +1406,11 @@ inline void json_trampoline(void* user, const char* args_json, mf_reply* reply) 
 /// by Parent::connect. Move-only; the destructor closes it.
 ///
 /// Threads: call, call_for, call_async, call_json and stats_json may run on
-/// any number of threads at once, and close() may run while other threads
-/// are inside calls (those end with MF_ERR_CLOSED). close(), move-assignment
-/// and destruction must not run while another thread is *starting* a call
-/// on the same object (the library's rule for mf_parent_close).
+/// any number of threads at once, and close() may run on any thread at any
+/// time: calls in flight end with MF_ERR_CLOSED, calls that start later
+/// throw it (each call holds a reference of its own to the C handle,
+/// mf_parent_retain, so a close never frees it under a call). Move-assignment
+/// and destruction, like for any C++ object, must not race other uses.
 ///
 /// A closed or moved-from Parent throws mf::Error(MF_ERR_CLOSED) from every call.
 class Parent {
@@ -1485,7 +1487,8 @@ class Parent {
     std::string fn = detail::c_text(function, "function name");
     msgpack::sbuffer packed = detail::pack_args(args...);
     detail::Buffer result;
-    detail::check(mf_call(handle(), fn.c_str(), reinterpret_cast<const std::uint8_t*>(packed.data()),
+    Ref p(*this);
+    detail::check(mf_call(p.get(), fn.c_str(), reinterpret_cast<const std::uint8_t*>(packed.data()),
                           packed.size(), timeout.count(), &result.b));
     return detail::decode_result<R>(result.b.data, result.b.len, fn);
   }
@@ -1511,7 +1514,8 @@ class Parent {
     try {
       state->function = detail::c_text(function, "function name");
       msgpack::sbuffer packed = detail::pack_args(args...);
-      detail::check(mf_call_async(handle(), state->function.c_str(),
+      Ref p(*this);
+      detail::check(mf_call_async(p.get(), state->function.c_str(),
                                   reinterpret_cast<const std::uint8_t*>(packed.data()), packed.size(),
                                   timeout.count(), &detail::AsyncCall<R>::complete, state.get()));
       state.release();  // owned by the completion now
@@ -1529,7 +1533,8 @@ class Parent {
     std::string fn = detail::c_text(function, "function name");
     std::string args = detail::c_text(args_json, "args_json");
     detail::CString out;
-    detail::check(mf_call_json(handle(), fn.c_str(), args.c_str(), timeout.count(), &out.s));
+    Ref p(*this);
+    detail::check(mf_call_json(p.get(), fn.c_str(), args.c_str(), timeout.count(), &out.s));
     return out.str();
   }
 
@@ -1538,14 +1543,23 @@ class Parent {
   /// heartbeat_*, healthy, circuit_state, restarts, worker_pid, …
   /// (see mf_parent_stats_json). Throws MF_ERR_CLOSED when closed.
   std::string stats_json() const {
-    detail::CString s(mf_parent_stats_json(handle()));
+    Ref p(*this);
+    detail::CString s(mf_parent_stats_json(p.get()));
     if (!s.s) throw Error(MF_ERR_PANIC, "mf_parent_stats_json returned NULL");
     return s.str();
   }
 
   /// Ends calls in flight with MF_ERR_CLOSED, stops and reaps a spawned
-  /// worker. Idempotent; afterwards every call throws MF_ERR_CLOSED.
-  void close() noexcept { mf_parent_close(p_.exchange(nullptr)); }
+  /// worker. Idempotent; afterwards every call throws MF_ERR_CLOSED. Any
+  /// thread, also while others start calls.
+  void close() noexcept {
+    mf_parent* p = p_.exchange(nullptr);
+    if (!p) return;
+    // A call that read the handle before the exchange is taking its own
+    // reference: let it have it before this one goes.
+    while (taking_.load() != 0) std::this_thread::yield();
+    mf_parent_close(p);
+  }
 
   /// False once closed or moved from.
   bool is_open() const noexcept { return p_.load() != nullptr; }
@@ -1558,15 +1572,30 @@ class Parent {
   mf_parent* release() noexcept { return p_.exchange(nullptr); }
 
  private:
-  mf_parent* handle() const {
-    mf_parent* p = p_.load();
-    if (!p) throw Error(MF_ERR_CLOSED, "the parent is closed");
-    return p;
-  }
+  /// One call's own reference to the C handle (mf_parent_retain), released
+  /// when the call returns. Throws MF_ERR_CLOSED when the parent is closed.
+  class Ref {
+   public:
+    explicit Ref(const Parent& parent) {
+      // Sequentially consistent, with close(): a handle read here before
+      // close() exchanged it is retained before close() releases its own.
+      parent.taking_.fetch_add(1);
+      p_ = mf_parent_retain(parent.p_.load());
+      parent.taking_.fetch_sub(1);
+      if (!p_) throw Error(MF_ERR_CLOSED, "the parent is closed");
+    }
+    Ref(const Ref&) = delete;
+    Ref& operator=(const Ref&) = delete;
+    ~Ref() { mf_parent_release(p_); }
+    mf_parent* get() const noexcept { return p_; }
 
-  // Atomic so that close() from one thread while others are inside calls is
-  // well-defined (those calls end with MF_ERR_CLOSED).
+   private:
+    mf_parent* p_;
+  };
+
   std::atomic<mf_parent*> p_{nullptr};
+  // Calls between reading p_ and holding their reference (see Ref).
+  mutable std::atomic<int> taking_{0};
 };
 
 // ---------------------------------------------------------------------------

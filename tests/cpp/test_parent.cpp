@@ -159,6 +159,40 @@ TEST_F(ParentTest, ClosingEndsPendingCallsWithClosed) {
   error_of(MF_ERR_CLOSED, [&] { pending.get(); });
 }
 
+TEST_F(ParentTest, CloseMayRaceCallsBeingStarted) {
+  // Four threads start calls without pause while this one closes: every
+  // call returns its result or throws MF_ERR_CLOSED, none touches a freed
+  // handle (the sanitizer build runs this too).
+  std::atomic<bool> go{false};
+  std::atomic<int> answered{0};
+  std::vector<std::string> failures(4);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; t++) {
+    callers.emplace_back([&, t] {
+      while (!go.load()) std::this_thread::yield();
+      for (int i = 0;; i++) {
+        try {
+          int sum = t % 2 ? parent.call<int>("add", i, 1) : parent.call_async<int>("add", i, 1).get();
+          if (sum != i + 1) {
+            failures[t] = "add(" + std::to_string(i) + ", 1) returned " + std::to_string(sum);
+            return;
+          }
+          answered++;
+        } catch (const mf::Error& e) {
+          if (e.status() != MF_ERR_CLOSED) failures[t] = e.what();
+          return;
+        }
+      }
+    });
+  }
+  go = true;
+  while (answered.load() < 200) std::this_thread::yield();
+  parent.close();
+  for (auto& c : callers) c.join();
+  for (int t = 0; t < 4; t++) EXPECT_EQ(failures[t], "") << "caller " << t;
+  expect_closed(parent);
+}
+
 TEST_F(ParentTest, CallJson) {
   EXPECT_EQ(parent.call_json("add", "[1, 2]"), "3");
   EXPECT_EQ(parent.call_json("echo_str", R"(["héllo ✓"])"), R"("héllo ✓")");
