@@ -281,7 +281,8 @@ func TestContextTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, multifrost.ErrTimeout) {
 		t.Errorf("err %v should match both DeadlineExceeded and ErrTimeout", err)
 	}
-	if elapsed > time.Second {
+	// Well before the 5 s answer, with room for a busy machine.
+	if elapsed > 3*time.Second {
 		t.Errorf("returned after %v, want about 200 ms", elapsed)
 	}
 	// An expired ctx fails before sending.
@@ -308,7 +309,8 @@ func TestContextCancel(t *testing.T) {
 	if errors.Is(err, multifrost.ErrTimeout) || errors.Is(err, multifrost.ErrClosed) {
 		t.Errorf("a cancellation should not match ErrTimeout or ErrClosed: %v", err)
 	}
-	if elapsed > time.Second {
+	// Well before the 5 s answer, with room for a busy machine.
+	if elapsed > 3*time.Second {
 		t.Errorf("returned after %v, want about 200 ms", elapsed)
 	}
 	if err := p.Call(ctx, "add", nil, 1, 2); !errors.Is(err, context.Canceled) {
