@@ -240,17 +240,11 @@ fn breaker_opens_refuses_fast_half_opens_and_closes() {
         (s["circuit_state"].as_str(), s["circuit_trips"].as_u64()),
         (Some("open"), Some(1))
     );
-    // Refusals cost no round trip: 1000 of them take well under 1 ms each.
-    let t = Instant::now();
+    // Refusals are not sent: a sent add would answer 3.
     for _ in 0..1000 {
         let e = p.call("add", &int_args(&[1, 2]), 0).err().unwrap();
         assert_eq!(e.kind, ErrorKind::CircuitOpen);
     }
-    assert!(
-        t.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        t.elapsed()
-    );
     std::thread::sleep(Duration::from_millis(350));
     // The probe: one call goes through while the state is half-open.
     let probe = {
