@@ -503,9 +503,10 @@ fn a_call_right_after_a_crash_fails_at_once() {
         let p = spawn(Options::default());
         let e = p.call("crash", &int_args(&[]), 20_000).err().unwrap();
         assert_eq!(e.kind, ErrorKind::WorkerExited, "{e}");
+        // A call that waited for its 20 s timeout would take 20 s.
         let t = Instant::now();
-        let e = p.call("add", &int_args(&[1, 2]), 1500).err().unwrap();
+        let e = p.call("add", &int_args(&[1, 2]), 20_000).err().unwrap();
         assert_eq!(e.kind, ErrorKind::WorkerExited, "{e}");
-        assert!(t.elapsed() < Duration::from_millis(500));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 }
