@@ -108,9 +108,8 @@ function declare(lib) {
     stringFree: f('void mf_string_free(void *s)'),
     // libc's, found through the library's own dependencies: a copy out of
     // library memory costs one foreign call instead of an external view.
-    memcpy: f('void *memcpy(void *dst, const void *src, size_t n)'),
-    // The same, from an address read out of library memory as a number.
-    memcpyFrom: f('void *memcpy(void *dst, uintptr_t src, size_t n)'),
+    // The source is an address (a number), as read out of library memory.
+    memcpy: f('void *memcpy(void *dst, uintptr_t src, size_t n)'),
     dup: f('int dup(int fd)'),
 
     optionsNew: f('mf_options *mf_options_new(void)'),
@@ -159,11 +158,11 @@ function declare(lib) {
   };
 }
 
-/** Copies `len` bytes of library memory into a Buffer the JS side owns. */
-function copyBytes(lib, ptr, len) {
-  if (!ptr || !len) return Buffer.alloc(0);
+/** Copies `len` bytes of library memory at `src` (an address, or a koffi
+ * pointer) into a Buffer the JS side owns. */
+function copyBytes(lib, src, len) {
   const out = Buffer.allocUnsafe(Number(len));
-  lib.memcpy(out, ptr, out.length);
+  if (out.length > 0) lib.memcpy(out, typeof src === 'number' ? src : Number(koffi.address(src)), out.length);
   return out;
 }
 

@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { native, takeString, lastError } = require('./native');
+const { native, copyBytes, takeString, lastError } = require('./native');
 const { pack, unpack } = require('./codec');
 const {
   Status,
@@ -89,7 +89,8 @@ class Completions {
 
   /** Settles the calls of the batch mf_queue_next just took; returns its size. */
   deliver() {
-    const { koffi, memcpyFrom } = this.lib;
+    const { lib } = this;
+    const { koffi } = lib;
     const { words } = this;
     const { stride, token: tokenAt, status: statusAt, result: resultAt, resultLen: lenAt } = this.layout;
     const u64 = (w) => words[w] + words[w + 1] * 2 ** 32; // exact: tokens and addresses stay below 2^53
@@ -101,11 +102,9 @@ class Completions {
       const status = words[w + statusAt] | 0;
       let value;
       if (status === Status.MF_OK) {
-        const len = u64(w + lenAt);
-        value = Buffer.allocUnsafe(len);
-        if (len > 0) memcpyFrom(value, u64(w + resultAt), len);
+        value = copyBytes(lib, u64(w + resultAt), u64(w + lenAt));
       } else {
-        value = koffi.decode(this.events, i * stride * 4, this.lib.event).error_message;
+        value = koffi.decode(this.events, i * stride * 4, lib.event).error_message;
       }
       done[i] = { token: u64(w + tokenAt), status, value };
     }
