@@ -82,22 +82,7 @@ impl Stream {
     /// (close-on-exec like every descriptor here; the spawn clears that in
     /// the child alone, see [`crate::process::Process::spawn`]).
     pub fn pair(max: u64) -> io::Result<(Stream, OwnedFd)> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: socketpair writes two descriptors into the array on success.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors are fresh and owned by nobody else.
-        let (ours, theirs) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (ours, theirs) = crate::wake::unix_stream_pair()?;
         for fd in [&ours, &theirs] {
             set_send_buffer(fd.as_raw_fd(), SEND_BUFFER);
         }

@@ -59,14 +59,7 @@ pub struct Signal {
 
 impl Signal {
     pub fn new() -> io::Result<Self> {
-        let mut fds = [0 as libc::c_int; 2];
-        let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        // SAFETY: fds has room for the two descriptors; the result is checked.
-        if unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: two fresh descriptors that nothing else owns.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = unix_stream_pair()?;
         // The reader side never writes.
         // SAFETY: a plain shutdown(2) of a descriptor we own.
         unsafe { libc::shutdown(read.as_raw_fd(), libc::SHUT_WR) };
@@ -91,6 +84,18 @@ impl Signal {
     pub fn fd(&self) -> RawFd {
         self.read.as_raw_fd()
     }
+}
+
+/// A connected pair of Unix stream sockets, non-blocking and close-on-exec.
+pub fn unix_stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: fds has room for the two descriptors; the result is checked.
+    if unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Writes 1 to an eventfd. Only calls write(2), so a signal handler may use it.
