@@ -492,14 +492,9 @@ class _Connection:
         """
         fn = _function_name(function)
         token = next(self.tokens)
-        self.pending[token] = waiter
         lib = _ffi.load()
         with self.lock:
-            try:
-                handle = self._handle_for(namespace)
-            except ClosedError:
-                self.pending.pop(token, None)
-                raise
+            handle = self._handle_for(namespace)
             loop = waiter[0]
             lq = self.loop_queues.get(loop)
             if lq is None:
@@ -509,6 +504,8 @@ class _Connection:
                     self.watcher = lq
                 if lq is self.watcher and not lq.watching:
                     lq.arm(handle)
+            # Registered before the call starts; its completion is read on this loop, later.
+            self.pending[token] = waiter
             status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, lq.queue, token)
             if status != Status.OK:
                 self.pending.pop(token, None)
