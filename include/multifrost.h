@@ -155,11 +155,10 @@ typedef struct mf_buffer {
 typedef void (*mf_log_fn)(void *user_data, const char *json);
 
 /**
- * Called once when an `mf_call_async` call ends, on whichever thread is
- * driving the parent's socket at that moment: the library's supervisor
- * thread, or a thread that is inside `mf_call`, `mf_call_async`,
- * `mf_call_queued` or `mf_parent_drive` on this parent (so do not hold, while
- * making those calls, a lock the callback takes). It must return quickly
+ * Called once when an `mf_call_async` call ends, on the parent's driver
+ * thread (the one library thread that owns the connection), or on the
+ * thread inside `mf_parent_close` for calls that the close ends. It must
+ * return quickly (every other call of this parent waits while it runs)
  * and must not close this parent.
  * On MF_OK `result`/`result_len` hold the msgpack result and
  * `error_message` is NULL; otherwise `result` is NULL and `error_message`
@@ -441,42 +440,6 @@ enum mf_status mf_call_async(struct mf_parent *p,
                              void *user_data);
 
 /**
- * Lets an event loop poll for replies itself, so they complete on the
- * loop's thread with no hop through the library's supervisor thread.
- * `*fd` receives a descriptor to watch for readability (epoll,
- * `loop.add_reader`, …); it belongs to the library — watch a `dup` of it
- * and close that yourself. While it is armed, call `mf_parent_drive`
- * whenever the descriptor is readable. A loop that leaves replies unread
- * for more than 20 ms (busy or blocked) is relieved by the supervisor,
- * which notices within about a tenth of a second and disarms the watch.
- * Call again to re-arm after `mf_parent_drive` reported it disarmed.
- * Any thread.
- */
-enum mf_status mf_parent_watch(struct mf_parent *p, int *fd);
-
-/**
- * Ends a watch (the loop stopped watching the descriptor); the library
- * polls for replies again by itself. NULL is ignored. Any thread.
- */
-void mf_parent_unwatch(struct mf_parent *p);
-
-/**
- * For a watching loop whose descriptor is readable: reads the replies
- * that arrived and runs their completions on this thread (queued ones
- * land on their `mf_queue`), sends what is queued, and returns without
- * blocking. `*armed` is 1 while the watch stays armed, 0 when another
- * thread is driving the socket for long (a blocking `mf_call`, or the
- * supervisor): stop watching the descriptor then (it may stay readable)
- * until `mf_parent_watch` re-arms it — replies still reach their
- * completions. A thread on a short turn (one sending its call) reads what
- * woke the loop before it lets go, and the watch stays armed. Completions for a queue whose `mf_queue_fd` this
- * thread took are not signalled on that descriptor: drain the queue
- * after each drive. MF_ERR_CLOSED once the parent is closing.
- */
-enum mf_status mf_parent_drive(struct mf_parent *p,
-                               int *armed);
-
-/**
  * The parent's metrics as a JSON object (free with `mf_string_free`):
  * requests_total, requests_success, requests_failed, remote_errors,
  * timeouts, in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
@@ -573,9 +536,7 @@ void mf_queue_free(struct mf_queue *q);
  * timeout 0 until it returns MF_ERR_TIMEOUT — only a completion that
  * finds the queue empty makes it readable again. The
  * queue owns the descriptor (close it never; it lives until
- * `mf_queue_free`). Any thread; the thread that calls this first is taken
- * to be the loop's: completions that `mf_parent_drive` runs on that thread
- * do not touch the descriptor, so drain the queue after each drive.
+ * `mf_queue_free`). Any thread.
  */
 enum mf_status mf_queue_fd(struct mf_queue *q, int *out);
 

@@ -104,6 +104,9 @@ pub struct Stats {
     pub dropped_malformed: AtomicU64,
     /// Replies whose id matched no pending call (late or unknown).
     pub dropped_unknown: AtomicU64,
+    /// Replies that waited more than 10 ms in the transport while no
+    /// thread was driving it (0 unless the core has a liveness bug).
+    pub stalls: AtomicU64,
     pub worker_pid: AtomicI64,
     /// The worker is reached over the private link (see [`crate::link`]),
     /// not the DEALER.

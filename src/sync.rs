@@ -14,7 +14,7 @@
 //! less CPU. See docs/performance.md.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{LockResult, PoisonError, TryLockError};
+use std::sync::{LockResult, PoisonError};
 use std::time::Instant;
 
 pub use std::sync::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
@@ -33,15 +33,6 @@ impl<T> Mutex<T> {
 
     pub fn lock(&self) -> MutexGuard<'_, T> {
         unpoisoned(self.0.lock())
-    }
-
-    /// The guard, or `None` when another thread holds the lock.
-    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        match self.0.try_lock() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
     }
 
     pub fn get_mut(&mut self) -> &mut T {
@@ -169,6 +160,5 @@ mod tests {
         .join();
         assert!(r.is_err());
         assert_eq!(*m.lock(), vec![1, 2]);
-        assert!(m.try_lock().is_some());
     }
 }

@@ -1,6 +1,6 @@
 //! Waking and sleeping: a Linux eventfd used to wake a thread that sleeps
 //! in poll(2), the poll itself, a socket that event loops watch, and an
-//! epoll set for event loops.
+//! epoll set (the parent's driver sleeps on one).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -131,9 +131,8 @@ pub fn wait_ready<const N: usize>(fds: [(RawFd, libc::c_short); N], timeout_ms: 
     items.map(|p| p.revents & (p.events | libc::POLLERR | libc::POLLHUP) != 0)
 }
 
-/// An epoll set: one descriptor that is readable while any descriptor in
-/// it is ready for its events, for an event loop to watch in place of
-/// descriptors that come and go.
+/// An epoll set: descriptors that come and go (a borrower takes a
+/// transport's out while it polls them itself), slept on as one.
 #[derive(Debug)]
 pub struct WatchSet {
     fd: OwnedFd,
@@ -169,6 +168,23 @@ impl WatchSet {
     /// Stops watching `fd` (before it is closed).
     pub fn remove(&self, fd: RawFd) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
+    }
+
+    /// Sleeps until a watched descriptor is ready or `timeout_ms` passes
+    /// (< 0: no limit); writes the ready descriptors into `ready` and
+    /// returns how many (0 on a timeout or an interrupted wait).
+    pub fn wait(&self, ready: &mut [RawFd], timeout_ms: i64) -> usize {
+        const MAX: usize = 8;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        let timeout = timeout_ms.clamp(-1, i64::from(libc::c_int::MAX)) as libc::c_int;
+        let max = ready.len().min(MAX) as libc::c_int;
+        // SAFETY: the kernel writes at most `max` <= MAX entries of `events`.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout) };
+        let n = n.max(0) as usize;
+        for (slot, ev) in ready.iter_mut().zip(&events[..n]) {
+            *slot = ev.u64 as RawFd;
+        }
+        n
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: i32) -> io::Result<()> {

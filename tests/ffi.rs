@@ -405,34 +405,19 @@ fn take_all(q: *mut mf_queue) -> Vec<(u64, i64)> {
 }
 
 #[test]
-fn a_watching_loop_drives_replies_on_its_own_thread() {
+fn an_event_loop_watching_the_queue_descriptor_gets_every_completion() {
     temp_home();
-    let id = CString::new("ffi-watch").unwrap();
+    let id = CString::new("ffi-queue-loop").unwrap();
     let (w, served) = triple_worker(&id);
     let mut p = null_mut();
-    unsafe {
-        assert_eq!(mf_connect(id.as_ptr(), null(), &mut p), mf_status::MF_OK);
-        assert_eq!(
-            mf_parent_watch(p, null_mut()),
-            mf_status::MF_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            mf_parent_watch(null_mut(), &mut 0),
-            mf_status::MF_ERR_INVALID_ARGUMENT
-        );
-        assert_eq!(
-            mf_parent_drive(p, null_mut()),
-            mf_status::MF_ERR_INVALID_ARGUMENT
-        );
-    }
+    unsafe { assert_eq!(mf_connect(id.as_ptr(), null(), &mut p), mf_status::MF_OK) };
     let q = mf_queue_new();
-    let (mut qfd, mut zfd, mut armed) = (-1, -1, 0);
+    let mut qfd = -1;
     assert_eq!(unsafe { mf_queue_fd(q, &mut qfd) }, mf_status::MF_OK);
-    assert_eq!(unsafe { mf_parent_watch(p, &mut zfd) }, mf_status::MF_OK);
-    assert!(zfd >= 0);
+    assert!(qfd >= 0);
     let f = CString::new("triple").unwrap();
-    // The loop: start calls, sleep until the socket's descriptor is
-    // readable, drive, drain the queue.
+    // The loop: start calls, sleep until the queue's descriptor is
+    // readable, read it, drain the queue.
     let mut got = Vec::new();
     let mut token = 0u64;
     for _round in 0..20 {
@@ -443,158 +428,21 @@ fn a_watching_loop_drives_replies_on_its_own_thread() {
                 unsafe { mf_call_queued(p, f.as_ptr(), args.as_ptr(), args.len(), 5000, q, token) };
             assert_eq!(s, mf_status::MF_OK, "{}", last_error());
         }
-        let want = token as usize;
-        while got.len() < want {
-            // Either descriptor: the socket's (we drive) or the queue's (the
-            // supervisor relieved us).
-            let mut fds = [
-                libc::pollfd {
-                    fd: zfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: qfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            assert!(
-                unsafe { libc::poll(fds.as_mut_ptr(), 2, 5000) } > 0,
-                "no reply came"
-            );
-            if fds[1].revents != 0 {
-                let mut counter = 0u64;
-                unsafe { libc::read(qfd, (&mut counter as *mut u64).cast(), 8) };
-            }
-            assert_eq!(unsafe { mf_parent_drive(p, &mut armed) }, mf_status::MF_OK);
-            if armed == 0 {
-                assert_eq!(unsafe { mf_parent_watch(p, &mut zfd) }, mf_status::MF_OK);
-            }
+        while got.len() < token as usize {
+            assert!(readable(qfd, 20_000), "no completion came");
+            let mut counter = 0u64;
+            unsafe { libc::read(qfd, (&mut counter as *mut u64).cast(), 8) };
             got.extend(take_all(q));
         }
     }
     got.sort_unstable();
     let want: Vec<(u64, i64)> = (1..=token).map(|t| (t, t as i64 * 3)).collect();
     assert_eq!(got, want);
-    // A loop that stops driving is relieved: the next calls complete through
-    // the queue alone, with nobody calling mf_parent_drive.
-    for t in 1000..1005u64 {
-        let args = int_args(&[t as i64]);
-        let s = unsafe { mf_call_queued(p, f.as_ptr(), args.as_ptr(), args.len(), 5000, q, t) };
-        assert_eq!(s, mf_status::MF_OK);
-    }
-    let mut late = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while late.len() < 5 && Instant::now() < deadline {
-        if readable(qfd, 100) {
-            let mut counter = 0u64;
-            unsafe { libc::read(qfd, (&mut counter as *mut u64).cast(), 8) };
-        }
-        late.extend(take_all(q));
-    }
-    late.sort_unstable();
-    assert_eq!(
-        late,
-        (1000..1005).map(|t| (t, t as i64 * 3)).collect::<Vec<_>>()
-    );
     unsafe {
-        mf_parent_unwatch(p);
-        mf_parent_unwatch(null_mut());
         mf_parent_close(p);
         mf_queue_free(q);
         assert_eq!(mf_worker_stop(w.0), mf_status::MF_OK);
     }
-    served.join().unwrap();
-    unsafe { mf_worker_free(w.0) };
-}
-
-#[test]
-fn drive_reports_when_another_thread_leads() {
-    temp_home();
-    let id = CString::new("ffi-watch-busy").unwrap();
-    let mut w = null_mut();
-    unsafe {
-        assert_eq!(mf_worker_new(id.as_ptr(), &mut w), mf_status::MF_OK);
-        let name = CString::new("gate").unwrap();
-        assert_eq!(mf_worker_register_pull(w, name.as_ptr()), mf_status::MF_OK);
-        assert_eq!(mf_worker_start(w), mf_status::MF_OK, "{}", last_error());
-    }
-    // The worker holds the call until told to answer.
-    let (arrived_tx, arrived) = std::sync::mpsc::channel();
-    let (go, go_rx) = std::sync::mpsc::channel::<()>();
-    let served = {
-        let w = Ptr(w);
-        std::thread::spawn(move || {
-            let w = w;
-            let mut c = unsafe { std::mem::zeroed::<mf_incoming>() };
-            assert_eq!(
-                unsafe { mf_worker_next(w.0, 10_000, &mut c) },
-                mf_status::MF_OK
-            );
-            arrived_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            unsafe { mf_reply_ok(c.reply, [0x07].as_ptr(), 1) };
-        })
-    };
-    let mut p = null_mut();
-    unsafe { assert_eq!(mf_connect(id.as_ptr(), null(), &mut p), mf_status::MF_OK) };
-    let mut zfd = -1;
-    assert_eq!(unsafe { mf_parent_watch(p, &mut zfd) }, mf_status::MF_OK);
-    // A blocking call on another thread: while it is outstanding some
-    // thread leads the socket (that caller, or the one it follows).
-    let caller = {
-        let p = Ptr(p);
-        std::thread::spawn(move || {
-            let p = p;
-            let f = CString::new("gate").unwrap();
-            let mut out = multifrost::ffi::buffer::mf_buffer {
-                data: null_mut(),
-                len: 0,
-            };
-            let s = unsafe { mf_call(p.0, f.as_ptr(), null(), 0, 10_000, &mut out) };
-            assert_eq!(s, mf_status::MF_OK, "{}", last_error());
-            let r = unsafe { std::slice::from_raw_parts(out.data, out.len) }.to_vec();
-            unsafe { multifrost::ffi::buffer::mf_buffer_free(out) };
-            r
-        })
-    };
-    arrived.recv().unwrap();
-    let mut armed = 1;
-    assert_eq!(unsafe { mf_parent_drive(p, &mut armed) }, mf_status::MF_OK);
-    assert_eq!(armed, 0, "drive did not see the other thread leading");
-    go.send(()).unwrap();
-    assert_eq!(caller.join().unwrap(), [0x07]);
-    // Re-armed, the watch drives again once nobody else leads.
-    assert_eq!(unsafe { mf_parent_watch(p, &mut zfd) }, mf_status::MF_OK);
-    unsafe {
-        mf_parent_close(p);
-        assert_eq!(mf_worker_stop(w), mf_status::MF_OK);
-    }
-    served.join().unwrap();
-    unsafe { mf_worker_free(w) };
-}
-
-#[test]
-fn a_closed_parent_refuses_watch_and_drive() {
-    temp_home();
-    let id = CString::new("ffi-watch-closed").unwrap();
-    let (w, served) = triple_worker(&id);
-    let parent = multifrost::Parent::connect("ffi-watch-closed", Default::default()).unwrap();
-    assert!(parent.watch().is_ok());
-    // Armed or not (the supervisor may be leading its start-up heartbeat), it drives.
-    assert!(parent.drive().is_ok());
-    parent.close();
-    assert_eq!(
-        parent.drive().unwrap_err().kind,
-        multifrost::ErrorKind::Closed
-    );
-    assert_eq!(
-        parent.watch().unwrap_err().kind,
-        multifrost::ErrorKind::Closed
-    );
-    drop(parent);
-    unsafe { assert_eq!(mf_worker_stop(w.0), mf_status::MF_OK) };
     served.join().unwrap();
     unsafe { mf_worker_free(w.0) };
 }

@@ -227,129 +227,50 @@ fn inheritable(fd: i32) -> i32 {
 }
 
 #[test]
-fn a_call_queued_while_a_drive_leads_is_sent_by_that_drive() {
-    // A watching loop's drive holds the lead while it runs a completion; a
-    // call started meanwhile on another thread sees a leader, queues its
-    // payload and wakes nobody. The drive must send it before stepping
-    // down: over the link the loop wakes only for what the worker sends, so
-    // otherwise nobody would send it until the supervisor relieved the
-    // loop, 20 to 100 ms later, and ran the second completion on its own
-    // thread.
+fn a_call_started_from_a_completion_is_sent_without_waiting_for_a_timer() {
+    // A completion runs on the driver; a call it starts (here from another
+    // thread, waited for) lands in the mailbox while the driver is busy.
+    // The driver looks at its mailbox before it parks, so the call goes out
+    // at once; no timer may be what finally sends it, and `stalls` stays 0.
     use multifrost::parent::{Done, Outcome};
     use std::sync::Arc;
-    let mut options = Options::default();
-    options.set_heartbeat(0, 0, 0).unwrap(); // none to lead for after the start
-    let p = Arc::new(spawn(&test_worker(), &[], options));
-    assert_eq!(transport(&p), "link");
-    let mut fd = p.watch().unwrap();
-    let loop_thread = std::thread::current().id();
-    let on_loop = move || std::thread::current().id() == loop_thread;
-    // A round: add(x, x); its completion starts add(x + 1, x + 1) from
-    // another thread and waits until that call is started.
-    let mut rounds_on_loop = 0;
-    for x in (1..).step_by(2).take(200) {
-        let (tx, results) = mpsc::channel();
-        let first = {
-            let (p, tx) = (Arc::clone(&p), tx.clone());
-            Box::new(move |outcome: Outcome| {
-                tx.send((x, int(outcome.unwrap().bytes()), on_loop()))
-                    .unwrap();
-                std::thread::scope(|s| {
-                    s.spawn(|| {
-                        let done = Box::new(move |o: Outcome| {
-                            tx.send((x + 1, int(o.unwrap().bytes()), on_loop()))
+    use std::time::Duration;
+    for private_link in [true, false] {
+        let mut options = Options::default();
+        options.set_heartbeat(0, 0, 0).unwrap(); // nothing else wakes the driver
+        options.private_link = private_link;
+        let p = Arc::new(spawn(&test_worker(), &[], options));
+        assert_eq!(transport(&p), if private_link { "link" } else { "zmq" });
+        for x in (1..).step_by(2).take(200) {
+            let (tx, results) = mpsc::channel();
+            let first = {
+                let (p, tx) = (Arc::clone(&p), tx.clone());
+                Box::new(move |outcome: Outcome| {
+                    tx.send((x, int(outcome.unwrap().bytes()))).unwrap();
+                    std::thread::scope(|s| {
+                        s.spawn(|| {
+                            let done = Box::new(move |o: Outcome| {
+                                tx.send((x + 1, int(o.unwrap().bytes()))).unwrap();
+                            });
+                            let args = int_args(&[x + 1, x + 1]);
+                            p.call_async("add", &args, 5000, Done::Callback(done))
                                 .unwrap();
                         });
-                        let args = int_args(&[x + 1, x + 1]);
-                        p.call_async("add", &args, 5000, Done::Callback(done))
-                            .unwrap();
                     });
-                });
-            })
-        };
-        p.call_async("add", &int_args(&[x, x]), 5000, Done::Callback(first))
-            .unwrap();
-        let mut got = Vec::new();
-        while got.len() < 2 {
-            got.extend(results.try_iter());
-            // A short wait: completions the supervisor runs do not make the
-            // descriptor readable.
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
+                })
             };
-            if got.len() < 2 && unsafe { libc::poll(&mut pfd, 1, 10) } > 0 && !p.drive().unwrap() {
-                fd = p.watch().unwrap(); // another thread led
-            }
+            p.call_async("add", &int_args(&[x, x]), 5000, Done::Callback(first))
+                .unwrap();
+            let mut got: Vec<(i64, i64)> = (0..2)
+                .map(|_| {
+                    results
+                        .recv_timeout(Duration::from_secs(20))
+                        .expect("a call never completed")
+                })
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, [(x, 2 * x), (x + 1, 2 * (x + 1))]);
         }
-        got.sort_unstable();
-        let values: Vec<(i64, i64)> = got.iter().map(|&(a, b, _)| (a, b)).collect();
-        assert_eq!(values, [(x, 2 * x), (x + 1, 2 * (x + 1))]);
-        // The first completion ran in this thread's turn (not in the
-        // supervisor's, as while it waits for the start-up heartbeat's
-        // echo): the second call was queued for this thread to send.
-        if got[0].2 {
-            assert!(
-                got[1].2,
-                "round {x}: the second call was left for the supervisor"
-            );
-            rounds_on_loop += 1;
-            if rounds_on_loop == 20 {
-                return;
-            }
-        }
+        assert_eq!(stats(&p)["stalls"], 0);
     }
-    panic!("in 200 rounds, only {rounds_on_loop} first completions on the loop's thread");
-}
-
-#[test]
-fn a_drive_during_a_short_turn_keeps_the_watch() {
-    // A loop woken while another thread is on a short turn (an async call
-    // sending its request, a drive) finds the lead taken. That turn reads
-    // again before it steps down, so the watch stays armed: disarming it
-    // would hand every reply to the supervisor until the loop re-armed.
-    // (A thread that leads for long — a blocking call — still disarms it:
-    // `drive_reports_when_another_thread_leads` in tests/ffi.rs.)
-    use multifrost::parent::{Done, Outcome};
-    use std::sync::Arc;
-    let mut options = Options::default();
-    options.set_heartbeat(0, 0, 0).unwrap();
-    let p = Arc::new(spawn(&test_worker(), &[], options));
-    let mut fd = p.watch().unwrap();
-    let loop_thread = std::thread::current().id();
-    for x in 0..200 {
-        let (tx, results) = mpsc::channel();
-        let done = {
-            let p = Arc::clone(&p);
-            Box::new(move |o: Outcome| {
-                // The loop's drive runs this; another thread drives meanwhile.
-                let on_loop = std::thread::current().id() == loop_thread;
-                let other = std::thread::scope(|s| s.spawn(|| p.drive().unwrap()).join().unwrap());
-                tx.send((int(o.unwrap().bytes()), on_loop, other)).unwrap();
-            })
-        };
-        p.call_async("add", &int_args(&[x, 1]), 5000, Done::Callback(done))
-            .unwrap();
-        let (value, on_loop, other) = loop {
-            if let Ok(r) = results.try_recv() {
-                break r;
-            }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            if unsafe { libc::poll(&mut pfd, 1, 10) } > 0 && !p.drive().unwrap() {
-                fd = p.watch().unwrap(); // another thread led (the supervisor at start-up)
-            }
-        };
-        assert_eq!(value, x + 1);
-        if on_loop {
-            assert!(other, "a drive during the loop's turn disarmed the watch");
-            assert!(p.drive().unwrap(), "the watch did not stay armed");
-            return;
-        }
-    }
-    panic!("in 200 rounds, no completion ran in the loop's turn");
 }

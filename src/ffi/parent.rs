@@ -7,7 +7,7 @@ use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, tex
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::parent::{Done, Outcome, Parent};
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
 /// A connection to one worker. Created by `mf_spawn` or `mf_connect`,
@@ -25,11 +25,10 @@ impl mf_parent {
     }
 }
 
-/// Called once when an `mf_call_async` call ends, on whichever thread is
-/// driving the parent's socket at that moment: the library's supervisor
-/// thread, or a thread that is inside `mf_call`, `mf_call_async`,
-/// `mf_call_queued` or `mf_parent_drive` on this parent (so do not hold, while
-/// making those calls, a lock the callback takes). It must return quickly
+/// Called once when an `mf_call_async` call ends, on the parent's driver
+/// thread (the one library thread that owns the connection), or on the
+/// thread inside `mf_parent_close` for calls that the close ends. It must
+/// return quickly (every other call of this parent waits while it runs)
 /// and must not close this parent.
 /// On MF_OK `result`/`result_len` hold the msgpack result and
 /// `error_message` is NULL; otherwise `result` is NULL and `error_message`
@@ -197,7 +196,7 @@ type CompletionFn = unsafe extern "C" fn(*mut c_void, mf_status, *const u8, usiz
 
 /// Runs an `mf_call_async` callback: `cb` and `user` are the two context
 /// words of a `Done::Plain` (the callback pointer and the user data, handed
-/// over by the caller for use on whichever thread drives the socket).
+/// over by the caller for use on the driver thread).
 fn run_completion(cb: usize, user: usize, outcome: Outcome) {
     // SAFETY: `cb` was made from a non-null `CompletionFn` in mf_call_async.
     let cb: CompletionFn = unsafe { std::mem::transmute::<usize, CompletionFn>(cb) };
@@ -248,57 +247,6 @@ pub unsafe extern "C" fn mf_call_async(
             timeout_ms,
             Done::Plain(run_completion, cb as usize, user_data as usize),
         )
-    })
-}
-
-/// Lets an event loop poll for replies itself, so they complete on the
-/// loop's thread with no hop through the library's supervisor thread.
-/// `*fd` receives a descriptor to watch for readability (epoll,
-/// `loop.add_reader`, …); it belongs to the library — watch a `dup` of it
-/// and close that yourself. While it is armed, call `mf_parent_drive`
-/// whenever the descriptor is readable. A loop that leaves replies unread
-/// for more than 20 ms (busy or blocked) is relieved by the supervisor,
-/// which notices within about a tenth of a second and disarms the watch.
-/// Call again to re-arm after `mf_parent_drive` reported it disarmed.
-/// Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn mf_parent_watch(p: *mut mf_parent, fd: *mut c_int) -> mf_status {
-    guard(|| {
-        let fd = out_ptr(fd)?;
-        *fd = arc_borrow(p.cast_const(), "parent")?.0.watch()?;
-        Ok(())
-    })
-}
-
-/// Ends a watch (the loop stopped watching the descriptor); the library
-/// polls for replies again by itself. NULL is ignored. Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn mf_parent_unwatch(p: *mut mf_parent) {
-    super::guard_void(|| {
-        if let Ok(parent) = arc_borrow(p.cast_const(), "parent") {
-            parent.0.unwatch();
-        }
-    });
-}
-
-/// For a watching loop whose descriptor is readable: reads the replies
-/// that arrived and runs their completions on this thread (queued ones
-/// land on their `mf_queue`), sends what is queued, and returns without
-/// blocking. `*armed` is 1 while the watch stays armed, 0 when another
-/// thread is driving the socket for long (a blocking `mf_call`, or the
-/// supervisor): stop watching the descriptor then (it may stay readable)
-/// until `mf_parent_watch` re-arms it — replies still reach their
-/// completions. A thread on a short turn (one sending its call) reads what
-/// woke the loop before it lets go, and the watch stays armed. Completions for a queue whose `mf_queue_fd` this
-/// thread took are not signalled on that descriptor: drain the queue
-/// after each drive. MF_ERR_CLOSED once the parent is closing.
-#[no_mangle]
-pub unsafe extern "C" fn mf_parent_drive(p: *mut mf_parent, armed: *mut c_int) -> mf_status {
-    guard(|| {
-        let armed = out_ptr(armed)?;
-        let parent = arc_borrow(p.cast_const(), "parent")?;
-        *armed = c_int::from(super::queue::driving(|| parent.0.drive())?);
-        Ok(())
     })
 }
 

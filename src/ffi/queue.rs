@@ -21,29 +21,6 @@ pub struct mf_queue {
     cv: Condvar,
     /// Readable while completions wait, once `mf_queue_fd` asked for it.
     wake: OnceLock<Signal>,
-    /// The thread that asked for the descriptor: its event loop's thread.
-    owner: OnceLock<std::thread::ThreadId>,
-}
-
-thread_local! {
-    /// Set while this thread is inside `mf_parent_drive`.
-    static DRIVING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` as `mf_parent_drive` does: completions for queues whose
-/// descriptor belongs to this thread skip the descriptor, since the loop
-/// drains its queue right after driving (two system calls per reply saved).
-pub(crate) fn driving<T>(f: impl FnOnce() -> T) -> T {
-    /// Puts the flag back even when `f` unwinds (`guard` catches the panic
-    /// and the thread lives on: its later completions must signal again).
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            DRIVING.with(|d| d.set(self.0));
-        }
-    }
-    let _restore = Restore(DRIVING.with(|d| d.replace(true)));
-    f()
 }
 
 #[derive(Default)]
@@ -76,11 +53,10 @@ pub struct mf_event {
 
 impl mf_queue {
     /// Wakes a taker of the queue, which was empty: one waiting in
-    /// `mf_queue_next`, and the event loop watching the descriptor unless
-    /// it drains the queue right after driving (`drained_next`).
-    fn notify(&self, drained_next: bool) {
+    /// `mf_queue_next`, and the event loop watching the descriptor.
+    fn notify(&self) {
         self.cv.notify_one();
-        if let (Some(w), false) = (self.wake.get(), drained_next) {
+        if let Some(w) = self.wake.get() {
             w.notify();
         }
     }
@@ -93,7 +69,6 @@ pub extern "C" fn mf_queue_new() -> *mut mf_queue {
         state: Mutex::new(State::default()),
         cv: Condvar::new(),
         wake: OnceLock::new(),
-        owner: OnceLock::new(),
     })
 }
 
@@ -130,16 +105,13 @@ pub unsafe extern "C" fn mf_queue_free(q: *mut mf_queue) {
 /// timeout 0 until it returns MF_ERR_TIMEOUT — only a completion that
 /// finds the queue empty makes it readable again. The
 /// queue owns the descriptor (close it never; it lives until
-/// `mf_queue_free`). Any thread; the thread that calls this first is taken
-/// to be the loop's: completions that `mf_parent_drive` runs on that thread
-/// do not touch the descriptor, so drain the queue after each drive.
+/// `mf_queue_free`). Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn mf_queue_fd(q: *mut mf_queue, out: *mut c_int) -> mf_status {
     guard(|| {
         let out = out_ptr(out)?;
         let queue = arc_borrow(q.cast_const(), "queue")?;
         if queue.wake.get().is_none() {
-            let _ = queue.owner.set(std::thread::current().id());
             let wake = Signal::new().map_err(|e| Error::io(format!("socketpair: {e}")))?;
             let _ = queue.wake.set(wake);
             // Completions that arrived before the descriptor existed.
@@ -195,10 +167,8 @@ pub unsafe extern "C" fn mf_call_queued(
                 state.ready.push_back(event);
                 drop(state);
                 if was_empty {
-                    let drained_next = DRIVING.with(std::cell::Cell::get)
-                        && queue.owner.get() == Some(&std::thread::current().id());
                     // The taker wakes once the rest of this batch is in too.
-                    crate::parent::after_batch(Box::new(move || queue.notify(drained_next)));
+                    crate::parent::after_batch(Box::new(move || queue.notify()));
                 }
             })),
         )
@@ -267,19 +237,4 @@ pub unsafe extern "C" fn mf_queue_next(
         *out = n;
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{driving, DRIVING};
-
-    #[test]
-    fn driving_marks_the_thread_only_while_it_drives_even_when_it_unwinds() {
-        let is_driving = || DRIVING.with(std::cell::Cell::get);
-        assert!(driving(|| driving(is_driving) && is_driving()));
-        assert!(!is_driving());
-        let unwound = std::panic::catch_unwind(|| driving(|| panic!("drive failed")));
-        assert!(unwound.is_err());
-        assert!(!is_driving(), "a drive that unwound left the thread marked");
-    }
 }

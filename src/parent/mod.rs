@@ -1,0 +1,608 @@
+//! The parent (caller) side: a connection to one worker, spawned or reached.
+//!
+//! One owner per parent: a driver thread (see `driver.rs`) owns the
+//! transport (the DEALER, or the private link of [`crate::link`] to a
+//! worker it spawned), every timer, the child process and its heartbeats.
+//! Callers reach it through a mailbox. One fast path: a blocking call that
+//! finds the driver parked and nothing else in flight borrows the
+//! transport, reads its own reply and gives the transport back to the
+//! driver. Modules by role:
+//! - `calls`: the call table and how each call completes (exactly once);
+//! - `driver`: the driver's loop, the mailbox, the borrow, routing replies;
+//! - `supervisor`: the child, heartbeats, restarts, rediscovery;
+//! - `transport`: the DEALER and the private link.
+
+#![deny(unsafe_code)]
+
+mod calls;
+mod driver;
+mod supervisor;
+mod transport;
+
+pub use calls::{after_batch, Done, Outcome, Reply};
+
+use crate::breaker::{Admit, Breaker, State as BreakerState};
+use crate::codec::{self, Encoder, Limits};
+use crate::error::{Error, ErrorKind, Result};
+use crate::frame::{self, Frame};
+use crate::ids::{self, IdGen, IdText};
+use crate::is_endpoint;
+use crate::log::{self, Level};
+use crate::options::Options;
+use crate::registry::Registry;
+use crate::stats::Stats;
+use crate::sync::{Condvar, Mutex};
+use crate::text::ShortStr;
+use crate::wake::{Wake, WatchSet};
+use calls::{Completion, Finished, Pending, Slot};
+use driver::{Core, Driver, Poke};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+use transport::Transport;
+
+/// What the parent reaches: a program it spawns, or an endpoint it connects to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Spawn {
+        program: String,
+        args: Vec<String>,
+    },
+    Endpoint(String),
+    /// A service found in the registry; `endpoint` is where it was last seen.
+    Service {
+        id: String,
+        endpoint: String,
+    },
+}
+
+enum Readiness {
+    Starting,
+    Ready,
+    Failed(Error),
+}
+
+/// What the driver and the callers share.
+struct Shared {
+    core: Mutex<Core>,
+    /// Wakes the driver when it is parked (see [`Core::poke`]).
+    wake: Wake,
+    /// Asks a borrower to give the transport back.
+    reclaim: Wake,
+    /// What the driver sleeps on: `wake`, the child's exit, the transport.
+    set: Arc<WatchSet>,
+    options: Options,
+    limits: Limits,
+    ids: IdGen,
+    stats: Stats,
+    breaker: Breaker,
+    readiness: Mutex<Readiness>,
+    ready_cv: Condvar,
+    healthy: AtomicBool,
+    name: String,
+}
+
+/// A connection to one worker. Thread-safe: any number of threads may call.
+pub struct Parent {
+    shared: Arc<Shared>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+    driver_thread: ThreadId,
+}
+
+fn program_name(program: &str) -> String {
+    std::path::Path::new(program)
+        .file_name()
+        .map_or_else(|| program.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+impl Parent {
+    /// Binds a DEALER, starts `program` and returns once it has answered a heartbeat.
+    pub fn spawn(program: &str, args: &[String], options: Options) -> Result<Parent> {
+        if program.is_empty() {
+            return Err(Error::invalid("program must not be empty"));
+        }
+        Self::start(
+            Target::Spawn {
+                program: program.to_owned(),
+                args: args.to_vec(),
+            },
+            options,
+        )
+    }
+
+    /// Connects to a running worker: `target` is an endpoint
+    /// (`tcp://host:port`) or a service id looked up in the registry (polled
+    /// up to the connect timeout). Returns once the worker has answered a heartbeat.
+    pub fn connect(target: &str, options: Options) -> Result<Parent> {
+        let started = Instant::now();
+        let target = if is_endpoint(target) {
+            Target::Endpoint(target.to_owned())
+        } else {
+            let entry = Registry::for_user()?.discover(target, options.connect_timeout)?;
+            Target::Service {
+                id: target.to_owned(),
+                endpoint: format!("tcp://127.0.0.1:{}", entry.port),
+            }
+        };
+        let mut options = options;
+        // Discovery and the first heartbeat share one connect timeout.
+        options.connect_timeout = options
+            .connect_timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        Self::start(target, options)
+    }
+
+    fn start(target: Target, options: Options) -> Result<Parent> {
+        let socket = transport::dealer(&options)?;
+        let (port, name, wait) = match &target {
+            Target::Spawn { program, .. } => {
+                let port = transport::bind(&socket, &options)?;
+                if options.bind_host != "127.0.0.1" && options.bind_host != "localhost" {
+                    log::emit(
+                        Level::Warn,
+                        "insecure_bind",
+                        &format!(
+                            "parent listens on {} (not loopback); the protocol has no authentication",
+                            options.bind_host
+                        ),
+                        &[],
+                    );
+                }
+                let name = if options.name.is_empty() {
+                    program_name(program)
+                } else {
+                    options.name.clone()
+                };
+                (port, name, options.start_timeout)
+            }
+            Target::Endpoint(ep) | Target::Service { endpoint: ep, .. } => {
+                socket
+                    .connect(ep)
+                    .map_err(|e| Error::invalid(format!("cannot connect to '{ep}': {e}")))?;
+                let name = match (&target, options.name.is_empty()) {
+                    (_, false) => options.name.clone(),
+                    (Target::Service { id, .. }, true) => id.clone(),
+                    _ => ep.clone(),
+                };
+                (0, name, options.connect_timeout)
+            }
+        };
+        let set = Arc::new(WatchSet::new().map_err(|e| Error::io(format!("epoll: {e}")))?);
+        let wake = Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?;
+        set.add(wake.fd(), libc::EPOLLIN)
+            .map_err(|e| Error::io(format!("epoll: {e}")))?;
+        let transport = Transport::new(socket, Arc::clone(&set))?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core::new(target.clone())),
+            wake,
+            reclaim: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
+            set,
+            limits: Limits::default(),
+            ids: IdGen::new(),
+            stats: Stats::default(),
+            breaker: Breaker::new(options.breaker_threshold, options.breaker_cooldown),
+            readiness: Mutex::new(Readiness::Starting),
+            ready_cv: Condvar::new(),
+            healthy: AtomicBool::new(false),
+            name,
+            options,
+        });
+        let driver = Driver::new(Arc::clone(&shared), transport, target, port);
+        let handle = std::thread::Builder::new()
+            .name("mf-parent".into())
+            .spawn(move || driver.run())
+            .map_err(|e| Error::io(format!("cannot start the driver thread: {e}")))?;
+        let parent = Parent {
+            shared,
+            driver_thread: handle.thread().id(),
+            driver: Mutex::new(Some(handle)),
+        };
+        parent.wait_ready(wait)?;
+        Ok(parent)
+    }
+
+    fn wait_ready(&self, wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        let mut r = self.shared.readiness.lock();
+        loop {
+            match &*r {
+                Readiness::Ready => return Ok(()),
+                Readiness::Failed(e) => {
+                    let e = e.clone();
+                    drop(r);
+                    self.close();
+                    return Err(e);
+                }
+                Readiness::Starting => {
+                    let (guard, timed_out) = self.shared.ready_cv.wait_until(r, deadline);
+                    r = guard;
+                    if timed_out {
+                        drop(r);
+                        self.close();
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "worker '{}' did not answer within {} ms",
+                                self.shared.name,
+                                wait.as_millis()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `function` with `args` (one MessagePack array) and blocks for its result.
+    pub fn call(&self, function: &str, args: &[u8], timeout_ms: i64) -> Outcome {
+        let slot = Arc::new(Slot::default());
+        let (payload, pending, id) = self.prepare(
+            function,
+            args,
+            timeout_ms,
+            Completion::Wait(Arc::clone(&slot)),
+        )?;
+        self.shared.run_sync(&slot, id, payload, pending)
+    }
+
+    /// Starts a call; `done` runs exactly once, on the parent's driver
+    /// thread (or, if the parent closes first, on the thread that closes
+    /// it), when it ends. It must not block. When this returns an error,
+    /// `done` is never run.
+    pub fn call_async(
+        &self,
+        function: &str,
+        args: &[u8],
+        timeout_ms: i64,
+        done: Done,
+    ) -> Result<()> {
+        let (payload, pending, id) =
+            self.prepare(function, args, timeout_ms, Completion::Async(done))?;
+        self.shared.submit(id, payload, pending)
+    }
+
+    /// Validates, asks the breaker, encodes.
+    fn prepare(
+        &self,
+        function: &str,
+        args: &[u8],
+        timeout_ms: i64,
+        completion: Completion,
+    ) -> Result<(Frame, Pending, IdText)> {
+        let s = &*self.shared;
+        if function.is_empty() {
+            return Err(Error::invalid("function name must not be empty"));
+        }
+        codec::validate_args(args, s.limits)
+            .map_err(|e| Error::invalid(format!("arguments are not one msgpack array: {e}")))?;
+        let probe = match s.breaker.admit() {
+            Admit::Yes => false,
+            Admit::Probe => true,
+            Admit::No => {
+                return Err(Error::new(
+                    ErrorKind::CircuitOpen,
+                    format!(
+                        "circuit breaker is open for worker '{}' (next probe in {} ms)",
+                        s.name,
+                        s.breaker.retry_in().as_millis()
+                    ),
+                ))
+            }
+        };
+        let id = s.ids.next();
+        let (id_text, ns) = (ids::as_str(&id), s.options.namespace.as_str());
+        let payload = frame::encode(Encoder::call_capacity(id_text, function, args, ns), |b| {
+            Encoder::new(b).call(id_text, function, args, ns)
+        });
+        if payload.len() as i64 > s.options.max_message_size {
+            if probe {
+                s.breaker.failure(true, "probe refused before it was sent");
+            }
+            // A peer refuses such a frame by dropping the connection.
+            return Err(Error::invalid(format!(
+                "a call of {} bytes exceeds the maximum message size of {} bytes",
+                payload.len(),
+                s.options.max_message_size
+            )));
+        }
+        let pending = Pending {
+            function: ShortStr::new(function),
+            timeout: s.options.call_timeout(timeout_ms),
+            started: Instant::now(),
+            probe,
+            completion,
+        };
+        Ok((payload, pending, id))
+    }
+
+    /// Sends one heartbeat and waits for its echo; returns the round-trip
+    /// time. Not subject to the circuit breaker.
+    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let id = self.shared.ids.next();
+        let payload = heartbeat(&id);
+        let slot = Arc::new(Slot::default());
+        let started = Instant::now();
+        let pending = Pending {
+            function: ShortStr::new("heartbeat"),
+            timeout: Some(timeout),
+            started,
+            probe: false,
+            completion: Completion::Wait(Arc::clone(&slot)),
+        };
+        self.shared.run_sync(&slot, id, payload, pending)?;
+        Ok(started.elapsed())
+    }
+
+    /// Ends the connection: pending calls fail with `Closed`, a spawned
+    /// worker is terminated and reaped. Idempotent.
+    pub fn close(&self) {
+        let s = &self.shared;
+        let mut finished = Vec::new();
+        let reclaim = {
+            let mut core = s.core.lock();
+            core.closing = true;
+            core.calls.fail_all(&Error::closed(), &mut finished);
+            core.mailbox.clear();
+            core.ask_reclaim()
+        };
+        s.deliver(finished);
+        s.wake.notify();
+        s.poke(reclaim);
+        if std::thread::current().id() == self.driver_thread {
+            // Called from a completion on the driver: it ends by itself.
+            return;
+        }
+        if let Some(handle) = self.driver.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.shared.breaker.state()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The metrics as one JSON object.
+    pub fn stats_json(&self) -> String {
+        let s = &self.shared.stats;
+        let b = &self.shared.breaker;
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "worker": self.shared.name,
+            "requests_total": r(&s.requests_total),
+            "requests_success": r(&s.requests_success),
+            "requests_failed": r(&s.requests_failed),
+            "remote_errors": r(&s.remote_errors),
+            "timeouts": r(&s.timeouts),
+            "in_flight": s.in_flight.load(Ordering::Relaxed).max(0),
+            "latency_avg_ms": s.latency.mean_ms(),
+            "latency_p50_ms": s.latency.quantile_ms(0.50),
+            "latency_p95_ms": s.latency.quantile_ms(0.95),
+            "latency_p99_ms": s.latency.quantile_ms(0.99),
+            "heartbeat_rtt_last_ms": r(&s.heartbeat_rtt_last_us) as f64 / 1000.0,
+            "heartbeat_rtt_avg_ms": s.heartbeat_rtt.mean_ms(),
+            "heartbeat_misses": r(&s.heartbeat_misses),
+            "healthy": self.is_healthy(),
+            "circuit_state": b.state().as_str(),
+            "circuit_trips": b.trips(),
+            "consecutive_failures": b.failures(),
+            "restarts": r(&s.restarts),
+            "dropped_malformed": r(&s.dropped_malformed),
+            "dropped_unknown": r(&s.dropped_unknown),
+            "stalls": r(&s.stalls),
+            "worker_pid": s.worker_pid.load(Ordering::Relaxed),
+            "transport": if s.private_link.load(Ordering::Relaxed) { "link" } else { "zmq" },
+        })
+        .to_string()
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    /// Wakes whoever `poke` names.
+    fn poke(&self, poke: Poke) {
+        match poke {
+            Poke::Nobody => {}
+            Poke::Driver => self.wake.notify(),
+            Poke::Borrower => self.reclaim.notify(),
+        }
+    }
+
+    /// Checks that the parent takes calls, counts one, and enters it in the table.
+    fn admit(&self, core: &mut Core, id: IdText, pending: Pending) -> Result<()> {
+        if core.closing || core.dead.is_some() {
+            if pending.probe {
+                self.breaker.failure(true, "parent closed");
+            }
+            return Err(core.dead.clone().unwrap_or_else(Error::closed));
+        }
+        self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        core.calls.insert(id, pending);
+        Ok(())
+    }
+
+    /// A submission: the call goes in the table, its payload in the
+    /// mailbox, and the driver is woken if it is parked (or the borrower
+    /// asked for the transport back).
+    fn submit(&self, id: IdText, payload: Frame, pending: Pending) -> Result<()> {
+        let poke = {
+            let mut core = self.core.lock();
+            self.admit(&mut core, id, pending)?;
+            core.mailbox.push_back(payload);
+            core.poke()
+        };
+        self.poke(poke);
+        Ok(())
+    }
+
+    /// A blocking call: borrows the transport when it is free, otherwise a
+    /// submission; then waits for the outcome.
+    fn run_sync(&self, slot: &Slot, id: IdText, payload: Frame, pending: Pending) -> Outcome {
+        let deadline = pending.timeout.map(|t| pending.started + t);
+        let borrowed = {
+            let mut core = self.core.lock();
+            match core.borrow() {
+                Some(t) => {
+                    if let Err(e) = self.admit(&mut core, id, pending) {
+                        drop(core);
+                        self.give_back(t, std::collections::VecDeque::new());
+                        return Err(e);
+                    }
+                    Some(t)
+                }
+                None => {
+                    drop(core);
+                    self.submit(id, payload, pending)?;
+                    return slot.wait();
+                }
+            }
+        };
+        if let Some(t) = borrowed {
+            self.lend(t, payload, slot, deadline);
+        }
+        slot.wait()
+    }
+
+    /// Ends a batch of calls, then runs the wake-ups their completions
+    /// put off (`after_batch`).
+    fn deliver(&self, finished: Finished) {
+        if finished.is_empty() {
+            return;
+        }
+        // One reading of the clock ends the whole batch's latencies.
+        let now = Instant::now();
+        calls::in_batch(|| {
+            for (p, outcome) in finished {
+                self.finish(p, outcome, now);
+            }
+        });
+    }
+
+    /// Ends one call (at `now`): stats, breaker, then its sink.
+    fn finish(&self, p: Pending, outcome: Outcome, now: Instant) {
+        let s = self;
+        s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        s.stats
+            .latency
+            .record(now.saturating_duration_since(p.started));
+        match &outcome {
+            Ok(_) => {
+                s.stats.requests_success.fetch_add(1, Ordering::Relaxed);
+                s.breaker.success(p.probe);
+            }
+            Err(e) => {
+                s.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+                match e.kind {
+                    ErrorKind::Remote => {
+                        s.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
+                        if s.options.breaker_counts_remote_errors {
+                            s.breaker.failure(p.probe, &e.message);
+                        } else {
+                            s.breaker.success(p.probe);
+                        }
+                    }
+                    ErrorKind::Timeout => {
+                        s.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        log::emit(
+                            Level::Warn,
+                            "request_timeout",
+                            &e.message,
+                            &[("function", Value::from(p.function.as_str()))],
+                        );
+                        s.breaker.failure(p.probe, &e.message);
+                    }
+                    // Worker exits are counted once per exit, not per call.
+                    _ => {}
+                }
+            }
+        }
+        p.complete(outcome);
+    }
+
+    fn set_readiness(&self, r: Readiness) {
+        let mut cur = self.readiness.lock();
+        if matches!(*cur, Readiness::Starting) {
+            *cur = r;
+            self.ready_cv.notify_all();
+        }
+    }
+
+    fn heartbeats_on(&self) -> bool {
+        !self.options.heartbeat_interval.is_zero()
+    }
+
+    fn hb_timeout(&self) -> Duration {
+        if self.heartbeats_on() {
+            self.options.heartbeat_timeout
+        } else {
+            // Heartbeats off: the start-up heartbeat is resent at this pace.
+            Duration::from_millis(1000)
+        }
+    }
+}
+
+/// A heartbeat of the parent's, stamped now.
+fn heartbeat(id: &IdText) -> Frame {
+    frame::encode(128, |b| {
+        Encoder::new(b).heartbeat(ids::as_str(id), codec::now_seconds(), false)
+    })
+}
+
+/// A poll(2) timeout that wakes no earlier than `next` (rounded up to a
+/// whole millisecond), or -1 (no limit) when there is no `next`.
+fn poll_timeout_ms(next: Option<Instant>, now: Instant) -> i64 {
+    next.map_or(-1, |t| {
+        t.saturating_duration_since(now).as_micros().div_ceil(1000) as i64
+    })
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::poll_timeout_ms;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_poll_timeout_never_wakes_before_its_time() {
+        let now = Instant::now();
+        assert_eq!(poll_timeout_ms(None, now), -1);
+        assert_eq!(poll_timeout_ms(Some(now), now), 0);
+        assert_eq!(
+            poll_timeout_ms(Some(now + Duration::from_micros(1)), now),
+            1
+        );
+        assert_eq!(
+            poll_timeout_ms(Some(now + Duration::from_micros(1500)), now),
+            2
+        );
+        assert_eq!(
+            poll_timeout_ms(Some(now + Duration::from_millis(7)), now),
+            7
+        );
+        // Already past: poll without waiting.
+        assert_eq!(poll_timeout_ms(Some(now), now + Duration::from_secs(1)), 0);
+    }
+}
