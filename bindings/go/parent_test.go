@@ -561,3 +561,46 @@ func stacks() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// A ctx that ends just as the reply arrives: the call returns either the
+// right result or the ctx's error, never a wrong value, a hang or a crash,
+// alone and with company.
+func TestContextEndRacesTheReply(t *testing.T) {
+	// Most of these calls time out: keep the breaker shut.
+	p := spawn(t, &multifrost.Options{Breaker: &multifrost.Breaker{Threshold: 1 << 30}})
+	for _, company := range []int{0, 3} {
+		var wg sync.WaitGroup
+		for g := range company + 1 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 300 {
+					d := time.Duration(i%40) * 5 * time.Microsecond
+					ctx, cancel := context.WithTimeout(context.Background(), d+time.Millisecond)
+					if i%2 == 1 {
+						cancel() // half end by cancel, maybe before the call starts
+						ctx, cancel = context.WithCancel(context.Background())
+						time.AfterFunc(d, cancel)
+					}
+					var n int
+					err := p.Call(ctx, "add", &n, g, i)
+					cancel()
+					switch {
+					case err == nil:
+						if n != g+i {
+							t.Errorf("add(%d, %d) = %d", g, i, n)
+						}
+					case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+					default:
+						t.Errorf("add(%d, %d): %v", g, i, err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	var n int
+	if err := p.Call(bg(t), "add", &n, 2, 2); err != nil || n != 4 {
+		t.Fatalf("add after the races = %d, %v", n, err)
+	}
+}
