@@ -56,26 +56,6 @@ func goBytes(p *C.uint8_t, n C.size_t) []byte {
 	return out
 }
 
-// multifrostGoCallDone receives the end of an mf_call_async call on
-// whichever thread drives the parent's socket (the library's supervisor,
-// or a thread inside another call on this parent). It must not block: the
-// outcome goes into a buffered channel that nobody may read any more (a
-// call whose ctx ended), and the handle is deleted here, exactly once.
-//
-//export multifrostGoCallDone
-func multifrostGoCallDone(user C.uintptr_t, status C.int, result *C.uint8_t, n C.size_t, message *C.char) {
-	h := cgo.Handle(user)
-	pc := h.Value().(*pendingCall)
-	deleteHandle(h)
-	out := completion{status: Status(status)}
-	if out.status == StatusOK {
-		out.data = goBytes(result, n)
-	} else if message != nil {
-		out.message = C.GoString(message)
-	}
-	pc.done <- out
-}
-
 // multifrostGoHandle runs a registered Go handler on a worker handler thread.
 //
 //export multifrostGoHandle

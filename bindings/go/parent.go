@@ -21,16 +21,15 @@ import (
 // (Connect). It is safe for concurrent use by any number of goroutines.
 // Close it when done; a finalizer closes a Parent that is dropped unclosed.
 type Parent struct {
-	*handle          // apart, so the watcher's goroutine does not keep the Parent alive
-	w       *watcher // nil when the library's thread completes calls
-	label   string
-	closed  chan struct{} // closed when Close has finished
-	once    sync.Once
+	*handle
+	done   *completions // apart, so the queue's goroutine does not keep the Parent alive
+	label  string
+	closed chan struct{} // closed when Close has finished
+	once   sync.Once
 }
 
 // handle is the library's parent handle. mu orders the start of calls
-// (and drives) against Close: the C API forbids mf_parent_close
-// concurrently with them.
+// against Close: the C API forbids mf_parent_close concurrently with them.
 type handle struct {
 	mu sync.RWMutex
 	c  *C.mf_parent // nil once closed
@@ -157,7 +156,12 @@ func start(ctx context.Context, op, label string, opts *Options, run func(*C.mf_
 			}
 			return nil, r.err
 		}
-		return newParent(r.c, label), nil
+		p, err := newParent(r.c, label)
+		if err != nil {
+			C.mf_parent_close(r.c)
+			return nil, err
+		}
+		return p, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.c != nil {
@@ -173,17 +177,18 @@ func deadlineOf(ctx context.Context) time.Time {
 	return dl
 }
 
-func newParent(c *C.mf_parent, label string) *Parent {
-	p := &Parent{handle: &handle{c: c}, w: newWatcher(c), label: label, closed: make(chan struct{})}
-	if p.w != nil {
-		go p.w.run(p.handle)
+func newParent(c *C.mf_parent, label string) (*Parent, error) {
+	done, err := newCompletions()
+	if err != nil {
+		return nil, err
 	}
+	p := &Parent{handle: &handle{c: c}, done: done, label: label, closed: make(chan struct{})}
 	runtime.SetFinalizer(p, func(p *Parent) {
 		// Closing waits for the worker to stop; keep the finalizer
 		// goroutine free.
 		go p.Close()
 	})
-	return p
+	return p, nil
 }
 
 // Call calls function on the worker with args (encoded as one msgpack
@@ -228,40 +233,17 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 		return &Error{Status: StatusInvalidArgument, Op: op(), Message: "the function name contains a NUL byte"}
 	}
 
-	pc := &pendingCall{done: make(chan completion, 1)}
-	h := newHandle(pc)
 	ptr, n := cBytes(payload.buf.Bytes())
-	var cerr *C.char
-	p.mu.RLock()
-	if p.c == nil {
-		p.mu.RUnlock()
-		deleteHandle(h)
-		return &Error{Status: StatusClosed, Op: op(), Message: "the parent is closed"}
-	}
-	if p.w != nil {
-		p.w.callStarts(p.c)
-		defer p.w.callEnds(p.handle)
-	}
-	fn := unsafe.StringData(function) // no Go pointers in it: cgo may take it
-	st := C.mfgo_call_async(p.c, (*C.char)(unsafe.Pointer(fn)), C.size_t(len(function)), ptr, n,
-		C.int64_t(timeoutMs), C.uintptr_t(h), &cerr)
-	p.mu.RUnlock()
-	if st != C.MF_OK {
-		// Not started: the completion will never run.
-		deleteHandle(h)
-		return newError(Status(st), op(), takeError(cerr))
-	}
-
+	fn := (*C.char)(unsafe.Pointer(unsafe.StringData(function))) // no Go pointers in it: cgo may take it
 	var c completion
-	if done := ctx.Done(); done == nil {
-		c = <-pc.done // a ctx that never ends: no select
+	if p.done.inFlight.Load() == 0 && p.done.alone.CompareAndSwap(false, true) {
+		c, err = p.callAlone(ctx, op, fn, C.size_t(len(function)), ptr, n, timeoutMs)
+		p.done.alone.Store(false)
 	} else {
-		select {
-		case c = <-pc.done:
-		case <-done:
-			// The completion still arrives later, is dropped, and deletes h.
-			return contextError(op(), ctx.Err())
-		}
+		c, err = p.callShared(ctx, op, fn, C.size_t(len(function)), ptr, n, timeoutMs)
+	}
+	if err != nil {
+		return err
 	}
 	if c.status != StatusOK {
 		e := newError(c.status, op(), c.message)
@@ -280,6 +262,94 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 			Message: fmt.Sprintf("cannot decode the result into %T: %v", result, err)}
 	}
 	return nil
+}
+
+// callAlone makes a call while no other is in flight: its completion goes
+// to a queue of its own, which this goroutine waits on in the library
+// (mf_queue_next), woken by the library's thread with no Go scheduler in
+// between; one thread blocked in C is what a lone call costs, and only one
+// call at a time goes this way. ctx's end closes that queue, which ends
+// the wait; the late completion is dropped with the queue.
+func (p *Parent) callAlone(ctx context.Context, op func() string, fn *C.char, fnLen C.size_t,
+	args *C.uint8_t, n C.size_t, timeoutMs int64) (completion, error) {
+	q := C.mf_queue_new()
+	var cerr *C.char
+	p.mu.RLock()
+	if p.c == nil {
+		p.mu.RUnlock()
+		C.mf_queue_free(q)
+		return completion{}, &Error{Status: StatusClosed, Op: op(), Message: "the parent is closed"}
+	}
+	st := C.mfgo_call_queued(p.c, fn, fnLen, args, n, C.int64_t(timeoutMs), q, 0, &cerr)
+	p.mu.RUnlock()
+	if st != C.MF_OK {
+		C.mf_queue_free(q)
+		return completion{}, newError(Status(st), op(), takeError(cerr))
+	}
+	var stop func() bool
+	var stopped chan struct{}
+	if ctx.Done() != nil {
+		stopped = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			C.mf_queue_close(q)
+			close(stopped)
+		})
+	}
+	ev := new(C.mf_event) // no Go pointers in it: the library fills it
+	st = C.mfgo_queue_wait(q, ev)
+	var c completion
+	if st == C.MF_OK {
+		c = eventCompletion(ev)
+	}
+	if stop != nil && !stop() {
+		<-stopped // q is freed only after the closing is done
+	}
+	C.mf_queue_free(q)
+	switch {
+	case st == C.MF_OK:
+		return c, nil
+	case ctx.Err() != nil:
+		return completion{}, contextError(op(), ctx.Err())
+	default:
+		return completion{}, &Error{Status: Status(st), Op: op(), Message: "the call's queue ended without its completion"}
+	}
+}
+
+// callShared makes a call while others are in flight: its completion goes
+// to the parent's queue, which the queue's goroutine delivers (a cgo.Handle
+// of the call's pendingCall is its token).
+func (p *Parent) callShared(ctx context.Context, op func() string, fn *C.char, fnLen C.size_t,
+	args *C.uint8_t, n C.size_t, timeoutMs int64) (completion, error) {
+	pc := &pendingCall{done: make(chan completion, 1)}
+	h := newHandle(pc)
+	var cerr *C.char
+	p.mu.RLock()
+	if p.c == nil {
+		p.mu.RUnlock()
+		deleteHandle(h)
+		return completion{}, &Error{Status: StatusClosed, Op: op(), Message: "the parent is closed"}
+	}
+	p.done.inFlight.Add(1)
+	st := C.mfgo_call_queued(p.c, fn, fnLen, args, n, C.int64_t(timeoutMs), p.done.q, C.uint64_t(h), &cerr)
+	p.mu.RUnlock()
+	if st != C.MF_OK {
+		// Not started: nothing will be queued.
+		p.done.inFlight.Add(-1)
+		deleteHandle(h)
+		return completion{}, newError(Status(st), op(), takeError(cerr))
+	}
+	done := ctx.Done()
+	if done == nil {
+		return <-pc.done, nil // a ctx that never ends: no select
+	}
+	select {
+	case c := <-pc.done:
+		return c, nil
+	case <-done:
+		// The completion still arrives later; the queue's goroutine
+		// deletes h and drops it.
+		return completion{}, contextError(op(), ctx.Err())
+	}
 }
 
 // Stats returns the parent's metrics. ErrClosed after Close.
@@ -317,9 +387,7 @@ func (p *Parent) Close() error {
 		// No call can start any more, so closing outside the lock is
 		// allowed, and calls waiting in Call are not held up meanwhile.
 		C.mf_parent_close(c)
-		if p.w != nil {
-			p.w.stop()
-		}
+		p.done.finish()
 		close(p.closed)
 	})
 	<-p.closed

@@ -318,6 +318,45 @@ func TestContextCancel(t *testing.T) {
 	}
 }
 
+// A call made while another is in flight completes through the parent's
+// shared queue (a lone call waits on a queue of its own): its ctx must end
+// it just as promptly.
+func TestContextEndsACallWithCompany(t *testing.T) {
+	p := spawn(t, nil)
+	first := make(chan error, 1)
+	go func() { first <- p.Call(context.Background(), "sleep_ms", nil, 10000) }()
+	settle(t, func() bool {
+		st, err := p.Stats()
+		return err == nil && st.InFlight == 1
+	}, func() string { return "the first call never got in flight" })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := p.Call(ctx, "sleep_ms", nil, 5000)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, multifrost.ErrTimeout) {
+		t.Errorf("a call with company past its deadline: %v, want DeadlineExceeded and ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the call with a deadline returned after %v, want about 200 ms", d)
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel2)
+	start = time.Now()
+	if err := p.Call(ctx2, "sleep_ms", nil, 5000); !errors.Is(err, context.Canceled) {
+		t.Errorf("a cancelled call with company: %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the cancelled call returned after %v, want about 200 ms", d)
+	}
+
+	p.Close()
+	if err := <-first; !errors.Is(err, multifrost.ErrClosed) {
+		t.Errorf("the lone call in flight at Close: %v, want ErrClosed", err)
+	}
+}
+
 func TestConcurrentCalls(t *testing.T) {
 	p := spawn(t, nil)
 	const goroutines, calls = 64, 25
@@ -483,19 +522,16 @@ func TestNoLeaksAfterClose(t *testing.T) {
 		if err := p.Call(bg(t), "add", &n, 1, 2); err != nil {
 			t.Fatal(err)
 		}
-		// A call abandoned by its ctx keeps its handle until the library
-		// finishes it; Close must finish it.
+		// A call abandoned by its ctx stays in flight in the library
+		// until it ends; Close must end it.
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 		if err := p.Call(ctx, "sleep_ms", nil, 10000); !errors.Is(err, context.Canceled) {
 			t.Fatal(err)
 		}
-		if multifrost.LiveHandles() == baseHandles {
-			t.Error("the abandoned call holds no handle")
-		}
 		_ = p.Call(bg(t), "fail", nil, "ValueError: x")
-		// Calls in flight together (Go's poller watches the socket then)
-		// when Close runs: they end with ErrClosed.
+		// Calls in flight together (their completions come through the
+		// parent's queue) when Close runs: they end with ErrClosed.
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Add(1)
@@ -524,4 +560,47 @@ func TestNoLeaksAfterClose(t *testing.T) {
 func stacks() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// A ctx that ends just as the reply arrives: the call returns either the
+// right result or the ctx's error, never a wrong value, a hang or a crash,
+// alone and with company.
+func TestContextEndRacesTheReply(t *testing.T) {
+	// Most of these calls time out: keep the breaker shut.
+	p := spawn(t, &multifrost.Options{Breaker: &multifrost.Breaker{Threshold: 1 << 30}})
+	for _, company := range []int{0, 3} {
+		var wg sync.WaitGroup
+		for g := range company + 1 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 300 {
+					d := time.Duration(i%40) * 5 * time.Microsecond
+					ctx, cancel := context.WithTimeout(context.Background(), d+time.Millisecond)
+					if i%2 == 1 {
+						cancel() // half end by cancel, maybe before the call starts
+						ctx, cancel = context.WithCancel(context.Background())
+						time.AfterFunc(d, cancel)
+					}
+					var n int
+					err := p.Call(ctx, "add", &n, g, i)
+					cancel()
+					switch {
+					case err == nil:
+						if n != g+i {
+							t.Errorf("add(%d, %d) = %d", g, i, n)
+						}
+					case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+					default:
+						t.Errorf("add(%d, %d): %v", g, i, err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	var n int
+	if err := p.Call(bg(t), "add", &n, 2, 2); err != nil || n != 4 {
+		t.Fatalf("add after the races = %d, %v", n, err)
+	}
 }

@@ -62,19 +62,13 @@ mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out,
     return fail(mf_connect(target, o, out), err);
 }
 
-/* Runs on the parent's I/O thread; hands the outcome to Go at once. */
-static void call_done(void *user, mf_status status, const uint8_t *result, size_t len,
-                      const char *message) {
-    multifrostGoCallDone((uintptr_t)user, (int)status, (uint8_t *)result, len, (char *)message);
-}
-
 /* `function` is a Go string's bytes (not NUL-terminated): copied here, so a
  * call costs Go one cgo call rather than three (C.CString's malloc, the
  * call, free). A NUL inside it stays and ends the name early, which Go
- * refuses before calling. */
-mf_status mfgo_call_async(mf_parent *p, const char *function, size_t function_len,
-                          const uint8_t *args, size_t args_len, int64_t timeout_ms,
-                          uintptr_t handle, char **err) {
+ * refuses before calling. The completion goes on `q` with `token`. */
+mf_status mfgo_call_queued(mf_parent *p, const char *function, size_t function_len,
+                           const uint8_t *args, size_t args_len, int64_t timeout_ms,
+                           mf_queue *q, uint64_t token, char **err) {
     char small[256];
     char *name = function_len < sizeof small ? small : malloc(function_len + 1);
     if (!name) {
@@ -83,11 +77,18 @@ mf_status mfgo_call_async(mf_parent *p, const char *function, size_t function_le
     }
     if (function_len) memcpy(name, function, function_len);
     name[function_len] = 0;
-    mf_status s = mf_call_async(p, name, args, args_len, timeout_ms, call_done, (void *)handle);
+    mf_status s = mf_call_queued(p, name, args, args_len, timeout_ms, q, token);
     fail(s, err);
     if (name != small) free(name);
     return s;
 }
+
+mf_status mfgo_queue_wait(mf_queue *q, mf_event *ev) {
+    size_t n = 0;
+    return mf_queue_next(q, -1, ev, 1, &n);
+}
+
+mf_status mfgo_queue_fd(mf_queue *q, int *out, char **err) { return fail(mf_queue_fd(q, out), err); }
 
 char *mfgo_stats(const mf_parent *p, char **err) {
     char *s = mf_parent_stats_json(p);

@@ -31,9 +31,12 @@ mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **er
 mf_status mfgo_spawn(const char *program, const char *const *args, const mf_options *o,
                      mf_parent **out, char **err);
 mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out, char **err);
-mf_status mfgo_call_async(mf_parent *p, const char *function, size_t function_len,
-                          const uint8_t *args, size_t args_len, int64_t timeout_ms,
-                          uintptr_t handle, char **err);
+mf_status mfgo_call_queued(mf_parent *p, const char *function, size_t function_len,
+                           const uint8_t *args, size_t args_len, int64_t timeout_ms,
+                           mf_queue *q, uint64_t token, char **err);
+/* Waits without limit for one completion (MF_ERR_CLOSED once the queue is closed). */
+mf_status mfgo_queue_wait(mf_queue *q, mf_event *ev);
+mf_status mfgo_queue_fd(mf_queue *q, int *out, char **err);
 char *mfgo_stats(const mf_parent *p, char **err);
 
 mf_status mfgo_worker_new(const char *service_id, mf_worker **out, char **err);

@@ -199,9 +199,6 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("mf_parent_close", None, mf_parent_p)
     fn("mf_parent_retain", mf_parent_p, mf_parent_p)
     fn("mf_parent_release", None, mf_parent_p)
-    fn("mf_parent_watch", c_int, mf_parent_p, POINTER(c_int))
-    fn("mf_parent_unwatch", None, mf_parent_p)
-    fn("mf_parent_drive", c_int, mf_parent_p, POINTER(c_int))
 
     # Completion queue.
     fn("mf_queue_new", mf_queue_p)

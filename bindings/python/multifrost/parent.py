@@ -238,57 +238,17 @@ class _LoopQueue:
         self.fd = fd.value
         self.events = (_ffi.mf_event * _BATCH)()
         self.freed = False
-        # The loop that watches the worker's socket itself (mf_parent_watch):
-        # our dup of its descriptor, and whether it is being watched now.
-        self.socket_fd: Optional[int] = None
-        self.watching = False
         loop.add_reader(self.fd, self.drain)
 
-    def arm(self, handle: int) -> None:
-        """On the loop, under the connection's lock: watch the socket, so replies come straight here."""
-        fd = ctypes.c_int(-1)
-        if _ffi._lib.mf_parent_watch(handle, ctypes.byref(fd)) != Status.OK:
-            return  # closing: the supervisor delivers what is left
-        if self.socket_fd is None:
-            self.socket_fd = os.dup(fd.value)
-        self.loop.add_reader(self.socket_fd, self.on_socket)
-        self.watching = True
-
-    def on_socket(self) -> None:
-        """On the loop: the socket has news; read it here (mf_parent_drive), then settle futures."""
-        conn = self.conn
-        armed = ctypes.c_int(0)
-        with conn.lock:
-            handle = conn.handle
-            ok = handle is not None and _ffi._lib.mf_parent_drive(handle, ctypes.byref(armed)) == Status.OK
-        if not (ok and armed.value):
-            # Another thread drives the socket (or it closed): its completions
-            # arrive on the queue; the next call from this loop re-arms.
-            self.unwatch()
-        self.drain(reset=False)
-
-    def unwatch(self) -> None:
-        if self.watching and self.socket_fd is not None:
-            self.watching = False
-            try:
-                self.loop.remove_reader(self.socket_fd)
-            except Exception:  # the loop is closing
-                pass
-
-    def drain(self, reset: bool = True) -> None:
-        """On the loop: takes every waiting completion and settles its future.
-
-        ``reset``: read the queue's descriptor first (it was readable); after
-        a drive it may not be, and a completion from another thread that made
-        it readable meanwhile brings us back here anyway.
-        """
+    def drain(self) -> None:
+        """On the loop, when the queue's descriptor is readable: resets it,
+        then takes every waiting completion and settles its future."""
         if self.freed:
             return
-        if reset:
-            try:
-                os.read(self.fd, 8)
-            except BlockingIOError:
-                pass
+        try:
+            os.read(self.fd, 64)
+        except BlockingIOError:
+            pass
         lib = _ffi._lib
         n = ctypes.c_size_t(0)
         pending = self.conn.pending
@@ -303,11 +263,10 @@ class _LoopQueue:
                 break  # the queue was empty; a later completion makes the fd readable again
 
     def release(self) -> None:
-        """On the loop, after the parent handles closed: settles the rest, unwatches, frees."""
+        """On the loop, after the parent handles closed: settles the rest, frees."""
         if self.freed:
             return
         self.drain()
-        self.unwatch()
         self.freed = True
         try:
             self.loop.remove_reader(self.fd)
@@ -316,9 +275,6 @@ class _LoopQueue:
         self._free()
 
     def _free(self) -> None:
-        if self.socket_fd is not None:
-            os.close(self.socket_fd)
-            self.socket_fd = None
         _ffi.load().mf_queue_free(self.queue)
 
     def release_from(self, closing_thread_loop: Optional[asyncio.AbstractEventLoop]) -> None:
@@ -360,8 +316,6 @@ class _Connection:
         self.handle: Optional[int] = None
         self.extra: Dict[str, int] = {}  # namespace -> extra parent handle (connect mode)
         self.loop_queues: Dict[asyncio.AbstractEventLoop, _LoopQueue] = {}
-        # The one loop that reads the main handle's socket itself (mf_parent_watch).
-        self.watcher: Optional[_LoopQueue] = None
         self.pending: Dict[int, _Waiter] = {}
         self.tokens = itertools.count(1)
         self.closed = False
@@ -443,7 +397,6 @@ class _Connection:
             self.extra = {}
             loop_queues = list(self.loop_queues.values())
             self.loop_queues = {}
-            self.watcher = None
         if was_closed and not handles:
             return
         if lib is not None:
@@ -499,11 +452,6 @@ class _Connection:
             lq = self.loop_queues.get(loop)
             if lq is None:
                 lq = self._new_loop_queue(loop)
-            if handle == self.handle:  # extra namespace handles are not watched
-                if self.watcher is None:
-                    self.watcher = lq
-                if lq is self.watcher and not lq.watching:
-                    lq.arm(handle)
             # Registered before the call starts; its completion is read on this loop, later.
             self.pending[token] = waiter
             status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, lq.queue, token)
@@ -553,10 +501,6 @@ class _Connection:
         """A completion queue for ``loop`` (under ``self.lock``); frees those of closed loops."""
         for old in [lq for lq in self.loop_queues.values() if lq.loop.is_closed()]:
             del self.loop_queues[old.loop]
-            if old is self.watcher:
-                self.watcher = None
-                if self.handle is not None:
-                    _ffi.load().mf_parent_unwatch(self.handle)
             old.release_from(None)
             for token, (wl, _) in list(self.pending.items()):
                 if wl is old.loop:

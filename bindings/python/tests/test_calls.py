@@ -360,10 +360,10 @@ def test_many_successive_event_loops_leak_no_descriptors(shared_worker):
     assert len(os.listdir("/proc/self/fd")) <= before + 2
 
 
-def test_a_blocked_watching_loop_does_not_stall_other_callers(sample_worker):
-    # The first loop to call reads the worker's socket itself; while it is
-    # blocked, another loop's calls and blocking calls must still complete
-    # (the library stops relying on the stalled loop).
+def test_a_blocked_loop_does_not_stall_other_callers(sample_worker):
+    # Each loop takes its completions from a queue of its own; while one
+    # loop is blocked, another loop's calls and blocking calls must still
+    # complete, and the blocked loop's next call too once it runs again.
     with ParentWorker.spawn(sample_worker) as worker:
         others_done = threading.Event()
         first_ready = threading.Event()
