@@ -57,8 +57,9 @@ pub(super) struct Heartbeat {
 /// What the driver and the callers share, behind one lock held only for
 /// bookkeeping (never while anyone sleeps).
 pub(super) struct Core {
-    /// The transport at rest (see the module's doc).
+    /// The transport at rest (see the module's doc), and since when.
     pub(super) rest: Option<Transport>,
+    pub(super) rest_since: Instant,
     /// A blocking call holds the transport.
     pub(super) borrowed: bool,
     /// The driver is asleep, or about to be: work added must wake it.
@@ -94,6 +95,7 @@ impl Core {
     pub(super) fn new(target: Target) -> Core {
         Core {
             rest: None,
+            rest_since: Instant::now(),
             borrowed: false,
             parked: false,
             reclaim_asked: false,
@@ -214,6 +216,7 @@ impl Shared {
             }
             t.register();
             core.rest = Some(t);
+            core.rest_since = Instant::now();
             core.borrowed = false;
             if std::mem::take(&mut core.reclaim_asked) {
                 self.reclaim.drain();
@@ -373,7 +376,8 @@ pub(super) struct Driver {
 /// How the driver's last sleep ended.
 #[derive(Default)]
 struct Woken {
-    /// When it parked with the transport at rest (for stall accounting).
+    /// Since when the transport had been at rest when the driver took it
+    /// back (for stall accounting).
     rested_since: Option<Instant>,
     /// The transport's descriptors woke it.
     by_transport: bool,
@@ -461,6 +465,9 @@ impl Driver {
                 core.parked = false;
                 if self.held.is_none() {
                     self.held = core.rest.take();
+                    if self.held.is_some() {
+                        woken.rested_since = Some(core.rest_since);
+                    }
                 }
                 if core.closing {
                     return;
@@ -479,6 +486,7 @@ impl Driver {
                     }
                 }
             }
+            self.stall_probe(&woken, now);
             self.shared.deliver(finished);
             if woken.exited {
                 self.sup.child_exited(&mut self.out);
@@ -492,14 +500,7 @@ impl Driver {
                     t.drop_strays(&self.shared.stats);
                 }
                 t.send_queued(&mut self.out, &self.shared.stats);
-                let read = self.shared.receive(t, &mut self.batch);
-                if read > 0 && !woken.by_transport {
-                    if let Some(since) = woken.rested_since {
-                        if now.saturating_duration_since(since) >= STALL {
-                            self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                self.shared.receive(t, &mut self.batch);
             }
             woken = Woken::default();
             let timeout = {
@@ -521,7 +522,7 @@ impl Driver {
                     if self.out.is_empty() {
                         t.settle();
                         core.rest = Some(t);
-                        woken.rested_since = Some(Instant::now());
+                        core.rest_since = Instant::now();
                     } else {
                         // The DEALER refused (no peer yet): wait for one below.
                         self.held = Some(t);
@@ -531,6 +532,28 @@ impl Driver {
                 poll_timeout_ms(self.sup.next_timer(&core), Instant::now())
             };
             self.sleep(timeout, &mut woken);
+        }
+    }
+
+    /// Counts a stall when the transport, back after a rest of `STALL` or
+    /// more, holds messages although its descriptors did not wake the
+    /// driver: they waited with nobody driving. Read before anything is
+    /// sent, so no answer to this turn's own sends is taken for one.
+    fn stall_probe(&mut self, woken: &Woken, now: Instant) {
+        let (Some(t), Some(since)) = (&mut self.held, woken.rested_since) else {
+            return;
+        };
+        if woken.by_transport || now.saturating_duration_since(since) < STALL {
+            return;
+        }
+        if self.shared.receive(t, &mut self.batch) > 0 {
+            self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            log::emit(
+                Level::Warn,
+                "stall",
+                "a reply waited in the transport with nobody driving it",
+                &[],
+            );
         }
     }
 
