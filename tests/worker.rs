@@ -141,7 +141,9 @@ fn sigterm_ends_a_service_whose_handlers_are_all_blocked() {
         "{}",
         p.stats_json()
     );
-    // Both calls reached their handlers before the signal.
+    // Time for both calls to reach their handlers: the signal must come
+    // while they hold every slot (a worker that reads regardless sees it
+    // either way).
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: a plain kill(2) of the child we started.
     unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
