@@ -1,6 +1,7 @@
 //! Waking and sleeping: a Linux eventfd used to wake a thread that sleeps
-//! in poll(2), the poll itself, a socket that event loops watch, and an
-//! epoll set (the parent's driver sleeps on one).
+//! in poll(2), the poll itself, a socket that event loops watch, an epoll
+//! set (the parent's driver sleeps on one), and installing a SIGINT/SIGTERM
+//! handler (a worker's, which wakes its driver).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -197,6 +198,45 @@ impl WatchSet {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// What SIGINT and SIGTERM did before [`on_stop_signals`], to put back.
+pub struct SavedActions {
+    int: libc::sigaction,
+    term: libc::sigaction,
+}
+
+/// Makes `handler` run on SIGINT and SIGTERM; what they did before comes
+/// back, for [`SavedActions::restore`]. The handler must be
+/// async-signal-safe ([`notify_fd`] is).
+pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) -> SavedActions {
+    // SAFETY: sigaction with a zeroed struct plus the handler; the previous
+    // actions are written into zeroed structs of ours.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as usize;
+        // SA_ONSTACK: runtimes with small goroutine stacks (Go) require it.
+        action.sa_flags = libc::SA_RESTART | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut action.sa_mask);
+        let mut saved = SavedActions {
+            int: std::mem::zeroed(),
+            term: std::mem::zeroed(),
+        };
+        libc::sigaction(libc::SIGINT, &action, &mut saved.int);
+        libc::sigaction(libc::SIGTERM, &action, &mut saved.term);
+        saved
+    }
+}
+
+impl SavedActions {
+    /// Puts back the actions that [`on_stop_signals`] replaced.
+    pub fn restore(self) {
+        // SAFETY: actions the kernel handed out, given back as they were.
+        unsafe {
+            libc::sigaction(libc::SIGINT, &self.int, std::ptr::null_mut());
+            libc::sigaction(libc::SIGTERM, &self.term, std::ptr::null_mut());
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 /* One parent shared by 8 threads, 300 calls each, all at once: every
- * caller gets its own answer. Half the threads use mf_call, half mf_call_json. */
+ * caller gets its own answer. Half the threads use mf_call, half mf_call_json.
+ * Then handlers that block: with 8 callers of a 50 ms handler, a worker of
+ * concurrency 8 (and one of 32) runs 8 of them at once, counted inside the
+ * worker; one of concurrency 1 never runs two. */
 #include "support.h"
 
 #include <pthread.h>
@@ -60,7 +63,63 @@ static void *caller(void *arg) {
     return NULL;
 }
 
+struct holder {
+    mf_parent *p;
+    int rounds;
+    int failed;
+};
+
+static void *hold_caller(void *arg) {
+    struct holder *h = arg;
+    pthread_barrier_wait(&start);
+    for (int i = 0; i < h->rounds; i++) {
+        char *out = NULL;
+        if (mf_call_json(h->p, "hold_ms", "[50]", 30000, &out) != MF_OK || strcmp(out, "50") != 0) h->failed++;
+        mf_string_free(out);
+    }
+    return NULL;
+}
+
+/* `callers` threads, `rounds` calls of hold_ms(50) each, against a worker of
+ * `concurrency` (over ZeroMQ: the private link is covered by the Rust tests);
+ * the most handlers the worker ran at once. */
+static long long most_at_once(const char *concurrency, int callers, int rounds) {
+    const char *args[] = {"--concurrency", concurrency, NULL};
+    mf_options *o = mf_options_new();
+    CHECK_STATUS(mf_options_set_private_link(o, false), MF_OK);
+    mf_parent *p = NULL;
+    mf_status s = mf_spawn(TEST_WORKER, args, o, &p);
+    mf_options_free(o);
+    if (!CHECK(s == MF_OK, "spawn with concurrency %s: %s", concurrency, mf_last_error())) return -1;
+    pthread_t threads[THREADS];
+    struct holder h[THREADS];
+    pthread_barrier_init(&start, NULL, (unsigned)callers);
+    for (int t = 0; t < callers; t++) {
+        h[t] = (struct holder){.p = p, .rounds = rounds};
+        pthread_create(&threads[t], NULL, hold_caller, &h[t]);
+    }
+    for (int t = 0; t < callers; t++) {
+        pthread_join(threads[t], NULL);
+        CHECK(h[t].failed == 0, "concurrency %s: %d calls of hold_ms failed", concurrency, h[t].failed);
+    }
+    pthread_barrier_destroy(&start);
+    long long most = -1;
+    char *out = call_json_ok(p, "most_holding", "[]", 10000);
+    if (out) most = strtoll(out, NULL, 10);
+    mf_string_free(out);
+    mf_parent_close(p);
+    printf("concurrency %s, %d callers: %lld handlers at once\n", concurrency, callers, most);
+    return most;
+}
+
 int main(void) {
+    long long most = most_at_once("8", 8, 10);
+    CHECK(most == 8, "concurrency 8, 8 callers: %lld handlers ran at once, expected 8", most);
+    most = most_at_once("32", 8, 10);
+    CHECK(most == 8, "concurrency 32, 8 callers: %lld handlers ran at once, expected 8", most);
+    most = most_at_once("1", 4, 5);
+    CHECK(most == 1, "concurrency 1, 4 callers: %lld handlers ran at once, expected 1", most);
+
     parent = spawn_worker(NULL);
     if (!parent) return check_summary();
 

@@ -1,11 +1,14 @@
 /* Heartbeats are answered while a long call runs in the worker: during a
  * 1.5 s call with a 100 ms heartbeat that must be answered in 300 ms, new
  * round trips keep being measured, no heartbeat is missed and the worker
- * stays healthy. */
+ * stays healthy. And while every handler slot is blocked for 3 s
+ * (concurrency 1 and 4, over the private link and over ZeroMQ), a 100 ms
+ * heartbeat with a 1 s timeout is never missed. */
 #include "support.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -44,7 +47,59 @@ static void *sampler(void *arg) {
     return NULL;
 }
 
+struct blocked {
+    const char *concurrency;
+    int slots;
+    bool link;
+    mf_parent *p;
+};
+
+static void *hold_3s(void *arg) {
+    struct blocked *b = arg;
+    char *out = call_json_ok(b->p, "hold_ms", "[3000]", 30000);
+    if (out) CHECK(strcmp(out, "3000") == 0, "hold_ms(3000) returned %s", out);
+    mf_string_free(out);
+    return NULL;
+}
+
+/* One worker with every handler slot held for 3 s. */
+static void *every_slot_blocked(void *arg) {
+    struct blocked *b = arg;
+    const char *args[] = {"--concurrency", b->concurrency, NULL};
+    mf_options *o = mf_options_new();
+    CHECK_STATUS(mf_options_set_heartbeat(o, 100, 1000, 3), MF_OK);
+    CHECK_STATUS(mf_options_set_private_link(o, b->link), MF_OK);
+    mf_status s = mf_spawn(TEST_WORKER, args, o, &b->p);
+    mf_options_free(o);
+    if (!CHECK(s == MF_OK, "spawn: %s", mf_last_error())) return NULL;
+    pthread_t callers[4];
+    for (int i = 0; i < b->slots; i++) pthread_create(&callers[i], NULL, hold_3s, b);
+    for (int i = 0; i < b->slots; i++) pthread_join(callers[i], NULL);
+    char want[32];
+    snprintf(want, sizeof want, "%d", b->slots);
+    check_json_call(b->p, "most_holding", "[]", want);
+    char *stats = mf_parent_stats_json(b->p);
+    CHECK_CONTAINS(stats, b->link ? "\"transport\":\"link\"" : "\"transport\":\"zmq\"");
+    CHECK_CONTAINS(stats, "\"heartbeat_misses\":0");
+    CHECK_CONTAINS(stats, "\"healthy\":true");
+    printf("concurrency %s, %s, every slot held 3 s: %s\n", b->concurrency, b->link ? "link" : "zmq",
+           stats ? stats : "(null)");
+    mf_string_free(stats);
+    mf_parent_close(b->p);
+    return NULL;
+}
+
 int main(void) {
+    struct blocked cases[] = {
+        {"1", 1, true, NULL},
+        {"1", 1, false, NULL},
+        {"4", 4, true, NULL},
+        {"4", 4, false, NULL},
+    };
+    pthread_t runs[4];
+    for (int i = 0; i < 4; i++) pthread_create(&runs[i], NULL, every_slot_blocked, &cases[i]);
+    for (int i = 0; i < 4; i++) pthread_join(runs[i], NULL);
+
     mf_options *o = mf_options_new();
     CHECK(o != NULL, "mf_options_new");
     CHECK_STATUS(mf_options_set_heartbeat(o, 100, 300, 3), MF_OK);

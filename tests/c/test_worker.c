@@ -5,6 +5,8 @@
  *   echo(x)      raw   x unchanged
  *   add(a, b)    json  a + b (integers)
  *   sleep_ms(ms) json  sleeps ms, returns ms
+ *   hold_ms(ms)  json  sleeps ms, returns ms, counting how many run at once
+ *   most_holding() json the most hold_ms calls that ever ran at once
  *   fail(msg)    raw   error "RuntimeError: <msg>"
  *   pid()        json  getpid()
  *   spam(n)      json  prints "line 0".."line n-1" on stdout, returns n
@@ -12,6 +14,8 @@
  *   deferred(x)  raw   answers x ~50 ms later from another thread
  *   _secret()    raw   private: callers must be refused
  *   crash()      raw   abort()
+ *
+ * Arguments: `--concurrency N` sets mf_worker_set_concurrency (default 4).
  */
 #include <multifrost.h>
 
@@ -19,6 +23,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +104,34 @@ static void sleep_ms(void *user, const char *args_json, mf_reply *reply) {
     sleep_for_ms(ms);
     char out[32];
     snprintf(out, sizeof out, "%lld", ms);
+    mf_reply_json(reply, out);
+}
+
+static atomic_int holding, most_holding_seen;
+
+static void hold_ms(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    long long ms;
+    if (!one_int_json(args_json, &ms) || ms < 0) {
+        mf_reply_error(reply, "TypeError: hold_ms takes one non-negative integer");
+        return;
+    }
+    int now = atomic_fetch_add(&holding, 1) + 1;
+    int most = atomic_load(&most_holding_seen);
+    while (now > most && !atomic_compare_exchange_weak(&most_holding_seen, &most, now)) {
+    }
+    sleep_for_ms(ms);
+    atomic_fetch_sub(&holding, 1);
+    char out[32];
+    snprintf(out, sizeof out, "%lld", ms);
+    mf_reply_json(reply, out);
+}
+
+static void most_holding(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    (void)args_json;
+    char out[32];
+    snprintf(out, sizeof out, "%d", atomic_load(&most_holding_seen));
     mf_reply_json(reply, out);
 }
 
@@ -218,12 +251,18 @@ static int must(mf_status s, const char *what) {
     return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    unsigned concurrency = 4;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--concurrency") == 0) concurrency = (unsigned)strtoul(argv[i + 1], NULL, 10);
+    }
     mf_worker *w = NULL;
     must(mf_worker_new(NULL, &w), "mf_worker_new");
     must(mf_worker_register(w, "echo", echo, NULL), "register echo");
     must(mf_worker_register_json(w, "add", add, NULL), "register add");
     must(mf_worker_register_json(w, "sleep_ms", sleep_ms, NULL), "register sleep_ms");
+    must(mf_worker_register_json(w, "hold_ms", hold_ms, NULL), "register hold_ms");
+    must(mf_worker_register_json(w, "most_holding", most_holding, NULL), "register most_holding");
     must(mf_worker_register(w, "fail", fail, NULL), "register fail");
     must(mf_worker_register_json(w, "pid", pid, NULL), "register pid");
     must(mf_worker_register_json(w, "spam", spam, NULL), "register spam");
@@ -231,7 +270,7 @@ int main(void) {
     must(mf_worker_register(w, "deferred", deferred, NULL), "register deferred");
     must(mf_worker_register(w, "_secret", secret, NULL), "register _secret");
     must(mf_worker_register(w, "crash", crash, NULL), "register crash");
-    must(mf_worker_set_concurrency(w, 4), "mf_worker_set_concurrency");
+    must(mf_worker_set_concurrency(w, concurrency), "mf_worker_set_concurrency");
     mf_status s = mf_serve(w);
     if (s != MF_OK) {
         fprintf(stderr, "test_worker: %s\n", mf_last_error());

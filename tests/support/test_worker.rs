@@ -1,13 +1,19 @@
 //! A worker for the Rust integration tests, built on the Rust API.
 //! Spawn mode by default; `--service ID` serves in connect mode;
-//! `--serve-twice` serves again after `pause` ended the first serve.
+//! `--serve-twice` serves again after `pause` ended the first serve;
+//! `--concurrency N` sets how many handlers may run at once (default 8;
+//! `default`: the library's own default).
 
 use multifrost::{Mode, Worker};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The worker, for the `pause` handler to stop.
 static WORKER: OnceLock<&'static Worker> = OnceLock::new();
+/// `hold_ms` calls running now, and the most that ever ran at once.
+static HOLDING: AtomicI64 = AtomicI64::new(0);
+static MOST_HOLDING: AtomicI64 = AtomicI64::new(0);
 
 /// Reads the first integer argument of a raw msgpack array.
 fn int_arg(args: &[u8], index: usize) -> Option<i64> {
@@ -56,7 +62,14 @@ fn main() {
         }
     };
     let _ = WORKER.set(worker);
-    worker.set_concurrency(8).unwrap();
+    match args.iter().position(|a| a == "--concurrency") {
+        Some(i) if args[i + 1] == "default" => {}
+        Some(i) => {
+            let n = args[i + 1].parse().expect("--concurrency N");
+            worker.set_concurrency(n).unwrap();
+        }
+        None => worker.set_concurrency(8).unwrap(),
+    }
     let reg = |name: &str, f: fn(&[u8]) -> Result<Vec<u8>, String>| {
         worker
             .register(
@@ -81,6 +94,18 @@ fn main() {
         let ms = int_arg(a, 0).ok_or("TypeError: ms")?;
         std::thread::sleep(Duration::from_millis(ms as u64));
         Ok(int_result(ms))
+    });
+    // Like sleep_ms, counting how many of its calls run at once.
+    reg("hold_ms", |a| {
+        let ms = int_arg(a, 0).ok_or("TypeError: ms")?;
+        let now = HOLDING.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST_HOLDING.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(ms as u64));
+        HOLDING.fetch_sub(1, Ordering::SeqCst);
+        Ok(int_result(ms))
+    });
+    reg("most_holding", |_| {
+        Ok(int_result(MOST_HOLDING.load(Ordering::SeqCst)))
     });
     reg("pid", |_| Ok(int_result(i64::from(std::process::id()))));
     // The parent's port, as spawn mode handed it over (0 in connect mode).
