@@ -5,7 +5,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const koffi = require('koffi');
-const { MultifrostError, Status } = require('./errors');
+const { MultifrostError, LibraryNotFoundError, Status } = require('./errors');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
 const LIB_NAME = 'libmultifrost.so';
@@ -34,11 +34,12 @@ function libraryPath() {
 let loaded = null;
 
 /** Loads the library once and returns its declared functions. Throws a
- * MultifrostError naming MULTIFROST_LIB and every place looked at when it
- * cannot be found or loaded. */
+ * LibraryNotFoundError naming MULTIFROST_LIB and every place looked at when
+ * it cannot be found or loaded. */
 function native() {
   if (loaded) return loaded;
   const list = candidates();
+  const searched = list.map((c) => c.file);
   let chosen = null;
   for (const c of list) {
     if (c.explicit || fs.existsSync(c.file)) {
@@ -48,21 +49,23 @@ function native() {
   }
   if (!chosen) {
     const looked = list.map((c) => `  ${c.file} (${c.why})`).join('\n');
-    throw new MultifrostError(
+    throw new LibraryNotFoundError(
       `libmultifrost not found. Set MULTIFROST_LIB to the path of ${LIB_NAME} ` +
-        `(MULTIFROST_LIB is not set), or build it with \`cargo build --release\` ` +
+        `(MULTIFROST_LIB is not set), install a package that carries it (npm pack in ` +
+        `bindings/node puts it in lib/), or build it with \`cargo build --release\` ` +
         `in the repository. Looked in:\n${looked}`,
-      Status.MF_ERR_NOT_FOUND,
+      searched,
     );
   }
   let lib;
   try {
+    if (chosen.explicit && !fs.existsSync(chosen.file)) throw new Error('no such file');
     lib = koffi.load(chosen.file);
   } catch (e) {
     const hint = chosen.explicit
-      ? `MULTIFROST_LIB=${process.env.MULTIFROST_LIB}`
+      ? `MULTIFROST_LIB=${process.env.MULTIFROST_LIB} (only that path is tried while it is set)`
       : `${chosen.file} (${chosen.why}; set MULTIFROST_LIB to use another)`;
-    throw new MultifrostError(`cannot load libmultifrost from ${hint}: ${e.message}`, Status.MF_ERR_IO);
+    throw new LibraryNotFoundError(`cannot load libmultifrost from ${hint}: ${e.message}`, chosen.explicit ? [chosen.file] : searched);
   }
   try {
     loaded = declare(lib);

@@ -167,13 +167,14 @@ it('a missing library names MULTIFROST_LIB and where it looked', async () => {
       });`;
     const r = await runNode(['-e', script], { env });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^MultifrostError MF_ERR_NOT_FOUND\n/);
+    assert.match(r.stdout, /^LibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND\n/);
     assert.match(r.stdout, /MULTIFROST_LIB/);
     assert.ok(r.stdout.includes(path.join(pkg, 'lib', 'libmultifrost.so')), r.stdout);
     assert.ok(r.stdout.includes(path.join(dir, 'target', 'release', 'libmultifrost.so')), r.stdout);
 
     // MULTIFROST_LIB pointing nowhere: named, with the loader's reason.
     const r2 = await runNode(['-e', script], { env: { MULTIFROST_LIB: '/nonexistent/libmultifrost.so' } });
+    assert.match(r2.stdout, /^LibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND\n/);
     assert.match(r2.stdout, /MULTIFROST_LIB=\/nonexistent\/libmultifrost\.so/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
