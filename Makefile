@@ -172,7 +172,11 @@ SUBST     = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INC
 GO_SOURCES = $(filter-out %_test.go,$(wildcard bindings/go/*.go)) bindings/go/shim.c bindings/go/shim.h \
              bindings/go/go.mod bindings/go/go.sum bindings/go/README.md
 
-install: lib
+# NO_BUILD=1 installs what is built without running cargo (for `sudo make
+# install` after a `make build` as yourself: root need not have cargo).
+install: $(if $(NO_BUILD),,lib)
+	@test -f $(OUT)/libmultifrost.so -a -f $(OUT)/libmultifrost.a -a -f $(OUT)/multifrost || \
+	  { echo "nothing built in $(OUT): run make build first" >&2; exit 1; }
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(CMAKEDIR) \
 	  $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(GOSRCDIR)
 	install -m 755 $(OUT)/libmultifrost.so $(DESTDIR)$(LIBDIR)/$(REALNAME)
