@@ -9,6 +9,9 @@ const { MultifrostError, LibraryNotFoundError, Status } = require('./errors');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
 const LIB_NAME = 'libmultifrost.so';
+/** The installed library's SONAME: `make install` puts it where the dynamic
+ * loader looks (after ldconfig), so a package without lib/ still finds it. */
+const SYSTEM_NAME = 'libmultifrost.so.0';
 
 /** Where the library is looked for, in order, with the reason for each. */
 function candidates() {
@@ -20,13 +23,16 @@ function candidates() {
     file: path.resolve(PACKAGE_DIR, '..', '..', 'target', 'release', LIB_NAME),
     why: 'repository build',
   });
+  list.push({ file: SYSTEM_NAME, why: "installed library, by the dynamic loader's search (make install)", system: true });
   return list;
 }
 
-/** The path of the library that would be loaded, or null if there is none. */
+/** The path of the library that is (or would be) loaded, or null if there
+ * is none; the installed library counts once it has been loaded. */
 function libraryPath() {
+  if (loaded) return loaded.path;
   for (const c of candidates()) {
-    if (c.explicit || fs.existsSync(c.file)) return c.file;
+    if (c.explicit || (!c.system && fs.existsSync(c.file))) return c.file;
   }
   return null;
 }
@@ -41,7 +47,17 @@ function native() {
   const list = candidates();
   const searched = list.map((c) => c.file);
   let chosen = null;
+  let lib = null;
   for (const c of list) {
+    if (c.system) {
+      try {
+        lib = koffi.load(c.file); // found only through the loader's own search
+        chosen = c;
+        break;
+      } catch {
+        continue;
+      }
+    }
     if (c.explicit || fs.existsSync(c.file)) {
       chosen = c;
       break;
@@ -51,16 +67,15 @@ function native() {
     const looked = list.map((c) => `  ${c.file} (${c.why})`).join('\n');
     throw new LibraryNotFoundError(
       `libmultifrost not found. Set MULTIFROST_LIB to the path of ${LIB_NAME} ` +
-        `(MULTIFROST_LIB is not set), install a package that carries it (npm pack in ` +
-        `bindings/node puts it in lib/), or build it with \`cargo build --release\` ` +
-        `in the repository. Looked in:\n${looked}`,
+        `(MULTIFROST_LIB is not set), install the library (\`make install\` in the repository, ` +
+        `then ldconfig), use a package that carries it (npm pack in bindings/node puts it in lib/), ` +
+        `or build it with \`cargo build --release\` in the repository. Looked in:\n${looked}`,
       searched,
     );
   }
-  let lib;
   try {
     if (chosen.explicit && !fs.existsSync(chosen.file)) throw new Error('no such file');
-    lib = koffi.load(chosen.file);
+    if (!lib) lib = koffi.load(chosen.file);
   } catch (e) {
     const hint = chosen.explicit
       ? `MULTIFROST_LIB=${process.env.MULTIFROST_LIB} (only that path is tried while it is set)`
