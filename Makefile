@@ -51,12 +51,15 @@ programs: lib deps-system $(BUILD)/build.ninja
 	cmake --build $(BUILD)
 
 # The main job: a C parent spawns the C math worker, calls it, prints results and stats.
-# It builds only the library and the C examples (no tests, no benches, no C++,
-# no system packages): a separate CMake tree configured with MF_EXAMPLES_ONLY.
+# It builds only the library (not the CLI) and the C examples (no tests, no
+# benches, no C++, no system packages): a separate CMake tree configured with
+# MF_EXAMPLES_ONLY.
 demo: demo-programs
 	$(BUILD)/demo/math_parent $(BUILD)/demo/math_worker
 
-demo-programs: lib
+demo-programs:
+	$(CARGO) build --release --lib
+	ln -sfn libmultifrost.so $(OUT)/$(SONAME)
 	cmake -S . -B $(BUILD)/demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DMF_EXAMPLES_ONLY=ON >/dev/null
 	cmake --build $(BUILD)/demo --target math_worker math_parent connect_parent
 
