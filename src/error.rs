@@ -62,3 +62,33 @@ impl From<zmq::Error> for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The explanation added when a spawned program never answered its first
+/// heartbeat within the start-up timeout: most often the program is not a
+/// worker at all (`/bin/sleep 100`), so say what a worker must do.
+///
+/// `wait_ms` is the start-up timeout that ran out. Used by
+/// `Parent::wait_ready` to build the whole message, e.g.
+/// `worker 'sleep' did not answer within 10000 ms: <this text>`.
+pub fn not_a_worker_hint(wait_ms: u128) -> String {
+    format!(
+        "it is still running but sent nothing back, so it may not be a multifrost worker. \
+         A worker reads COMLINK_ZMQ_PORT from its environment, connects a ZeroMQ ROUTER \
+         socket to tcp://127.0.0.1:<that port> and echoes heartbeats (any comlink_ipc_v4 \
+         worker does: ChildWorker.run() in Python and Node, mf_serve in C, Serve in Go). \
+         If it is one but slow to start, raise the start timeout (now {wait_ms} ms)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_says_what_a_worker_must_do() {
+        let hint = not_a_worker_hint(10_000);
+        assert!(hint.contains("COMLINK_ZMQ_PORT"), "{hint}");
+        assert!(hint.contains("may not be a multifrost worker"), "{hint}");
+        assert!(hint.contains("10000 ms"), "{hint}");
+    }
+}

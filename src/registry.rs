@@ -385,6 +385,27 @@ impl Registry {
         }
     }
 
+    /// Removes, under the lock, every entry whose process is dead (or whose
+    /// PID was reused) and every entry that is not usable (bad port or pid).
+    /// Returns the ids removed.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        self.with_lock(|reg| {
+            let mut map = reg.read_for_update();
+            let dead: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| !Entry::from_value(v).is_some_and(|e| e.is_alive()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !dead.is_empty() {
+                for id in &dead {
+                    map.remove(id);
+                }
+                reg.write(&map)?;
+            }
+            Ok(dead)
+        })
+    }
+
     /// Every entry with whether its process is alive; unusable entries are skipped.
     pub fn list(&self) -> Vec<(String, Entry, bool)> {
         let mut out: Vec<_> = self
@@ -559,6 +580,25 @@ mod tests {
                     .starts_with("services.json.corrupt-")
             });
         assert!(aside);
+    }
+
+    #[test]
+    fn prune_removes_dead_and_unusable_entries_only() {
+        let reg = temp_registry("prune");
+        reg.ensure_dir().unwrap();
+        let mut map = Map::new();
+        map.insert("live".into(), serde_json::json!({"port": 40000, "pid": std::process::id(), "started": local_iso8601()}));
+        map.insert(
+            "dead".into(),
+            serde_json::json!({"port": 40001, "pid": i32::MAX, "started": local_iso8601()}),
+        );
+        map.insert("junk".into(), serde_json::json!({"port": 1, "pid": "x"}));
+        reg.write(&map).unwrap();
+        let mut removed = reg.prune().unwrap();
+        removed.sort();
+        assert_eq!(removed, ["dead", "junk"]);
+        assert_eq!(reg.read().keys().collect::<Vec<_>>(), ["live"]);
+        assert!(reg.prune().unwrap().is_empty());
     }
 
     #[test]

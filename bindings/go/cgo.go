@@ -1,8 +1,17 @@
 package multifrost
 
+// The library comes from pkg-config, as installed by `make install` (its
+// multifrost.pc carries an rpath, so an installed library needs no
+// environment variable at run time). If the build stops with "Package
+// multifrost was not found in the pkg-config search path", libmultifrost is
+// not installed: run `make install` (or `make install PREFIX=$HOME/.local`)
+// in a clone of the repository, and for a prefix outside pkg-config's path
+// set PKG_CONFIG_PATH=<prefix>/lib/pkgconfig. The repository's own tests
+// point PKG_CONFIG_PATH at build/pkgconfig, whose multifrost.pc names the
+// checkout's include/ and target/release instead (see the Makefile).
+
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -lmultifrost -Wl,-rpath,${SRCDIR}/../../target/release
+#cgo pkg-config: multifrost
 #include "shim.h"
 */
 import "C"

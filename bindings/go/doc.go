@@ -20,6 +20,8 @@
 //	w.Handle("add", func(a, b int) int { return a + b })
 //	err := w.Serve(ctx) // until ctx ends, a shutdown message, SIGINT or SIGTERM
 //
-// Build the library first (cargo build --release in the repository root);
-// the cgo flags link target/release/libmultifrost.so with an rpath to it.
+// The library is found with pkg-config (`#cgo pkg-config: multifrost`):
+// install it with `make install` in the repository (PREFIX=... for another
+// place, then PKG_CONFIG_PATH=<prefix>/lib/pkgconfig). The repository's tests
+// use the checkout's build through build/pkgconfig/multifrost.pc (make test-go).
 package multifrost

@@ -34,6 +34,13 @@ export declare class MultifrostError extends Error {
   readonly status: number;
   readonly code: string;
 }
+/** libmultifrost could not be found or loaded (not a library status): the
+ * message names MULTIFROST_LIB and every place looked at. */
+export declare class LibraryNotFoundError extends Error {
+  readonly code: 'ERR_MULTIFROST_LIBRARY_NOT_FOUND';
+  /** The paths tried, in order. */
+  readonly searched: string[];
+}
 /** The worker's handler failed; `message` is the worker's text ("RangeError: ..."). */
 export declare class RemoteCallError extends MultifrostError {
   /** The error type named at the start of the worker's text, if any. */

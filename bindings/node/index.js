@@ -17,6 +17,7 @@ module.exports = {
   ParentHandle,
   ChildWorker,
   MultifrostError: errors.MultifrostError,
+  LibraryNotFoundError: errors.LibraryNotFoundError,
   RemoteCallError: errors.RemoteCallError,
   TimeoutError: errors.TimeoutError,
   CircuitOpenError: errors.CircuitOpenError,

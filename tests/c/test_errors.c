@@ -72,6 +72,13 @@ static void test_math_worker_errors(void) {
     expect_error(p, "factorial", "[21]", MF_ERR_REMOTE, "OverflowError: factorial above 20 does not fit in 64 bits",
                  1);
     expect_error(p, "factorial", "[\"x\"]", MF_ERR_REMOTE, "TypeError: factorial takes one integer", 1);
+    expect_error(p, "factorial", "[3.5]", MF_ERR_REMOTE, "TypeError: factorial takes one integer", 1);
+    expect_error(p, "factorial", "[1, 2]", MF_ERR_REMOTE, "TypeError: factorial takes one integer", 1);
+    /* The README's worker checks its input: wrong types and counts are answered, never guessed. */
+    expect_error(p, "add", "[\"x\", 2]", MF_ERR_REMOTE, "TypeError: expected two numbers", 1);
+    expect_error(p, "add", "[1]", MF_ERR_REMOTE, "TypeError: expected two numbers", 1);
+    expect_error(p, "add", "[1, 2, 3]", MF_ERR_REMOTE, "TypeError: expected two numbers", 1);
+    expect_error(p, "multiply", "[true, 2]", MF_ERR_REMOTE, "TypeError: expected two numbers", 1);
     check_json_call(p, "multiply", "[6, 7]", "42");
     mf_parent_close(p);
 }

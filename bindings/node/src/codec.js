@@ -21,6 +21,7 @@ const MAX_DEPTH = 100; // PROTOCOL.md §7: deeper nesting is refused by peers an
 // BigInt before packing so they are written as int64/uint64. Copy-on-write:
 // a value with no such number is packed as it is, without a copy.
 function wideIntegers(value, depth) {
+  if (typeof value === 'function' || typeof value === 'symbol') throw new Unsendable();
   if (typeof value === 'number') {
     return Number.isInteger(value) && (value > 0xffffffff || value < -0x80000000) && Number.isSafeInteger(value)
       ? BigInt(value)
@@ -51,9 +52,34 @@ function wideIntegers(value, depth) {
   return copy || value;
 }
 
-/** Encodes one value. */
+// Functions and symbols have no MessagePack form; msgpackr would send them
+// as nil. Found on the fast pass; the message is built only then.
+class Unsendable extends Error {}
+
+/** The first function or symbol in `value`: its kind and where, as `[1].cb` (or ''). */
+function whereUnsendable(value, at, depth) {
+  if (typeof value === 'function' || typeof value === 'symbol') return { at, kind: typeof value };
+  if (value === null || typeof value !== 'object' || depth > MAX_DEPTH) return null;
+  const proto = Object.getPrototypeOf(value);
+  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return null;
+  for (const key of Object.keys(value)) {
+    const found = whereUnsendable(value[key], Array.isArray(value) ? `${at}[${key}]` : `${at}.${key}`, depth + 1);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+/** Encodes one value. Throws a TypeError for a function or a symbol in it. */
 function pack(value) {
-  return packr.pack(wideIntegers(value, 0));
+  let wide;
+  try {
+    wide = wideIntegers(value, 0);
+  } catch (e) {
+    if (!(e instanceof Unsendable)) throw e;
+    const { at, kind } = whereUnsendable(value, '', 0) || { at: '', kind: 'function' };
+    throw new TypeError(`cannot send a ${kind}${at ? ` (at ${at})` : ''}: MessagePack has no ${kind} type`);
+  }
+  return packr.pack(wide);
 }
 
 /** Decodes one value (the buffer must be owned by the caller: bin values may share it). */

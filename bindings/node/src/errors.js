@@ -88,6 +88,18 @@ class AlreadyRunningError extends MultifrostError {
   }
 }
 
+/** libmultifrost itself could not be found or loaded: not a status of the
+ * library (it never ran), so not a MultifrostError. The message names
+ * MULTIFROST_LIB and every place looked at; `searched` lists them. */
+class LibraryNotFoundError extends Error {
+  constructor(message, searched) {
+    super(message);
+    this.name = 'LibraryNotFoundError';
+    this.code = 'ERR_MULTIFROST_LIBRARY_NOT_FOUND';
+    this.searched = searched;
+  }
+}
+
 /** The error object for a failed status and its text. */
 function errorFor(status, message, functionName) {
   switch (status) {
@@ -115,6 +127,7 @@ module.exports = {
   statusName,
   errorFor,
   MultifrostError,
+  LibraryNotFoundError,
   RemoteCallError,
   TimeoutError,
   CircuitOpenError,

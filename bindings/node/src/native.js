@@ -5,10 +5,13 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const koffi = require('koffi');
-const { MultifrostError, Status } = require('./errors');
+const { MultifrostError, LibraryNotFoundError, Status } = require('./errors');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
 const LIB_NAME = 'libmultifrost.so';
+/** The installed library's SONAME: `make install` puts it where the dynamic
+ * loader looks (after ldconfig), so a package without lib/ still finds it. */
+const SYSTEM_NAME = 'libmultifrost.so.0';
 
 /** Where the library is looked for, in order, with the reason for each. */
 function candidates() {
@@ -20,13 +23,16 @@ function candidates() {
     file: path.resolve(PACKAGE_DIR, '..', '..', 'target', 'release', LIB_NAME),
     why: 'repository build',
   });
+  list.push({ file: SYSTEM_NAME, why: "installed library, by the dynamic loader's search (make install)", system: true });
   return list;
 }
 
-/** The path of the library that would be loaded, or null if there is none. */
+/** The path of the library that is (or would be) loaded, or null if there
+ * is none; the installed library counts once it has been loaded. */
 function libraryPath() {
+  if (loaded) return loaded.path;
   for (const c of candidates()) {
-    if (c.explicit || fs.existsSync(c.file)) return c.file;
+    if (c.explicit || (!c.system && fs.existsSync(c.file))) return c.file;
   }
   return null;
 }
@@ -34,13 +40,24 @@ function libraryPath() {
 let loaded = null;
 
 /** Loads the library once and returns its declared functions. Throws a
- * MultifrostError naming MULTIFROST_LIB and every place looked at when it
- * cannot be found or loaded. */
+ * LibraryNotFoundError naming MULTIFROST_LIB and every place looked at when
+ * it cannot be found or loaded. */
 function native() {
   if (loaded) return loaded;
   const list = candidates();
+  const searched = list.map((c) => c.file);
   let chosen = null;
+  let lib = null;
   for (const c of list) {
+    if (c.system) {
+      try {
+        lib = koffi.load(c.file); // found only through the loader's own search
+        chosen = c;
+        break;
+      } catch {
+        continue;
+      }
+    }
     if (c.explicit || fs.existsSync(c.file)) {
       chosen = c;
       break;
@@ -48,21 +65,22 @@ function native() {
   }
   if (!chosen) {
     const looked = list.map((c) => `  ${c.file} (${c.why})`).join('\n');
-    throw new MultifrostError(
+    throw new LibraryNotFoundError(
       `libmultifrost not found. Set MULTIFROST_LIB to the path of ${LIB_NAME} ` +
-        `(MULTIFROST_LIB is not set), or build it with \`cargo build --release\` ` +
-        `in the repository. Looked in:\n${looked}`,
-      Status.MF_ERR_NOT_FOUND,
+        `(MULTIFROST_LIB is not set), install the library (\`make install\` in the repository, ` +
+        `then ldconfig), use a package that carries it (npm pack in bindings/node puts it in lib/), ` +
+        `or build it with \`cargo build --release\` in the repository. Looked in:\n${looked}`,
+      searched,
     );
   }
-  let lib;
   try {
-    lib = koffi.load(chosen.file);
+    if (chosen.explicit && !fs.existsSync(chosen.file)) throw new Error('no such file');
+    if (!lib) lib = koffi.load(chosen.file);
   } catch (e) {
     const hint = chosen.explicit
-      ? `MULTIFROST_LIB=${process.env.MULTIFROST_LIB}`
+      ? `MULTIFROST_LIB=${process.env.MULTIFROST_LIB} (only that path is tried while it is set)`
       : `${chosen.file} (${chosen.why}; set MULTIFROST_LIB to use another)`;
-    throw new MultifrostError(`cannot load libmultifrost from ${hint}: ${e.message}`, Status.MF_ERR_IO);
+    throw new LibraryNotFoundError(`cannot load libmultifrost from ${hint}: ${e.message}`, chosen.explicit ? [chosen.file] : searched);
   }
   try {
     loaded = declare(lib);

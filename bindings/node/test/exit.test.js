@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { PACKAGE_DIR, WORKER, alive, runNode, waitFor } = require('./helpers');
+const { PACKAGE_DIR, REPO, WORKER, alive, runNode, waitFor } = require('./helpers');
 
 const PKG = JSON.stringify(PACKAGE_DIR);
 const W = JSON.stringify(WORKER);
@@ -167,13 +167,27 @@ it('a missing library names MULTIFROST_LIB and where it looked', async () => {
       });`;
     const r = await runNode(['-e', script], { env });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^MultifrostError MF_ERR_NOT_FOUND\n/);
+    assert.match(r.stdout, /^LibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND\n/);
     assert.match(r.stdout, /MULTIFROST_LIB/);
     assert.ok(r.stdout.includes(path.join(pkg, 'lib', 'libmultifrost.so')), r.stdout);
     assert.ok(r.stdout.includes(path.join(dir, 'target', 'release', 'libmultifrost.so')), r.stdout);
 
+    assert.ok(r.stdout.includes("libmultifrost.so.0 (installed library, by the dynamic loader's search"), r.stdout);
+
+    // An installed library (here: found through LD_LIBRARY_PATH, as the
+    // loader would find one in /usr/local/lib after ldconfig) is used.
+    const sys = path.join(dir, 'sys');
+    fs.mkdirSync(sys);
+    fs.symlinkSync(path.join(REPO, 'target', 'release', 'libmultifrost.so'), path.join(sys, 'libmultifrost.so.0'));
+    const r3 = await runNode(['-e', `const mf = require(${JSON.stringify(pkg)}); console.log(mf.libraryVersion(), mf.libraryPath());`], {
+      env: { ...env, LD_LIBRARY_PATH: sys },
+    });
+    assert.equal(r3.code, 0, r3.stderr);
+    assert.match(r3.stdout, /^\d+\.\d+\.\d+ libmultifrost\.so\.0\n$/);
+
     // MULTIFROST_LIB pointing nowhere: named, with the loader's reason.
     const r2 = await runNode(['-e', script], { env: { MULTIFROST_LIB: '/nonexistent/libmultifrost.so' } });
+    assert.match(r2.stdout, /^LibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND\n/);
     assert.match(r2.stdout, /MULTIFROST_LIB=\/nonexistent\/libmultifrost\.so/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

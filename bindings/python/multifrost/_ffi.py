@@ -7,7 +7,9 @@ looked for in this order:
 1. the path in the ``MULTIFROST_LIB`` environment variable (when set, only there);
 2. the copy inside the package, ``multifrost/lib/libmultifrost.so``;
 3. the repository build, ``<repo>/target/release/libmultifrost.so``, found
-   relative to this file when the package is used from its source folder.
+   relative to this file when the package is used from its source folder;
+4. the installed library, ``libmultifrost.so.0``, wherever the dynamic loader
+   finds it (``make install`` into ``/usr/local``, then ``ldconfig``).
 
 Every function of ``include/multifrost.h`` that the binding uses is declared
 here with its exact argument and result types; ctypes releases the GIL
@@ -41,6 +43,8 @@ from typing import Any, List, Optional
 
 LIBRARY_FILE = "libmultifrost.so"
 ENV_VAR = "MULTIFROST_LIB"
+# The installed library's SONAME, looked up by the dynamic loader itself.
+SYSTEM_LIBRARY = Path("libmultifrost.so.0")
 
 
 class Status(enum.IntEnum):
@@ -132,6 +136,7 @@ def candidate_paths() -> List[Path]:
     # <repo>/bindings/python/multifrost/_ffi.py -> <repo>
     if len(here.parents) >= 3:
         paths.append(here.parents[2] / "target" / "release" / LIBRARY_FILE)
+    paths.append(SYSTEM_LIBRARY)
     return paths
 
 
@@ -145,7 +150,8 @@ def _not_found(paths: List[Path], failures: List[str]) -> LibraryNotFoundError:
     else:
         lines.append(
             f"Set {ENV_VAR} to the path of {LIBRARY_FILE} (built by `cargo build --release` "
-            "in the repository), or install the package from a tree where it was built."
+            "in the repository), install the library (`make install`, then ldconfig), "
+            "or install a wheel that carries it (`make wheel`)."
         )
     return LibraryNotFoundError("\n".join(lines), [str(p) for p in paths])
 
@@ -257,7 +263,8 @@ def load() -> ctypes.CDLL:
         paths = candidate_paths()
         failures: List[str] = []
         for path in paths:
-            if not path.is_file():
+            system = path == SYSTEM_LIBRARY
+            if not system and not path.is_file():
                 failures.append("no such file")
                 continue
             try:

@@ -84,3 +84,23 @@ def test_bad_library_file_is_reported(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "cannot load" in proc.stdout and str(bogus) in proc.stdout
+
+
+def test_installed_library_is_found_by_the_loader(tmp_path):
+    # A copy of the package without a bundled library, away from the
+    # repository; the library only where the dynamic loader looks (as after
+    # `make install` + ldconfig; here through LD_LIBRARY_PATH).
+    site = tmp_path / "site"
+    shutil.copytree(PACKAGE_DIR, site / "multifrost", ignore=shutil.ignore_patterns("lib", "__pycache__"))
+    system = tmp_path / "system"
+    system.mkdir()
+    repo_lib = PACKAGE_DIR.parents[2] / "target" / "release" / "libmultifrost.so"
+    built = Path(os.environ.get("MULTIFROST_LIB") or repo_lib)
+    (system / "libmultifrost.so.0").symlink_to(built)
+    env = {k: v for k, v in os.environ.items() if k != "MULTIFROST_LIB"}
+    env.update(PYTHONPATH=str(site), LD_LIBRARY_PATH=str(system))
+    proc = _run("import multifrost\nprint(multifrost.library_version(), multifrost.library_path())\n", env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    version, path = proc.stdout.split()
+    assert version.count(".") == 2
+    assert path == "libmultifrost.so.0"
