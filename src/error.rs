@@ -68,7 +68,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// worker at all (`/bin/sleep 100`), so say what a worker must do.
 ///
 /// `wait_ms` is the start-up timeout that ran out. Used by
-/// `Parent::wait_ready` to build the whole message, e.g.
+/// `Parent::wait_ready` (spawn mode) to build the whole message, e.g.
 /// `worker 'sleep' did not answer within 10000 ms: <this text>`.
 pub fn not_a_worker_hint(wait_ms: u128) -> String {
     format!(

@@ -510,3 +510,24 @@ fn a_call_right_after_a_crash_fails_at_once() {
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 }
+
+#[test]
+fn a_program_that_is_not_a_worker_is_named_as_such_when_start_up_times_out() {
+    let mut options = Options::default();
+    options.set_start_timeout(300).unwrap();
+    let e = Parent::spawn("/bin/sleep", &["100".to_owned()], options)
+        .err()
+        .expect("sleep is not a worker");
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    assert!(
+        e.message.contains("did not answer within 300 ms"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("may not be a multifrost worker"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("COMLINK_ZMQ_PORT"), "{}", e.message);
+}

@@ -200,11 +200,13 @@ impl Parent {
             driver_thread: handle.thread().id(),
             driver: Mutex::new(Some(handle)),
         };
-        parent.wait_ready(wait)?;
+        parent.wait_ready(wait, port != 0)?;
         Ok(parent)
     }
 
-    fn wait_ready(&self, wait: Duration) -> Result<()> {
+    /// Waits for the first heartbeat's echo; `spawned`: the program was
+    /// started here (a timeout then suggests it is not a worker).
+    fn wait_ready(&self, wait: Duration, spawned: bool) -> Result<()> {
         let deadline = Instant::now() + wait;
         let mut r = self.shared.readiness.lock();
         loop {
@@ -222,14 +224,16 @@ impl Parent {
                     if timed_out {
                         drop(r);
                         self.close();
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "worker '{}' did not answer within {} ms",
-                                self.shared.name,
-                                wait.as_millis()
-                            ),
-                        ));
+                        let mut text = format!(
+                            "worker '{}' did not answer within {} ms",
+                            self.shared.name,
+                            wait.as_millis()
+                        );
+                        if spawned {
+                            text.push_str(": ");
+                            text.push_str(&crate::error::not_a_worker_hint(wait.as_millis()));
+                        }
+                        return Err(Error::new(ErrorKind::Timeout, text));
                     }
                 }
             }
