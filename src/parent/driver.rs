@@ -501,11 +501,20 @@ impl Driver {
                 }
                 t.send_queued(&mut self.out, &self.shared.stats);
                 self.shared.receive(t, &mut self.batch);
+                if !self.out.is_empty() && t.is_direct() {
+                    // The worker said hello: what the DEALER refused goes on the link.
+                    t.send_queued(&mut self.out, &self.shared.stats);
+                    self.shared.receive(t, &mut self.batch);
+                }
             }
             woken = Woken::default();
             let timeout = {
                 let mut core = self.shared.core.lock();
-                if core.closing || (self.held.is_some() && core.up && !core.mailbox.is_empty()) {
+                // Loop again for work that came in meanwhile, and for a
+                // transport a borrower gave back while this thread ran
+                // without it (its give-back found the driver awake).
+                let more = self.held.is_some() && core.up && !core.mailbox.is_empty();
+                if core.closing || more || (self.held.is_none() && core.rest.is_some()) {
                     continue;
                 }
                 let wants_transport = !self.out.is_empty()
@@ -562,16 +571,34 @@ impl Driver {
         let s = &self.shared;
         let exit_fd = self.sup.exit_fd();
         if let Some(t) = &mut self.held {
-            // Waiting for a peer to send to: let libzmq watch for it.
-            let mut items = [
+            // Waiting for a peer to send to: let libzmq watch for it, and
+            // the private link beside it, where a worker of ours says hello.
+            let (fd, events) = match t.poll_items() {
+                [first, _] if t.is_direct() => first,
+                [_, second] => second,
+            };
+            let mut items = vec![
                 t.socket.as_poll_item(zmq::POLLIN | zmq::POLLOUT),
                 zmq::PollItem::from_fd(s.wake.fd(), zmq::POLLIN),
-                zmq::PollItem::from_fd(exit_fd.unwrap_or(-1), zmq::POLLIN),
             ];
-            let n = if exit_fd.is_some() { 3 } else { 2 };
-            if zmq::poll(&mut items[..n], timeout_ms).is_ok() {
-                woken.by_transport = items[0].is_readable();
-                woken.exited = n == 3 && items[2].is_readable();
+            // Where the stream's and the exit descriptor's items are, if any.
+            let mut at = |fd: std::os::fd::RawFd, events: zmq::PollEvents| {
+                (fd >= 0).then(|| {
+                    items.push(zmq::PollItem::from_fd(fd, events));
+                    items.len() - 1
+                })
+            };
+            let mut stream_events = zmq::POLLIN;
+            if events & libc::POLLOUT != 0 {
+                stream_events |= zmq::POLLOUT;
+            }
+            let stream_at = at(fd, stream_events);
+            let exit_at = at(exit_fd.unwrap_or(-1), zmq::POLLIN);
+            if zmq::poll(&mut items, timeout_ms).is_ok() {
+                let ready =
+                    |i: Option<usize>| i.is_some_and(|i| items[i].get_revents().bits() != 0);
+                woken.by_transport = items[0].is_readable() || ready(stream_at);
+                woken.exited = ready(exit_at);
                 if items[1].is_readable() {
                     s.wake.drain();
                 }

@@ -16,6 +16,8 @@
 
 mod calls;
 mod driver;
+#[cfg(test)]
+mod model;
 mod supervisor;
 mod transport;
 
