@@ -1495,10 +1495,9 @@ class Parent {
 
   /// Starts `function(args...)` and returns at once; the future receives the
   /// result or the mf::Error (all failures, including a closed parent, are
-  /// delivered through the future). The result is decoded on whichever
-  /// thread drives the parent's socket when it arrives (the library's
-  /// supervisor, or a thread inside another call on this parent), so keep
-  /// very large results to call(). Closing the parent
+  /// delivered through the future). The result is decoded on the parent's
+  /// driver thread when it arrives (every other call of this parent waits
+  /// meanwhile), so keep very large results to call(). Closing the parent
   /// ends pending futures with MF_ERR_CLOSED.
   template <class R = void, class... A>
   std::future<R> call_async(std::string_view function, const A&... args) {

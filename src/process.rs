@@ -18,7 +18,7 @@ const TAIL_LINES: usize = 10;
 /// Longest line passed on whole; longer output is split, never dropped.
 const MAX_LINE: usize = 64 * 1024;
 
-/// What the output readers share with the supervisor.
+/// What the output readers share with the parent's supervisor.
 #[derive(Default)]
 struct Output {
     state: Mutex<OutputState>,
