@@ -58,6 +58,14 @@ static int cmp64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Under AddressSanitizer (make test-sanitize) the test itself runs several
+ * times slower: the latencies are printed, not bounded. */
+#if defined(__SANITIZE_ADDRESS__)
+#define LATENCY_BOUNDS 0
+#else
+#define LATENCY_BOUNDS 1
+#endif
+
 /* Checks p99 < 5 ms and max < 50 ms; frees. */
 static void lat_check(lat_t *l, const char *phase) {
     int n = atomic_load(&l->n);
@@ -67,8 +75,8 @@ static void lat_check(lat_t *l, const char *phase) {
         int64_t p99 = l->us[(n * 99) / 100], max = l->us[n - 1];
         printf("%s: %d calls, p50 %lld us, p99 %lld us, max %lld us\n", phase, n, (long long)l->us[n / 2],
                (long long)p99, (long long)max);
-        CHECK(p99 < 5000, "%s: p99 %lld us", phase, (long long)p99);
-        CHECK(max < 50000, "%s: slowest call %lld us", phase, (long long)max);
+        CHECK(!LATENCY_BOUNDS || p99 < 5000, "%s: p99 %lld us", phase, (long long)p99);
+        CHECK(!LATENCY_BOUNDS || max < 50000, "%s: slowest call %lld us", phase, (long long)max);
     }
     free(l->us);
 }
