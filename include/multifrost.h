@@ -245,9 +245,12 @@ void mf_string_free(char *s);
 const char *mf_last_error(void);
 
 /**
- * A static, human-readable name for a status ("MF_ERR_TIMEOUT"); never NULL.
+ * A static, human-readable name for a status ("MF_ERR_TIMEOUT"); never
+ * NULL. Takes the status as an integer, so any value is safe to pass: a
+ * value this library does not know (from a newer header) is named
+ * "MF_ERR_UNKNOWN".
  */
-const char *mf_status_name(enum mf_status status);
+const char *mf_status_name(int status);
 
 /**
  * Installs the log callback for the whole process; `fn` NULL restores the

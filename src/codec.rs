@@ -392,11 +392,9 @@ impl<'a> Reader<'a> {
 /// Checks a str's bytes; protocol strings are mostly short ASCII (ids,
 /// names), which a word-at-a-time check settles without the full decoder.
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
-    if bytes.is_ascii() {
-        // SAFETY: ASCII is valid UTF-8.
-        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
-    } else {
-        std::str::from_utf8(bytes).map_err(|_| DecodeError::Utf8)
+    match crate::sys::os::ascii_str(bytes) {
+        Some(s) => Ok(s),
+        None => std::str::from_utf8(bytes).map_err(|_| DecodeError::Utf8),
     }
 }
 
@@ -590,14 +588,7 @@ pub struct Encoder<'b> {
 
 /// The current time as float seconds since the Unix epoch.
 pub fn now_seconds() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `t` (through the vDSO:
-    // no system call); CLOCK_REALTIME always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    crate::sys::os::realtime_seconds()
 }
 
 impl<'b> Encoder<'b> {

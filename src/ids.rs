@@ -74,9 +74,7 @@ fn format_uuid(v: u128) -> IdText {
 /// 128 bits from the kernel's CSPRNG, with a time-and-pid fallback.
 pub fn random_u128() -> u128 {
     let mut bytes = [0u8; 16];
-    // SAFETY: getrandom writes at most 16 bytes into the local array.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n == 16 {
+    if crate::sys::os::random_bytes(&mut bytes) {
         return u128::from_ne_bytes(bytes);
     }
     let t = std::time::SystemTime::now()
@@ -88,10 +86,9 @@ pub fn random_u128() -> u128 {
 
 /// The text of an id as a `&str`.
 pub fn as_str(id: &IdText) -> &str {
-    debug_assert!(id.is_ascii());
-    // SAFETY: ids are made only by `format_uuid` and `IdGen::next`: hex
-    // digits and dashes.
-    unsafe { std::str::from_utf8_unchecked(id) }
+    // Ids are made only by `format_uuid` and `IdGen::next`: hex digits and
+    // dashes, so never the empty fallback.
+    crate::sys::os::ascii_str(id).unwrap_or_default()
 }
 
 /// Hashes the keys of tables no peer can fill, only look up: the pending

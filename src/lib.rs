@@ -2,48 +2,40 @@
 //! their functions as if they were local, over the `comlink_ipc_v4` protocol
 //! (ZeroMQ DEALER/ROUTER + MessagePack).
 //!
-//! The core is plain Rust; `ffi` is the only module that knows about C.
+//! The core is plain Rust: `ffi` is the only module that knows about C,
+//! and `sys` the only one below the safe interfaces of the operating
+//! system and libzmq. The compiler holds everything else to that: unsafe
+//! code is denied outside those two (and `text`'s inline strings).
+
+#![deny(unsafe_code)]
 
 pub mod breaker;
 pub mod codec;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod ffi;
-pub mod frame;
 pub mod ids;
 pub mod json;
-pub mod link;
 pub mod log;
 pub mod options;
 pub mod parent;
-pub mod process;
 pub mod registry;
 pub mod stats;
 pub(crate) mod sync;
+#[allow(unsafe_code)]
+pub mod sys;
+#[allow(unsafe_code)]
 pub mod text;
-pub mod wake;
 pub mod worker;
+
+pub use sys::{frame, link, process, wake};
 
 pub use error::{Error, ErrorKind, Result};
 pub use options::Options;
 pub use parent::Parent;
 pub use worker::{Mode, ReplyHandle, Worker};
 
-/// The process-wide ZeroMQ context (one libzmq I/O thread).
-pub(crate) fn zmq_context() -> &'static zmq::Context {
-    static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
-    CONTEXT.get_or_init(zmq::Context::new)
-}
-
-/// The TCP port a socket bound to `*` got.
-pub(crate) fn bound_port(socket: &zmq::Socket) -> Result<u16> {
-    let ep = socket
-        .get_last_endpoint()?
-        .map_err(|_| Error::io("bound endpoint is not text"))?;
-    ep.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| Error::io(format!("cannot read the port of '{ep}'")))
-}
+pub(crate) use sys::os::{bound_port, zmq_context};
 
 /// Whether a target names an endpoint rather than a service id.
 pub fn is_endpoint(target: &str) -> bool {

@@ -79,9 +79,7 @@ fn process_start_epoch(pid: i32) -> Option<f64> {
         .trim()
         .parse()
         .ok()?;
-    // SAFETY: sysconf has no memory arguments.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| btime + start_ticks / ticks as f64)
+    crate::sys::os::clock_ticks().map(|ticks| btime + start_ticks / ticks)
 }
 
 /// Reads "YYYY-MM-DDTHH:MM:SS[.ffffff]" as local time (what every
@@ -95,30 +93,18 @@ fn parse_local_iso8601(text: &str) -> Option<f64> {
     let mut h = hms.split(':').map(|p| p.parse::<i32>());
     let (hour, min, sec) = (h.next()?.ok()?, h.next()?.ok()?, h.next()?.ok()?);
     let frac: f64 = format!("0.{frac}").parse().ok()?;
-    // SAFETY: mktime reads and normalises the zeroed struct we fill.
-    let secs = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        tm.tm_year = year - 1900;
-        tm.tm_mon = month - 1;
-        tm.tm_mday = day;
-        tm.tm_hour = hour;
-        tm.tm_min = min;
-        tm.tm_sec = sec;
-        tm.tm_isdst = -1;
-        libc::mktime(&mut tm)
+    let local = crate::sys::os::LocalTime {
+        year,
+        month,
+        day,
+        hour,
+        min,
+        sec,
     };
-    (secs != -1).then_some(secs as f64 + frac)
+    crate::sys::os::local_to_epoch(&local).map(|secs| secs as f64 + frac)
 }
 
-/// Whether a process with this PID exists (EPERM: it exists but is not ours).
-pub fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
+pub use crate::sys::os::pid_alive;
 
 /// The registry folder and its files.
 #[derive(Debug, Clone)]
@@ -434,21 +420,15 @@ pub fn local_iso8601() -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as libc::time_t;
-    // SAFETY: localtime_r writes into the zeroed struct we pass.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    };
+    let t = crate::sys::os::local_time(now.as_secs() as i64);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.min,
+        t.sec,
         now.subsec_micros()
     )
 }

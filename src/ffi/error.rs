@@ -2,7 +2,7 @@
 
 use crate::error::ErrorKind;
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
 
 /// The result of every fallible call. Values never change meaning; new ones
 /// are only added at the end.
@@ -75,22 +75,55 @@ pub extern "C" fn mf_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// A static, human-readable name for a status ("MF_ERR_TIMEOUT"); never NULL.
+/// A static, human-readable name for a status ("MF_ERR_TIMEOUT"); never
+/// NULL. Takes the status as an integer, so any value is safe to pass: a
+/// value this library does not know (from a newer header) is named
+/// "MF_ERR_UNKNOWN".
 #[no_mangle]
-pub extern "C" fn mf_status_name(status: mf_status) -> *const c_char {
-    let name: &'static str = match status {
-        mf_status::MF_OK => "MF_OK\0",
-        mf_status::MF_ERR_INVALID_ARGUMENT => "MF_ERR_INVALID_ARGUMENT\0",
-        mf_status::MF_ERR_TIMEOUT => "MF_ERR_TIMEOUT\0",
-        mf_status::MF_ERR_REMOTE => "MF_ERR_REMOTE\0",
-        mf_status::MF_ERR_CIRCUIT_OPEN => "MF_ERR_CIRCUIT_OPEN\0",
-        mf_status::MF_ERR_WORKER_EXITED => "MF_ERR_WORKER_EXITED\0",
-        mf_status::MF_ERR_NOT_FOUND => "MF_ERR_NOT_FOUND\0",
-        mf_status::MF_ERR_ALREADY_RUNNING => "MF_ERR_ALREADY_RUNNING\0",
-        mf_status::MF_ERR_PROTOCOL => "MF_ERR_PROTOCOL\0",
-        mf_status::MF_ERR_IO => "MF_ERR_IO\0",
-        mf_status::MF_ERR_CLOSED => "MF_ERR_CLOSED\0",
-        mf_status::MF_ERR_PANIC => "MF_ERR_PANIC\0",
-    };
-    name.as_ptr().cast()
+pub extern "C" fn mf_status_name(status: c_int) -> *const c_char {
+    status_name(status).as_ptr().cast()
+}
+
+/// The NUL-terminated name of a status value.
+fn status_name(status: c_int) -> &'static str {
+    use mf_status::*;
+    const KNOWN: [(mf_status, &str); 12] = [
+        (MF_OK, "MF_OK\0"),
+        (MF_ERR_INVALID_ARGUMENT, "MF_ERR_INVALID_ARGUMENT\0"),
+        (MF_ERR_TIMEOUT, "MF_ERR_TIMEOUT\0"),
+        (MF_ERR_REMOTE, "MF_ERR_REMOTE\0"),
+        (MF_ERR_CIRCUIT_OPEN, "MF_ERR_CIRCUIT_OPEN\0"),
+        (MF_ERR_WORKER_EXITED, "MF_ERR_WORKER_EXITED\0"),
+        (MF_ERR_NOT_FOUND, "MF_ERR_NOT_FOUND\0"),
+        (MF_ERR_ALREADY_RUNNING, "MF_ERR_ALREADY_RUNNING\0"),
+        (MF_ERR_PROTOCOL, "MF_ERR_PROTOCOL\0"),
+        (MF_ERR_IO, "MF_ERR_IO\0"),
+        (MF_ERR_CLOSED, "MF_ERR_CLOSED\0"),
+        (MF_ERR_PANIC, "MF_ERR_PANIC\0"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(s, _)| *s as c_int == status)
+        .map_or("MF_ERR_UNKNOWN\0", |(_, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    #[test]
+    fn every_status_has_its_name_and_unknown_values_are_safe() {
+        let name = |v: c_int| {
+            unsafe { CStr::from_ptr(mf_status_name(v)) }
+                .to_str()
+                .unwrap()
+        };
+        assert_eq!(name(mf_status::MF_OK as c_int), "MF_OK");
+        assert_eq!(name(mf_status::MF_ERR_TIMEOUT as c_int), "MF_ERR_TIMEOUT");
+        assert_eq!(name(mf_status::MF_ERR_PANIC as c_int), "MF_ERR_PANIC");
+        for v in [12, 99, -1, c_int::MAX, c_int::MIN] {
+            assert_eq!(name(v), "MF_ERR_UNKNOWN", "{v}");
+        }
+    }
 }
