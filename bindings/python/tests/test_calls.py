@@ -185,6 +185,10 @@ CTRL_C_SCRIPT = r"""
 import os, signal, sys, threading, time
 from multifrost import ParentWorker
 
+# Python installs KeyboardInterrupt for SIGINT only when the signal was not
+# ignored at start-up; a test run in the background (`make test &`, some CI
+# runners) starts everything with it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 worker = ParentWorker.spawn(sys.argv[1])
 worker.sync.start()
 
