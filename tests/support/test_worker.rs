@@ -1,6 +1,7 @@
 //! A worker for the Rust integration tests, built on the Rust API.
 //! Spawn mode by default; `--service ID` serves in connect mode;
-//! `--serve-twice` serves again after `pause` ended the first serve.
+//! `--serve-twice` serves again after `pause` ended the first serve;
+//! `--max-message-size BYTES` sets the largest call it accepts.
 
 use multifrost::{Mode, Worker};
 use std::sync::{Arc, OnceLock};
@@ -57,6 +58,11 @@ fn main() {
     };
     let _ = WORKER.set(worker);
     worker.set_concurrency(8).unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--max-message-size") {
+        worker
+            .set_max_message_size(args[i + 1].parse().expect("--max-message-size BYTES"))
+            .unwrap();
+    }
     let reg = |name: &str, f: fn(&[u8]) -> Result<Vec<u8>, String>| {
         worker
             .register(
@@ -91,6 +97,14 @@ fn main() {
     reg("echo", |a| match a.first() {
         Some(0x91) => Ok(a[1..].to_vec()),
         _ => Err("TypeError: echo takes exactly one argument".to_owned()),
+    });
+    // A bin of n bytes.
+    reg("bytes", |a| {
+        let n = int_arg(a, 0).ok_or("TypeError: n")? as usize;
+        let mut out = Vec::with_capacity(n + 5);
+        rmp::encode::write_bin_len(&mut out, n as u32).unwrap();
+        out.resize(out.len() + n, b'x');
+        Ok(out)
     });
     reg("spam", |a| {
         use std::io::Write;
