@@ -324,7 +324,11 @@ def test_cancelled_await_does_not_break_later_calls(shared_worker):
     async def main(worker):
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(worker.acall.slow(300), 0.05)
-        await asyncio.sleep(0.4)  # the late result arrives and is dropped
+        # The late result arrives (the call leaves in_flight) and is dropped.
+        deadline = time.monotonic() + 10
+        while worker.metrics["in_flight"] != 0:
+            assert time.monotonic() < deadline, worker.metrics
+            await asyncio.sleep(0.01)
         return await worker.acall.add(3, 4)
 
     assert run(main(shared_worker)) == 7

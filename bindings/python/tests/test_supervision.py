@@ -153,7 +153,13 @@ def test_breaker_half_open_probe_closes_it(sample_worker):
             worker.sync.call.with_options(timeout=0.05).slow(500)
         with pytest.raises(CircuitOpenError):
             worker.sync.call.add(1, 1)
-        time.sleep(0.7)  # cool-down passes, the slow call has finished meanwhile
+        # The slow call's late answer arrives (it leaves in_flight), and the
+        # 0.3 s cool-down the test asked for passes.
+        deadline = time.monotonic() + 10
+        while worker.metrics["in_flight"] != 0:
+            assert time.monotonic() < deadline, worker.metrics
+            time.sleep(0.01)
+        time.sleep(0.35)
         assert worker.sync.call.add(1, 1) == 2
         assert worker.circuit_open is False
 
