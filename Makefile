@@ -27,7 +27,7 @@ space      := $(empty) $(empty)
 # native-static-libs`; libzmq inside is C++).
 STATIC_LIBS := -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
-.PHONY: all build lib programs demo demo-programs test test-rust test-c test-interop test-go test-node test-python test-matrix test-soak test-install soak test-sanitize bench deps-system header venv install uninstall wheel node-pack clean
+.PHONY: all build lib programs demo demo-programs test test-rust test-c test-interop test-go test-node test-python test-matrix test-soak test-install soak test-sanitize test-fuzz-build bench deps-system header venv install uninstall wheel node-pack clean
 
 all: build
 
@@ -40,9 +40,9 @@ lib:
 
 # The C++ wrapper's dependencies come from Debian's packages.
 deps-system:
-	@test -f /usr/include/msgpack.hpp -a -d /usr/include/gtest || { \
-	  echo "installing libmsgpack-cxx-dev libgtest-dev (apt)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmsgpack-cxx-dev libgtest-dev >/dev/null; }
+	@test -f /usr/include/msgpack.hpp -a -d /usr/include/gtest -a -x "$$(command -v valgrind)" || { \
+	  echo "installing libmsgpack-cxx-dev libgtest-dev valgrind (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmsgpack-cxx-dev libgtest-dev valgrind >/dev/null; }
 
 $(BUILD)/build.ninja: CMakeLists.txt $(wildcard tests/*/CMakeLists.txt examples/*/CMakeLists.txt benches/CMakeLists.txt)
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMF_REQUIRE_CPP=ON
@@ -70,13 +70,13 @@ $(VENV)/.ready: tests/interop/requirements.txt
 
 venv: $(VENV)/.ready
 
-test: build venv test-rust test-c test-interop test-go test-node test-python test-matrix test-soak test-install
+test: build venv test-rust test-c test-interop test-go test-node test-python test-matrix test-soak test-install test-sanitize test-fuzz-build
 
 test-rust:
 	$(CARGO) test --release
 
 test-c: programs venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ctest --test-dir $(BUILD) --output-on-failure -j2
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j2
 
 test-interop: programs venv
 	MF_BUILD_DIR=$(CURDIR)/$(BUILD) $(VPY) -m pytest -q tests/interop/test_interop.py
@@ -95,6 +95,9 @@ test-matrix: programs venv bindings/node/node_modules/.package-lock.json $(BUILD
 # run `go build` inside the checkout).
 GO      ?= go
 GOENV   := CGO_ENABLED=1 GOFLAGS=-buildvcs=false PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/pkgconfig
+# Fails when gofmt fails to run, not only when it lists files: a bare
+# `test -z "$$(gofmt -l .)"` passes when gofmt is missing.
+GOFMT_CHECK = unformatted=$$(gofmt -l .) && { test -z "$$unformatted" || { echo "gofmt: not formatted: $$unformatted"; false; }; }
 
 # multifrost.pc for the checkout itself (what `make install` writes, with the
 # checkout's paths).
@@ -106,10 +109,10 @@ $(BUILD)/pkgconfig/multifrost.pc: packaging/multifrost.pc.in Cargo.toml
 
 test-go: programs $(BUILD)/pkgconfig/multifrost.pc
 	cd bindings/go && $(GOENV) $(GO) mod download
-	cd bindings/go && test -z "$$(gofmt -l .)" && $(GOENV) $(GO) vet ./...
+	cd bindings/go && $(GOFMT_CHECK) && $(GOENV) $(GO) vet ./...
 	cd bindings/go && $(GOENV) $(GO) test -race -count=1 ./...
 	cd examples/go && $(GOENV) $(GO) mod download
-	cd examples/go && test -z "$$(gofmt -l .)" && $(GOENV) $(GO) vet ./...
+	cd examples/go && $(GOFMT_CHECK) && $(GOENV) $(GO) vet ./...
 	cd examples/go && $(GOENV) $(GO) test -race -count=1 ./...
 
 # Node: koffi + msgpackr from the npm registry, then node --test.
@@ -146,7 +149,12 @@ test-sanitize: lib deps-system
 	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
 	cmake --build $(BUILD)-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  ctest --test-dir $(BUILD)-asan --output-on-failure -j2 -L 'c|cpp'
+	  ctest --test-dir $(BUILD)-asan --output-on-failure --no-tests=error -j2 -L 'c|cpp'
+
+# The fuzz target compiles on the stable toolchain (running it needs
+# cargo-fuzz and nightly; this only keeps it from rotting).
+test-fuzz-build:
+	$(CARGO) check --manifest-path fuzz/Cargo.toml
 
 # Benchmarks against the raw libzmq floor (not part of `make test`): prints a
 # table, writes bench/results.json. Options: make bench BENCH_ARGS="--rounds 9".

@@ -7,44 +7,44 @@ use common::{heap_in_use, int, int_args, temp_home, test_worker};
 
 use multifrost::parent::Done;
 use multifrost::{Options, Parent};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
 
-/// Keeps 64 async calls of `add(i, 1)` in flight until `n` have ended;
-/// panics on a wrong result.
+/// Keeps 64 async calls of `add(i, 1)` in flight until `n` have ended.
+/// Each outcome reaches this thread through a channel and is checked here:
+/// a panic inside the completion callback would be caught and dropped, and
+/// the call counted as never ending, so a wrong answer would become a wait.
 fn run_calls(parent: &Parent, n: i64) {
-    let state = Arc::new((Mutex::new((0i64, 0i64)), Condvar::new())); // (in flight, done)
-    for i in 0..n {
-        {
-            let (m, cv) = &*state;
-            let mut s = m.lock().unwrap();
-            while s.0 >= 64 {
-                s = cv.wait(s).unwrap();
-            }
-            s.0 += 1;
+    let (tx, rx) = mpsc::channel::<(i64, Result<i64, String>)>();
+    let mut in_flight = 0;
+    let mut next = 0;
+    let mut done = 0;
+    while done < n {
+        while in_flight < 64 && next < n {
+            let tx = tx.clone();
+            let i = next;
+            parent
+                .call_async(
+                    "add",
+                    &int_args(&[i, 1]),
+                    10_000,
+                    Done::Callback(Box::new(move |outcome| {
+                        let _ = tx.send((
+                            i,
+                            outcome.map(|r| int(r.bytes())).map_err(|e| e.to_string()),
+                        ));
+                    })),
+                )
+                .unwrap();
+            in_flight += 1;
+            next += 1;
         }
-        let st = Arc::clone(&state);
-        parent
-            .call_async(
-                "add",
-                &int_args(&[i, 1]),
-                10_000,
-                Done::Callback(Box::new(move |outcome| {
-                    let v = outcome.map(|r| int(r.bytes()));
-                    assert_eq!(v.ok(), Some(i + 1), "add({i}, 1)");
-                    let (m, cv) = &*st;
-                    let mut s = m.lock().unwrap();
-                    s.0 -= 1;
-                    s.1 += 1;
-                    cv.notify_all();
-                })),
-            )
-            .unwrap();
-    }
-    let (m, cv) = &*state;
-    let mut s = m.lock().unwrap();
-    while s.1 < n {
-        s = cv.wait_timeout(s, Duration::from_secs(10)).unwrap().0;
+        let (i, v) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{in_flight} calls in flight, none ended in 30 s: {e}"));
+        assert_eq!(v, Ok(i + 1), "add({i}, 1)");
+        in_flight -= 1;
+        done += 1;
     }
 }
 

@@ -608,18 +608,35 @@ proptest! {
 fn json_depth_limit_agrees_with_the_codec() {
     for depth in 95..=105 {
         let text = "[".repeat(depth) + &"]".repeat(depth);
-        let Ok(mp) = json::to_msgpack(&text) else {
-            continue;
-        };
-        assert_eq!(
-            codec::validate_value(&mp, Limits::default()),
-            Ok(()),
-            "to_msgpack accepted {depth} nested arrays, which the codec refuses"
-        );
-        assert_eq!(json::from_msgpack(&mp).unwrap(), text);
+        // The same nesting written directly as msgpack: fixarrays of one,
+        // the innermost empty.
+        let mut direct = vec![0x91; depth - 1];
+        direct.push(0x90);
+        let codec_says = codec::validate_value(&direct, Limits::default());
+        match json::to_msgpack(&text) {
+            Ok(mp) => {
+                assert!(depth <= 100, "to_msgpack accepted {depth} nested arrays");
+                assert_eq!(mp, direct, "{depth} nested arrays");
+                assert_eq!(
+                    codec_says,
+                    Ok(()),
+                    "the codec refuses {depth} nested arrays"
+                );
+                assert_eq!(json::from_msgpack(&mp).unwrap(), text);
+            }
+            Err(e) => {
+                assert!(depth > 100, "to_msgpack refused {depth} nested arrays: {e}");
+                assert!(e.to_string().contains("depth limit"), "{e}");
+                assert_eq!(
+                    codec_says,
+                    Err(DecodeError::TooDeep),
+                    "{depth} nested arrays"
+                );
+                let refused = json::from_msgpack(&direct).unwrap_err();
+                assert!(refused.to_string().contains("depth limit"), "{refused}");
+            }
+        }
     }
-    let ok = "[".repeat(100) + &"]".repeat(100);
-    assert!(json::to_msgpack(&ok).is_ok());
 }
 
 /// Metadata is advisory: a value under `hb_response` that is not a bool,

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -268,13 +269,53 @@ func TestOptions(t *testing.T) {
 	if st.HeartbeatRTTAvgMs <= 0 {
 		t.Errorf("no heartbeats at a 100 ms interval: %+v", st)
 	}
+}
 
-	// A parent in another namespace: the worker drops its calls.
-	q := spawn(t, &multifrost.Options{Namespace: "other", Heartbeat: &multifrost.Heartbeat{Off: true}})
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+// A worker drops a call for another namespace: no answer, and its handler
+// never runs (the worker is asked through a parent in its own namespace).
+func TestAnotherNamespaceIsDroppedUnrun(t *testing.T) {
+	id := serviceID(t)
+	w, err := multifrost.NewWorker(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var adds atomic.Int64
+	must(t, w.Handle("add", func(a, b int) int { adds.Add(1); return a + b }))
+	must(t, w.Handle("adds", func() int64 { return adds.Load() }))
+	must(t, w.SetNamespace("maths"))
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx) }()
+	defer func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	maths, err := multifrost.Connect(bg(t), id, &multifrost.Options{Namespace: "maths", ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer maths.Close()
+	plain, err := multifrost.Connect(bg(t), id, &multifrost.Options{ConnectTimeout: 5 * time.Second}) // namespace "default"
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+
+	var n int64
+	if err := maths.Call(bg(t), "add", &n, 1, 2); err != nil || n != 3 {
+		t.Errorf("add in the worker's namespace = %d, %v", n, err)
+	}
+	short, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := q.Call(ctx, "add", nil, 1, 2); !errors.Is(err, multifrost.ErrTimeout) {
+	if err := plain.Call(short, "add", nil, 1, 2); !errors.Is(err, multifrost.ErrTimeout) {
 		t.Errorf("call in another namespace: %v", err)
+	}
+	if err := maths.Call(bg(t), "adds", &n); err != nil || n != 1 {
+		t.Errorf("the worker ran add %d times (%v); only the call in its namespace should run", n, err)
 	}
 }
 

@@ -45,11 +45,11 @@ static inline void check_json_call(mf_parent *p, const char *function, const cha
     }
 }
 
-/* Waits until the parent reports `n` calls in flight, up to 3 s; whether it did. */
+/* Waits until the parent reports `n` calls in flight, up to 10 s; whether it did. */
 static inline int wait_in_flight(mf_parent *p, int n) {
     char want[32];
     snprintf(want, sizeof want, "\"in_flight\":%d", n);
-    for (int64_t t0 = now_ms(); now_ms() - t0 < 3000;) {
+    for (int64_t t0 = now_ms(); now_ms() - t0 < 10000;) {
         char *stats = mf_parent_stats_json(p);
         int found = stats && strstr(stats, want);
         mf_string_free(stats);

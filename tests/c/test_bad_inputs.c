@@ -183,14 +183,25 @@ static void spawn_and_worker_inputs(void) {
 }
 
 static void frees_accept_nothing(void) {
-    /* None of these may crash or fail. */
+    /* None of these may crash (which ends the program, failing the test; the
+     * valgrind run also sees a bad free) or report a failure: the last error
+     * from before them must still be there afterwards. */
+    mf_parent *unused = NULL;
+    CHECK_INVALID(mf_spawn(NULL, NULL, NULL, &unused), "program");
+    char before[512];
+    snprintf(before, sizeof before, "%s", mf_last_error());
     mf_parent_close(NULL);
+    mf_parent_release(NULL);
     mf_buffer empty = {NULL, 0};
     mf_buffer_free(empty);
     mf_string_free(NULL);
     mf_options_free(NULL);
     mf_worker_free(NULL);
-    CHECK(1, "free/close functions accept NULL");
+    mf_queue_close(NULL);
+    mf_queue_free(NULL);
+    CHECK(mf_parent_retain(NULL) == NULL, "mf_parent_retain(NULL) is not NULL");
+    CHECK(strcmp(mf_last_error(), before) == 0, "a NULL free/close changed the last error from \"%s\" to \"%s\"",
+          before, mf_last_error());
 }
 
 int main(void) {

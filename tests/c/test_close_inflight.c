@@ -27,7 +27,7 @@ static void *sleeper(void *arg) {
     pthread_cond_broadcast(&cond);
     pthread_mutex_unlock(&lock);
     char *out = NULL;
-    c->status = mf_call_json(parent, "sleep_ms", "[5000]", 20000, &out);
+    c->status = mf_call_json(parent, "sleep_ms", "[30000]", 60000, &out);
     c->ended_at = now_ms();
     snprintf(c->error, sizeof c->error, "%s", mf_last_error());
     c->wrote_out = out != NULL;
@@ -58,13 +58,15 @@ int main(void) {
     int64_t close_took = now_ms() - t0;
     for (int i = 0; i < CALLERS; i++) pthread_join(threads[i], NULL);
 
-    CHECK(close_took < 4000, "mf_parent_close took %lld ms", (long long)close_took);
+    /* The handlers would answer after 30 s and the calls time out after 60 s;
+     * the bounds tell those apart from a close (grace 0.5 s) on a busy machine. */
+    CHECK(close_took < 10000, "mf_parent_close took %lld ms", (long long)close_took);
     for (int i = 0; i < CALLERS; i++) {
         struct caller *c = &callers[i];
         CHECK(c->status == MF_ERR_CLOSED, "caller %d: %s (\"%s\"), expected MF_ERR_CLOSED", i,
               mf_status_name(c->status), c->error);
         CHECK(c->error[0] != '\0', "caller %d: MF_ERR_CLOSED without a message", i);
-        CHECK(c->ended_at - t0 < 2000, "caller %d returned %lld ms after the close began", i,
+        CHECK(c->ended_at - t0 < 10000, "caller %d returned %lld ms after the close began", i,
               (long long)(c->ended_at - t0));
         CHECK(!c->wrote_out, "caller %d: out written on failure", i);
     }

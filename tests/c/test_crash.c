@@ -42,7 +42,7 @@ static void on_next(void *user, mf_status status, const uint8_t *r, size_t len, 
 static void on_crash(void *user, mf_status status, const uint8_t *r, size_t len, const char *error_message) {
     (void)user, (void)r, (void)len;
     const uint8_t args[] = {0x92, 0x01, 0x02};
-    next_submit = mf_call_async(async_parent, "add", args, sizeof args, 3000, on_next, NULL);
+    next_submit = mf_call_async(async_parent, "add", args, sizeof args, 20000, on_next, NULL);
     snprintf(next_submit_error, sizeof next_submit_error, "%s", next_submit == MF_OK ? "" : mf_last_error());
     if (next_submit != MF_OK) record(&next_outcome, next_submit, next_submit_error);
     record(&crash_outcome, status, error_message);
@@ -66,8 +66,8 @@ static void crash_async(void) {
     if (!async_parent) return;
     int64_t t0 = now_ms();
     CHECK_STATUS(mf_call_async(async_parent, "crash", NULL, 0, 20000, on_crash, NULL), MF_OK);
-    wait_for(&crash_outcome, 10000);
-    wait_for(&next_outcome, 10000);
+    wait_for(&crash_outcome, 30000);
+    wait_for(&next_outcome, 30000);
     pthread_mutex_lock(&lock);
     CHECK(crash_outcome.done == 1, "crash completion ran %d times", crash_outcome.done);
     CHECK(crash_outcome.status == MF_ERR_WORKER_EXITED, "async crash: %s (\"%s\")",
@@ -75,14 +75,16 @@ static void crash_async(void) {
     CHECK_CONTAINS(crash_outcome.error, "signal 6");
     CHECK(crash_outcome.at - t0 < 5000, "the crash was reported after %lld ms", (long long)(crash_outcome.at - t0));
     /* The call made right after the crash: refused at once, or completed at
-     * once, with the worker's exit -- not sent to nobody and timed out. */
+     * once, with the worker's exit -- not sent to nobody and timed out (its
+     * timeout is 20 s: the status tells the two apart, the bound only a
+     * failure that waits for something else). */
     CHECK(next_outcome.done == 1, "the next call completed %d times", next_outcome.done);
     CHECK(next_outcome.status == MF_ERR_WORKER_EXITED,
           "a call made as the crash was reported: submit %s, then %s after %lld ms (\"%s\"), expected "
           "MF_ERR_WORKER_EXITED at once",
           mf_status_name(next_submit), mf_status_name(next_outcome.status),
           (long long)(next_outcome.at - crash_outcome.at), next_outcome.error);
-    CHECK(next_outcome.at - crash_outcome.at < 1000, "the next call ended %lld ms after the crash",
+    CHECK(next_outcome.at - crash_outcome.at < 5000, "the next call ended %lld ms after the crash",
           (long long)(next_outcome.at - crash_outcome.at));
     pthread_mutex_unlock(&lock);
     mf_parent_close(async_parent);
@@ -107,22 +109,22 @@ static void crash_sync(int round) {
     if (round == 0) printf("crash -> %s: %s\n", mf_status_name(s), mf_last_error());
 
     /* Without auto-restart the worker stays gone: the next call, made at
-     * once, fails at once. (A short timeout so a failure here is quick.) */
+     * once, fails at once with the exit, not after its 20 s timeout. */
     t0 = now_ms();
-    s = mf_call_json(p, "add", "[1, 2]", 1500, &out);
+    s = mf_call_json(p, "add", "[1, 2]", 20000, &out);
     took = now_ms() - t0;
     CHECK(s == MF_ERR_WORKER_EXITED, "round %d: the call right after the crash: %s after %lld ms (\"%s\")", round,
           mf_status_name(s), (long long)took, mf_last_error());
-    CHECK(took < 1000, "round %d: a call to a dead worker took %lld ms", round, (long long)took);
+    CHECK(took < 5000, "round %d: a call to a dead worker took %lld ms", round, (long long)took);
     /* And a while later, too. */
     struct timespec ts = {0, 100 * 1000000L};
     nanosleep(&ts, NULL);
     t0 = now_ms();
-    s = mf_call_json(p, "add", "[1, 2]", 1500, &out);
+    s = mf_call_json(p, "add", "[1, 2]", 20000, &out);
     took = now_ms() - t0;
     CHECK_STATUS(s, MF_ERR_WORKER_EXITED);
     CHECK_CONTAINS(mf_last_error(), "signal 6");
-    CHECK(took < 1000, "round %d: a later call to a dead worker took %lld ms", round, (long long)took);
+    CHECK(took < 5000, "round %d: a later call to a dead worker took %lld ms", round, (long long)took);
 
     char *stats = mf_parent_stats_json(p);
     CHECK_CONTAINS(stats, "\"healthy\":false");

@@ -3,13 +3,21 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A temporary HOME for the whole test binary, so the registry of the user
-/// running the tests is never touched (children inherit it).
+/// running the tests is never touched (children inherit it). Removed when
+/// the test binary exits (libtest has no hook after the last test; the C
+/// library's exit handlers run after `main` returns or `process::exit`).
 pub fn temp_home() -> PathBuf {
     static ONCE: Once = Once::new();
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove_home() {
+        if let Some(home) = HOME.get() {
+            let _ = std::fs::remove_dir_all(home);
+        }
+    }
     let binary = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -19,6 +27,9 @@ pub fn temp_home() -> PathBuf {
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
         std::env::set_var("HOME", &home);
+        HOME.set(home.clone()).unwrap();
+        // SAFETY: registers a function without arguments to run at exit.
+        assert_eq!(unsafe { libc::atexit(remove_home) }, 0);
     });
     home
 }

@@ -140,20 +140,23 @@ TEST_F(ParentTest, AsyncCallsDeliverResultsAndErrors) {
 }
 
 TEST_F(ParentTest, ClosingEndsPendingCallsWithClosed) {
-  auto pending = parent.call_async<int>("sleep_ms", 5000);
+  // The handlers would answer after 30 s: the bound below tells the close
+  // ending the calls from their answers, with room for a busy machine.
+  auto pending = parent.call_async<int>("sleep_ms", 30000);
   std::string blocked_status;
   std::thread blocked([&] {
     try {
-      parent.call<int>("sleep_ms", 5000);
+      parent.call_for<int>(60s, "sleep_ms", 30000);
     } catch (const mf::Error& e) {
       blocked_status = e.status_name();
     }
   });
-  std::this_thread::sleep_for(200ms);  // let both calls reach the worker
+  for (int i = 0; i < 1000 && json_int(parent.stats_json(), "in_flight") != 2; i++) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(json_int(parent.stats_json(), "in_flight"), 2) << "both calls in flight before the close";
   auto start = std::chrono::steady_clock::now();
   parent.close();  // while a call is in flight on another thread
   blocked.join();
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 15s);
   EXPECT_EQ(blocked_status, "MF_ERR_CLOSED");
   ASSERT_EQ(pending.wait_for(1s), std::future_status::ready);
   error_of(MF_ERR_CLOSED, [&] { pending.get(); });

@@ -2,7 +2,8 @@
 //! Spawn mode by default; `--service ID` serves in connect mode;
 //! `--serve-twice` serves again after `pause` ended the first serve;
 //! `--concurrency N` sets how many handlers may run at once (default 8;
-//! `default`: the library's own default).
+//! `default`: the library's own default);
+//! `--max-message-size BYTES` sets the largest call it accepts.
 
 use multifrost::{Mode, Worker};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -70,6 +71,11 @@ fn main() {
         }
         None => worker.set_concurrency(8).unwrap(),
     }
+    if let Some(i) = args.iter().position(|a| a == "--max-message-size") {
+        worker
+            .set_max_message_size(args[i + 1].parse().expect("--max-message-size BYTES"))
+            .unwrap();
+    }
     let reg = |name: &str, f: fn(&[u8]) -> Result<Vec<u8>, String>| {
         worker
             .register(
@@ -116,6 +122,14 @@ fn main() {
     reg("echo", |a| match a.first() {
         Some(0x91) => Ok(a[1..].to_vec()),
         _ => Err("TypeError: echo takes exactly one argument".to_owned()),
+    });
+    // A bin of n bytes.
+    reg("bytes", |a| {
+        let n = int_arg(a, 0).ok_or("TypeError: n")? as usize;
+        let mut out = Vec::with_capacity(n + 5);
+        rmp::encode::write_bin_len(&mut out, n as u32).unwrap();
+        out.resize(out.len() + n, b'x');
+        Ok(out)
     });
     reg("spam", |a| {
         use std::io::Write;

@@ -13,7 +13,7 @@ const path = require('node:path');
 const HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'mf-node-home-'));
 process.env.HOME = HOME; // before the library reads it: the registry lives in $HOME/.multifrost
 
-const { ParentWorker, NotFoundError, ClosedError, RemoteCallError } = require('..');
+const { ParentWorker, NotFoundError, ClosedError, RemoteCallError, TimeoutError } = require('..');
 const { WORKER, C_WORKER, alive, waitFor } = require('./helpers');
 
 const REGISTRY = path.join(HOME, '.multifrost', 'services.json');
@@ -27,8 +27,8 @@ function registry() {
 }
 
 /** Starts a worker process serving `target`; resolves once it is registered (or bound). */
-function startWorker(program, args, isRegistered) {
-  const child = spawn(program, args, { env: { ...process.env, HOME }, stdio: ['ignore', 'pipe', 'pipe'] });
+function startWorker(program, args, isRegistered, env = {}) {
+  const child = spawn(program, args, { env: { ...process.env, HOME, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.output = '';
   child.stdout.on('data', (d) => (child.output += d));
   child.stderr.on('data', (d) => (child.output += d));
@@ -119,6 +119,23 @@ describe('connect mode', () => {
     assert.deepEqual({ code, signal }, { code: 0, signal: null });
     assert.equal(registry()['node-svc-int'], undefined);
     await remote.stop();
+  });
+
+  it('a call for another namespace is dropped: no answer, and the method never runs', async () => {
+    const w = await startWorker(process.execPath, [WORKER, 'node-svc-ns'], () => registry()['node-svc-ns'], {
+      TEST_WORKER_NAMESPACE: 'maths',
+    });
+    const maths = await ParentWorker.connect('node-svc-ns', { namespace: 'maths' });
+    const plain = await ParentWorker.connect('node-svc-ns'); // namespace 'default'
+    try {
+      assert.equal(await maths.call.add(1, 1), 2);
+      await assert.rejects(plain.callFunction('add', [1, 1], { timeout: 1000 }), TimeoutError);
+      assert.equal(await maths.call.adds(), 1, 'the call for namespace default ran');
+    } finally {
+      await Promise.all([maths.stop(), plain.stop()]);
+      w.kill('SIGTERM');
+      await w.exited;
+    }
   });
 
   it('a missing service fails with NotFoundError within the connect timeout', async () => {

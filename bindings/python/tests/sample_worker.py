@@ -10,8 +10,15 @@ from multifrost import ChildWorker
 
 
 class SampleWorker(ChildWorker):
+    adds_run = 0
+
     def add(self, a, b):
+        self.adds_run += 1
         return a + b
+
+    def adds(self):
+        """How many calls of add this worker has run."""
+        return self.adds_run
 
     def echo(self, value):
         return value
@@ -35,6 +42,12 @@ class SampleWorker(ChildWorker):
         return self._gathered
 
     def sleep_sync(self, ms):
+        time.sleep(ms / 1000)
+        return ms
+
+    def sleep_sync_announced(self, ms):
+        """sleep_sync that first prints "sleeping" (for a test to know it runs)."""
+        print("sleeping", flush=True)
         time.sleep(ms / 1000)
         return ms
 

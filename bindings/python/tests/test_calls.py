@@ -185,6 +185,10 @@ CTRL_C_SCRIPT = r"""
 import os, signal, sys, threading, time
 from multifrost import ParentWorker
 
+# Python installs KeyboardInterrupt for SIGINT only when the signal was not
+# ignored at start-up; a test run in the background (`make test &`, some CI
+# runners) starts everything with it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 worker = ParentWorker.spawn(sys.argv[1])
 worker.sync.start()
 
@@ -273,11 +277,13 @@ def test_sync_methods_run_one_at_a_time(shared_worker):
 
 
 def test_long_sync_call_keeps_heartbeats(sample_worker):
-    # Heartbeats every 100 ms with a 200 ms limit while a 0.8 s method runs.
+    # Heartbeats every 100 ms while a 3 s method runs, each with 1 s to be
+    # answered (a busy machine meets that; a worker answering none during
+    # the method would miss about 20).
     with ParentWorker.spawn(
-        sample_worker, heartbeat_interval=0.1, heartbeat_timeout=0.2, heartbeat_max_misses=2
+        sample_worker, heartbeat_interval=0.1, heartbeat_timeout=1.0, heartbeat_max_misses=2
     ) as worker:
-        assert worker.sync.call.sleep_sync(800) == 800
+        assert worker.sync.call.sleep_sync(3000) == 3000
         assert worker.is_healthy
         assert worker.metrics["heartbeat_misses"] == 0
 
@@ -300,22 +306,29 @@ def test_close_fails_calls_in_flight(sample_worker):
     async def main():
         worker = ParentWorker.spawn(sample_worker)
         await worker.start()
-        pending = asyncio.ensure_future(worker.acall.slow(5000))
-        await asyncio.sleep(0.2)
+        pending = asyncio.ensure_future(worker.acall.slow(30_000))
+        deadline = time.monotonic() + 10
+        while worker.metrics["in_flight"] != 1:
+            assert time.monotonic() < deadline, worker.metrics
+            await asyncio.sleep(0.01)
         start = time.monotonic()
         await worker.close()
         with pytest.raises(ClosedError):
             await pending
         return time.monotonic() - start
 
-    assert run(main()) < 4.0
+    assert run(main()) < 15.0  # the call would be answered after 30 s
 
 
 def test_cancelled_await_does_not_break_later_calls(shared_worker):
     async def main(worker):
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(worker.acall.slow(300), 0.05)
-        await asyncio.sleep(0.4)  # the late result arrives and is dropped
+        # The late result arrives (the call leaves in_flight) and is dropped.
+        deadline = time.monotonic() + 10
+        while worker.metrics["in_flight"] != 0:
+            assert time.monotonic() < deadline, worker.metrics
+            await asyncio.sleep(0.01)
         return await worker.acall.add(3, 4)
 
     assert run(main(shared_worker)) == 7

@@ -144,16 +144,18 @@ def test_namespace_per_call_with_a_second_connection(home):
     try:
 
         async def main():
-            worker = await ParentWorker.connect(sid, default_timeout=0.3)
+            worker = await ParentWorker.connect(sid, default_timeout=1.0)
             async with worker:
                 blue = worker.acall.with_options(namespace="blue")
                 first = await blue.add(1, 2)
                 second = await blue.with_options(timeout=5).slow(10)
-                with pytest.raises(TimeoutError):  # "default" calls are dropped by this worker
+                # "default" calls are dropped by this worker: no answer, and
+                # the method never runs.
+                with pytest.raises(TimeoutError):
                     await worker.acall.add(1, 2)
-                return first, second
+                return first, second, await blue.with_options(timeout=5).adds()
 
-        assert asyncio.run(main()) == (3, 10)
+        assert asyncio.run(main()) == (3, 10, 1)
         # The sync proxy does the same.
         worker = ParentWorker.connect_sync(sid)
         try:
@@ -187,22 +189,17 @@ def test_sigint_during_a_long_sync_method(home):
         worker = ParentWorker.connect_sync(sid)
 
         async def main():
-            call = asyncio.ensure_future(worker.call_function("sleep_sync", 500, timeout=1.0))
-            await asyncio.sleep(0.2)
+            call = asyncio.ensure_future(worker.call_function("sleep_sync_announced", 500, timeout=20.0))
+            # The method is running once it says so.
+            assert await asyncio.to_thread(proc.stdout.readline) == "sleeping\n"
             proc.send_signal(signal.SIGINT)
-            try:
-                return await call
-            except Exception as e:  # the answer may or may not make it out
-                return e
+            return await call
 
-        asyncio.run(main())
+        # SIGINT ends run() by itself, and the running call is answered first.
+        assert asyncio.run(main()) == 500
         worker.sync.close()
-        # SIGINT ends run() by itself (the running call is answered first):
-        # wait for that exit rather than racing it with _stop's SIGTERM.
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        # Wait for that exit rather than racing it with _stop's SIGTERM.
+        proc.wait(timeout=20)
     finally:
         code, out, err = _stop(proc)
     assert code == 0, err
