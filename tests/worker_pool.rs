@@ -82,13 +82,11 @@ fn two_handlers_run_at_once() {
     run(&format!("pool-two-{}", std::process::id()), 2);
 }
 
-/// The worker's two I/O drivers may each run a call inline; while both do,
-/// nobody reads the socket, so the third and fourth calls wait until one of
-/// them returns (at most 2 handlers at once), and two of the four answers
-/// never reach the parent (the calls time out after 20 s although every
-/// handler has returned within 10 s).
+/// Four handlers at once, and every answer arrives. (When the worker's two
+/// I/O drivers each ran a call inline, nobody read the socket while both
+/// did: at most 2 handlers ran at once, and two of the four answers never
+/// reached the parent.)
 #[test]
-#[ignore = "fails today: concurrency 4 runs 2 handlers at once and loses 2 answers"]
 fn four_handlers_run_at_once_and_every_answer_arrives() {
     run(&format!("pool-four-{}", std::process::id()), 4);
 }

@@ -167,14 +167,9 @@ TEST(WorkerInProcess, ConcurrencyAndNamespace) {
   EXPECT_EQ(g.calls(), 3);
 }
 
-// Disabled: fails today, in two ways. A worker has two I/O drivers and each
-// may run a call inline; while both do, nobody reads the socket, so the
-// third and fourth calls (and the heartbeats) wait until one of those
-// handlers returns: concurrency 4 runs at most 2 handlers at once. And
-// although all four handlers return within 10 s, two of the four answers
-// never reach the parent (both calls time out after 30 s). Enable once the
-// worker always reads its socket and sends every answer.
-TEST(WorkerInProcess, DISABLED_FourHandlersRunAtOnce) {
+// Concurrency 4 runs four handlers at once and every answer arrives (the
+// worker's one driver always reads its socket; handlers run on the pool).
+TEST(WorkerInProcess, FourHandlersRunAtOnce) {
   std::string id = service_id("conc4");
   Gathering g(id);
   Serving serving(g.w);
