@@ -158,8 +158,10 @@ typedef void (*mf_log_fn)(void *user_data, const char *json);
  * Called once when an `mf_call_async` call ends, on the parent's driver
  * thread (the one library thread that owns the connection), or on the
  * thread inside `mf_parent_close` for calls that the close ends. It must
- * return quickly (every other call of this parent waits while it runs)
- * and must not close this parent.
+ * return quickly (every other call of this parent waits while it runs),
+ * must not close this parent, and may start calls on it only with the
+ * async forms (`mf_call` and `mf_call_json` there return
+ * MF_ERR_INVALID_ARGUMENT instead of waiting forever).
  * On MF_OK `result`/`result_len` hold the msgpack result and
  * `error_message` is NULL; otherwise `result` is NULL and `error_message`
  * says why. Both pointers are valid only during the callback.

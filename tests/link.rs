@@ -274,3 +274,31 @@ fn a_call_started_from_a_completion_is_sent_without_waiting_for_a_timer() {
         assert_eq!(stats(&p)["stalls"], 0);
     }
 }
+
+#[test]
+fn a_blocking_call_from_a_completion_is_refused_instead_of_hanging() {
+    use multifrost::parent::{Done, Outcome};
+    use std::sync::Arc;
+    let p = Arc::new(spawn(&test_worker(), &[], Options::default()));
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::clone(&p);
+    let done = Box::new(move |o: Outcome| {
+        let nested = inner.call("add", &int_args(&[1, 2]), 5000);
+        tx.send((o.is_ok(), nested.err().map(|e| (e.kind, e.message))))
+            .unwrap();
+    });
+    p.call_async("add", &int_args(&[1, 1]), 5000, Done::Callback(done))
+        .unwrap();
+    let (first_ok, nested) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the completion hung");
+    assert!(first_ok);
+    let (kind, message) = nested.expect("the nested blocking call must be refused");
+    assert_eq!(kind, ErrorKind::InvalidArgument);
+    assert!(message.contains("would wait forever"), "{message}");
+    // The parent is still usable.
+    assert_eq!(
+        int(p.call("add", &int_args(&[2, 3]), 5000).unwrap().bytes()),
+        5
+    );
+}

@@ -17,6 +17,15 @@ fn spawn(options: Options) -> Parent {
     Parent::spawn(&test_worker(), &[], options).expect("spawn test worker")
 }
 
+/// Spawns the test worker over the private link or, with `link` false,
+/// over ZeroMQ alone.
+fn spawn_on(mut options: Options, link: bool) -> Parent {
+    options.private_link = link;
+    let p = spawn(options);
+    assert_eq!(stats(&p)["transport"], if link { "link" } else { "zmq" });
+    p
+}
+
 fn stats(p: &Parent) -> Value {
     serde_json::from_str(&p.stats_json()).unwrap()
 }
@@ -30,8 +39,17 @@ fn pid_of(p: &Parent) -> i64 {
 }
 
 #[test]
-fn sigkill_ends_every_pending_call_at_once() {
-    let p = Arc::new(spawn(Options::default()));
+fn sigkill_ends_every_pending_call_at_once_on_the_link() {
+    sigkill_ends_every_pending_call_at_once(true);
+}
+
+#[test]
+fn sigkill_ends_every_pending_call_at_once_over_zmq() {
+    sigkill_ends_every_pending_call_at_once(false);
+}
+
+fn sigkill_ends_every_pending_call_at_once(link: bool) {
+    let p = Arc::new(spawn_on(Options::default(), link));
     let pid = pid_of(&p);
     let calls: Vec<_> = (0..16)
         .map(|_| {
@@ -68,11 +86,23 @@ fn sigkill_ends_every_pending_call_at_once() {
 }
 
 #[test]
-fn auto_restart_brings_a_new_process() {
-    let p = spawn(Options {
-        auto_restart: 2,
-        ..Options::default()
-    });
+fn auto_restart_brings_a_new_process_on_the_link() {
+    auto_restart_brings_a_new_process(true);
+}
+
+#[test]
+fn auto_restart_brings_a_new_process_over_zmq() {
+    auto_restart_brings_a_new_process(false);
+}
+
+fn auto_restart_brings_a_new_process(link: bool) {
+    let p = spawn_on(
+        Options {
+            auto_restart: 2,
+            ..Options::default()
+        },
+        link,
+    );
     let first = pid_of(&p);
     kill(first, libc::SIGKILL);
     let mut second = None;
@@ -88,8 +118,8 @@ fn auto_restart_brings_a_new_process() {
     let s = stats(&p);
     assert_eq!(s["restarts"], 1);
     assert_eq!(s["worker_pid"], second);
-    // The new process got a private link of its own.
-    assert_eq!(s["transport"], "link");
+    // The new process got a private link of its own (or the new port).
+    assert_eq!(s["transport"], if link { "link" } else { "zmq" });
     assert_eq!(
         int(p.call("add", &int_args(&[2, 3]), 5000).unwrap().bytes()),
         5
@@ -97,11 +127,23 @@ fn auto_restart_brings_a_new_process() {
 }
 
 #[test]
-fn restart_limit_opens_the_breaker() {
-    let p = spawn(Options {
-        auto_restart: 1,
-        ..Options::default()
-    });
+fn restart_limit_opens_the_breaker_on_the_link() {
+    restart_limit_opens_the_breaker(true);
+}
+
+#[test]
+fn restart_limit_opens_the_breaker_over_zmq() {
+    restart_limit_opens_the_breaker(false);
+}
+
+fn restart_limit_opens_the_breaker(link: bool) {
+    let p = spawn_on(
+        Options {
+            auto_restart: 1,
+            ..Options::default()
+        },
+        link,
+    );
     kill(pid_of(&p), libc::SIGKILL);
     let mut second = 0;
     assert!(wait_until(Duration::from_secs(10), || {
@@ -121,10 +163,19 @@ fn restart_limit_opens_the_breaker() {
 }
 
 #[test]
-fn a_stopped_worker_misses_heartbeats_and_recovers() {
+fn a_stopped_worker_misses_heartbeats_and_recovers_on_the_link() {
+    a_stopped_worker_misses_heartbeats_and_recovers(true);
+}
+
+#[test]
+fn a_stopped_worker_misses_heartbeats_and_recovers_over_zmq() {
+    a_stopped_worker_misses_heartbeats_and_recovers(false);
+}
+
+fn a_stopped_worker_misses_heartbeats_and_recovers(link: bool) {
     let mut o = Options::default();
     o.set_heartbeat(100, 100, 2).unwrap();
-    let p = spawn(o);
+    let p = spawn_on(o, link);
     let pid = pid_of(&p);
     kill(pid, libc::SIGSTOP);
     let missed = wait_until(Duration::from_secs(5), || {

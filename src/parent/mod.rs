@@ -242,8 +242,11 @@ impl Parent {
         }
     }
 
-    /// Calls `function` with `args` (one MessagePack array) and blocks for its result.
+    /// Calls `function` with `args` (one MessagePack array) and blocks for
+    /// its result. Refused on the parent's driver thread (from an async
+    /// call's completion): the driver would wait for itself.
     pub fn call(&self, function: &str, args: &[u8], timeout_ms: i64) -> Outcome {
+        self.refuse_on_driver()?;
         let slot = Arc::new(Slot::default());
         let (payload, pending, id) = self.prepare(
             function,
@@ -268,6 +271,18 @@ impl Parent {
         let (payload, pending, id) =
             self.prepare(function, args, timeout_ms, Completion::Async(done))?;
         self.shared.submit(id, payload, pending)
+    }
+
+    /// A blocking call from a completion, which runs on the driver thread,
+    /// would wait for the one thread that could answer it.
+    fn refuse_on_driver(&self) -> Result<()> {
+        if std::thread::current().id() == self.driver_thread {
+            return Err(Error::invalid(
+                "a blocking call from a completion callback would wait forever \
+                 (completions run on the parent's driver thread): start it with an async call",
+            ));
+        }
+        Ok(())
     }
 
     /// Validates, asks the breaker, encodes.
@@ -325,8 +340,10 @@ impl Parent {
     }
 
     /// Sends one heartbeat and waits for its echo; returns the round-trip
-    /// time. Not subject to the circuit breaker.
+    /// time. Not subject to the circuit breaker. Refused on the driver
+    /// thread, like [`Parent::call`].
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        self.refuse_on_driver()?;
         let id = self.shared.ids.next();
         let payload = heartbeat(&id);
         let slot = Arc::new(Slot::default());
