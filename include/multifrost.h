@@ -39,6 +39,12 @@
 #define MF_VERSION_PATCH 0
 
 /**
+ * Bytes of an oversized message kept to tell whose it is: a message names
+ * its call in its first fields (see [`crate::codec::peek`]).
+ */
+#define HEAD 4096
+
+/**
  * The result of every fallible call. Values never change meaning; new ones
  * are only added at the end.
  */
@@ -352,8 +358,10 @@ enum mf_status mf_options_set_private_link(struct mf_options *o, bool on);
 
 /**
  * Largest message accepted from the worker (>= 1024; default 64 MiB).
- * Larger messages are refused before they are read: by libzmq, or
- * skipped unread on the private link.
+ * A larger reply is never decoded: its call fails with MF_ERR_PROTOCOL
+ * and a message giving both sizes, and the connection goes on. The
+ * private link skips it unread; over ZeroMQ it is read up to four times
+ * this size, and above that libzmq drops the connection.
  */
 enum mf_status mf_options_set_max_message_size(struct mf_options *o, int64_t bytes);
 
@@ -647,9 +655,11 @@ enum mf_status mf_worker_set_namespace(struct mf_worker *w, const char *ns);
 enum mf_status mf_worker_set_handle_signals(struct mf_worker *w, bool on);
 
 /**
- * Largest message accepted from a parent (>= 1024; default 64 MiB): libzmq
- * refuses a larger one before it is read (and drops that connection); on
- * the private link it is skipped unread and counted as malformed.
+ * Largest message accepted from a parent (>= 1024; default 64 MiB). A
+ * larger call is never decoded: it is answered with an error giving both
+ * sizes (the caller sees MF_ERR_REMOTE), and serving goes on. The private
+ * link skips it unread; over ZeroMQ it is read up to four times this size,
+ * and above that libzmq drops the connection.
  */
 enum mf_status mf_worker_set_max_message_size(struct mf_worker *w, int64_t bytes);
 

@@ -484,6 +484,61 @@ pub fn decode(buf: &[u8], limits: Limits) -> Result<Message<'_>, DecodeError> {
     Ok(msg)
 }
 
+/// What the start of a message too large to read says about it: enough to
+/// answer or fail the call it belongs to (see [`peek`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek<'a> {
+    pub kind: Kind,
+    pub id: Option<&'a str>,
+    pub function: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+}
+
+/// Reads the fields of a message from its first bytes (`prefix`, the rest
+/// cut off), up to the first value that does not fit. Our peers write `app`,
+/// `id` and `type` before any user value (see [`Encoder`]'s header), so a
+/// prefix of a few KiB names the message; a peer that writes its large value
+/// first leaves them unseen here. `None` when the prefix does not start a
+/// map, or `app` is not among what it holds or is wrong: a message that is
+/// not ours to answer.
+pub fn peek(prefix: &[u8]) -> Option<Peek<'_>> {
+    let mut r = Reader::new(prefix, Limits::default());
+    // The entry count as written: `head` would refuse it for the bytes cut off.
+    r.pos = 1;
+    let n = match Marker::from_u8(*prefix.first()?) {
+        Marker::FixMap(n) => usize::from(n),
+        Marker::Map16 => r.be(2).ok()? as usize,
+        Marker::Map32 => r.be(4).ok()? as usize,
+        _ => return None,
+    };
+    let mut app_ok = false;
+    let mut kind = None;
+    let mut msg = Peek {
+        kind: Kind::Unknown,
+        id: None,
+        function: None,
+        namespace: None,
+    };
+    for _ in 0..n {
+        let step = (|| -> Result<(), DecodeError> {
+            match r.key()? {
+                b"app" => app_ok = r.str_bytes("app")? == Some(APP_ID.as_bytes()),
+                b"id" => msg.id = r.str("id")?,
+                b"type" => kind = r.str_bytes("type")?,
+                b"function" => msg.function = r.str("function")?,
+                b"namespace" => msg.namespace = r.str("namespace")?,
+                _ => r.skip(1)?,
+            }
+            Ok(())
+        })();
+        if step.is_err() {
+            break;
+        }
+    }
+    msg.kind = kind.map_or(Kind::Unknown, Kind::parse);
+    app_ok.then_some(msg)
+}
+
 fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), DecodeError> {
     // What every call of ours carries, `{timestamp_sent: <float64>}`, which
     // nothing reads: skipped by its bytes (the key within the length limit).
@@ -1159,6 +1214,44 @@ mod tests {
                 Err(DecodeError::Trailing),
                 "{b:#x}"
             );
+        }
+    }
+
+    #[test]
+    fn the_start_of_a_large_message_names_its_call() {
+        let id = "00000000-0000-4000-8000-00000000002a";
+        let mut args = vec![0x91, 0xc6, 0, 1, 0, 0];
+        args.resize(args.len() + 65536, b'x');
+        let call = encode(|e| e.call(id, "echo", &args, "default"));
+        let p = peek(&call[..4096]).expect("a call of ours");
+        assert_eq!(p.kind, Kind::Call);
+        assert_eq!(p.id, Some(id));
+        assert_eq!(p.function, Some("echo"));
+        // Written after the arguments: cut off.
+        assert_eq!(p.namespace, None);
+        // Whole, it reads like `decode` reads it.
+        assert_eq!(peek(&call).unwrap().namespace, Some("default"));
+
+        let response = encode(|e| e.response(Some(id), &args[1..]));
+        let p = peek(&response[..100]).expect("a response of ours");
+        assert_eq!((p.kind, p.id), (Kind::Response, Some(id)));
+
+        // Another order, the large value first: nothing past it is seen.
+        let late = foreign(&[
+            ("app", &s(APP_ID)),
+            ("result", &args[1..]),
+            ("id", &s(id)),
+            ("type", &s("response")),
+        ]);
+        let p = peek(&late[..4096]).unwrap();
+        assert_eq!((p.kind, p.id), (Kind::Unknown, None));
+        // Not ours (or not seen to be ours): nothing to answer.
+        let wrong = foreign(&[("app", &s("other")), ("id", &s(id))]);
+        assert_eq!(peek(&wrong), None);
+        // `app` cut one byte short.
+        assert_eq!(peek(&late[..19]), None);
+        for junk in [&b""[..], b"\x91\xc0", b"\xde", b"\xdf\x00", b"\xc1"] {
+            assert_eq!(peek(junk), None, "{junk:?}");
         }
     }
 }

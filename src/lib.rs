@@ -41,3 +41,19 @@ pub(crate) use sys::os::{bound_port, zmq_context};
 pub fn is_endpoint(target: &str) -> bool {
     target.starts_with("tcp://") || target.starts_with("ipc://")
 }
+
+/// The `ZMQ_MAXMSGSIZE` for a maximum message size of `limit` bytes.
+///
+/// libzmq refuses a message over its own limit by dropping the connection,
+/// and a connecting socket (a spawned worker's, a connect-mode parent's)
+/// does not reconnect after that protocol error: whoever sent it is cut
+/// off, and every call in flight on it ends only by its timeout. So the
+/// limit is held by our own code, on the message libzmq has read: a call
+/// over it is answered with an error, a reply over it fails its call, and
+/// the connection goes on (as on the private link, which skips such a
+/// message unread). libzmq keeps a ceiling of four times the limit, so that
+/// one message cannot make a process allocate more than that; a message
+/// above it still costs the connection.
+pub(crate) fn zmq_max_message_size(limit: i64) -> i64 {
+    limit.saturating_mul(4)
+}

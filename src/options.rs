@@ -33,7 +33,7 @@ pub struct Options {
     pub name: String,
     /// Interface the parent binds in spawn mode.
     pub bind_host: String,
-    /// Largest message accepted from the peer, in bytes (checked by libzmq before decoding).
+    /// Largest message accepted from the peer, in bytes (checked before decoding).
     pub max_message_size: i64,
     /// Offer a spawned worker the private link (see [`crate::link`]); a
     /// worker of this library then uses it instead of the DEALER.

@@ -155,8 +155,10 @@ pub unsafe extern "C" fn mf_options_set_private_link(o: *mut mf_options, on: boo
 }
 
 /// Largest message accepted from the worker (>= 1024; default 64 MiB).
-/// Larger messages are refused before they are read: by libzmq, or
-/// skipped unread on the private link.
+/// A larger reply is never decoded: its call fails with MF_ERR_PROTOCOL
+/// and a message giving both sizes, and the connection goes on. The
+/// private link skips it unread; over ZeroMQ it is read up to four times
+/// this size, and above that libzmq drops the connection.
 #[no_mangle]
 pub unsafe extern "C" fn mf_options_set_max_message_size(
     o: *mut mf_options,

@@ -172,9 +172,11 @@ pub unsafe extern "C" fn mf_worker_set_handle_signals(w: *mut mf_worker, on: boo
     })
 }
 
-/// Largest message accepted from a parent (>= 1024; default 64 MiB): libzmq
-/// refuses a larger one before it is read (and drops that connection); on
-/// the private link it is skipped unread and counted as malformed.
+/// Largest message accepted from a parent (>= 1024; default 64 MiB). A
+/// larger call is never decoded: it is answered with an error giving both
+/// sizes (the caller sees MF_ERR_REMOTE), and serving goes on. The private
+/// link skips it unread; over ZeroMQ it is read up to four times this size,
+/// and above that libzmq drops the connection.
 #[no_mangle]
 pub unsafe extern "C" fn mf_worker_set_max_message_size(
     w: *mut mf_worker,

@@ -29,7 +29,7 @@
 
 use super::calls::{Calls, Finished, Reply, Slot};
 use super::supervisor::Supervisor;
-use super::transport::Transport;
+use super::transport::{Arrival, Transport};
 use super::{poll_timeout_ms, Error, Shared, Target};
 use crate::codec::{self, Kind};
 use crate::frame::Frame;
@@ -231,7 +231,7 @@ impl Shared {
     }
 
     /// Reads what is waiting and routes each message; returns how many it read.
-    pub(super) fn receive(&self, t: &mut Transport, batch: &mut Vec<Frame>) -> usize {
+    pub(super) fn receive(&self, t: &mut Transport, batch: &mut Vec<Arrival>) -> usize {
         let mut total = 0;
         loop {
             batch.clear();
@@ -249,8 +249,13 @@ impl Shared {
             let mut finished = Vec::with_capacity(batch.len());
             {
                 let mut core = self.core.lock();
-                for payload in batch.drain(..) {
-                    self.route(&mut core, payload, &mut finished);
+                for arrival in batch.drain(..) {
+                    match arrival {
+                        Arrival::Payload(p) => self.route(&mut core, p, &mut finished),
+                        Arrival::Oversized { len, head } => {
+                            self.oversized(&mut core, len, &head, &mut finished)
+                        }
+                    }
                 }
             }
             self.deliver(finished);
@@ -325,6 +330,42 @@ impl Shared {
         }
     }
 
+    /// A message over the maximum message size, known by its first bytes:
+    /// the reply to a call in flight fails that call (the worker has
+    /// answered; waiting for the timeout would only hide why it failed).
+    /// Anything else is counted and dropped, as a malformed message is.
+    fn oversized(&self, core: &mut Core, len: u64, head: &[u8], finished: &mut Finished) {
+        let peek = codec::peek(head).filter(|m| matches!(m.kind, Kind::Response | Kind::Error));
+        let pending = peek
+            .and_then(|m| m.id)
+            .and_then(ids::key)
+            .and_then(|k| core.calls.remove(&k));
+        let Some(pending) = pending else {
+            self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+            log::emit(
+                Level::Debug,
+                "message_dropped",
+                &format!(
+                    "dropped a message of {len} bytes from the worker, over the maximum \
+                     message size of {} bytes",
+                    self.options.max_message_size
+                ),
+                &[],
+            );
+            return;
+        };
+        let what = match peek.map(|m| m.kind) {
+            Some(Kind::Error) => "error reply to",
+            _ => "result of",
+        };
+        let text = format!(
+            "the {what} '{}' is {len} bytes, over the maximum message size of {} bytes",
+            pending.function.as_str(),
+            self.options.max_message_size
+        );
+        finished.push((pending, Err(Error::new(crate::ErrorKind::Protocol, text))));
+    }
+
     fn heartbeat_answered(&self, core: &mut Core, hb_timestamp: Option<f64>) {
         let s = &self.stats;
         if !core.up {
@@ -367,7 +408,7 @@ pub(super) struct Driver {
     held: Option<Transport>,
     /// Payloads taken from the mailbox, and heartbeats, not sent yet.
     out: VecDeque<Frame>,
-    batch: Vec<Frame>,
+    batch: Vec<Arrival>,
     sup: Supervisor,
     /// The DEALER's `ZMQ_FD` (it changes only while this thread holds the transport).
     dealer_fd: std::os::fd::RawFd,

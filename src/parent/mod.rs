@@ -176,7 +176,8 @@ impl Parent {
         let wake = Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?;
         set.add(wake.fd(), libc::EPOLLIN)
             .map_err(|e| Error::io(format!("epoll: {e}")))?;
-        let transport = Transport::new(socket, Arc::clone(&set))?;
+        let max = options.max_message_size as u64;
+        let transport = Transport::new(socket, Arc::clone(&set), max)?;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core::new(target.clone())),
             wake,
@@ -550,6 +551,9 @@ impl Shared {
                         );
                         s.breaker.failure(p.probe, &e.message);
                     }
+                    // A reply over the maximum message size: the worker
+                    // answered, and is as healthy as one that answers.
+                    ErrorKind::Protocol => s.breaker.success(p.probe),
                     // Worker exits are counted once per exit, not per call.
                     _ => {}
                 }

@@ -32,11 +32,24 @@ pub(super) struct Transport {
     set: Arc<WatchSet>,
     registered: bool,
     registered_out: bool,
+    /// The largest payload accepted (`max_message_size`).
+    max: u64,
+}
+
+/// What arrived from the worker.
+pub(super) enum Arrival {
+    Payload(Frame),
+    /// A payload over the maximum message size, unread but for its
+    /// length and first bytes (at most [`link::HEAD`]).
+    Oversized {
+        len: u64,
+        head: Vec<u8>,
+    },
 }
 
 /// What reading the stream led to, for [`Transport::next_payload`].
 enum FromStream {
-    Payload(Frame),
+    Arrival(Arrival),
     Drained,
     /// Not a link of ours (no hello first), or its peer is gone.
     Lost(&'static str),
@@ -46,7 +59,7 @@ enum FromStream {
 pub(super) fn dealer(options: &Options) -> Result<zmq::Socket> {
     let socket = zmq_context().socket(zmq::DEALER)?;
     socket.set_linger(0)?;
-    socket.set_maxmsgsize(options.max_message_size)?;
+    socket.set_maxmsgsize(crate::zmq_max_message_size(options.max_message_size))?;
     socket.set_sndhwm(0)?;
     socket.set_rcvhwm(0)?;
     Ok(socket)
@@ -61,7 +74,7 @@ pub(super) fn bind(socket: &zmq::Socket, options: &Options) -> Result<u16> {
 }
 
 impl Transport {
-    pub(super) fn new(socket: zmq::Socket, set: Arc<WatchSet>) -> Result<Transport> {
+    pub(super) fn new(socket: zmq::Socket, set: Arc<WatchSet>, max: u64) -> Result<Transport> {
         let zmq_fd = socket.get_fd()?;
         let mut t = Transport {
             socket,
@@ -71,6 +84,7 @@ impl Transport {
             set,
             registered: false,
             registered_out: false,
+            max,
         };
         t.register();
         Ok(t)
@@ -220,10 +234,10 @@ impl Transport {
 
     /// The next payload from the worker, or `None` when nothing more is
     /// waiting. Frames that are not `[empty, payload]` are counted and dropped.
-    pub(super) fn next_payload(&mut self, stats: &Stats) -> Option<Frame> {
+    pub(super) fn next_payload(&mut self, stats: &Stats) -> Option<Arrival> {
         if self.stream.is_some() {
             match self.read_stream(stats) {
-                FromStream::Payload(p) => return Some(p),
+                FromStream::Arrival(a) => return Some(a),
                 FromStream::Drained if self.direct => return None,
                 FromStream::Drained => {}
                 FromStream::Lost(why) => self.forget_stream(stats, Some(why)),
@@ -244,7 +258,14 @@ impl Transport {
                 // A worker of another implementation answers on the port.
                 self.forget_stream(stats, None);
             }
-            return Some(payload);
+            // libzmq reads messages up to a ceiling above the limit (see
+            // `zmq_max_message_size`): the limit is held here, as on the link.
+            if payload.len() as u64 > self.max {
+                let head = payload.bytes()[..payload.len().min(link::HEAD)].to_vec();
+                let len = payload.len() as u64;
+                return Some(Arrival::Oversized { len, head });
+            }
+            return Some(Arrival::Payload(payload));
         }
     }
 
@@ -255,11 +276,12 @@ impl Transport {
             };
             match stream.recv() {
                 Recv::Message(p) if p.bytes() == link::HELLO => self.go_direct(stats),
-                Recv::Message(p) if self.direct => return FromStream::Payload(p),
+                Recv::Message(p) if self.direct => return FromStream::Arrival(Arrival::Payload(p)),
                 Recv::Message(_) => return FromStream::Lost("no hello on the private link"),
-                Recv::Oversized(_) => {
-                    stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                Recv::Oversized { len, head } if self.direct => {
+                    return FromStream::Arrival(Arrival::Oversized { len, head })
                 }
+                Recv::Oversized { .. } => return FromStream::Lost("no hello on the private link"),
                 Recv::Empty => return FromStream::Drained,
                 Recv::Closed => return FromStream::Lost("the worker closed the private link"),
             }

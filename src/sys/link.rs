@@ -33,6 +33,9 @@ const HEADER: usize = 8;
 /// The receive buffer; a message that does not fit is read straight into
 /// its own frame.
 const RX_BUF: usize = 64 * 1024;
+/// Bytes of an oversized message kept to tell whose it is: a message names
+/// its call in its first fields (see [`crate::codec::peek`]).
+pub const HEAD: usize = 4096;
 /// Payloads handed to one `sendmsg` at most (two iovecs each).
 const TX_BATCH: usize = 256;
 /// The send buffer asked for on both ends (the kernel caps it at
@@ -47,8 +50,12 @@ pub enum Recv {
     Message(Frame),
     /// Nothing complete is waiting: poll for readability before asking again.
     Empty,
-    /// A message longer than the limit: it is skipped, the stream goes on.
-    Oversized(u64),
+    /// A message longer than the limit: its length and first bytes (at
+    /// most [`HEAD`]); the rest is skipped unread, and the stream goes on.
+    Oversized {
+        len: u64,
+        head: Vec<u8>,
+    },
     /// The peer closed its end (or the socket failed): the link is gone.
     Closed,
 }
@@ -70,6 +77,9 @@ pub struct Stream {
     big: Option<(Frame, usize)>,
     /// Bytes of a skipped (oversized) message still to discard.
     skip: u64,
+    /// The oversized message being skipped, while its first bytes are
+    /// gathered: its length and those bytes.
+    head: Option<(u64, Vec<u8>)>,
     /// Payloads to write, each with its header, oldest first.
     tx: VecDeque<([u8; HEADER], Frame)>,
     /// Bytes of `tx`'s front entry already written.
@@ -129,6 +139,7 @@ impl Stream {
             drained: false,
             big: None,
             skip: 0,
+            head: None,
             tx: VecDeque::new(),
             tx_sent: 0,
             tx_bytes: 0,
@@ -169,8 +180,19 @@ impl Stream {
             let avail = self.rx_end - self.rx_start;
             if self.skip > 0 && avail > 0 {
                 let n = avail.min(self.skip as usize);
+                if let Some((len, head)) = &mut self.head {
+                    let want = (*len).min(HEAD as u64) as usize - head.len();
+                    let take = &self.rx[self.rx_start..self.rx_start + n.min(want)];
+                    head.extend_from_slice(take);
+                }
                 self.skip -= n as u64;
                 self.rx_start += n;
+                if let Some((len, head)) = self
+                    .head
+                    .take_if(|(len, head)| head.len() as u64 == (*len).min(HEAD as u64))
+                {
+                    return Recv::Oversized { len, head };
+                }
                 continue;
             }
             if self.skip == 0 && avail >= HEADER {
@@ -179,7 +201,9 @@ impl Stream {
                 if len > self.max {
                     self.rx_start += HEADER;
                     self.skip = len;
-                    return Recv::Oversized(len);
+                    let keep = len.min(HEAD as u64) as usize;
+                    self.head = Some((len, Vec::with_capacity(keep)));
+                    continue;
                 }
                 let len = len as usize;
                 let body = self.rx_start + HEADER;
@@ -462,6 +486,7 @@ mod tests {
         let (mut a, mut b) = pair(u64::MAX);
         b.set_max(1000);
         a.send(Frame::copy(&payload(200_000, 1)));
+        a.send(Frame::copy(&payload(2000, 2)));
         a.send(Frame::copy(b"next"));
         let writer = std::thread::spawn(move || {
             while a.wants_write() {
@@ -470,7 +495,21 @@ mod tests {
             }
             a
         });
-        assert!(matches!(next(&mut b), Recv::Oversized(200_000)));
+        match next(&mut b) {
+            Recv::Oversized { len, head } => {
+                assert_eq!(len, 200_000);
+                assert!(head == payload(HEAD, 1), "the first {HEAD} bytes");
+            }
+            _ => panic!("no oversized message"),
+        }
+        // Shorter than the head kept: all of it.
+        match next(&mut b) {
+            Recv::Oversized { len, head } => {
+                assert_eq!(len, 2000);
+                assert!(head == payload(2000, 2), "the whole message");
+            }
+            _ => panic!("no second oversized message"),
+        }
         assert!(matches!(next(&mut b), Recv::Message(f) if f.bytes() == b"next"));
         drop(writer.join().unwrap());
     }

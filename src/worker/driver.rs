@@ -13,7 +13,7 @@ use super::{signals, Route, Shared};
 use crate::codec::{self, Encoder, Kind};
 use crate::error::Result;
 use crate::frame::{self, Frame};
-use crate::link::{Recv, Stream};
+use crate::link::{self, Recv, Stream};
 use crate::log::{self, Level};
 use crate::text::ShortStr;
 use crate::wake;
@@ -96,6 +96,8 @@ struct Driver<'a> {
     generation: u64,
     /// The second answer vector (see [`Driver::deliver`]).
     spare: Vec<Outgoing>,
+    /// The largest call accepted (the worker's `max_message_size`).
+    max: u64,
 }
 
 /// Serves on `conn` with a pool of `concurrency` handler threads until
@@ -105,6 +107,7 @@ pub(super) fn serve(
     conn: &mut Conn,
     concurrency: usize,
     generation: u64,
+    max: u64,
 ) -> Result<()> {
     let fd = conn.fd()?;
     let pool = Pool::start(concurrency)?;
@@ -115,6 +118,7 @@ pub(super) fn serve(
         fd,
         generation,
         spare: Vec::new(),
+        max,
     };
     let end = driver.run();
     driver.finish(end);
@@ -273,6 +277,12 @@ impl Driver<'_> {
             }
             // Expect [empty, payload]; anything else is counted and dropped.
             match self.rest() {
+                // libzmq reads messages up to a ceiling above the limit
+                // (see `zmq_max_message_size`): the limit is held here.
+                Some([empty, payload]) if empty.is_empty() && payload.len() as u64 > self.max => {
+                    let head = &payload.bytes()[..payload.len().min(link::HEAD)];
+                    self.oversized(identity, payload.len() as u64, head);
+                }
                 Some([empty, payload]) if empty.is_empty() => {
                     if let Some(end) = self.handle(identity, payload) {
                         return Received::End(end);
@@ -296,7 +306,7 @@ impl Driver<'_> {
                         return Received::End(end);
                     }
                 }
-                Recv::Oversized(_) => self.dropped_malformed(),
+                Recv::Oversized { len, head } => self.oversized(Frame::empty(), len, &head),
                 Recv::Empty => return Received::Drained,
                 Recv::Closed => {
                     log::emit(
@@ -335,6 +345,50 @@ impl Driver<'_> {
             more = self.recv_zmq().is_some_and(|f| f.more());
         }
         None
+    }
+
+    /// A message over the maximum message size, known by its first bytes:
+    /// a call is answered with an error that says so (its parent would
+    /// otherwise wait for its timeout); anything else is counted and
+    /// dropped, as a malformed message is. A call to another namespace
+    /// gets no answer, as in `handle`, when the namespace is among the
+    /// first bytes.
+    fn oversized(&mut self, identity: Frame, len: u64, head: &[u8]) {
+        let call = codec::peek(head).filter(|m| m.kind == Kind::Call);
+        let Some((id, call)) = call.and_then(|m| Some((m.id?, m))) else {
+            self.dropped_malformed();
+            log::emit(
+                Level::Debug,
+                "message_dropped",
+                &format!(
+                    "dropped a message of {len} bytes from a parent, over the maximum \
+                     message size of {} bytes",
+                    self.max
+                ),
+                &[],
+            );
+            return;
+        };
+        let shared = self.shared;
+        if call
+            .namespace
+            .is_some_and(|ns| ns != shared.namespace.read().as_str())
+        {
+            shared
+                .stats
+                .dropped_namespace
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        shared.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let to = call
+            .function
+            .map_or_else(String::new, |f| format!(" to '{f}'"));
+        let text = format!(
+            "a call of {len} bytes{to} exceeds the worker's maximum message size of {} bytes",
+            self.max
+        );
+        self.refuse(identity, Some(id), &text);
     }
 
     /// One message from a parent; `Some` when it ends serving.

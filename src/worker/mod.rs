@@ -268,9 +268,12 @@ impl Worker {
         self.handle_signals.store(on, Ordering::Relaxed);
     }
 
-    /// Largest message accepted from a parent (>= 1024 bytes; default 64 MiB):
-    /// libzmq refuses a larger one before it is read, the private link skips
-    /// it unread. Applies to connections made (and serves started) from now on.
+    /// Largest message accepted from a parent (>= 1024 bytes; default 64 MiB).
+    /// A larger call is answered with an error that says so, and serving
+    /// goes on: the private link skips it unread; over ZeroMQ it is read up
+    /// to four times the limit, and above that libzmq refuses it by dropping
+    /// the connection (see `zmq_max_message_size`). Applies to serves
+    /// started from now on.
     pub fn set_max_message_size(&self, bytes: i64) -> Result<()> {
         if bytes < 1024 {
             return Err(Error::invalid(format!(
@@ -279,7 +282,7 @@ impl Worker {
         }
         self.max_message_size.store(bytes, Ordering::Relaxed);
         if let Some(socket) = self.socket.lock().as_ref() {
-            socket.set_maxmsgsize(bytes)?;
+            socket.set_maxmsgsize(crate::zmq_max_message_size(bytes))?;
         }
         Ok(())
     }
@@ -329,10 +332,11 @@ impl Worker {
         if self.shared.serving.swap(true, Ordering::AcqRel) {
             return Err(Error::invalid("this worker is already serving"));
         }
+        let max = self.max_message_size.load(Ordering::Relaxed) as u64;
         let opened = self.socket.lock().take();
         let conn = match opened {
             Some(socket) => Ok(Conn::Zmq(socket)),
-            None => match take_link(self.max_message_size.load(Ordering::Relaxed) as u64) {
+            None => match take_link(max) {
                 Some(mut stream) => {
                     stream.send(Frame::copy(link::HELLO));
                     Ok(Conn::Link(stream))
@@ -362,6 +366,7 @@ impl Worker {
                 Mode::Service(id) => Some(id.clone()),
                 _ => None,
             },
+            max,
         })
     }
 
@@ -377,7 +382,8 @@ impl Worker {
         socket.set_linger(1000)?;
         socket.set_sndhwm(0)?;
         socket.set_rcvhwm(0)?;
-        socket.set_maxmsgsize(self.max_message_size.load(Ordering::Relaxed))?;
+        let max = self.max_message_size.load(Ordering::Relaxed);
+        socket.set_maxmsgsize(crate::zmq_max_message_size(max))?;
         match &self.mode {
             Mode::Spawn => {
                 let port = spawn_port()?;
@@ -440,6 +446,8 @@ struct Serving {
     signals: Option<signals::Guard>,
     generation: u64,
     service: Option<String>,
+    /// The largest call accepted.
+    max: u64,
 }
 
 impl Serving {
@@ -451,8 +459,9 @@ impl Serving {
             signals,
             generation,
             service,
+            max,
         } = self;
-        let result = driver::serve(&shared, &mut conn, concurrency, generation);
+        let result = driver::serve(&shared, &mut conn, concurrency, generation, max);
         drop(signals);
         if let Conn::Link(stream) = conn {
             put_back_link(stream);
