@@ -1,10 +1,16 @@
 """Every parent against every worker: C, C++, Go, Node, Python bindings and
-the independent pyzmq peer, all in spawn mode through their example programs.
+the independent pyzmq peer, through their example programs, in three ways:
 
-Each example parent spawns the worker command it is given, calls add,
-multiply, factorial (also with -1, which must fail with the worker's text)
-and echo, and prints what it got; the peer parent runs its conformance
-checks instead. Run after the bindings are built (`make test-matrix`).
+- spawn mode (the default: our own pairs talk over the private link),
+- spawn mode with the private link off (`--no-private-link`: our own pairs
+  talk over ZeroMQ),
+- connect mode: each worker registered under a service id in a temporary
+  HOME, each parent reaching it by id (`--connect ID`).
+
+Each example parent calls add, multiply, factorial (also with -1, which must
+fail with the worker's text) and echo, prints what it got and the transport
+its calls took; the peer parent runs its conformance checks instead. Run
+after the bindings are built (`make test-matrix`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -61,6 +71,7 @@ def parents(go: Path) -> dict[str, list[str]]:
 
 
 NAMES = ["c", "cpp", "go", "node", "python", "peer"]
+LIBRARY = ["c", "cpp", "go", "node", "python"]  # the bindings of this library, without the peer
 
 
 def check_example_parent(out: str) -> None:
@@ -83,6 +94,27 @@ def check_c_parent(out: str) -> None:
     assert value == {"text": "héllo ✓", "list": [1, 2.5, None, True]}
 
 
+def transport(out: str) -> str:
+    """The transport an example parent reports: a `transport: X` line, or
+    the `transport` of its `stats: {...}` line (C, C++)."""
+    for line in out.splitlines():
+        if line.startswith("transport: "):
+            return line.split(": ", 1)[1]
+        if line.startswith("stats: "):
+            return json.loads(line.split(": ", 1)[1])["transport"]
+    raise AssertionError(f"no transport in the output:\n{out}")
+
+
+def check_parent(parent: str, out: str) -> None:
+    if parent == "peer":
+        assert "FAIL" not in out, out
+        assert out.count("ok ") >= 10, out
+    elif parent == "c":
+        check_c_parent(out)
+    else:
+        check_example_parent(out)
+
+
 @pytest.mark.parametrize("worker", NAMES)
 @pytest.mark.parametrize("parent", NAMES)
 def test_parent_calls_worker(parent: str, worker: str, go_bin: Path, tmp_path: Path) -> None:
@@ -94,10 +126,98 @@ def test_parent_calls_worker(parent: str, worker: str, go_bin: Path, tmp_path: P
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     out = r.stdout
     assert r.returncode == 0, f"{cmd}\nstdout:\n{out}\nstderr:\n{r.stderr}"
+    check_parent(parent, out)
+    if parent != "peer":
+        # Our workers take the private link; the peer ignores it and connects to the port.
+        assert transport(out) == ("zmq" if worker == "peer" else "link"), out
+
+
+@pytest.mark.parametrize("worker", LIBRARY)
+@pytest.mark.parametrize("parent", LIBRARY)
+def test_parent_calls_worker_over_zeromq(parent: str, worker: str, go_bin: Path, tmp_path: Path) -> None:
+    """The private link off: our own pairs put every byte on the protocol's wire."""
+    env = dict(os.environ, HOME=str(tmp_path))
+    env.pop("COMLINK_ZMQ_PORT", None)
+    cmd = parents(go_bin)[parent] + ["--no-private-link"] + workers(go_bin)[worker]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{cmd}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    check_parent(parent, r.stdout)
+    assert transport(r.stdout) == "zmq", r.stdout
+
+
+def service_command(worker: str, go: Path, service_id: str) -> list[str]:
+    cmd = [a for a in workers(go)[worker] if a != "--worker"]
+    return cmd + (["--service", service_id] if worker == "peer" else [service_id])
+
+
+def registry(home: Path) -> dict:
+    path = home / ".multifrost" / "services.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.fixture(scope="module")
+def services(go_bin: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    """Every worker serving in connect mode under `math-<name>`, registered in a
+    temporary HOME; stopped with SIGTERM afterwards, which must take each one
+    out of the registry, and the HOME removed."""
+    home = Path(tempfile.mkdtemp(prefix="mf-matrix-home-"))
+    env = dict(os.environ, HOME=str(home))
+    env.pop("COMLINK_ZMQ_PORT", None)
+    ids = {name: f"math-{name}" for name in NAMES}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, service_id in ids.items():
+            procs[name] = subprocess.Popen(service_command(name, go_bin, service_id), env=env,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while set(ids.values()) - set(registry(home)):
+            for name, proc in procs.items():
+                assert proc.poll() is None, f"{name} worker exited: {proc.communicate()[1]}"
+            assert time.monotonic() < deadline, f"not all registered: {registry(home)}"
+            time.sleep(0.05)
+        for name, service_id in ids.items():
+            assert registry(home)[service_id]["pid"] == procs[name].pid
+        yield ids, home
+        for name, proc in procs.items():
+            assert proc.poll() is None, f"{name} worker exited while parents used it: {proc.communicate()[1]}"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        stopped = {}
+        for name, proc in procs.items():
+            try:
+                stopped[name] = proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                stopped[name] = "killed after 10 s"
+            proc.stderr.close()
+        left = registry(home)
+        shutil.rmtree(home, ignore_errors=True)
+    assert all(code == 0 for code in stopped.values()), stopped
+    assert not set(ids.values()) & set(left), left
+
+
+@pytest.mark.parametrize("worker", NAMES)
+@pytest.mark.parametrize("parent", NAMES)
+def test_parent_connects_to_worker_by_service_id(parent: str, worker: str, go_bin: Path,
+                                                 services: tuple[dict[str, str], Path]) -> None:
+    if parent == "peer" and worker == "peer":
+        pytest.skip("the peer against itself is not our interop (its own README covers it)")
+    ids, home = services
+    env = dict(os.environ, HOME=str(home))
+    env.pop("COMLINK_ZMQ_PORT", None)
     if parent == "peer":
-        assert "FAIL" not in out, out
-        assert out.count("ok ") >= 10, out
-    elif parent == "c":
-        check_c_parent(out)
+        cmd = [PY, str(HERE / "peer_parent.py"), "connect", ids[worker]]
     else:
-        check_example_parent(out)
+        cmd = parents(go_bin)[parent] + ["--connect", ids[worker]]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{cmd}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    check_parent(parent, r.stdout)
+    if parent != "peer":
+        assert transport(r.stdout) == "zmq", r.stdout
+
