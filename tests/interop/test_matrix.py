@@ -264,9 +264,13 @@ def expected_values(parent: str, worker: str) -> dict[str, str]:
         "node": f"MultifrostError(MF_ERR_INVALID_ARGUMENT): {DEPTH_REFUSED}",
         "python": f"InvalidArgumentError: {DEPTH_REFUSED}",
     }[parent]
+    # A lone UTF-16 surrogate is not Unicode: Node's UTF-8 encoder sends U+FFFD in its
+    # place; Python refuses to encode it, so nothing is sent.
     if parent == "node":
-        # A lone UTF-16 surrogate is not Unicode: Node's UTF-8 encoder sends U+FFFD in its place.
         want["lone_surrogate"] = "str:" + "\ufffd".encode().hex()
+    if parent == "python":
+        want["lone_surrogate"] = ("error:UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800' "
+                                  "in position 0: surrogates not allowed")
     if "node" in (parent, worker):
         del want["neg_zero"]  # see test_negative_zero_through_node
     return want

@@ -39,6 +39,7 @@ CASES = [
     ("neg_zero", -0.0),
     ("deep_at_limit", deep(LIMIT - 1)),
     ("deep_over_limit", deep(LIMIT)),
+    ("lone_surrogate", "\ud800"),  # a Python str may hold one; UTF-8 cannot
 ]
 
 
