@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
         connect_to = argv[2];
     } else if (argc > 1 && strcmp(argv[1], "--no-private-link") == 0) {
         private_link = 0; /* every byte over ZeroMQ: the stats say transport "zmq" */
-        argv[1] = argv[0];
+        argv[1] = argv[0]; /* drop the flag; argv[0] still locates the default worker */
         argv++;
         argc--;
     }
