@@ -1,5 +1,7 @@
 /* Spawns the math worker, calls each of its functions, prints the results
- * and the parent's stats. Usage: math_parent [worker-program [args...]] */
+ * and the parent's stats.
+ * Usage: math_parent [--no-private-link] [worker-program [args...]]
+ *        math_parent --connect <service-id-or-tcp-endpoint> */
 #include <multifrost.h>
 
 #include <stdio.h>
@@ -18,6 +20,16 @@ static int call(mf_parent *p, const char *function, const char *args_json) {
 }
 
 int main(int argc, char **argv) {
+    const char *connect_to = NULL;
+    int private_link = 1;
+    if (argc > 2 && strcmp(argv[1], "--connect") == 0) {
+        connect_to = argv[2];
+    } else if (argc > 1 && strcmp(argv[1], "--no-private-link") == 0) {
+        private_link = 0; /* every byte over ZeroMQ: the stats say transport "zmq" */
+        argv[1] = argv[0]; /* drop the flag; argv[0] still locates the default worker */
+        argv++;
+        argc--;
+    }
     char self_dir[4096] = ".";
     const char *program = argc > 1 ? argv[1] : NULL;
     char default_worker[4200];
@@ -31,11 +43,17 @@ int main(int argc, char **argv) {
     const char *const *args = argc > 2 ? (const char *const *)&argv[2] : NULL;
 
     mf_parent *p = NULL;
-    if (mf_spawn(program, args, NULL, &p) != MF_OK) {
-        fprintf(stderr, "spawn %s: %s\n", program, mf_last_error());
+    mf_options *o = mf_options_new();
+    mf_options_set_private_link(o, private_link);
+    mf_status s = connect_to ? mf_connect(connect_to, o, &p) : mf_spawn(program, args, o, &p);
+    mf_options_free(o);
+    if (s != MF_OK) {
+        fprintf(stderr, "%s %s: %s\n", connect_to ? "connect" : "spawn", connect_to ? connect_to : program,
+                mf_last_error());
         return 1;
     }
-    printf("libmultifrost %s: spawned %s\n", mf_version(), program);
+    printf("libmultifrost %s: %s %s\n", mf_version(), connect_to ? "connected to" : "spawned",
+           connect_to ? connect_to : program);
     int failures = 0;
     failures += call(p, "add", "[1, 2]");
     failures += call(p, "multiply", "[6, 7]");

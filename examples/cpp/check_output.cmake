@@ -15,6 +15,7 @@ multiply(6, 7) = 42
 factorial(10) = 3628800
 factorial(-1) failed: ${ERROR_TEXT}
 echo(\"héllo ✓\") = \"héllo ✓\"
+transport: link
 ")
 
 if(NOT rc STREQUAL "0")

@@ -1,6 +1,8 @@
 'use strict';
-// Spawns a math worker, calls each of its functions and prints the results.
-//   node examples/node/math_parent.js <worker-program-or-script> [args...]
+// Spawns a math worker, calls each of its functions and prints the results
+// and the transport the calls took.
+//   node examples/node/math_parent.js [--no-private-link] <worker-program-or-script> [args...]
+//   node examples/node/math_parent.js --connect <service-id-or-tcp-endpoint>
 // A .js worker runs with node, a .py worker with python3, anything else directly.
 const path = require('node:path');
 // In your own project: require('multifrost'); here, the package in this repository.
@@ -13,8 +15,16 @@ function executableFor(target) {
 }
 
 async function main() {
-  const target = process.argv[2] || path.join(__dirname, 'math_worker.js');
-  const worker = ParentWorker.spawn(target, executableFor(target), { args: process.argv.slice(3) });
+  let argv = process.argv.slice(2);
+  let worker;
+  if (argv[0] === '--connect') {
+    worker = await ParentWorker.connect(argv[1]);
+  } else {
+    const privateLink = argv[0] !== '--no-private-link'; // off: every byte over ZeroMQ
+    if (!privateLink) argv = argv.slice(1);
+    const target = argv[0] || path.join(__dirname, 'math_worker.js');
+    worker = ParentWorker.spawn(target, executableFor(target), { args: argv.slice(1), privateLink });
+  }
   const handle = worker.handle();
   await handle.start();
   try {
@@ -31,6 +41,7 @@ async function main() {
     }
     const text = 'héllo ✓';
     console.log(`echo(${JSON.stringify(text)}) = ${JSON.stringify(await handle.call.echo(text))}`);
+    console.log(`transport: ${worker.metrics.transport}`);
   } finally {
     await handle.stop();
   }

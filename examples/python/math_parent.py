@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Spawns a math worker, calls each of its functions and prints the results.
 
-Usage: math_parent.py <worker-program-or-script> [args...]
+Usage: math_parent.py [--no-private-link] <worker-program-or-script> [args...]
+       math_parent.py --connect <service-id-or-tcp-endpoint>
+
+--no-private-link puts every byte on ZeroMQ; the last line printed is the
+transport the calls took (`link` or `zmq`).
 
 A `.py` (or any non-executable file) is run as `python3 script --worker`, a
 `.js` as `node script --worker`; a compiled worker (e.g. build/math_worker)
@@ -21,8 +25,17 @@ except ImportError:  # not installed: use the binding from this checkout
 
 
 async def main(target: str, args: list) -> int:
-    interpreter = {"executable": "node"} if target.endswith(".js") else {}
-    async with ParentWorker.spawn(target, args=args, default_timeout=10.0, **interpreter) as worker:
+    if target == "--connect":
+        worker = await ParentWorker.connect(args[0])
+    else:
+        private_link = target != "--no-private-link"
+        if not private_link:
+            target, args = args[0], args[1:]
+        interpreter = {"executable": "node"} if target.endswith(".js") else {}
+        worker = ParentWorker.spawn(
+            target, args=args, default_timeout=10.0, private_link=private_link, **interpreter
+        )
+    async with worker:
         print(f"add(1, 2) = {await worker.acall.add(1, 2)}")
         print(f"multiply(6, 7) = {await worker.acall.multiply(6, 7)}")
         print(f"factorial(10) = {await worker.acall.factorial(10)}")
@@ -38,6 +51,7 @@ async def main(target: str, args: list) -> int:
             json.dumps(v, ensure_ascii=False) for v in (text, echoed)
         )
         print(f"echo({shown_in}) = {shown_out}")
+        print(f"transport: {worker.metrics['transport']}")
     return 0
 
 

@@ -20,6 +20,7 @@ function expected(negativeError) {
     'factorial(10) = 3628800',
     `factorial(-1) failed: ${negativeError}`,
     'echo("héllo ✓") = "héllo ✓"',
+    'transport: link', // our own workers take the private link
     '',
   ].join('\n');
 }

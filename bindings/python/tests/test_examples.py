@@ -12,6 +12,7 @@ multiply(6, 7) = 42
 factorial(10) = 3628800
 factorial(-1) failed: ValueError: factorial of a negative number
 echo("héllo ✓") = "héllo ✓"
+transport: link
 """
 
 

@@ -1,5 +1,8 @@
 // Command math_parent spawns a math worker, calls its functions and prints
-// the results. Usage: math_parent <worker-program> [args...]
+// the results and the transport the calls took.
+//
+//	math_parent [--no-private-link] <worker-program> [args...]
+//	math_parent --connect <service-id-or-tcp-endpoint>
 package main
 
 import (
@@ -13,14 +16,28 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: math_parent <worker-program> [args...]")
+	args := os.Args[1:]
+	connect := len(args) == 2 && args[0] == "--connect"
+	opts := &multifrost.Options{}
+	if len(args) > 0 && args[0] == "--no-private-link" {
+		opts.DisablePrivateLink = true // every byte over ZeroMQ
+		args = args[1:]
+	}
+	if len(args) < 1 {
+		fmt.Fprintln(os.Stderr, "usage: math_parent [--no-private-link] <worker-program> [args...]")
+		fmt.Fprintln(os.Stderr, "       math_parent --connect <service-id-or-tcp-endpoint>")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	p, err := multifrost.Spawn(ctx, os.Args[1], os.Args[2:], nil)
+	var p *multifrost.Parent
+	var err error
+	if connect {
+		p, err = multifrost.Connect(ctx, args[1], opts)
+	} else {
+		p, err = multifrost.Spawn(ctx, args[0], args[1:], opts)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "math_parent:", err)
 		os.Exit(1)
@@ -45,6 +62,10 @@ func main() {
 	var s string
 	must(p.Call(ctx, "echo", &s, "héllo ✓"))
 	fmt.Printf("echo(%q) = %q\n", "héllo ✓", s)
+
+	stats, err := p.Stats()
+	must(err)
+	fmt.Printf("transport: %s\n", stats.Transport)
 }
 
 func must(err error) {
