@@ -161,3 +161,42 @@ fn sigterm_ends_a_service_whose_handlers_are_all_blocked() {
         assert!(c.join().unwrap().is_err());
     }
 }
+
+/// Pins what the bindings used to wait for themselves (Node's
+/// `waitUnregistered`, Python's `_wait_unregistered`): by the time `next`
+/// reports `Closed`, the service's registry entry is gone, so a process that
+/// leaves at once leaves nothing behind. Stopped from another thread while
+/// this one waits in `next`, many times over, to give the race its chances.
+#[test]
+fn a_service_is_unregistered_before_next_reports_closed() {
+    use multifrost::{ErrorKind, Mode, Worker};
+    temp_home();
+    let reg = Registry::for_user().unwrap();
+    for round in 0..20 {
+        let id = format!("unregistered-before-closed-{round}");
+        let w = Arc::new(Worker::new(Mode::Service(id.clone())).unwrap());
+        w.set_handle_signals(false);
+        w.register_pull("never").unwrap();
+        w.start().unwrap();
+        assert!(reg.lookup(&id).is_some(), "round {round}: not registered");
+        let stopper = {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || w.stop())
+        };
+        let e = loop {
+            match w.next(Some(Duration::from_secs(30))) {
+                Ok(Some(_)) => panic!("round {round}: a call nobody made"),
+                Ok(None) => panic!("round {round}: still serving 30 s after stop"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind, ErrorKind::Closed, "round {round}: {e}");
+        assert!(
+            reg.lookup(&id).is_none(),
+            "round {round}: next said closed with the entry still registered: {:?}",
+            reg.read().get(&id)
+        );
+        stopper.join().unwrap();
+        w.join();
+    }
+}
