@@ -183,12 +183,10 @@ fn a_service_is_unregistered_before_next_reports_closed() {
             let w = Arc::clone(&w);
             std::thread::spawn(move || w.stop())
         };
-        let e = loop {
-            match w.next(Some(Duration::from_secs(30))) {
-                Ok(Some(_)) => panic!("round {round}: a call nobody made"),
-                Ok(None) => panic!("round {round}: still serving 30 s after stop"),
-                Err(e) => break e,
-            }
+        let e = match w.next(Some(Duration::from_secs(30))) {
+            Ok(Some(_)) => panic!("round {round}: a call nobody made"),
+            Ok(None) => panic!("round {round}: still serving 30 s after stop"),
+            Err(e) => e,
         };
         assert_eq!(e.kind, ErrorKind::Closed, "round {round}: {e}");
         assert!(
