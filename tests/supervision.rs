@@ -564,11 +564,10 @@ fn a_call_made_in_a_crashs_completion_fails_at_once_over_zmq() {
     a_call_made_in_a_crashs_completion_fails_at_once(false);
 }
 
-/// Pins what Node's `#onFailure` and a Go test's sleep worked around: the
-/// parent is marked dead before the crash's calls complete, so a call
+/// The parent is marked dead before the crash's calls complete, so a call
 /// started from that completion (on the driver thread, as a binding reacting
 /// to the failure does) fails at once with the exit, instead of being sent
-/// to nobody and ending at its timeout.
+/// to nobody and ending at its timeout. The bindings rely on it.
 fn a_call_made_in_a_crashs_completion_fails_at_once(link: bool) {
     use multifrost::parent::Done;
     use std::sync::mpsc;

@@ -162,11 +162,10 @@ fn sigterm_ends_a_service_whose_handlers_are_all_blocked() {
     }
 }
 
-/// Pins what the bindings used to wait for themselves (Node's
-/// `waitUnregistered`, Python's `_wait_unregistered`): by the time `next`
-/// reports `Closed`, the service's registry entry is gone, so a process that
-/// leaves at once leaves nothing behind. Stopped from another thread while
-/// this one waits in `next`, many times over, to give the race its chances.
+/// By the time `next` reports `Closed`, the service's registry entry is
+/// gone, so a process that leaves at once leaves nothing behind (the Node
+/// and Python bindings rely on it). Stopped from another thread while this
+/// one waits in `next`, many times over, to give the race its chances.
 #[test]
 fn a_service_is_unregistered_before_next_reports_closed() {
     use multifrost::{ErrorKind, Mode, Worker};
