@@ -1265,34 +1265,82 @@ fn parent_reconnects_after_libzmq_drops_an_oversized_frame() {
 /// `validate_args`). In spawn mode the worker is the connecting side, so
 /// libzmq's protocol error on the 70 MiB frame cut it off for good (same
 /// libzmq rule as above). The parent now refuses a call over its own
-/// maximum message size before sending it.
+/// maximum message size before sending it. The private link is off: that
+/// libzmq rule only bites over ZeroMQ, and over the link the test would
+/// pass whatever the parent sent.
 #[test]
 fn spawned_worker_survives_a_call_over_its_message_size_limit() {
     let _serial = serial();
     temp_home();
-    let mut o = Options::default();
-    o.set_heartbeat(100, 100, 2).unwrap();
+    let o = Options {
+        private_link: false,
+        ..Options::default()
+    };
     let p = Parent::spawn(&test_worker(), &[], o).unwrap_or_else(|e| {
         panic!("{e} (the example is built by a plain `cargo test`, or `cargo build --examples`)")
     });
+    assert_eq!(pstats(&p)["transport"], "zmq", "{}", p.stats_json());
     assert_eq!(padd(&p, 1, 2), 3);
     let mut args = vec![0x97];
     for _ in 0..7 {
         args.extend(big_str(10 * MIB - 16));
     }
-    // Refusing it at once, or a timeout, are both fine; a lost worker is not.
     let e = p
         .call("add", &args, 2000)
         .err()
         .expect("a 70 MiB call cannot succeed");
     drop(args);
-    let recovered = wait_until(Duration::from_secs(5), || {
-        p.call("add", &int_args(&[20, 22]), 300)
+    // Refused before it was sent, with a status that says so: a timeout
+    // here would mean the frame went out and the worker may be lost.
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert!(e.message.contains("maximum message size"), "{e}");
+    // The very next call is answered: no reconnection, no restart needed.
+    assert_eq!(
+        padd(&p, 20, 22),
+        42,
+        "after a 70 MiB call: {}",
+        p.stats_json()
+    );
+}
+
+/// The frame does reach the worker's socket over ZeroMQ when the worker's
+/// limit is below the parent's: libzmq there drops the connection as a
+/// protocol error, and the spawned worker is the connecting side. The call
+/// must end with a definite error, and the worker must be reachable again.
+#[test]
+#[ignore = "core bug: the spawned worker (the connecting side) is cut off for good \
+            by libzmq's protocol error; heartbeats are missed for ever and the live \
+            worker is neither reconnected nor restarted"]
+fn spawned_worker_with_a_smaller_limit_survives_a_call_over_it() {
+    let _serial = serial();
+    temp_home();
+    let mut o = Options {
+        private_link: false,
+        ..Options::default()
+    };
+    o.set_heartbeat(200, 1000, 2).unwrap();
+    let args = ["--max-message-size".to_owned(), MIB.to_string()];
+    let p = Parent::spawn(&test_worker(), &args, o).unwrap();
+    assert_eq!(pstats(&p)["transport"], "zmq", "{}", p.stats_json());
+    assert_eq!(padd(&p, 1, 2), 3);
+    let mut big = vec![0x92];
+    big.extend(big_str(2 * MIB));
+    big.extend(big_str(1));
+    let e = p
+        .call("add", &big, 2000)
+        .err()
+        .expect("a 2 MiB call to a worker taking 1 MiB cannot succeed");
+    assert!(
+        matches!(e.kind, ErrorKind::Timeout | ErrorKind::WorkerExited),
+        "{e}"
+    );
+    let recovered = wait_until(Duration::from_secs(10), || {
+        p.call("add", &int_args(&[20, 22]), 500)
             .is_ok_and(|r| int(r.bytes()) == 42)
     });
     assert!(
         recovered,
-        "after a 70 MiB call ({e}) the worker never answered again: {}",
+        "after a call over the worker's limit ({e}) it never answered again: {}",
         p.stats_json()
     );
 }

@@ -553,3 +553,71 @@ fn a_program_that_is_not_a_worker_is_named_as_such_when_start_up_times_out() {
     );
     assert!(e.message.contains("COMLINK_ZMQ_PORT"), "{}", e.message);
 }
+
+#[test]
+fn a_call_made_in_a_crashs_completion_fails_at_once_on_the_link() {
+    a_call_made_in_a_crashs_completion_fails_at_once(true);
+}
+
+#[test]
+fn a_call_made_in_a_crashs_completion_fails_at_once_over_zmq() {
+    a_call_made_in_a_crashs_completion_fails_at_once(false);
+}
+
+/// The parent is marked dead before the crash's calls complete, so a call
+/// started from that completion (on the driver thread, as a binding reacting
+/// to the failure does) fails at once with the exit, instead of being sent
+/// to nobody and ending at its timeout. The bindings rely on it.
+fn a_call_made_in_a_crashs_completion_fails_at_once(link: bool) {
+    use multifrost::parent::Done;
+    use std::sync::mpsc;
+    for round in 0..5 {
+        let p = Arc::new(spawn_on(Options::default(), link));
+        assert_eq!(
+            int(p.call("add", &int_args(&[1, 2]), 5000).unwrap().bytes()),
+            3
+        );
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::clone(&p);
+        p.call_async(
+            "crash",
+            &int_args(&[]),
+            60_000,
+            Done::Callback(Box::new(move |crash| {
+                let tx2 = tx.clone();
+                let started = Instant::now();
+                let sent = inner.call_async(
+                    "add",
+                    &int_args(&[1, 2]),
+                    60_000,
+                    Done::Callback(Box::new(move |r| {
+                        let _ = tx2.send(("in completion", r.err(), started.elapsed()));
+                    })),
+                );
+                let _ = tx.send(("crash", crash.err(), Duration::ZERO));
+                if let Err(e) = sent {
+                    // Refused before it was started: as good as failing at once.
+                    let _ = tx.send(("in completion", Some(e), Duration::ZERO));
+                }
+            })),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            // A call that waited for its timeout would arrive after 60 s.
+            got.push(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .unwrap_or_else(|_| panic!("round {round} ({link}): no outcome, have {got:?}")),
+            );
+        }
+        for (what, e, _) in &got {
+            let e = e.as_ref().unwrap_or_else(|| panic!("{what}: succeeded"));
+            assert_eq!(
+                e.kind,
+                ErrorKind::WorkerExited,
+                "round {round}, {what}: {e}"
+            );
+        }
+        drop(p);
+    }
+}

@@ -161,3 +161,39 @@ fn sigterm_ends_a_service_whose_handlers_are_all_blocked() {
         assert!(c.join().unwrap().is_err());
     }
 }
+
+/// By the time `next` reports `Closed`, the service's registry entry is
+/// gone, so a process that leaves at once leaves nothing behind (the Node
+/// and Python bindings rely on it). Stopped from another thread while this
+/// one waits in `next`, many times over, to give the race its chances.
+#[test]
+fn a_service_is_unregistered_before_next_reports_closed() {
+    use multifrost::{ErrorKind, Mode, Worker};
+    temp_home();
+    let reg = Registry::for_user().unwrap();
+    for round in 0..20 {
+        let id = format!("unregistered-before-closed-{round}");
+        let w = Arc::new(Worker::new(Mode::Service(id.clone())).unwrap());
+        w.set_handle_signals(false);
+        w.register_pull("never").unwrap();
+        w.start().unwrap();
+        assert!(reg.lookup(&id).is_some(), "round {round}: not registered");
+        let stopper = {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || w.stop())
+        };
+        let e = match w.next(Some(Duration::from_secs(30))) {
+            Ok(Some(_)) => panic!("round {round}: a call nobody made"),
+            Ok(None) => panic!("round {round}: still serving 30 s after stop"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind, ErrorKind::Closed, "round {round}: {e}");
+        assert!(
+            reg.lookup(&id).is_none(),
+            "round {round}: next said closed with the entry still registered: {:?}",
+            reg.read().get(&id)
+        );
+        stopper.join().unwrap();
+        w.join();
+    }
+}

@@ -225,10 +225,9 @@ func TestWorkerExitFailsCalls(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("took %v", d)
 	}
-	// Library race (src/parent.rs): pending calls are failed before the
-	// parent is marked dead, so a call started in between is sent to nobody
-	// and ends only at its timeout. Give the I/O thread a moment.
-	time.Sleep(100 * time.Millisecond)
+	// At once, with no pause: the core marks the parent dead before it
+	// fails the calls in flight (tests/supervision.rs pins it), so this call
+	// cannot be sent to nobody and wait for a timeout.
 	if err := p.Call(bg(t), "add", nil, 1, 2); !errors.Is(err, multifrost.ErrWorkerExited) {
 		t.Errorf("call after the worker exited: %v", err)
 	}

@@ -137,3 +137,24 @@ def test_a_live_peer_service_blocks_our_worker_from_its_id(env: dict[str, str]) 
         assert f"service 'shared-id' already running (pid {entry['pid']}, port {entry['port']})" in r.stderr
     finally:
         stop(worker)
+
+
+def test_our_parent_under_load_survives_the_peer_worker_being_killed(env: dict[str, str]) -> None:
+    """SIGKILL the independent peer in the middle of a load of calls over ZeroMQ.
+
+    Every call ends with its own result or MF_ERR_WORKER_EXITED (none waits for
+    its 60 s timeout), and after the auto-restart the next calls are answered
+    by a new process.
+    """
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT / "bindings" / "python"), env.get("PYTHONPATH")] if p)
+    env["MULTIFROST_LIB"] = str(ROOT / "target" / "release" / "libmultifrost.so")
+    r = run([sys.executable, str(HERE / "crash_load_parent.py")], env, timeout=50)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "failed" not in report, report
+    load = report["load"]
+    assert set(load) <= {"ok", "worker_exited"}, [o for o in load if o not in ("ok", "worker_exited")]
+    assert load.count("ok") >= 10 and load.count("worker_exited") >= 1, load
+    first, second = report["pids"]
+    assert second != first
+    assert report["after"] == ["ok"] * 20, report["after"]

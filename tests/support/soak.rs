@@ -1,8 +1,11 @@
-//! Soak with faults: parents calling continuously while their spawned worker
-//! is killed at random and restarted, plus several parents sharing one
-//! connect-mode worker. Every call must end with its own result or a
-//! definite error within its timeout; afterwards the process's threads,
-//! descriptors and memory must be back near where they started.
+//! Soak with faults: parents calling continuously while their spawned
+//! workers are killed at random and restarted (half of the parents over the
+//! private link, half over ZeroMQ alone), plus several parents sharing one
+//! connect-mode worker that is killed too and started again on a new port.
+//! Every call must end with its own result or a definite error within its
+//! timeout; every parent must answer again after its worker's last kill;
+//! afterwards the process's threads, descriptors and memory must be back
+//! near where they started.
 //!
 //!   cargo run --release --example soak -- --seconds 30
 //!
@@ -10,10 +13,11 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-use common::heap_in_use;
+use common::{heap_in_use, wait_until};
+use multifrost::registry::Registry;
 use multifrost::{ErrorKind, Options, Parent};
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,6 +106,46 @@ fn resources() -> (usize, usize, u64) {
     (field("Threads:") as usize, fds, field("VmRSS:"))
 }
 
+/// Spawned parents, over the private link (even) and over ZeroMQ (odd).
+const SPAWNED: usize = 4;
+/// How often the connect-mode service is killed and started again.
+const SERVICE_KILL_EVERY: Duration = Duration::from_secs(6);
+/// How long a parent may take to answer again once the faults stop: the
+/// longest restart back-off (6.4 s), a start-up, and a rediscovery after a
+/// timed-out call.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Starts the connect-mode test worker under `id` and waits until the
+/// registry names it (not a predecessor killed before it could unregister).
+fn start_service(worker: &str, id: &str) -> Child {
+    let mut child = Command::new(worker)
+        .args(["--service", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reg = Registry::for_user().unwrap();
+    let pid = child.id();
+    let registered = wait_until(Duration::from_secs(20), || {
+        reg.lookup(id).is_some_and(|e| e.pid as u32 == pid)
+    });
+    if !registered {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("service '{id}' (pid {pid}) never registered");
+    }
+    child
+}
+
+/// Whether `p` answers an echo within `limit` (the breaker may hold it
+/// open for a while, and a restart may be backing off).
+fn answers_again(p: &Parent, limit: Duration) -> bool {
+    wait_until(limit, || {
+        p.call("echo", &token_args(7), CALL_TIMEOUT_MS)
+            .is_ok_and(|r| rmp::decode::read_int::<u64, _>(&mut r.bytes()).ok() == Some(7))
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args
@@ -127,32 +171,41 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let mut opts = Options {
-        auto_restart: 1_000_000,
-        ..Options::default()
-    };
-    opts.set_heartbeat(200, 300, 2).unwrap();
-    opts.set_breaker(5, 200).unwrap();
-    let spawned = Arc::new(Parent::spawn(&worker, &[], opts).expect("spawn"));
+    let spawned: Vec<Arc<Parent>> = (0..SPAWNED)
+        .map(|i| {
+            let mut opts = Options {
+                auto_restart: 1_000_000,
+                private_link: i % 2 == 0,
+                ..Options::default()
+            };
+            opts.set_heartbeat(200, 300, 2).unwrap();
+            opts.set_breaker(5, 200).unwrap();
+            let p = Parent::spawn(&worker, &[], opts).expect("spawn");
+            let s: serde_json::Value = serde_json::from_str(&p.stats_json()).unwrap();
+            let want = if i % 2 == 0 { "link" } else { "zmq" };
+            assert_eq!(s["transport"], want, "spawned parent {i}");
+            Arc::new(p)
+        })
+        .collect();
 
-    let mut service = Command::new(&worker)
-        .args(["--service", "soak-svc"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    const SERVICE: &str = "soak-svc";
+    let mut service = start_service(&worker, SERVICE);
     let shared: Vec<Arc<Parent>> = (0..3)
         .map(|_| {
             let mut o = Options::default();
             o.set_connect_timeout(10_000).unwrap();
-            Arc::new(Parent::connect("soak-svc", o).expect("connect"))
+            Arc::new(Parent::connect(SERVICE, o).expect("connect"))
         })
         .collect();
 
     let mut threads = Vec::new();
-    for i in 0..4 {
-        let (p, s, t) = (Arc::clone(&spawned), Arc::clone(&stop), Arc::clone(&tally));
-        threads.push(std::thread::spawn(move || caller(p, s, t, i)));
+    for (i, p) in spawned.iter().enumerate() {
+        for j in 0..2 {
+            let (p, s, t) = (Arc::clone(p), Arc::clone(&stop), Arc::clone(&tally));
+            threads.push(std::thread::spawn(move || {
+                caller(p, s, t, (i * 2 + j) as u64)
+            }));
+        }
     }
     for (i, p) in shared.iter().enumerate() {
         for j in 0..2 {
@@ -162,8 +215,12 @@ fn main() {
             }));
         }
     }
-    // The killer: SIGKILL the spawned worker every 0.3-1.3 s.
-    let mut kills = 0;
+    // The killer: every 0.3-1.3 s, SIGKILL the worker of one spawned parent
+    // picked at random; every few seconds, the connect-mode service too,
+    // which is then started again (on a new port: its parents must follow).
+    let mut kills = [0u64; SPAWNED];
+    let mut service_kills = 0;
+    let mut service_killed_at = Instant::now();
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut rng = multifrost::ids::random_u128() as u64 | 1;
     while Instant::now() < end {
@@ -171,18 +228,37 @@ fn main() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         std::thread::sleep(Duration::from_millis(300 + rng % 1000));
-        let s: serde_json::Value = serde_json::from_str(&spawned.stats_json()).unwrap();
+        let victim = (rng >> 32) as usize % SPAWNED;
+        let s: serde_json::Value = serde_json::from_str(&spawned[victim].stats_json()).unwrap();
         if let Some(pid) = s["worker_pid"].as_i64().filter(|&p| p > 0) {
             // SAFETY: signalling a child process by pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            kills += 1;
+            kills[victim] += 1;
+        }
+        if service_killed_at.elapsed() >= SERVICE_KILL_EVERY {
+            let _ = service.kill();
+            let _ = service.wait();
+            service_kills += 1;
+            service = start_service(&worker, SERVICE);
+            service_killed_at = Instant::now();
         }
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
-    let stats: serde_json::Value = serde_json::from_str(&spawned.stats_json()).unwrap();
+    // No more faults: every parent must answer again, whatever its last
+    // kill left behind (a restart backing off, a breaker open, a service
+    // that moved).
+    let spawned_recovered: Vec<bool> = spawned.iter().map(|p| answers_again(p, RECOVERY)).collect();
+    let shared_recovered: Vec<bool> = shared.iter().map(|p| answers_again(p, RECOVERY)).collect();
+    let restarts: Vec<u64> = spawned
+        .iter()
+        .map(|p| {
+            let s: serde_json::Value = serde_json::from_str(&p.stats_json()).unwrap();
+            s["restarts"].as_u64().unwrap_or(0)
+        })
+        .collect();
     drop(shared);
     drop(spawned);
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
@@ -193,10 +269,12 @@ fn main() {
 
     let errors = tally.errors.lock().unwrap().clone();
     println!(
-        "soak {seconds} s: {} calls answered correctly, {kills} worker kills, {} restarts, errors {errors:?}, max call {} ms",
+        "soak {seconds} s: {} calls answered correctly, worker kills {kills:?} (link, zmq, link, zmq), restarts {restarts:?}, {service_kills} service kills, errors {errors:?}, max call {} ms",
         tally.ok.load(Ordering::Relaxed),
-        stats["restarts"],
         tally.max_ms.load(Ordering::Relaxed)
+    );
+    println!(
+        "recovered after the last kill: spawned {spawned_recovered:?}, connect-mode {shared_recovered:?}"
     );
     println!(
         "threads {threads0} -> {threads1}, fds {fds0} -> {fds1}, rss {rss0} KiB -> {rss1} KiB, heap in use {} KiB -> {} KiB",
@@ -218,8 +296,26 @@ fn main() {
             errors.keys().all(|k| !k.starts_with("unexpected")),
         ),
         (
-            "the worker was killed and restarted",
-            kills == 0 || stats["restarts"].as_u64().unwrap_or(0) > 0,
+            "every spawned parent's worker was killed",
+            kills.iter().all(|&k| k > 0),
+        ),
+        (
+            // One kill may land on a process already dying from the one
+            // before (its pid not yet cleared): that is the slack of one.
+            "every spawned parent restarted its worker after each kill (restarts >= kills - 1)",
+            kills.iter().zip(&restarts).all(|(&k, &r)| r + 1 >= k),
+        ),
+        (
+            "every spawned parent answers after its worker's last kill",
+            spawned_recovered.iter().all(|&ok| ok),
+        ),
+        (
+            "the connect-mode service was killed and started again",
+            seconds < 2 * SERVICE_KILL_EVERY.as_secs() || service_kills > 0,
+        ),
+        (
+            "every connect-mode parent follows the service to its new port",
+            shared_recovered.iter().all(|&ok| ok),
         ),
         (
             "the service worker stopped cleanly",

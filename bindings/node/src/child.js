@@ -4,8 +4,6 @@
 // async form, the rest of a burst are taken without waiting, and every
 // handler runs on the JS thread. No library thread ever calls into JS.
 
-const fs = require('node:fs');
-const path = require('node:path');
 const { native, copyBytes, lastError } = require('./native');
 const { pack, unpack } = require('./codec');
 const { Status, errorFor, MultifrostError } = require('./errors');
@@ -25,26 +23,6 @@ function watchExit(w) {
     const lib = native();
     for (const ptr of serving) lib.workerStop(ptr);
   });
-}
-
-// Work-around for the core: mf_worker_next reports MF_ERR_CLOSED before the
-// serving thread has removed the service's registry entry, and no C call
-// waits for that thread, so a process leaving as soon as run() resolves could
-// leave its entry behind. Wait (briefly, read-only) until the entry is gone.
-async function waitUnregistered(serviceId) {
-  if (!serviceId || serviceId.startsWith('tcp://') || !process.env.HOME) return;
-  const file = path.join(process.env.HOME, '.multifrost', 'services.json');
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline) {
-    let entry;
-    try {
-      entry = JSON.parse(await fs.promises.readFile(file, 'utf8'))[serviceId];
-    } catch {
-      return; // no registry, or one being rewritten: nothing reliable to wait for
-    }
-    if (!entry || entry.pid !== process.pid) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /** "<ErrorName>: <message>", the text the caller's RemoteCallError carries. */
@@ -311,7 +289,9 @@ class ChildWorker {
     if (this.#inFlight === 0) this.#release();
     const finish = this.#finish;
     this.#finish = null;
-    if (finish) waitUnregistered(this.#serviceId).then(finish);
+    // The core removed the service's registry entry before mf_worker_next
+    // said MF_ERR_CLOSED (tests/worker.rs pins it): a process may leave now.
+    if (finish) finish();
     if (this.#exitOnStop && !this.#stopRequested && this.#inFlight > 0) {
       // Stopped from outside (shutdown, SIGTERM, SIGINT) with handlers still
       // running: their timers would keep the process alive until the parent

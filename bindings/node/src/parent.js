@@ -59,7 +59,7 @@ class Completions {
   }
 
   /** Starts one call; returns its promise. Throws (synchronously) if it could not start. */
-  start(parent, owner, name, argsBuffer, timeoutMs, onFailure) {
+  start(parent, owner, name, argsBuffer, timeoutMs) {
     const token = this.nextToken++;
     const status = this.lib.callQueued(parent, name, argsBuffer, argsBuffer.length, timeoutMs, this.queue, token);
     if (status !== Status.MF_OK) {
@@ -69,7 +69,7 @@ class Completions {
     if (this.pending.size === 0) this.socket.ref();
     return new Promise((resolve, reject) => {
       // `owner` keeps the worker alive (no finalizer close) while its calls are in flight.
-      this.pending.set(token, { resolve, reject, name, owner, onFailure });
+      this.pending.set(token, { resolve, reject, name, owner });
     });
   }
 
@@ -123,7 +123,6 @@ class Completions {
         call.resolve(result);
       } else {
         const message = value || statusName(status);
-        if (call.onFailure) call.onFailure(status, message);
         call.reject(errorFor(status, message, call.name));
       }
     }
@@ -354,7 +353,6 @@ class ParentWorker {
   #starting = null;
   #stopping = null;
   #handle = null;
-  #exited = null; // the core's text once a spawned worker exited for good
 
   /** Use ParentWorker.spawn() or ParentWorker.connect(). */
   constructor(token) {
@@ -587,19 +585,8 @@ class ParentWorker {
       }
       throw new ClosedError(`call '${name}': ${this.#describe()} is stopped`);
     }
-    if (this.#exited !== null) throw errorFor(Status.MF_ERR_WORKER_EXITED, this.#exited, name);
-    return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs, this.#onFailure);
+    return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs);
   }
-
-  // Work-around for a race in the core (src/parent.rs check_child): pending
-  // calls are failed before the parent is marked dead, so a call started in
-  // reaction to that failure could still be sent and wait for its timeout.
-  // Without auto-restart an exited worker stays exited, so remember it here.
-  #onFailure = (status, message) => {
-    if (status === Status.MF_ERR_WORKER_EXITED && this.#mode === 'spawn' && !this.#options.autoRestart) {
-      this.#exited = message;
-    }
-  };
 }
 
 /** What a call proxy refuses to treat as a remote function name. */

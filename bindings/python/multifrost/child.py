@@ -13,13 +13,9 @@ import asyncio
 import concurrent.futures
 import ctypes
 import inspect
-import json
-import os
 import signal
 import sys
 import threading
-import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import _ffi, _log, _values
@@ -213,8 +209,25 @@ class ChildWorker:
                 self._dispatch(name, args, reply)
             except KeyboardInterrupt:
                 # SIGINT that arrived while Python's own handler was in place
-                # (just before or after the library's): stop like the library would.
+                # (just before or after the library's): stop like the library would,
+                # and wait for MF_ERR_CLOSED, which the core reports only once the
+                # service's registry entry is gone (tests/worker.rs pins it).
                 lib.mf_worker_stop(handle)
+                self._drain_until_closed(handle, incoming)
+                return
+
+    def _drain_until_closed(self, handle: int, incoming: Any) -> None:
+        """After a stop: calls still handed out are left for _shutdown to answer."""
+        lib = _ffi.load()
+        while True:
+            try:
+                status = lib.mf_worker_next(handle, _POLL_MS, ctypes.byref(incoming))
+            except KeyboardInterrupt:
+                continue
+            if status == Status.OK:
+                with self._replies_lock:
+                    self._open_replies[incoming.reply] = incoming.reply
+            elif status != Status.ERR_TIMEOUT:
                 return
 
     def _dispatch(self, name: str, args_msgpack: bytes, reply: int) -> None:
@@ -320,8 +333,6 @@ class ChildWorker:
         if handle is not None:
             lib.mf_worker_stop(handle)
             lib.mf_worker_free(handle)
-        if self.service_id and not self.service_id.startswith("tcp://"):
-            _wait_unregistered(self.service_id)
 
 
 def _line_buffered() -> None:
@@ -333,23 +344,3 @@ def _line_buffered() -> None:
                 reconfigure(line_buffering=True)
             except (ValueError, OSError):
                 pass
-
-
-def _wait_unregistered(service_id: str, limit: float = 2.0) -> None:
-    """Waits (briefly) until the library's serving thread removed our registry entry.
-
-    ``mf_worker_next`` reports the end of serving a moment before that thread
-    unregisters the service, and the C API has no way to join it; exiting the
-    process in between would leave a (harmless, dead-PID) stale entry.
-    """
-    path = Path(os.path.expanduser("~")) / ".multifrost" / "services.json"
-    deadline = time.monotonic() + limit
-    pid = os.getpid()
-    while time.monotonic() < deadline:
-        try:
-            entry = json.loads(path.read_text()).get(service_id)
-        except (OSError, ValueError, AttributeError):
-            return
-        if not isinstance(entry, dict) or entry.get("pid") != pid:
-            return
-        time.sleep(0.01)
