@@ -10,8 +10,13 @@
  *   threads4      4 threads calling mf_call at once                        (calls/s)
  *   async64       mf_call_async("add", [i, 1]) with 64 in flight, issued by
  *                 a producer thread that waits for a free slot             (calls/s)
- *   async64_cb    the same, each completion callback starts the next call  (calls/s)
- *   async64_queue the same window, completions taken in batches from an
+ *   async64_after_threads4
+ *                 on one parent, 4 threads × 5 000 blocking mf_call at once,
+ *                 then right after, one thread keeps 64 mf_call_async in
+ *                 flight, sleeping 20 µs whenever its window is full       (calls/s)
+ *   async64_cb    async64's window, each completion callback starts the
+ *                 next call                                                (calls/s)
+ *   async64_queue async64's window, completions taken in batches from an
  *                 mf_queue by the producer (mf_call_queued/mf_queue_next)  (calls/s)
  *   async64_loop  the same window from one thread that waits as an event
  *                 loop does: mf_call_queued, poll on the queue's
@@ -366,27 +371,33 @@ static void *thread_main(void *v) {
     return NULL;
 }
 
-static void case_threads4(void) {
-    enum { THREADS = 4 };
-    size_t per = scaled(2500, 10);
-    mf_parent *p = spawn(worker_path);
-    for (int i = 0; i < 200; i++) call_add(p, (uint64_t)i, 1);
+/* Runs `threads` threads, each making `per` blocking mf_call add calls at
+ * once on `p`; returns calls/s. */
+static double run_threads(mf_parent *p, int threads, size_t per) {
+    enum { MAX_THREADS = 8 };
+    if (threads > MAX_THREADS) fail("at most %d threads", MAX_THREADS);
     pthread_barrier_t barrier;
-    pthread_barrier_init(&barrier, NULL, THREADS + 1);
-    pthread_t t[THREADS];
-    struct thread_arg a[THREADS];
-    for (int i = 0; i < THREADS; i++) {
+    pthread_barrier_init(&barrier, NULL, (unsigned)threads + 1);
+    pthread_t t[MAX_THREADS];
+    struct thread_arg a[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
         a[i] = (struct thread_arg){p, (uint64_t)i * 1000000u, per, &barrier, 0};
         if (pthread_create(&t[i], NULL, thread_main, &a[i])) fail("pthread_create");
     }
     pthread_barrier_wait(&barrier);
     double start = now_s(), end = start;
-    for (int i = 0; i < THREADS; i++) {
+    for (int i = 0; i < threads; i++) {
         pthread_join(t[i], NULL);
         end = a[i].end > end ? a[i].end : end;
     }
     pthread_barrier_destroy(&barrier);
-    metric("threads4_calls_per_s", (double)(THREADS * per) / (end - start), "call/s", "higher",
+    return (double)threads * (double)per / (end - start);
+}
+
+static void case_threads4(void) {
+    mf_parent *p = spawn(worker_path);
+    for (int i = 0; i < 200; i++) call_add(p, (uint64_t)i, 1);
+    metric("threads4_calls_per_s", run_threads(p, 4, scaled(2500, 10)), "call/s", "higher",
            "4 threads calling mf_call at once");
     mf_parent_close(p);
 }
@@ -454,6 +465,54 @@ static void window_case(const char *name, const char *label, double (*run)(mf_pa
 
 static void case_async64(void) {
     window_case("async64_calls_per_s", "mf_call_async add, 64 in flight", async_run);
+}
+
+/* async64_after_threads4: whether the transport is back with its owner
+ * after blocking calls borrowed it. One parent: 4 threads make 5 000
+ * blocking mf_call each at once, then, right after (no warm-up), one
+ * thread keeps 64 mf_call_async in flight. Its waiting wakes nobody and
+ * nobody wakes it: when the window is full it sleeps 20 µs and looks again,
+ * so every completion must come from the driver on its own. A reply left
+ * unread until some timer fires would show here as a collapse in calls/s;
+ * no completion for 10 s fails the run. */
+static double async_polling_run(mf_parent *p, long n, int window) {
+    const struct timespec pause = {0, 20000};
+    atomic_store(&async_done, 0);
+    atomic_store(&async_sleeping, 0); /* on_add then posts nothing */
+    long seen = 0;
+    double start = now_s(), progress = start;
+    for (long i = 0; i <= n; i++) {
+        long limit = i < n ? window : 1; /* after the last call: wait for all */
+        while (i - atomic_load(&async_done) >= limit) {
+            nanosleep(&pause, NULL);
+            long done = atomic_load(&async_done);
+            if (done != seen) {
+                seen = done;
+                progress = now_s();
+            } else if (now_s() - progress > 10) {
+                fail("no completion for 10 s with %ld calls out", i - done);
+            }
+        }
+        if (i == n) break;
+        uint8_t args[16];
+        size_t len = mp_pair(args, (uint64_t)i, 1);
+        mf_status s = mf_call_async(p, "add", args, len, 0, on_add, (void *)(intptr_t)i);
+        if (s != MF_OK) fail("mf_call_async add(%ld, 1): %s: %s", i, mf_status_name(s), mf_last_error());
+    }
+    double elapsed = now_s() - start;
+    if (atomic_load(&async_bad)) fail("%ld async calls failed or returned a wrong sum", atomic_load(&async_bad));
+    return (double)n / elapsed;
+}
+
+static void case_async64_after_threads4(void) {
+    size_t per = scaled(5000, 10);
+    long n = (long)scaled(80000, 100);
+    mf_parent *p = spawn(worker_path);
+    call_add(p, 1, 2);
+    info_num("threads4_before_async_calls_per_s", run_threads(p, 4, per));
+    metric("async64_after_threads4_calls_per_s", async_polling_run(p, n, 64), "call/s", "higher",
+           "mf_call_async add, 64 in flight, polled every 20 us, right after 4 threads of blocking mf_call");
+    mf_parent_close(p);
 }
 
 static void case_async64_zmq(void) {
@@ -666,7 +725,8 @@ static const struct bench_case cases[] = {
     {"rss_idle", case_rss_idle},   {"rss_inflight", case_rss_inflight},
     {"spawn", case_spawn},         {"call_seq", case_call_seq},
     {"echo_seq", case_echo_seq},   {"threads4", case_threads4},
-    {"async64", case_async64},     {"async64_cb", case_async64_cb},
+    {"async64", case_async64},     {"async64_after_threads4", case_async64_after_threads4},
+    {"async64_cb", case_async64_cb},
     {"async64_queue", case_async64_queue}, {"async64_loop", case_async64_loop},
     {"echo1mib", case_echo1mib},           {"loop_seq", case_loop_seq},
     {"call_seq_zmq", case_call_seq_zmq},   {"async64_zmq", case_async64_zmq},

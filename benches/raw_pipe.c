@@ -1,15 +1,18 @@
-/* The floor's two pipelines without libzmq: what a connection that our
- * parent and our own workers read and write themselves could reach (the
- * "second endpoint that only our workers use" of issue 6), measured the
- * same way as floor.pipe and floor.pipe_2t. Not run by `make bench`: the
- * library has no such endpoint; docs/performance.md cites its figures.
+/* The floor of the private link: a plain Unix socket pair between two
+ * processes, without libzmq and without our library, the physical limit of
+ * a call between our parent and our own workers (the link is a socket pair
+ * made at spawn, messages framed by length). `make bench` runs it as the
+ * suite floor_unix, beside the libzmq floor (benches/floor.rs), and compares
+ * the link's calls with it.
  *
  * The parent and a forked child share a socket pair (AF_UNIX, stream).
  * Messages are a 4-byte length and a 129-byte payload, as large as the
  * floor's; the child writes back every whole message it has read.
  *
- *   raw_pipe [--cases pipe,pipe2t] [--msgs N]
+ *   raw_pipe [--cases seq,pipe,pipe2t] [--msgs N] [--scale F]
  *
+ *   seq     one message at a time: write, wait for the whole reply; µs per
+ *           round trip (median and mean), after 300 unmeasured ones
  *   pipe    one parent thread keeps 64 messages in flight, writing and reading
  *   pipe2t  a producer thread keeps 64 in flight: it hands each message to the
  *           thread that owns the socket through a locked queue (an eventfd
@@ -108,6 +111,44 @@ static size_t take_replies(struct reader *r) {
 }
 
 static int sock;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* seq: `total` round trips one at a time after `warmup` unmeasured ones;
+ * writes the median and the mean in µs. */
+static void ping_pong(uint64_t warmup, uint64_t total, double *p50_us, double *mean_us) {
+    static uint8_t out[FRAME];
+    static struct reader r;
+    memset(&r, 0, sizeof r);
+    double *lat = malloc(total * sizeof *lat);
+    if (!lat) fail("malloc");
+    double start = 0;
+    for (uint64_t i = 0; i < warmup + total; i++) {
+        if (i == warmup) start = now_s();
+        double t = now_s();
+        make_frame(out, i);
+        write_all(sock, out, FRAME);
+        size_t got = 0;
+        while (got == 0) {
+            ssize_t n = read(sock, r.buf + r.have, sizeof r.buf - r.have);
+            if (n <= 0) {
+                if (n < 0 && errno == EINTR) continue;
+                fail("read");
+            }
+            r.have += (size_t)n;
+            got = take_replies(&r);
+        }
+        if (got != 1) fail("reply");
+        if (i >= warmup) lat[i - warmup] = (now_s() - t) * 1e6;
+    }
+    *mean_us = (now_s() - start) * 1e6 / (double)total;
+    qsort(lat, total, sizeof *lat, cmp_double);
+    *p50_us = total % 2 ? lat[total / 2] : (lat[total / 2 - 1] + lat[total / 2]) / 2.0;
+    free(lat);
+}
 
 static double pipe_one_thread(uint64_t total) {
     static uint8_t out[FRAME * WINDOW];
@@ -216,17 +257,51 @@ static double pipe_two_threads(uint64_t total) {
     return rate;
 }
 
+static void metric(const char **sep, const char *name, double value, const char *unit, const char *better,
+                   const char *label) {
+    printf("%s\"%s\": {\"value\": %.3f, \"unit\": \"%s\", \"better\": \"%s\", \"label\": \"%s\"}", *sep, name,
+           value, unit, better, label);
+    *sep = ", ";
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: raw_pipe [--cases seq,pipe,pipe2t] [--msgs N] [--scale F]\n");
+    exit(2);
+}
+
 int main(int argc, char **argv) {
-    const char *cases = "pipe,pipe2t";
-    uint64_t msgs = 150000;
+    const char *cases = "seq,pipe,pipe2t";
+    uint64_t msgs = 150000, seq_iters = 5000, warmup = 300;
+    double scale = 1.0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cases") && i + 1 < argc) {
             cases = argv[++i];
         } else if (!strcmp(argv[i], "--msgs") && i + 1 < argc) {
             msgs = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
+            scale = atof(argv[++i]);
+            if (scale <= 0) usage();
         } else {
-            fprintf(stderr, "usage: raw_pipe [--cases pipe,pipe2t] [--msgs N]\n");
-            return 2;
+            usage();
+        }
+    }
+    msgs = (uint64_t)((double)msgs * scale + 0.5);
+    msgs = msgs < WINDOW ? WINDOW : msgs;
+    seq_iters = (uint64_t)((double)seq_iters * scale + 0.5);
+    seq_iters = seq_iters < 10 ? 10 : seq_iters;
+    int seq = 0, one_thread = 0, two_threads = 0;
+    char list[64];
+    snprintf(list, sizeof list, "%s", cases);
+    for (char *c = strtok(list, ","); c; c = strtok(NULL, ",")) {
+        if (!strcmp(c, "seq")) {
+            seq = 1;
+        } else if (!strcmp(c, "pipe")) {
+            one_thread = 1;
+        } else if (!strcmp(c, "pipe2t")) {
+            two_threads = 1;
+        } else {
+            fprintf(stderr, "raw_pipe: unknown case '%s'\n", c);
+            usage();
         }
     }
     int sv[2];
@@ -239,32 +314,22 @@ int main(int argc, char **argv) {
     }
     close(sv[1]);
     sock = sv[0];
-    int one_thread = 0, two_threads = 0;
-    char list[64];
-    snprintf(list, sizeof list, "%s", cases);
-    for (char *c = strtok(list, ","); c; c = strtok(NULL, ",")) {
-        if (!strcmp(c, "pipe")) {
-            one_thread = 1;
-        } else if (!strcmp(c, "pipe2t")) {
-            two_threads = 1;
-        } else {
-            fprintf(stderr, "raw_pipe: unknown case '%s'\n", c);
-            return 2;
-        }
-    }
-    printf("{\"suite\": \"raw\", \"metrics\": {");
+    printf("{\"suite\": \"floor_unix\", \"metrics\": {");
     const char *sep = "";
-    if (one_thread) {
-        printf("\"pipe_msgs_per_s\": {\"value\": %.0f, \"unit\": \"msg/s\", \"better\": \"higher\"}",
-               pipe_one_thread(msgs));
-        sep = ", ";
+    if (seq) {
+        double p50, mean;
+        ping_pong(warmup, seq_iters, &p50, &mean);
+        metric(&sep, "seq_p50_us", p50, "us", "lower", "socket pair round trip (median)");
+        metric(&sep, "seq_mean_us", mean, "us", "lower", "socket pair round trip (mean)");
     }
-    if (two_threads) {
-        printf("%s\"pipe_2t_msgs_per_s\": {\"value\": %.0f, \"unit\": \"msg/s\", \"better\": \"higher\"}", sep,
-               pipe_two_threads(msgs));
-    }
-    printf("}, \"info\": {\"payload_bytes\": %d, \"window\": %d, \"msgs\": %llu}}\n", PAYLOAD, WINDOW,
-           (unsigned long long)msgs);
+    if (one_thread)
+        metric(&sep, "pipe_msgs_per_s", pipe_one_thread(msgs), "msg/s", "higher",
+               "socket pair pipelined, 64 in flight");
+    if (two_threads)
+        metric(&sep, "pipe_2t_msgs_per_s", pipe_two_threads(msgs), "msg/s", "higher",
+               "socket pair pipelined from a producer thread, 64 in flight");
+    printf("}, \"info\": {\"payload_bytes\": %d, \"window\": %d, \"msgs\": %llu, \"seq_iters\": %llu}}\n",
+           PAYLOAD, WINDOW, (unsigned long long)msgs, (unsigned long long)seq_iters);
     close(sock);
     waitpid(child, NULL, 0);
     return 0;

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Runs the benchmark suites, alternating each with the floor, and reports
-medians and ratios to the floor measured in the same run.
+"""Runs the benchmark suites, alternating each with the floors, and reports
+medians and ratios to the floors measured in the same run.
 
 A suite is a JSON file in benches/cases/ (see benches/README.md): a command
-that prints one JSON object with its metrics, plus target rules. The suite
-named "floor" (raw libzmq echo) runs right before every other suite in every
-round, so each ratio compares figures measured minutes apart on the same
-(possibly busy) machine.
+that prints one JSON object with its metrics, plus target rules. The floors
+(suites marked "floor": true: "floor", the raw libzmq echo, and
+"floor_unix", a plain Unix socket pair) run right before every other suite
+in every round, so each ratio compares figures measured seconds apart on the
+same (possibly busy) machine. A target marked "aim" is shown in the table
+but is never a miss.
 
     python3 benches/run.py [--rounds 5] [--scale 1.0] [--only capi,python]
                            [--out bench/results.json] [--markdown] [--list]
@@ -56,12 +58,13 @@ class Suite:
         self.timeout = float(spec.get("timeout_s", 300))
         self.env = {k: self._fill(v, places) for k, v in spec.get("env", {}).items()}
         self.cwd = self._fill(spec.get("cwd", "{root}"), places)
+        self.is_floor = self.name == FLOOR or bool(spec.get("floor"))
         self.targets = spec.get("targets", [])
         self.samples = {}   # metric -> [values, one per round]
         self.meta = {}      # metric -> {"unit", "better", "label"}
         self.info = []      # the "info" object of each run
         self.seconds = []   # wall time of each run
-        self.floor_run = [] # for each run: the index of the floor run just before it
+        self.floor_run = {} # floor name -> for each run: the index of that floor's run just before it
 
     @staticmethod
     def _fill(text, places):
@@ -148,7 +151,7 @@ def load_suites(places, only):
         if unknown:
             die("unknown suite(s): %s (have: %s)" % (", ".join(unknown), ", ".join(sorted(suites))), 2)
         # Also the suites whose metrics the chosen ones are compared with.
-        keep, todo = {FLOOR}, list(only)
+        keep, todo = {n for n, s in suites.items() if s.is_floor}, list(only)
         while todo:
             n = todo.pop()
             if n in keep:
@@ -197,57 +200,82 @@ def spread(values):
     return (max(values) - min(values)) / abs(m) * 100.0
 
 
+def floor_order(suites):
+    """The floors, "floor" first, then the other floors by name."""
+    return [FLOOR] + sorted(n for n, s in suites.items() if s.is_floor and n != FLOOR)
+
+
+def build_row(suites, name, metric, t):
+    """The table row of one metric of suite `name` against one target entry
+    `t` (or {} for a metric without one)."""
+    s = suites[name]
+    values = s.samples[metric]
+    meta = s.meta.get(metric, {})
+    unit = meta.get("unit", "")
+    med = s.median(metric)
+    row = {
+        "case": "%s.%s" % (name, metric), "label": meta.get("label", ""),
+        "unit": unit, "better": meta.get("better", ""), "median": med,
+        "min": min(values), "max": max(values), "samples": values,
+        "spread_pct": spread(values), "ref": t.get("of"), "ref_median": None,
+        "ratio": None, "target": None, "met": None, "aim": bool(t.get("aim")),
+    }
+    if "of" in t:
+        ref_med, ref_unit = lookup(suites, t["of"])
+        row["ref_median"], row["ref_unit"] = ref_med, ref_unit
+        if ref_med:
+            row["ratio"] = med / ref_med
+        # Each run against that floor's run right before it (for the record).
+        ref_suite, _, ref_metric = t["of"].partition(".")
+        ref_values = suites[ref_suite].samples.get(ref_metric, []) if ref_suite in suites else []
+        runs = s.floor_run.get(ref_suite, [])
+        if len(runs) == len(values):
+            paired = [v / ref_values[i] for v, i in zip(values, runs) if i < len(ref_values) and ref_values[i]]
+            if paired:
+                row["paired_ratios"] = paired
+                row["paired_ratio_median"] = statistics.median(paired)
+    rule = t.get("rule")
+    if rule:
+        if rule not in ("<=", ">="):
+            die("suite %s: rule %r for %s must be <= or >=" % (name, rule, metric), 2)
+        if "factor" in t:
+            row["target"] = "%s %g× %s" % (rule, t["factor"], t["of"].split(".", 1)[0])
+            got, want = row["ratio"], t["factor"]
+        else:
+            row["target"] = "%s %g %s" % (rule, t["value"], unit)
+            got, want = med, t["value"]
+        if row["aim"]:
+            row["target"] = "aim " + row["target"]
+        if got is not None:
+            row["met"] = got <= want if rule == "<=" else got >= want
+    return row
+
+
 def build_rows(suites):
+    """One row per metric and target entry (a metric with two references,
+    e.g. both floors, gets two rows), floors first."""
     rows = []
-    order = [FLOOR] + sorted(n for n in suites if n != FLOOR)
-    for name in order:
+    floors = floor_order(suites)
+    for name in floors + sorted(n for n in suites if n not in floors):
         s = suites[name]
-        targeted = {t["metric"]: t for t in s.targets}
-        metrics = list(s.samples)
-        for metric in metrics:
-            values = s.samples[metric]
-            meta = s.meta.get(metric, {})
-            unit = meta.get("unit", "")
-            med = s.median(metric)
-            t = targeted.get(metric, {})
-            row = {
-                "case": "%s.%s" % (name, metric), "label": meta.get("label", ""),
-                "unit": unit, "better": meta.get("better", ""), "median": med,
-                "min": min(values), "max": max(values), "samples": values,
-                "spread_pct": spread(values), "ref": t.get("of"), "ref_median": None,
-                "ratio": None, "target": None, "met": None,
-            }
-            if "of" in t:
-                ref_med, ref_unit = lookup(suites, t["of"])
-                row["ref_median"], row["ref_unit"] = ref_med, ref_unit
-                if ref_med:
-                    row["ratio"] = med / ref_med
-                # Each run against the floor run right before it (for the record).
-                ref_suite, _, ref_metric = t["of"].partition(".")
-                ref_values = suites[ref_suite].samples.get(ref_metric, []) if ref_suite in suites else []
-                if ref_suite == FLOOR and name != FLOOR and len(s.floor_run) == len(values):
-                    paired = [v / ref_values[i] for v, i in zip(values, s.floor_run)
-                              if i < len(ref_values) and ref_values[i]]
-                    if paired:
-                        row["paired_ratios"] = paired
-                        row["paired_ratio_median"] = statistics.median(paired)
-            rule = t.get("rule")
-            if rule:
-                if rule not in ("<=", ">="):
-                    die("suite %s: rule %r for %s must be <= or >=" % (name, rule, metric), 2)
-                if "factor" in t:
-                    row["target"] = "%s %g× %s" % (rule, t["factor"], t["of"].split(".", 1)[0])
-                    got, want = row["ratio"], t["factor"]
-                else:
-                    row["target"] = "%s %g %s" % (rule, t["value"], unit)
-                    got, want = med, t["value"]
-                if got is not None:
-                    row["met"] = got <= want if rule == "<=" else got >= want
-            rows.append(row)
+        targeted = {}
+        for t in s.targets:
+            targeted.setdefault(t["metric"], []).append(t)
+        for metric in s.samples:
+            for t in targeted.get(metric) or [{}]:
+                rows.append(build_row(suites, name, metric, t))
         for metric in targeted:
             if metric not in s.samples:
                 log("run.py: warning: suite %s has a target for %s but never reported it" % (name, metric))
     return rows
+
+
+def met_cell(r):
+    if r["met"] is None:
+        return "-"
+    if r.get("aim"):
+        return "aim met" if r["met"] else "not yet"
+    return "yes" if r["met"] else "NO"
 
 
 COLUMNS = ["case", "median", "floor / ref", "ratio", "per round", "target", "met?", "spread"]
@@ -266,7 +294,7 @@ def row_cells(r):
         "-" if r["ratio"] is None else "%.2f×" % r["ratio"],
         "-" if r.get("paired_ratio_median") is None else "%.2f×" % r["paired_ratio_median"],
         r["target"] or "-",
-        "-" if r["met"] is None else ("yes" if r["met"] else "NO"),
+        met_cell(r),
         "-" if r["spread_pct"] is None else "%.0f%%" % r["spread_pct"],
     ]
 
@@ -287,7 +315,7 @@ def markdown_table(rows):
     for r in rows:
         c = row_cells(r)
         c[0] = "`%s`" % c[0]
-        if r["met"] is False:
+        if r["met"] is False and not r.get("aim"):
             c[COLUMNS.index("met?")] = "**NO**"
         out.append("| " + " | ".join(x.replace("|", "\\|") for x in c) + " |")
     return "\n".join(out)
@@ -318,7 +346,7 @@ def describe_run(r):
     text += "\n%s, commit %s%s" % (r["date"], r["git"].get("commit") or "?",
                                   " (with uncommitted changes)" if r["git"].get("dirty") else "")
     if h.get("busy"):
-        text += "\nnote: the machine was busy; ratios to the floor are more reliable than absolute figures"
+        text += "\nnote: the machine was busy; ratios to the floors are more reliable than absolute figures"
     return text
 
 
@@ -337,9 +365,9 @@ def git_state():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5, help="runs of each suite, each after a floor run (default 5)")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each suite, each right after a run of the floors (default 5)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every suite's iteration counts (default 1)")
-    ap.add_argument("--only", default="", help="comma-separated suites to run (the floor and the suites "
+    ap.add_argument("--only", default="", help="comma-separated suites to run (the floors and the suites "
                     "they are compared with always run)")
     ap.add_argument("--build-dir", default=os.environ.get("MF_BUILD_DIR", os.path.join(ROOT, "build")),
                     help="CMake build directory ({build}; default build/)")
@@ -351,7 +379,7 @@ def main():
     ap.add_argument("--report", metavar="RESULTS_JSON",
                     help="print the table of an earlier run's results file (with --markdown: also as Markdown), run nothing")
     ap.add_argument("--strict", action="store_true", help="a suite whose programs are missing fails the run")
-    ap.add_argument("--fail-on-miss", action="store_true", help="exit 3 when a target is not met")
+    ap.add_argument("--fail-on-miss", action="store_true", help="exit 3 when a target (not an aim) is not met")
     ap.add_argument("--keep-awake", action="store_true",
                     help="run one lowest-priority busy loop per CPU meanwhile, so idle (virtual) CPUs do not "
                     "add their wake-up latency to every message (see docs/performance.md)")
@@ -394,7 +422,8 @@ def main():
             log("run.py: skipping suite %s: %s" % (name, msg))
             skipped[name] = msg
             del suites[name]
-    others = [s for n, s in sorted(suites.items()) if n != FLOOR]
+    floors = [suites[n] for n in floor_order(suites)]
+    others = [s for n, s in sorted(suites.items()) if not s.is_floor]
 
     cpus = os.cpu_count() or 1
     spinners = []
@@ -405,14 +434,16 @@ def main():
     load_before = os.getloadavg()
     cpu_before, ours_before = busy_cpu_seconds(), os.times()
     started = time.monotonic()
-    floor = suites[FLOOR]
     try:
         for rnd in range(args.rounds):
             for s in others or [None]:
-                floor.run()
-                done = "round %d/%d: floor %.1f s" % (rnd + 1, args.rounds, floor.seconds[-1])
+                for f in floors:
+                    f.run()
+                done = "round %d/%d: %s" % (rnd + 1, args.rounds,
+                                            ", ".join("%s %.1f s" % (f.name, f.seconds[-1]) for f in floors))
                 if s:
-                    s.floor_run.append(len(floor.seconds) - 1)
+                    for f in floors:
+                        s.floor_run.setdefault(f.name, []).append(len(f.seconds) - 1)
                     s.run()
                     done += ", %s %.1f s" % (s.name, s.seconds[-1])
                 log(done)
@@ -448,7 +479,7 @@ def main():
                    for n, s in suites.items()},
         "skipped": skipped,
         "rows": rows,
-        "all_met": all(r["met"] is not False for r in rows),
+        "all_met": all(r["met"] is not False for r in rows if not r.get("aim")),
     }
     print("\n" + describe_run(result))
     if args.markdown:
