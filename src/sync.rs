@@ -6,12 +6,13 @@
 //! left.
 //!
 //! Why std's mutex rather than parking_lot's:
-//! with a producer thread queueing calls while the supervisor held the
+//! with a producer thread queueing calls while another thread held the
 //! parent's lock, parking_lot's waiters spun through `sched_yield` and
 //! parked, and a run of 82 000 pipelined calls made 1–2 k yields, 26–60 k
 //! futex calls and 45–70 k context switches; with std's (which spins briefly,
 //! then sleeps on the lock word) none, 22–33 k and 30–42 k, on about a fifth
-//! less CPU. See docs/performance.md.
+//! less CPU (measured when the crate moved to these locks; the figures
+//! are in that commit's message).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LockResult, PoisonError};
