@@ -343,6 +343,44 @@ class _Connection:
         assert out.value
         return out.value
 
+    def _open_interruptibly(self) -> int:
+        """``_open_handle``; on the main thread it runs on a helper thread while
+        the main thread waits in short slices, so Ctrl-C ends the wait at once
+        (a start abandoned that way is closed as soon as it completes)."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._open_handle()
+        done = threading.Event()
+        guard = threading.Lock()
+        box: Dict[str, Any] = {"abandoned": False}
+
+        def start() -> None:
+            handle, error = None, None
+            try:
+                handle = self._open_handle()  # mf_last_error is read on this thread
+            except BaseException as e:  # handed to the waiting thread
+                error = e
+            with guard:
+                box["handle"], box["error"] = handle, error
+                abandoned = box["abandoned"]
+            done.set()
+            if abandoned and handle is not None:
+                _ffi.load().mf_parent_close(handle)
+
+        threading.Thread(target=start, name="multifrost-start", daemon=True).start()
+        try:
+            while not done.wait(0.1):
+                pass
+        except BaseException:
+            with guard:
+                box["abandoned"] = True
+                handle = box.get("handle")
+            if handle is not None:
+                _ffi.load().mf_parent_close(handle)
+            raise
+        if box["error"] is not None:
+            raise box["error"]
+        return box["handle"]
+
     def open(self) -> None:
         """Spawns or connects (blocking); a no-op when already started."""
         with self.start_lock:
@@ -351,7 +389,7 @@ class _Connection:
                     raise ClosedError("this worker was closed; create a new ParentWorker")
                 if self.handle is not None:
                     return
-            handle = self._open_handle()
+            handle = self._open_interruptibly()
             lib = _ffi.load()
             with self.lock:
                 if self.closed:  # closed while we were starting

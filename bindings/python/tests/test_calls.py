@@ -219,6 +219,49 @@ def test_ctrl_c_interrupts_a_blocking_call_in_the_main_thread(sample_worker, tmp
     assert done.stdout.splitlines() == ["interrupted with 1 in flight", "next 3000", "then 3"], done.stderr
 
 
+CTRL_C_START_SCRIPT = r"""
+import os, signal, subprocess, sys, threading, time
+from multifrost import ParentWorker
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+# `sleep` is not a worker: it never answers, so start() would wait for its 20 s timeout.
+worker = ParentWorker.spawn("/bin/sleep", args=["600"], start_timeout=20)
+
+
+def sleep_children():
+    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "-x", "sleep"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def interrupt_once_started():
+    while not sleep_children():
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+threading.Thread(target=interrupt_once_started, daemon=True).start()
+started = time.monotonic()
+try:
+    worker.sync.start()
+    print("started", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", "quickly" if time.monotonic() - started < 10 else "late", flush=True)
+# The abandoned start ends by itself and its program is stopped; nothing is left behind.
+deadline = time.monotonic() + 90
+while sleep_children() and time.monotonic() < deadline:
+    time.sleep(0.1)
+print("children", len(sleep_children()), flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_a_start_in_the_main_thread(tmp_path):
+    script = tmp_path / "ctrl_c_start.py"
+    script.write_text(CTRL_C_START_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["interrupted quickly", "children 0"], done.stderr
+
+
 def test_timeout_is_builtin_timeout_error(shared_worker):
     async def main(worker):
         before = worker.metrics["timeouts"]
