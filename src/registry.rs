@@ -437,10 +437,26 @@ pub fn local_iso8601() -> String {
 mod tests {
     use super::*;
 
-    fn temp_registry(name: &str) -> Registry {
+    /// A registry in a folder of its own, removed when the test ends.
+    struct TempRegistry(Registry, std::path::PathBuf);
+
+    impl std::ops::Deref for TempRegistry {
+        type Target = Registry;
+        fn deref(&self) -> &Registry {
+            &self.0
+        }
+    }
+
+    impl Drop for TempRegistry {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.1);
+        }
+    }
+
+    fn temp_registry(name: &str) -> TempRegistry {
         let dir = std::env::temp_dir().join(format!("mf-reg-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        Registry::at(dir)
+        TempRegistry(Registry::at(dir.clone()), dir)
     }
 
     #[test]
