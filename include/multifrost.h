@@ -97,6 +97,14 @@ typedef enum mf_status {
    * An internal error was caught at the C boundary; the library stays usable.
    */
   MF_ERR_PANIC = 11,
+  /**
+   * The caller cancelled the call (`mf_cancel`).
+   */
+  MF_ERR_CANCELLED = 12,
+  /**
+   * The worker has no function of that name; the message names it.
+   */
+  MF_ERR_NO_SUCH_FUNCTION = 13,
 } mf_status;
 
 /**
@@ -162,8 +170,9 @@ typedef void (*mf_log_fn)(void *user_data, const char *json);
 
 /**
  * Called once when an `mf_call_async` call ends, on the parent's driver
- * thread (the one library thread that owns the connection), or on the
- * thread inside `mf_parent_close` for calls that the close ends. It must
+ * thread (the one library thread that owns the connection), on the
+ * thread inside `mf_parent_close` for calls that the close ends, or on
+ * the thread inside `mf_cancel` for the call it cancels. It must
  * return quickly (every other call of this parent waits while it runs),
  * must not close this parent, and may start calls on it only with the
  * async forms (`mf_call` and `mf_call_json` there return
@@ -191,6 +200,12 @@ typedef struct mf_event {
   size_t result_len;
   const char *error_message;
 } mf_event;
+
+/**
+ * Called once with its `user_data` when a call is cancelled (see
+ * `mf_reply_on_cancel`).
+ */
+typedef void (*mf_cancel_fn)(void *user_data);
 
 /**
  * A function handler. `args`/`args_len`: the call's msgpack argument array,
@@ -293,7 +308,9 @@ enum mf_status mf_options_set_namespace(struct mf_options *o, const char *ns);
 /**
  * Heartbeat every `interval_ms` (0 = off), each answered within
  * `timeout_ms`; `max_misses` misses in a row count as one failure and mark
- * the worker unhealthy. With heartbeats on, timeout and misses must be > 0.
+ * the worker unhealthy, and a spawned worker is then stopped as hung
+ * (SIGTERM, SIGKILL after the shutdown grace) and restarted if
+ * auto-restart is on. With heartbeats on, timeout and misses must be > 0.
  */
 enum mf_status mf_options_set_heartbeat(struct mf_options *o,
                                         uint32_t interval_ms,
@@ -302,8 +319,10 @@ enum mf_status mf_options_set_heartbeat(struct mf_options *o,
 
 /**
  * Circuit breaker: opens after `threshold` (> 0) consecutive failures
- * (timeouts, worker exits, heartbeat loss); after `cooldown_ms` one probe
- * call is let through.
+ * (worker exits, heartbeat loss; remote errors when asked); after
+ * `cooldown_ms` one probe call is let through. Timeouts and cancels are
+ * not failures: a slow worker is not a broken one (one that hangs misses
+ * heartbeats; one whose handler runs past the cancel grace is stopped).
  */
 enum mf_status mf_options_set_breaker(struct mf_options *o,
                                       uint32_t threshold,
@@ -346,6 +365,16 @@ enum mf_status mf_options_set_name(struct mf_options *o, const char *name);
  * value exposes an unauthenticated port and logs a warning.
  */
 enum mf_status mf_options_set_bind_host(struct mf_options *o, const char *host);
+
+/**
+ * How long the handler of a cancelled or timed-out call may run on in a
+ * spawned worker before the worker is stopped (SIGTERM, then SIGKILL after
+ * the shutdown grace): its other calls in flight then end with
+ * MF_ERR_WORKER_EXITED, and it is restarted if auto-restart is on.
+ * `ms` >= 0; default 2000; 0 = never stop it. Connect-mode workers are
+ * never stopped (they are only sent `cancel`).
+ */
+enum mf_status mf_options_set_cancel_grace(struct mf_options *o, int64_t ms);
 
 /**
  * Whether a spawned worker is offered the private link (default 1 = yes):
@@ -453,13 +482,47 @@ enum mf_status mf_call_async(struct mf_parent *p,
                              void *user_data);
 
 /**
+ * `mf_call_async` that also writes the call's id to `*call_id` (when
+ * `call_id` is not NULL) before the call is sent, so before its completion
+ * can run, for `mf_cancel`. Ids are never 0 and never reused by a parent.
+ * When this returns anything but MF_OK, `*call_id` is not written.
+ */
+enum mf_status mf_call_start(struct mf_parent *p,
+                             const char *function,
+                             const uint8_t *args,
+                             size_t args_len,
+                             int64_t timeout_ms,
+                             mf_completion cb,
+                             void *user_data,
+                             uint64_t *call_id);
+
+/**
+ * Cancels call `call_id` of this parent (from `mf_call_start` or
+ * `mf_call_queued_start`). If it is still in flight it ends at once with
+ * MF_ERR_CANCELLED (its completion runs on this thread before this
+ * returns, or its event is queued), and the worker is sent `cancel`: a
+ * handler that watches for it (`mf_reply_cancelled`,
+ * `mf_reply_on_cancel`) can stop. A spawned worker whose handler is still
+ * running after the cancel grace (`mf_options_set_cancel_grace`) is
+ * stopped and, with auto-restart, restarted. A call that already ended,
+ * or an id this parent never gave, is left alone: MF_OK either way (the
+ * completion says how the call ended). A cancelled call is not a breaker
+ * failure. Any thread, also from a completion.
+ */
+enum mf_status mf_cancel(struct mf_parent *p, uint64_t call_id);
+
+/**
  * The parent's metrics as a JSON object (free with `mf_string_free`):
  * requests_total, requests_success, requests_failed, remote_errors,
- * timeouts, in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
+ * timeouts, cancels, escalations (spawned workers stopped because a
+ * cancelled or timed-out call's handler ran past the cancel grace), hangs
+ * (spawned workers stopped after `max_misses` heartbeats missed in a
+ * row), in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
  * latency_p99_ms, heartbeat_rtt_last_ms, heartbeat_rtt_avg_ms,
  * heartbeat_misses, healthy, circuit_state ("closed", "open", "half_open"),
  * circuit_trips, consecutive_failures, restarts, dropped_malformed,
- * dropped_unknown, worker_pid (0 when none). NULL if `p` is NULL. Any thread.
+ * dropped_unknown, stalls, worker_pid (0 when none), transport ("link"
+ * or "zmq"). NULL if `p` is NULL. Any thread.
  */
 char *mf_parent_stats_json(const struct mf_parent *p);
 
@@ -567,6 +630,21 @@ enum mf_status mf_call_queued(struct mf_parent *p,
                               uint64_t token);
 
 /**
+ * `mf_call_queued` that also writes the call's id to `*call_id` (when not
+ * NULL) before the call is sent, for `mf_cancel`; a cancelled call's
+ * event (MF_ERR_CANCELLED, with its `token`) is queued before `mf_cancel`
+ * returns.
+ */
+enum mf_status mf_call_queued_start(struct mf_parent *p,
+                                    const char *function,
+                                    const uint8_t *args,
+                                    size_t args_len,
+                                    int64_t timeout_ms,
+                                    struct mf_queue *q,
+                                    uint64_t token,
+                                    uint64_t *call_id);
+
+/**
  * Takes up to `capacity` finished calls into `events`, waiting up to
  * `timeout_ms` for the first (< 0: no limit, 0: do not wait); `*out` is the
  * number taken (>= 1 on MF_OK). MF_ERR_TIMEOUT: none in time;
@@ -602,6 +680,26 @@ enum mf_status mf_reply_json(struct mf_reply *r, const char *result_json);
  * MF_ERR_INVALID_ARGUMENT and the reply is not consumed.
  */
 enum mf_status mf_reply_error(struct mf_reply *r, const char *message);
+
+/**
+ * Whether the caller cancelled this call (`mf_cancel`, or its timeout,
+ * which cancels it too). A long handler can check it and stop early; its
+ * answer is then dropped by the parent, but it must still answer (any
+ * answer). False for NULL. Any thread, until the reply is answered.
+ */
+bool mf_reply_cancelled(const struct mf_reply *r);
+
+/**
+ * Asks for `cb(user_data)` to run once when this call is cancelled: at
+ * once, on this thread, if it already is; otherwise on the worker's driver
+ * thread when the cancel arrives — unless the reply is answered first,
+ * after which it never runs (an answer made while it runs waits for it to
+ * return, so `user_data` may be freed once the reply is answered). `cb`
+ * must return quickly and must not answer this reply; it is the place to
+ * wake whatever runs the handler. A second call replaces the first's
+ * callback. Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
+ */
+enum mf_status mf_reply_on_cancel(struct mf_reply *r, mf_cancel_fn cb, void *user_data);
 
 /**
  * A new worker. `service_id` NULL: spawn mode (`mf_serve` connects to the

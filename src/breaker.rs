@@ -134,6 +134,19 @@ impl Breaker {
         }
     }
 
+    /// A call that ended saying nothing of the worker's health (cancelled,
+    /// or timed out: the worker may just be slow). A probe that ended so
+    /// lets the next call be the probe.
+    pub fn neither(&self, probe: bool) {
+        if probe {
+            let mut inner = self.inner.lock();
+            inner.probe_out = false;
+            if self.state() == State::HalfOpen {
+                self.set(State::Open);
+            }
+        }
+    }
+
     /// Records one failure; `probe` says whether it was the half-open probe.
     pub fn failure(&self, probe: bool, why: &str) {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -202,6 +215,18 @@ mod tests {
         b.success(true);
         assert_eq!(b.state(), State::Closed);
         assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn a_probe_that_says_nothing_lets_the_next_call_probe() {
+        let b = Breaker::new(1, Duration::from_millis(30));
+        b.failure(false, "t");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.admit(), Admit::Probe);
+        b.neither(true);
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.admit(), Admit::Probe, "the cool-down is over already");
+        assert_eq!(b.trips(), 1, "not opened again");
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub enum Kind {
     Stderr,
     Heartbeat,
     Shutdown,
+    /// This library's extension: the caller gave up on call `id`.
+    Cancel,
     /// A type this version does not know; receivers ignore it.
     Unknown,
 }
@@ -106,6 +108,7 @@ impl Kind {
             Kind::Stderr => "stderr",
             Kind::Heartbeat => "heartbeat",
             Kind::Shutdown => "shutdown",
+            Kind::Cancel => "cancel",
             Kind::Unknown => "unknown",
         }
     }
@@ -119,8 +122,42 @@ impl Kind {
             b"stderr" => Kind::Stderr,
             b"heartbeat" => Kind::Heartbeat,
             b"shutdown" => Kind::Shutdown,
+            b"cancel" => Kind::Cancel,
             _ => Kind::Unknown,
         }
+    }
+}
+
+/// What an `error` reply's `metadata.error_kind` says failed (this
+/// library's extension; other workers send none, and their text is read
+/// instead, see `Parent`'s routing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKindName {
+    /// The worker has no function of the name called.
+    NoSuchFunction,
+    /// The call was cancelled before its handler started, which then never ran.
+    Cancelled,
+    /// The call's time ran out before its handler started, which then never ran.
+    Timeout,
+}
+
+impl ErrorKindName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKindName::NoSuchFunction => "no_such_function",
+            ErrorKindName::Cancelled => "cancelled",
+            ErrorKindName::Timeout => "timeout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorKindName> {
+        [
+            ErrorKindName::NoSuchFunction,
+            ErrorKindName::Cancelled,
+            ErrorKindName::Timeout,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -144,6 +181,12 @@ pub struct Message<'a> {
     pub hb_timestamp: Option<f64>,
     /// `metadata.hb_response` of a heartbeat echo.
     pub hb_response: bool,
+    /// `metadata.remaining_ms` of a call: the time its caller still waits
+    /// for it, when it was sent (this library's extension).
+    pub remaining_ms: Option<u64>,
+    /// `metadata.error_kind` of an error: what failed, in a word this
+    /// library's workers use (see [`ErrorKindName`]).
+    pub error_kind: Option<&'a str>,
 }
 
 impl<'a> Message<'a> {
@@ -161,6 +204,8 @@ impl<'a> Message<'a> {
             client_name: None,
             hb_timestamp: None,
             hb_response: false,
+            remaining_ms: None,
+            error_kind: None,
         }
     }
 }
@@ -376,6 +421,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A non-negative whole number: an integer, or a float rounded down;
+    /// a negative one is 0 (a time already passed).
+    fn uint(&mut self, field: &'static str) -> Result<Option<u64>, DecodeError> {
+        match self.head()? {
+            Head::Nil => Ok(None),
+            Head::Int(v) => Ok(Some(v.clamp(0, i128::from(u64::MAX)) as u64)),
+            Head::Float(v) if !v.is_nan() => Ok(Some(v.max(0.0) as u64)),
+            _ => Err(DecodeError::Field(field)),
+        }
+    }
+
     /// A map key's bytes; callers match them against known (ASCII) names
     /// and check any other key with `utf8`.
     fn key(&mut self) -> Result<&'a [u8], DecodeError> {
@@ -567,6 +623,8 @@ fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), 
         match r.key()? {
             b"hb_timestamp" => msg.hb_timestamp = r.float("metadata.hb_timestamp")?,
             b"hb_response" => msg.hb_response = r.raw(2)? == [0xc3],
+            b"remaining_ms" => msg.remaining_ms = r.uint("metadata.remaining_ms")?,
+            b"error_kind" => msg.error_kind = r.str("metadata.error_kind")?,
             // Sent with every call and some responses; ASCII, so no UTF-8 check.
             b"timestamp_sent" | b"timestamp_received" => r.skip(2)?,
             other => {
@@ -728,7 +786,15 @@ impl<'b> Encoder<'b> {
     }
 
     /// A `call`; `args` must already be one valid MessagePack array.
-    pub fn call(&mut self, id: &str, function: &str, args: &[u8], namespace: &str) {
+    /// `remaining_ms`: the time the caller will wait for it, if limited.
+    pub fn call(
+        &mut self,
+        id: &str,
+        function: &str,
+        args: &[u8],
+        namespace: &str,
+        remaining_ms: Option<u64>,
+    ) {
         // One reading of the clock for both times: it is sent at once.
         let now = self.now();
         self.header(4, Some(id), Kind::Call, now);
@@ -737,9 +803,24 @@ impl<'b> Encoder<'b> {
         self.buf.extend_from_slice(args);
         self.entry_str("namespace", namespace);
         self.str("metadata");
-        self.map(1);
+        self.map(1 + u32::from(remaining_ms.is_some()));
         self.str("timestamp_sent");
         self.f64(now);
+        if let Some(ms) = remaining_ms {
+            self.str("remaining_ms");
+            self.u64(ms);
+        }
+    }
+
+    /// A `cancel` of call `id` (this library's extension).
+    pub fn cancel(&mut self, id: &str) {
+        self.header(0, Some(id), Kind::Cancel, self.now());
+    }
+
+    #[inline]
+    fn u64(&mut self, v: u64) {
+        self.buf.push(0xcf);
+        self.buf.extend_from_slice(&v.to_be_bytes());
     }
 
     /// A `response`; `result` must already be one valid MessagePack value.
@@ -754,9 +835,14 @@ impl<'b> Encoder<'b> {
         self.str("result");
     }
 
-    pub fn error(&mut self, id: Option<&str>, text: &str) {
-        self.header(1, id, Kind::Error, self.now());
+    pub fn error(&mut self, id: Option<&str>, text: &str, kind: Option<ErrorKindName>) {
+        self.header(1 + u32::from(kind.is_some()), id, Kind::Error, self.now());
         self.entry_str("error", text);
+        if let Some(kind) = kind {
+            self.str("metadata");
+            self.map(1);
+            self.entry_str("error_kind", kind.as_str());
+        }
     }
 
     /// A heartbeat (from a parent) or its echo (`response = true`, from a worker).
@@ -808,7 +894,7 @@ mod tests {
 
     #[test]
     fn call_round_trips() {
-        let buf = encode(|e| e.call("id-1", "add", ARGS_1_2, "default"));
+        let buf = encode(|e| e.call("id-1", "add", ARGS_1_2, "default", None));
         let m = decode(&buf, Limits::default()).unwrap();
         assert_eq!(m.kind, Kind::Call);
         assert_eq!(m.id, Some("id-1"));
@@ -847,7 +933,7 @@ mod tests {
             ("namespace", &s("default")),
             ("metadata", &meta),
         ]);
-        let buf = at(|e| e.call("id-1", "add", ARGS_1_2, "default"));
+        let buf = at(|e| e.call("id-1", "add", ARGS_1_2, "default", None));
         assert_eq!(buf, expected);
         // Every shorter piece of it is refused, whichever path reads it.
         for end in 0..buf.len() {
@@ -862,10 +948,89 @@ mod tests {
                 m.id.unwrap(),
                 m.function.unwrap(),
                 m.args.unwrap(),
-                m.namespace.unwrap()
+                m.namespace.unwrap(),
+                m.remaining_ms
             )),
             buf
         );
+    }
+
+    #[test]
+    fn the_extensions_round_trip_and_say_what_a_v4_peer_may_ignore() {
+        // A call with its time left: `metadata` gains `remaining_ms`.
+        let mut meta = vec![0x82];
+        meta.extend(s("timestamp_sent"));
+        meta.extend(f(T));
+        meta.extend(s("remaining_ms"));
+        meta.extend([0xcf, 0, 0, 0, 0, 0, 0, 0x07, 0xd0]);
+        let expected = foreign(&[
+            ("app", &s(APP_ID)),
+            ("id", &s("id-1")),
+            ("type", &s("call")),
+            ("timestamp", &f(T)),
+            ("function", &s("add")),
+            ("args", ARGS_1_2),
+            ("namespace", &s("default")),
+            ("metadata", &meta),
+        ]);
+        let buf = at(|e| e.call("id-1", "add", ARGS_1_2, "default", Some(2000)));
+        assert_eq!(buf, expected);
+        assert_eq!(
+            decode(&buf, Limits::default()).unwrap().remaining_ms,
+            Some(2000)
+        );
+        // Another peer may write it as any number; a negative one is 0.
+        for (value, want) in [
+            (vec![0x05], Some(5)),
+            (vec![0xff], Some(0)),
+            (f(12.9), Some(12)),
+            (vec![0xc0], None),
+        ] {
+            let mut meta = vec![0x81];
+            meta.extend(s("remaining_ms"));
+            meta.extend(&value);
+            let buf = foreign(&[
+                ("app", &s(APP_ID)),
+                ("id", &s("id-1")),
+                ("type", &s("call")),
+                ("function", &s("add")),
+                ("metadata", &meta),
+            ]);
+            let m = decode(&buf, Limits::default()).unwrap();
+            assert_eq!(m.remaining_ms, want, "{value:x?}");
+        }
+        // A cancel names the call it cancels.
+        let expected = foreign(&[
+            ("app", &s(APP_ID)),
+            ("id", &s("id-1")),
+            ("type", &s("cancel")),
+            ("timestamp", &f(T)),
+        ]);
+        let buf = at(|e| e.cancel("id-1"));
+        assert_eq!(buf, expected);
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!((m.kind, m.id), (Kind::Cancel, Some("id-1")));
+        // An error may say what failed.
+        let mut meta = vec![0x81];
+        meta.extend(s("error_kind"));
+        meta.extend(s("no_such_function"));
+        let expected = foreign(&[
+            ("app", &s(APP_ID)),
+            ("id", &s("id-1")),
+            ("type", &s("error")),
+            ("timestamp", &f(T)),
+            ("error", &s("Function 'x' not found")),
+            ("metadata", &meta),
+        ]);
+        let kind = Some(ErrorKindName::NoSuchFunction);
+        let buf = at(|e| e.error(Some("id-1"), "Function 'x' not found", kind));
+        assert_eq!(buf, expected);
+        let m = decode(&buf, Limits::default()).unwrap();
+        assert_eq!(m.error_kind.and_then(ErrorKindName::parse), kind);
+        for k in [ErrorKindName::Cancelled, ErrorKindName::Timeout] {
+            assert_eq!(ErrorKindName::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(ErrorKindName::parse("something_else"), None);
     }
 
     #[test]
@@ -896,7 +1061,11 @@ mod tests {
                 ("timestamp", &f(T)),
                 ("error", &s(&text)),
             ]);
-            assert_eq!(at(|e| e.error(Some("id-1"), &text)), expected, "{n} bytes");
+            assert_eq!(
+                at(|e| e.error(Some("id-1"), &text, None)),
+                expected,
+                "{n} bytes"
+            );
         }
     }
 
@@ -914,7 +1083,7 @@ mod tests {
             args.extend_from_slice(&(len as u32).to_be_bytes());
             args.resize(args.len() + len, 7);
             let mut buf = Vec::new();
-            Encoder::new(&mut buf).call(id, function, &args, ns);
+            Encoder::new(&mut buf).call(id, function, &args, ns, None);
             assert!(buf.len() <= Encoder::call_capacity(id, function, &args, ns));
             buf.clear();
             Encoder::new(&mut buf).response(Some(id), &args[5..]);
@@ -948,14 +1117,14 @@ mod tests {
             ("error", &s("message missing 'function' field")),
         ]);
         assert_eq!(
-            at(|e| e.error(None, "message missing 'function' field")),
+            at(|e| e.error(None, "message missing 'function' field", None)),
             expected
         );
     }
 
     #[test]
     fn error_and_shutdown_round_trip() {
-        let buf = encode(|e| e.error(Some("x"), "ValueError: bad"));
+        let buf = encode(|e| e.error(Some("x"), "ValueError: bad", None));
         let m = decode(&buf, Limits::default()).unwrap();
         assert_eq!((m.kind, m.error), (Kind::Error, Some("ValueError: bad")));
         let buf = encode(|e| e.shutdown("s"));
@@ -1177,7 +1346,7 @@ mod tests {
         );
         assert_eq!(validate_value(&[0xa4, 1, 2, 3, 4], l), Ok(()));
         // Keys and string fields are held to it as well (`app`'s value first).
-        let call = at(|e| e.call("id-1", "add", ARGS_1_2, "default"));
+        let call = at(|e| e.call("id-1", "add", ARGS_1_2, "default", None));
         assert_eq!(decode(&call, l).err(), Some(DecodeError::TooLong(14)));
     }
 
@@ -1222,7 +1391,7 @@ mod tests {
         let id = "00000000-0000-4000-8000-00000000002a";
         let mut args = vec![0x91, 0xc6, 0, 1, 0, 0];
         args.resize(args.len() + 65536, b'x');
-        let call = encode(|e| e.call(id, "echo", &args, "default"));
+        let call = encode(|e| e.call(id, "echo", &args, "default", None));
         let p = peek(&call[..4096]).expect("a call of ours");
         assert_eq!(p.kind, Kind::Call);
         assert_eq!(p.id, Some(id));

@@ -17,6 +17,10 @@ pub enum ErrorKind {
     Io,
     Closed,
     Panic,
+    /// The caller cancelled the call.
+    Cancelled,
+    /// The worker has no function of that name.
+    NoSuchFunction,
 }
 
 /// A failure with its kind and detail text.

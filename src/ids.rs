@@ -33,9 +33,21 @@ impl IdGen {
     }
 
     pub fn next(&self) -> IdText {
+        self.next_numbered().1
+    }
+
+    /// The next id and its number, from which [`IdGen::text_of`] gives the
+    /// id back (a call's id for the C API's `mf_cancel`).
+    pub fn next_numbered(&self) -> (u64, IdText) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // The counter stays below 2^62, so the variant bits are untouched.
-        let low = self.low ^ n;
+        (n, self.text_of(n))
+    }
+
+    /// The id numbered `n` (any `n`: one never handed out names no call).
+    pub fn text_of(&self, n: u64) -> IdText {
+        // The counter stays below 2^62, so the variant bits are untouched;
+        // a larger `n` is masked to keep them.
+        let low = self.low ^ (n & ((1 << 62) - 1));
         let mut id = self.prefix;
         // The low 64 bits are the last 16 hex digits: "vxxx-xxxxxxxxxxxx".
         let (group4, group5) = id[19..].split_at_mut(4);
@@ -145,5 +157,17 @@ mod tests {
             assert_eq!(format_uuid(v), id);
         }
         assert_ne!(as_str(&IdGen::new().next()), as_str(&IdGen::new().next()));
+    }
+
+    #[test]
+    fn an_id_is_found_again_by_its_number() {
+        let g = IdGen::new();
+        for _ in 0..100 {
+            let (n, id) = g.next_numbered();
+            assert_eq!(g.text_of(n), id);
+        }
+        // A number never handed out names a valid id nobody has.
+        let s = as_str(&g.text_of(u64::MAX)).to_owned();
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
     }
 }

@@ -29,6 +29,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// How long a closing parent waits for its worker to exit before SIGKILL.
     pub shutdown_grace: Duration,
+    /// How long a cancelled or timed-out call's handler may run on in a
+    /// spawned worker before the worker is stopped; zero: never.
+    pub cancel_grace: Duration,
     /// The worker's name in log lines; empty = the program's file name.
     pub name: String,
     /// Interface the parent binds in spawn mode.
@@ -57,6 +60,7 @@ impl Default for Options {
             start_timeout: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(5000),
             shutdown_grace: Duration::from_millis(2000),
+            cancel_grace: Duration::from_millis(2000),
             name: String::new(),
             bind_host: "127.0.0.1".to_owned(),
             max_message_size: 64 * 1024 * 1024,
@@ -132,6 +136,16 @@ impl Options {
             )));
         }
         self.shutdown_grace = Duration::from_millis(ms as u64);
+        Ok(())
+    }
+
+    pub fn set_cancel_grace(&mut self, ms: i64) -> Result<()> {
+        if ms < 0 {
+            return Err(Error::invalid(format!(
+                "cancel grace must be >= 0 ms, got {ms}"
+            )));
+        }
+        self.cancel_grace = Duration::from_millis(ms as u64);
         Ok(())
     }
 

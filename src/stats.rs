@@ -93,6 +93,13 @@ pub struct Stats {
     pub requests_failed: AtomicU64,
     pub remote_errors: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Calls cancelled by their caller while in flight.
+    pub cancels: AtomicU64,
+    /// Spawned workers stopped because a cancelled or timed-out call's
+    /// handler ran past the cancel grace.
+    pub escalations: AtomicU64,
+    /// Spawned workers stopped because they missed `max_misses` heartbeats in a row.
+    pub hangs: AtomicU64,
     pub in_flight: AtomicI64,
     pub latency: Histogram,
     pub heartbeat_rtt: Histogram,

@@ -41,6 +41,27 @@ impl std::ops::Deref for ShortStr {
     }
 }
 
+/// Keyed by its text, so a table of them is looked up with a `&str`.
+impl std::borrow::Borrow<str> for ShortStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for ShortStr {
+    fn eq(&self, other: &ShortStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ShortStr {}
+
+impl std::hash::Hash for ShortStr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

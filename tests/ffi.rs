@@ -147,7 +147,7 @@ fn pull_worker_and_completion_queue_round_trip() {
         );
         assert_eq!(
             (events[0].token, events[0].status),
-            (7, mf_status::MF_ERR_REMOTE)
+            (7, mf_status::MF_ERR_NO_SUCH_FUNCTION)
         );
         assert!(events[0].result.is_null());
         let text = CStr::from_ptr(events[0].error_message).to_str().unwrap();

@@ -496,7 +496,7 @@ impl Attacker {
         self.next_id += 1;
         let id = format!("attacker-{}", self.next_id);
         let mut payload = Vec::new();
-        Encoder::new(&mut payload).call(&id, function, args, namespace);
+        Encoder::new(&mut payload).call(&id, function, args, namespace, None);
         (id, payload)
     }
 
@@ -800,7 +800,7 @@ impl FakeWorker {
                             ),
                             (Kind::Call, Some("add")) => match add(m.args.unwrap_or(&[0x90])) {
                                 Ok(r) => Encoder::new(&mut out).response(m.id, &r),
-                                Err(e) => Encoder::new(&mut out).error(m.id, &e),
+                                Err(e) => Encoder::new(&mut out).error(m.id, &e, None),
                             },
                             (Kind::Call, Some("echo")) => {
                                 Encoder::new(&mut out).response(m.id, m.args.unwrap_or(&[0x90]))
@@ -972,7 +972,11 @@ fn parent_drops_unknown_and_late_replies() {
         },
         {
             let mut out = Vec::new();
-            Encoder::new(&mut out).error(Some("00000000-0000-4000-8000-00000000dead"), "boom");
+            Encoder::new(&mut out).error(
+                Some("00000000-0000-4000-8000-00000000dead"),
+                "boom",
+                None,
+            );
             out
         },
     ];

@@ -226,11 +226,18 @@ fn has_container_key(v: &Mp) -> bool {
 /// A valid message of any kind, for mutation.
 fn any_message() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        ("[ -~]{0,40}", "[a-z_]{1,12}", mp_args(), "[a-z]{1,8}").prop_map(|(id, f, args, ns)| {
-            let mut out = Vec::new();
-            Encoder::at(&mut out, 1.7e9).call(&id, &f, &args, &ns);
-            out
-        }),
+        (
+            "[ -~]{0,40}",
+            "[a-z_]{1,12}",
+            mp_args(),
+            "[a-z]{1,8}",
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(id, f, args, ns, remaining)| {
+                let mut out = Vec::new();
+                Encoder::at(&mut out, 1.7e9).call(&id, &f, &args, &ns, remaining);
+                out
+            }),
         (proptest::option::of("[ -~]{0,40}"), mp_value()).prop_map(|(id, v)| {
             let mut out = Vec::new();
             Encoder::at(&mut out, 1.7e9).response(id.as_deref(), &bytes_of(&v));
@@ -243,7 +250,7 @@ fn any_message() -> impl Strategy<Value = Vec<u8>> {
         }),
         (proptest::option::of("[ -~]{0,40}"), any_text()).prop_map(|(id, t)| {
             let mut out = Vec::new();
-            Encoder::at(&mut out, 1.7e9).error(id.as_deref(), &t);
+            Encoder::at(&mut out, 1.7e9).error(id.as_deref(), &t, None);
             out
         }),
     ]
@@ -333,22 +340,25 @@ proptest! {
         function in any_text(),
         namespace in any_text(),
         args in mp_args(),
+        remaining in proptest::option::of(any::<u64>()),
     ) {
         let mut buf = Vec::new();
-        Encoder::new(&mut buf).call(&id, &function, &args, &namespace);
+        Encoder::new(&mut buf).call(&id, &function, &args, &namespace, remaining);
         let m = codec::decode(&buf, Limits::default()).unwrap();
         prop_assert_eq!(m.kind, Kind::Call);
         prop_assert_eq!(m.id, Some(id.as_str()));
         prop_assert_eq!(m.function, Some(function.as_str()));
         prop_assert_eq!(m.namespace, Some(namespace.as_str()));
         prop_assert_eq!(m.args, Some(&args[..]));
+        prop_assert_eq!(m.remaining_ms, remaining);
         prop_assert!(m.timestamp.unwrap() > 1.7e9);
         prop_assert_eq!(codec::validate_args(&args, Limits::default()), Ok(()));
         // Re-encoding the decoded call at a fixed clock is byte-exact.
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        Encoder::at(&mut a, 5.0).call(&id, &function, &args, &namespace);
+        Encoder::at(&mut a, 5.0).call(&id, &function, &args, &namespace, remaining);
         Encoder::at(&mut b, 5.0).call(
-            m.id.unwrap(), m.function.unwrap(), m.args.unwrap(), m.namespace.unwrap());
+            m.id.unwrap(), m.function.unwrap(), m.args.unwrap(), m.namespace.unwrap(),
+            m.remaining_ms);
         prop_assert_eq!(a, b);
     }
 
@@ -375,7 +385,7 @@ proptest! {
         echo in any::<bool>(),
     ) {
         let mut buf = Vec::new();
-        Encoder::new(&mut buf).error(Some(&id), &text);
+        Encoder::new(&mut buf).error(Some(&id), &text, None);
         let m = codec::decode(&buf, Limits::default()).unwrap();
         prop_assert_eq!((m.kind, m.id, m.error), (Kind::Error, Some(id.as_str()), Some(text.as_str())));
         let mut buf = Vec::new();

@@ -124,6 +124,8 @@ fn status_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Io => "MF_ERR_IO",
         ErrorKind::Closed => "MF_ERR_CLOSED",
         ErrorKind::Panic => "MF_ERR_PANIC",
+        ErrorKind::Cancelled => "MF_ERR_CANCELLED",
+        ErrorKind::NoSuchFunction => "MF_ERR_NO_SUCH_FUNCTION",
     }
 }
 

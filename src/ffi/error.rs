@@ -33,6 +33,10 @@ pub enum mf_status {
     MF_ERR_CLOSED = 10,
     /// An internal error was caught at the C boundary; the library stays usable.
     MF_ERR_PANIC = 11,
+    /// The caller cancelled the call (`mf_cancel`).
+    MF_ERR_CANCELLED = 12,
+    /// The worker has no function of that name; the message names it.
+    MF_ERR_NO_SUCH_FUNCTION = 13,
 }
 
 impl From<ErrorKind> for mf_status {
@@ -49,6 +53,8 @@ impl From<ErrorKind> for mf_status {
             ErrorKind::Io => mf_status::MF_ERR_IO,
             ErrorKind::Closed => mf_status::MF_ERR_CLOSED,
             ErrorKind::Panic => mf_status::MF_ERR_PANIC,
+            ErrorKind::Cancelled => mf_status::MF_ERR_CANCELLED,
+            ErrorKind::NoSuchFunction => mf_status::MF_ERR_NO_SUCH_FUNCTION,
         }
     }
 }
@@ -87,7 +93,7 @@ pub extern "C" fn mf_status_name(status: c_int) -> *const c_char {
 /// The NUL-terminated name of a status value.
 fn status_name(status: c_int) -> &'static str {
     use mf_status::*;
-    const KNOWN: [(mf_status, &str); 12] = [
+    const KNOWN: [(mf_status, &str); 14] = [
         (MF_OK, "MF_OK\0"),
         (MF_ERR_INVALID_ARGUMENT, "MF_ERR_INVALID_ARGUMENT\0"),
         (MF_ERR_TIMEOUT, "MF_ERR_TIMEOUT\0"),
@@ -100,6 +106,8 @@ fn status_name(status: c_int) -> &'static str {
         (MF_ERR_IO, "MF_ERR_IO\0"),
         (MF_ERR_CLOSED, "MF_ERR_CLOSED\0"),
         (MF_ERR_PANIC, "MF_ERR_PANIC\0"),
+        (MF_ERR_CANCELLED, "MF_ERR_CANCELLED\0"),
+        (MF_ERR_NO_SUCH_FUNCTION, "MF_ERR_NO_SUCH_FUNCTION\0"),
     ];
     KNOWN
         .iter()
@@ -122,7 +130,11 @@ mod tests {
         assert_eq!(name(mf_status::MF_OK as c_int), "MF_OK");
         assert_eq!(name(mf_status::MF_ERR_TIMEOUT as c_int), "MF_ERR_TIMEOUT");
         assert_eq!(name(mf_status::MF_ERR_PANIC as c_int), "MF_ERR_PANIC");
-        for v in [12, 99, -1, c_int::MAX, c_int::MIN] {
+        assert_eq!(
+            name(mf_status::MF_ERR_NO_SUCH_FUNCTION as c_int),
+            "MF_ERR_NO_SUCH_FUNCTION"
+        );
+        for v in [14, 99, -1, c_int::MAX, c_int::MIN] {
             assert_eq!(name(v), "MF_ERR_UNKNOWN", "{v}");
         }
     }

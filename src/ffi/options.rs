@@ -58,7 +58,9 @@ pub unsafe extern "C" fn mf_options_set_namespace(
 
 /// Heartbeat every `interval_ms` (0 = off), each answered within
 /// `timeout_ms`; `max_misses` misses in a row count as one failure and mark
-/// the worker unhealthy. With heartbeats on, timeout and misses must be > 0.
+/// the worker unhealthy, and a spawned worker is then stopped as hung
+/// (SIGTERM, SIGKILL after the shutdown grace) and restarted if
+/// auto-restart is on. With heartbeats on, timeout and misses must be > 0.
 #[no_mangle]
 pub unsafe extern "C" fn mf_options_set_heartbeat(
     o: *mut mf_options,
@@ -70,8 +72,10 @@ pub unsafe extern "C" fn mf_options_set_heartbeat(
 }
 
 /// Circuit breaker: opens after `threshold` (> 0) consecutive failures
-/// (timeouts, worker exits, heartbeat loss); after `cooldown_ms` one probe
-/// call is let through.
+/// (worker exits, heartbeat loss; remote errors when asked); after
+/// `cooldown_ms` one probe call is let through. Timeouts and cancels are
+/// not failures: a slow worker is not a broken one (one that hangs misses
+/// heartbeats; one whose handler runs past the cancel grace is stopped).
 #[no_mangle]
 pub unsafe extern "C" fn mf_options_set_breaker(
     o: *mut mf_options,
@@ -139,6 +143,17 @@ pub unsafe extern "C" fn mf_options_set_bind_host(
     host: *const c_char,
 ) -> mf_status {
     with(o, |o| o.set_bind_host(text(host, "host")?))
+}
+
+/// How long the handler of a cancelled or timed-out call may run on in a
+/// spawned worker before the worker is stopped (SIGTERM, then SIGKILL after
+/// the shutdown grace): its other calls in flight then end with
+/// MF_ERR_WORKER_EXITED, and it is restarted if auto-restart is on.
+/// `ms` >= 0; default 2000; 0 = never stop it. Connect-mode workers are
+/// never stopped (they are only sent `cancel`).
+#[no_mangle]
+pub unsafe extern "C" fn mf_options_set_cancel_grace(o: *mut mf_options, ms: i64) -> mf_status {
+    with(o, |o| o.set_cancel_grace(ms))
 }
 
 /// Whether a spawned worker is offered the private link (default 1 = yes):

@@ -26,8 +26,9 @@ impl mf_parent {
 }
 
 /// Called once when an `mf_call_async` call ends, on the parent's driver
-/// thread (the one library thread that owns the connection), or on the
-/// thread inside `mf_parent_close` for calls that the close ends. It must
+/// thread (the one library thread that owns the connection), on the
+/// thread inside `mf_parent_close` for calls that the close ends, or on
+/// the thread inside `mf_cancel` for the call it cancels. It must
 /// return quickly (every other call of this parent waits while it runs),
 /// must not close this parent, and may start calls on it only with the
 /// async forms (`mf_call` and `mf_call_json` there return
@@ -238,27 +239,87 @@ pub unsafe extern "C" fn mf_call_async(
     cb: mf_completion,
     user_data: *mut c_void,
 ) -> mf_status {
+    mf_call_start(
+        p,
+        function,
+        args,
+        args_len,
+        timeout_ms,
+        cb,
+        user_data,
+        std::ptr::null_mut(),
+    )
+}
+
+/// `mf_call_async` that also writes the call's id to `*call_id` (when
+/// `call_id` is not NULL) before the call is sent, so before its completion
+/// can run, for `mf_cancel`. Ids are never 0 and never reused by a parent.
+/// When this returns anything but MF_OK, `*call_id` is not written.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // mf_call_async's, and the id's place
+pub unsafe extern "C" fn mf_call_start(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args: *const u8,
+    args_len: usize,
+    timeout_ms: i64,
+    cb: mf_completion,
+    user_data: *mut c_void,
+    call_id: *mut u64,
+) -> mf_status {
     guard(|| {
         let parent = arc_borrow(p.cast_const(), "parent")?;
         let function = text(function, "function")?;
         let args = args_or_empty(bytes(args, args_len, "args")?);
         let cb = cb.ok_or_else(|| Error::invalid("callback is NULL"))?;
-        parent.0.call_async(
-            function,
-            args,
-            timeout_ms,
-            Done::Plain(run_completion, cb as usize, user_data as usize),
-        )
+        let done = Done::Plain(run_completion, cb as usize, user_data as usize);
+        parent
+            .0
+            .call_numbered(function, args, timeout_ms, done, |id| write_id(call_id, id))
+    })
+}
+
+/// Writes a call's id where the caller asked (NULL: nowhere).
+///
+/// # Safety
+/// `call_id` is NULL or points to a writable `uint64_t`.
+pub(crate) unsafe fn write_id(call_id: *mut u64, id: u64) {
+    if let Some(out) = call_id.as_mut() {
+        *out = id;
+    }
+}
+
+/// Cancels call `call_id` of this parent (from `mf_call_start` or
+/// `mf_call_queued_start`). If it is still in flight it ends at once with
+/// MF_ERR_CANCELLED (its completion runs on this thread before this
+/// returns, or its event is queued), and the worker is sent `cancel`: a
+/// handler that watches for it (`mf_reply_cancelled`,
+/// `mf_reply_on_cancel`) can stop. A spawned worker whose handler is still
+/// running after the cancel grace (`mf_options_set_cancel_grace`) is
+/// stopped and, with auto-restart, restarted. A call that already ended,
+/// or an id this parent never gave, is left alone: MF_OK either way (the
+/// completion says how the call ended). A cancelled call is not a breaker
+/// failure. Any thread, also from a completion.
+#[no_mangle]
+pub unsafe extern "C" fn mf_cancel(p: *mut mf_parent, call_id: u64) -> mf_status {
+    guard(|| {
+        let parent = arc_borrow(p.cast_const(), "parent")?;
+        parent.0.cancel(call_id);
+        Ok(())
     })
 }
 
 /// The parent's metrics as a JSON object (free with `mf_string_free`):
 /// requests_total, requests_success, requests_failed, remote_errors,
-/// timeouts, in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
+/// timeouts, cancels, escalations (spawned workers stopped because a
+/// cancelled or timed-out call's handler ran past the cancel grace), hangs
+/// (spawned workers stopped after `max_misses` heartbeats missed in a
+/// row), in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
 /// latency_p99_ms, heartbeat_rtt_last_ms, heartbeat_rtt_avg_ms,
 /// heartbeat_misses, healthy, circuit_state ("closed", "open", "half_open"),
 /// circuit_trips, consecutive_failures, restarts, dropped_malformed,
-/// dropped_unknown, worker_pid (0 when none). NULL if `p` is NULL. Any thread.
+/// dropped_unknown, stalls, worker_pid (0 when none), transport ("link"
+/// or "zmq"). NULL if `p` is NULL. Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn mf_parent_stats_json(p: *const mf_parent) -> *mut c_char {
     let mut out = std::ptr::null_mut();

@@ -2,7 +2,7 @@
 //! bindings that must not be called on library threads (Node, Python asyncio).
 
 use super::error::{c_string, mf_status};
-use super::parent::mf_parent;
+use super::parent::{mf_parent, write_id};
 use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
 use crate::error::Error;
 use crate::parent::{Done, Reply};
@@ -137,13 +137,41 @@ pub unsafe extern "C" fn mf_call_queued(
     q: *mut mf_queue,
     token: u64,
 ) -> mf_status {
+    mf_call_queued_start(
+        p,
+        function,
+        args,
+        args_len,
+        timeout_ms,
+        q,
+        token,
+        std::ptr::null_mut(),
+    )
+}
+
+/// `mf_call_queued` that also writes the call's id to `*call_id` (when not
+/// NULL) before the call is sent, for `mf_cancel`; a cancelled call's
+/// event (MF_ERR_CANCELLED, with its `token`) is queued before `mf_cancel`
+/// returns.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // mf_call_queued's, and the id's place
+pub unsafe extern "C" fn mf_call_queued_start(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args: *const u8,
+    args_len: usize,
+    timeout_ms: i64,
+    q: *mut mf_queue,
+    token: u64,
+    call_id: *mut u64,
+) -> mf_status {
     guard(|| {
         let parent = arc_borrow(p.cast_const(), "parent")?;
         let queue = arc_borrow(q.cast_const(), "queue")?;
         let function = text(function, "function")?;
         let args = bytes(args, args_len, "args")?;
         let args = if args.is_empty() { &[0x90][..] } else { args };
-        parent.inner().call_async(
+        parent.inner().call_numbered(
             function,
             args,
             timeout_ms,
@@ -171,6 +199,7 @@ pub unsafe extern "C" fn mf_call_queued(
                     crate::parent::after_batch(Box::new(move || queue.notify()));
                 }
             })),
+            |id| write_id(call_id, id),
         )
     })
 }

@@ -4,7 +4,7 @@ use super::error::mf_status;
 use super::{bytes, guard, text};
 use crate::error::{Error, Result};
 use crate::worker::ReplyHandle;
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
 /// One call being answered. Handed to a handler; answered exactly once with
 /// `mf_reply_ok`, `mf_reply_json` or `mf_reply_error`, during the handler or
@@ -78,5 +78,45 @@ pub unsafe extern "C" fn mf_reply_error(r: *mut mf_reply, message: *const c_char
         let message = text(message, "message")?;
         let reply = Box::from_raw(r);
         reply.handle.error(message)
+    })
+}
+
+/// Whether the caller cancelled this call (`mf_cancel`, or its timeout,
+/// which cancels it too). A long handler can check it and stop early; its
+/// answer is then dropped by the parent, but it must still answer (any
+/// answer). False for NULL. Any thread, until the reply is answered.
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_cancelled(r: *const mf_reply) -> bool {
+    r.as_ref().is_some_and(|r| r.handle.is_cancelled())
+}
+
+/// Called once with its `user_data` when a call is cancelled (see
+/// `mf_reply_on_cancel`).
+pub type mf_cancel_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// Asks for `cb(user_data)` to run once when this call is cancelled: at
+/// once, on this thread, if it already is; otherwise on the worker's driver
+/// thread when the cancel arrives — unless the reply is answered first,
+/// after which it never runs (an answer made while it runs waits for it to
+/// return, so `user_data` may be freed once the reply is answered). `cb`
+/// must return quickly and must not answer this reply; it is the place to
+/// wake whatever runs the handler. A second call replaces the first's
+/// callback. Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_on_cancel(
+    r: *mut mf_reply,
+    cb: mf_cancel_fn,
+    user_data: *mut c_void,
+) -> mf_status {
+    guard(|| {
+        let reply = r.as_ref().ok_or_else(|| Error::invalid("reply is NULL"))?;
+        let cb = cb.ok_or_else(|| Error::invalid("callback is NULL"))?;
+        let user = user_data as usize;
+        // SAFETY: the caller promised a callback that may run on any thread
+        // with this user data, until the reply is answered.
+        reply
+            .handle
+            .on_cancel(Box::new(move || unsafe { cb(user as *mut c_void) }));
+        Ok(())
     })
 }

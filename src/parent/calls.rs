@@ -164,8 +164,14 @@ impl Calls {
         self.pending.is_empty()
     }
 
-    /// Ends the calls whose deadline passed; whether any did.
-    pub(super) fn expire(&mut self, now: Instant, finished: &mut Finished) -> bool {
+    /// Ends the calls whose deadline passed, adding their ids to
+    /// `expired`; whether any did.
+    pub(super) fn expire(
+        &mut self,
+        now: Instant,
+        finished: &mut Finished,
+        expired: &mut Vec<IdText>,
+    ) -> bool {
         let before = finished.len();
         while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
             if t > now {
@@ -179,6 +185,7 @@ impl Calls {
                     format!("call to '{}' timed out after {ms} ms", p.function.as_str()),
                 );
                 finished.push((p, Err(e)));
+                expired.push(id);
             }
         }
         finished.len() > before
@@ -280,8 +287,10 @@ mod tests {
         // b answered before its deadline: its deadline later finds nothing.
         assert!(calls.remove(&b).is_some());
         let mut finished = Vec::new();
-        assert!(calls.expire(t0 + Duration::from_millis(25), &mut finished));
+        let mut expired = Vec::new();
+        assert!(calls.expire(t0 + Duration::from_millis(25), &mut finished, &mut expired));
         assert_eq!(finished.len(), 1, "only a timed out");
+        assert_eq!(expired, [a]);
         for (p, o) in finished.drain(..) {
             p.complete(o);
         }

@@ -31,12 +31,14 @@ use super::calls::{Calls, Finished, Reply, Slot};
 use super::supervisor::Supervisor;
 use super::transport::{Arrival, Transport};
 use super::{poll_timeout_ms, Error, Shared, Target};
-use crate::codec::{self, Kind};
-use crate::frame::Frame;
+use crate::codec::{self, Encoder, ErrorKindName, Kind};
+use crate::error::ErrorKind;
+use crate::frame::{self, Frame};
 use crate::ids::{self, IdText};
 use crate::log::{self, Level};
+use crate::text::ShortStr;
 use crate::wake;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,6 +83,10 @@ pub(super) struct Core {
     pub(super) target: Target,
     /// A failure asked the driver to look the service up again.
     pub(super) rediscover: bool,
+    /// Calls that ended here before a spawned worker answered them
+    /// (cancelled or timed out), by id: until when its handler may run on,
+    /// and the function's name. The worker's answer removes its entry.
+    pub(super) ending: HashMap<IdText, (Instant, ShortStr), ids::KeyBuildHasher>,
 }
 
 /// Who must be woken after work was added.
@@ -112,7 +118,30 @@ impl Core {
             dead: None,
             target,
             rediscover: false,
+            ending: HashMap::default(),
         }
+    }
+
+    /// A call ended here before its worker answered it (cancelled, or timed
+    /// out): the worker is told, so that a handler that watches for it can
+    /// stop, and a spawned worker whose handler runs on past `grace` is
+    /// stopped (see `Supervisor::tick`). The caller pokes the transport's holder.
+    pub(super) fn give_up(&mut self, id: &IdText, function: &str, grace: Duration, now: Instant) {
+        let id_text = ids::as_str(id);
+        let cancel = frame::encode(96, |b| Encoder::new(b).cancel(id_text));
+        self.mailbox.push_back(cancel);
+        if matches!(self.target, Target::Spawn { .. }) && !grace.is_zero() {
+            self.ending
+                .insert(*id, (now + grace, ShortStr::new(function)));
+        }
+    }
+
+    /// The call whose handler's grace ends first, and when.
+    pub(super) fn first_overdue(&self) -> Option<(Instant, &str)> {
+        self.ending
+            .values()
+            .map(|(t, f)| (*t, f.as_str()))
+            .min_by_key(|(t, _)| *t)
     }
 
     /// After work was added for the transport's holder: the borrower is
@@ -284,7 +313,10 @@ impl Shared {
         match msg.kind {
             Kind::Response | Kind::Error => {
                 let Some(pending) = key.and_then(|k| core.calls.remove(&k)) else {
-                    self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
+                    // The late answer of a call that ended here: its handler is done.
+                    if key.and_then(|k| core.ending.remove(&k)).is_none() {
+                        self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
+                    }
                     return;
                 };
                 let outcome = if msg.kind == Kind::Response {
@@ -297,9 +329,10 @@ impl Shared {
                         None => Reply::nil(),
                     })
                 } else {
+                    let text = msg.error.unwrap_or("remote error without text");
                     Err(Error::new(
-                        crate::ErrorKind::Remote,
-                        msg.error.unwrap_or("remote error without text").to_owned(),
+                        error_kind(msg.error_kind, text),
+                        text.to_owned(),
                     ))
                 };
                 finished.push((pending, outcome));
@@ -363,7 +396,7 @@ impl Shared {
             pending.function.as_str(),
             self.options.max_message_size
         );
-        finished.push((pending, Err(Error::new(crate::ErrorKind::Protocol, text))));
+        finished.push((pending, Err(Error::new(ErrorKind::Protocol, text))));
     }
 
     fn heartbeat_answered(&self, core: &mut Core, hb_timestamp: Option<f64>) {
@@ -398,6 +431,21 @@ impl Shared {
             core.ready = true;
             self.set_readiness(super::Readiness::Ready);
         }
+    }
+}
+
+/// What an `error` reply says failed: this library's workers name it in
+/// `metadata.error_kind`; other workers' text names a missing function as
+/// `Function '<name>' not found`.
+fn error_kind(named: Option<&str>, text: &str) -> ErrorKind {
+    match named.and_then(ErrorKindName::parse) {
+        Some(ErrorKindName::NoSuchFunction) => ErrorKind::NoSuchFunction,
+        Some(ErrorKindName::Cancelled) => ErrorKind::Cancelled,
+        Some(ErrorKindName::Timeout) => ErrorKind::Timeout,
+        None if text.starts_with("Function '") && text.ends_with("' not found") => {
+            ErrorKind::NoSuchFunction
+        }
+        None => ErrorKind::Remote,
     }
 }
 
@@ -450,13 +498,13 @@ impl Driver {
                 core.mailbox.clear();
                 core.calls.fail_all(
                     &Error::new(
-                        crate::ErrorKind::Panic,
+                        ErrorKind::Panic,
                         "internal error: the parent's driver panicked",
                     ),
                     &mut finished,
                 );
                 shared.set_readiness(super::Readiness::Failed(Error::new(
-                    crate::ErrorKind::Panic,
+                    ErrorKind::Panic,
                     "internal error: the parent's driver panicked",
                 )));
             }
@@ -513,10 +561,15 @@ impl Driver {
                 if core.closing {
                     return;
                 }
-                if core.calls.expire(now, &mut finished)
-                    && matches!(core.target, Target::Service { .. })
-                {
-                    core.rediscover = true;
+                let mut expired = Vec::new();
+                if core.calls.expire(now, &mut finished, &mut expired) {
+                    let grace = self.shared.options.cancel_grace;
+                    for ((p, _), id) in finished.iter().zip(&expired) {
+                        core.give_up(id, p.function.as_str(), grace, now);
+                    }
+                    if matches!(core.target, Target::Service { .. }) {
+                        core.rediscover = true;
+                    }
                 }
                 if let Some(t) = &mut self.held {
                     if core.up {

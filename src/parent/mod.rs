@@ -249,7 +249,7 @@ impl Parent {
     pub fn call(&self, function: &str, args: &[u8], timeout_ms: i64) -> Outcome {
         self.refuse_on_driver()?;
         let slot = Arc::new(Slot::default());
-        let (payload, pending, id) = self.prepare(
+        let (payload, pending, (_, id)) = self.prepare(
             function,
             args,
             timeout_ms,
@@ -269,9 +269,65 @@ impl Parent {
         timeout_ms: i64,
         done: Done,
     ) -> Result<()> {
-        let (payload, pending, id) =
+        self.call_start(function, args, timeout_ms, done).map(drop)
+    }
+
+    /// [`Parent::call_async`] that also gives the call's number, for
+    /// [`Parent::cancel`].
+    pub fn call_start(
+        &self,
+        function: &str,
+        args: &[u8],
+        timeout_ms: i64,
+        done: Done,
+    ) -> Result<u64> {
+        let mut number = 0;
+        self.call_numbered(function, args, timeout_ms, done, |n| number = n)?;
+        Ok(number)
+    }
+
+    /// Starts a call, handing its number to `numbered` before the call is
+    /// submitted, so before it can end (the C API writes it for the caller there).
+    pub(crate) fn call_numbered(
+        &self,
+        function: &str,
+        args: &[u8],
+        timeout_ms: i64,
+        done: Done,
+        numbered: impl FnOnce(u64),
+    ) -> Result<()> {
+        let (payload, pending, (n, id)) =
             self.prepare(function, args, timeout_ms, Completion::Async(done))?;
+        numbered(n);
         self.shared.submit(id, payload, pending)
+    }
+
+    /// Cancels call `n` (from [`Parent::call_start`]): if it is still in
+    /// flight it completes at once with `Cancelled`, and the worker is told
+    /// (a `cancel` message), so a handler that watches for it can stop; a
+    /// spawned worker whose handler runs on past the cancel grace is
+    /// stopped. Whether the call was still in flight: a call that already
+    /// ended, or a number never handed out, is left alone.
+    pub fn cancel(&self, n: u64) -> bool {
+        let s = &*self.shared;
+        let id = s.ids.text_of(n);
+        let (pending, poke) = {
+            let mut core = s.core.lock();
+            let Some(pending) = core.calls.remove(&id) else {
+                return false;
+            };
+            let grace = s.options.cancel_grace;
+            core.give_up(&id, pending.function.as_str(), grace, Instant::now());
+            (pending, core.poke())
+        };
+        s.poke(poke);
+        s.stats.cancels.fetch_add(1, Ordering::Relaxed);
+        let e = Error::new(
+            ErrorKind::Cancelled,
+            format!("call to '{}' was cancelled", pending.function.as_str()),
+        );
+        s.deliver(vec![(pending, Err(e))]);
+        true
     }
 
     /// A blocking call from a completion, which runs on the driver thread,
@@ -293,7 +349,7 @@ impl Parent {
         args: &[u8],
         timeout_ms: i64,
         completion: Completion,
-    ) -> Result<(Frame, Pending, IdText)> {
+    ) -> Result<(Frame, Pending, (u64, IdText))> {
         let s = &*self.shared;
         if function.is_empty() {
             return Err(Error::invalid("function name must not be empty"));
@@ -314,10 +370,12 @@ impl Parent {
                 ))
             }
         };
-        let id = s.ids.next();
+        let (n, id) = s.ids.next_numbered();
         let (id_text, ns) = (ids::as_str(&id), s.options.namespace.as_str());
+        let timeout = s.options.call_timeout(timeout_ms);
+        let remaining_ms = timeout.map(|t| t.as_millis() as u64);
         let payload = frame::encode(Encoder::call_capacity(id_text, function, args, ns), |b| {
-            Encoder::new(b).call(id_text, function, args, ns)
+            Encoder::new(b).call(id_text, function, args, ns, remaining_ms)
         });
         if payload.len() as i64 > s.options.max_message_size {
             if probe {
@@ -332,12 +390,12 @@ impl Parent {
         }
         let pending = Pending {
             function: ShortStr::new(function),
-            timeout: s.options.call_timeout(timeout_ms),
+            timeout,
             started: Instant::now(),
             probe,
             completion,
         };
-        Ok((payload, pending, id))
+        Ok((payload, pending, (n, id)))
     }
 
     /// Sends one heartbeat and waits for its echo; returns the round-trip
@@ -408,6 +466,9 @@ impl Parent {
             "requests_failed": r(&s.requests_failed),
             "remote_errors": r(&s.remote_errors),
             "timeouts": r(&s.timeouts),
+            "cancels": r(&s.cancels),
+            "escalations": r(&s.escalations),
+            "hangs": r(&s.hangs),
             "in_flight": s.in_flight.load(Ordering::Relaxed).max(0),
             "latency_avg_ms": s.latency.mean_ms(),
             "latency_p50_ms": s.latency.quantile_ms(0.50),
@@ -533,7 +594,7 @@ impl Shared {
             Err(e) => {
                 s.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
                 match e.kind {
-                    ErrorKind::Remote => {
+                    ErrorKind::Remote | ErrorKind::NoSuchFunction => {
                         s.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
                         if s.options.breaker_counts_remote_errors {
                             s.breaker.failure(p.probe, &e.message);
@@ -549,8 +610,12 @@ impl Shared {
                             &e.message,
                             &[("function", Value::from(p.function.as_str()))],
                         );
-                        s.breaker.failure(p.probe, &e.message);
+                        // A slow worker is not a failed one: one that hangs
+                        // misses heartbeats, and one whose handler runs on
+                        // past the cancel grace is stopped (an exit).
+                        s.breaker.neither(p.probe);
                     }
+                    ErrorKind::Cancelled => s.breaker.neither(p.probe),
                     // A reply over the maximum message size: the worker
                     // answered, and is as healthy as one that answers.
                     ErrorKind::Protocol => s.breaker.success(p.probe),

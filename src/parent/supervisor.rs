@@ -29,6 +29,18 @@ pub(super) struct Supervisor {
     child: Option<Process>,
     restarts: u32,
     restart_at: Option<Instant>,
+    /// The child is being stopped by the parent: why, and when SIGKILL
+    /// follows the SIGTERM it was sent.
+    stopping: Option<Stopping>,
+}
+
+/// Why the parent stops its child while it serves.
+struct Stopping {
+    why: String,
+    kill_at: Option<Instant>,
+    /// The breaker counted the cause already (lost heartbeats), so the
+    /// exit that follows is not counted again.
+    counted: bool,
 }
 
 impl Supervisor {
@@ -40,6 +52,7 @@ impl Supervisor {
             child: None,
             restarts: 0,
             restart_at: None,
+            stopping: None,
         }
     }
 
@@ -82,6 +95,12 @@ impl Supervisor {
             next = min_opt(next, Some(core.hb.next_at));
         }
         next = min_opt(next, self.restart_at);
+        if self.child.is_some() {
+            match &self.stopping {
+                Some(stop) => next = min_opt(next, stop.kill_at),
+                None => next = min_opt(next, core.first_overdue().map(|(t, _)| t)),
+            }
+        }
         if self.child.as_ref().is_some_and(|c| c.exit_fd().is_none()) {
             next = min_opt(next, Some(Instant::now() + EXIT_POLL));
         }
@@ -107,6 +126,25 @@ impl Supervisor {
                 }
             } else if s.heartbeats_on() && core.up && now >= core.hb.next_at {
                 self.queue_heartbeat_locked(&mut core.hb, out, now);
+            }
+            if self.stopping.is_none() {
+                if let Some((t, function)) = core.first_overdue().filter(|(t, _)| now >= *t) {
+                    let why = format!(
+                        "worker stopped: a handler of '{function}' ran on {} ms after its \
+                         call was cancelled or timed out",
+                        (now - t + s.options.cancel_grace).as_millis()
+                    );
+                    s.stats.escalations.fetch_add(1, Ordering::Relaxed);
+                    self.stop_child(why, false, now);
+                }
+            }
+        }
+        if let Some(stop) = self.stopping.as_mut() {
+            if stop.kill_at.is_some_and(|t| now >= t) {
+                stop.kill_at = None;
+                if let Some(child) = &self.child {
+                    child.signal(libc::SIGKILL);
+                }
             }
         }
         if self.restart_due(now) {
@@ -145,7 +183,37 @@ impl Supervisor {
         if lost {
             s.healthy.store(false, Ordering::Relaxed);
             s.breaker.failure(false, "heartbeats lost");
+            // A spawned worker that stopped answering is hung: stop it,
+            // so it is restarted (or its calls fail) rather than left so.
+            if self.child.is_some() && self.stopping.is_none() {
+                s.stats.hangs.fetch_add(1, Ordering::Relaxed);
+                let why = format!("worker stopped: it missed {misses} heartbeats in a row (hung)");
+                self.stop_child(why, true, now);
+            }
         }
+    }
+
+    /// Stops the child while it serves: SIGTERM now, SIGKILL after the
+    /// shutdown grace. Its exit then ends the calls in flight in it and
+    /// restarts it as any exit does; the handlers of calls that ended
+    /// already are not waited for any more.
+    fn stop_child(&mut self, why: String, counted: bool, now: Instant) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        let s = &self.shared;
+        log::emit(
+            Level::Warn,
+            "worker_stopping",
+            &format!("{why} (pid {})", child.pid()),
+            &[("pid", child.pid().into())],
+        );
+        child.signal(libc::SIGTERM);
+        self.stopping = Some(Stopping {
+            why,
+            kill_at: Some(now + s.options.shutdown_grace),
+            counted,
+        });
     }
 
     fn start_child(&mut self, t: &mut Transport) -> Result<()> {
@@ -193,7 +261,11 @@ impl Supervisor {
         if let Some(fd) = child.exit_fd() {
             let _ = s.set.remove(fd);
         }
-        let message = child.exit_message(status);
+        let stopping = self.stopping.take();
+        let message = match &stopping {
+            Some(stop) => format!("{}; {}", stop.why, child.exit_message(status)),
+            None => child.exit_message(status),
+        };
         let pid = child.pid();
         drop(child);
         s.stats.worker_pid.store(0, Ordering::Relaxed);
@@ -216,6 +288,7 @@ impl Supervisor {
             let mut core = s.core.lock();
             core.calls.fail_all(&e, &mut finished);
             core.mailbox.clear();
+            core.ending.clear();
             core.hb.outstanding = None;
             core.up = false;
             if !core.ready {
@@ -231,7 +304,9 @@ impl Supervisor {
             s.set_readiness(super::Readiness::Failed(e));
             return;
         }
-        s.breaker.failure(false, &e.message);
+        if !stopping.is_some_and(|stop| stop.counted) {
+            s.breaker.failure(false, &e.message);
+        }
         if restart {
             let backoff = Duration::from_millis(100u64 << self.restarts.min(6));
             self.restart_at = Some(Instant::now() + backoff);

@@ -28,7 +28,32 @@ struct Output {
 #[derive(Default)]
 struct OutputState {
     stderr_tail: VecDeque<String>,
+    /// A line that names an error (see [`names_an_error`]) pushed out of
+    /// the tail, while no later such line came: a stack trace's first line,
+    /// which the frames after it push out.
+    named_error: Option<String>,
     open_streams: usize,
+}
+
+/// Whether a line of a worker's stderr is where an error is named: the head
+/// of a Python, Node, Go or Rust failure, or a line of the
+/// `<ErrorType>: <message>` shape.
+fn names_an_error(line: &str) -> bool {
+    let line = line.trim_start();
+    if line.starts_with("Traceback (most recent call last)")
+        || line.starts_with("panic: ")
+        || line.starts_with("fatal error: ")
+        || line.contains("panicked at ")
+    {
+        return true;
+    }
+    // `ValueError: boom`, `Error: boom`, `TypeError [ERR_X]: boom`
+    let Some((head, _)) = line.split_once(": ") else {
+        return false;
+    };
+    let name = head.split(" [").next().unwrap_or("");
+    (name.ends_with("Error") || name.ends_with("Exception"))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
 }
 
 /// A running (or exited, not yet reaped) worker process.
@@ -148,6 +173,10 @@ impl Process {
             if timed_out {
                 break;
             }
+        }
+        if let Some(line) = &state.named_error {
+            text.push_str("; stderr named the error:\n");
+            text.push_str(line);
         }
         if !state.stderr_tail.is_empty() {
             text.push_str("; last stderr lines:");
@@ -275,8 +304,14 @@ fn drain_lines(
         log::worker_output(name, stream, Some(pid), &text);
         if stream == "stderr" {
             let mut state = output.state.lock();
+            if names_an_error(&text) {
+                state.named_error = None;
+            }
             if state.stderr_tail.len() == TAIL_LINES {
-                state.stderr_tail.pop_front();
+                let gone = state.stderr_tail.pop_front();
+                if gone.as_deref().is_some_and(names_an_error) {
+                    state.named_error = gone;
+                }
             }
             state.stderr_tail.push_back(text);
         }
@@ -307,4 +342,35 @@ fn drain_lines(
     let mut state = output.state.lock();
     state.open_streams -= 1;
     output.done.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_an_error;
+
+    #[test]
+    fn the_lines_that_name_an_error_are_known_in_each_language() {
+        for line in [
+            "Traceback (most recent call last):",
+            "ValueError: boom",
+            "Error: boom",
+            "TypeError [ERR_INVALID_ARG_TYPE]: bad",
+            "java.lang.IllegalStateException: no",
+            "panic: runtime error: index out of range",
+            "thread 'main' panicked at src/main.rs:3:5:",
+            "fatal error: all goroutines are asleep",
+        ] {
+            assert!(names_an_error(line), "{line}");
+        }
+        for line in [
+            "    at Object.<anonymous> (/w.js:3:9)",
+            "  File \"w.py\", line 3, in <module>",
+            "goroutine 1 [running]:",
+            "starting worker on port 5555",
+            "Error:",
+            "an Error: in prose, said by someone",
+        ] {
+            assert!(!names_an_error(line), "{line}");
+        }
+    }
 }

@@ -8,15 +8,16 @@
 
 use super::mailbox::Outgoing;
 use super::pool::Pool;
-use super::reply::{error_payload, Incoming, ReplyHandle, Submission};
+use super::reply::{error_payload, CancelState, Incoming, ReplyHandle, Submission};
 use super::{signals, Route, Shared};
-use crate::codec::{self, Encoder, Kind};
+use crate::codec::{self, Encoder, ErrorKindName, Kind};
 use crate::error::Result;
 use crate::frame::{self, Frame};
 use crate::link::{self, Recv, Stream};
 use crate::log::{self, Level};
 use crate::text::ShortStr;
 use crate::wake;
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -98,6 +99,9 @@ struct Driver<'a> {
     spare: Vec<Outgoing>,
     /// The largest call accepted (the worker's `max_message_size`).
     max: u64,
+    /// Calls handed out and not answered yet, by id: what a `cancel` finds.
+    /// Keyed by ids that parents choose, so hashed with random keys.
+    open: HashMap<ShortStr, Arc<CancelState>>,
 }
 
 /// Serves on `conn` with a pool of `concurrency` handler threads until
@@ -119,6 +123,7 @@ pub(super) fn serve(
         generation,
         spare: Vec::new(),
         max,
+        open: HashMap::new(),
     };
     let end = driver.run();
     driver.finish(end);
@@ -220,6 +225,12 @@ impl Driver<'_> {
             return false;
         }
         for o in out.drain(..) {
+            if let Some(call) = o.settles {
+                let id = call.id.as_str();
+                if self.open.get(id).is_some_and(|c| Arc::ptr_eq(c, &call)) {
+                    self.open.remove(id);
+                }
+            }
             // A parent that went away is simply not answered.
             self.send(o.identity, o.payload);
         }
@@ -252,9 +263,19 @@ impl Driver<'_> {
 
     /// Answers a call that cannot run with an error.
     fn refuse(&mut self, identity: Frame, id: Option<&str>, text: &str) {
+        self.refuse_as(identity, id, text, None);
+    }
+
+    fn refuse_as(
+        &mut self,
+        identity: Frame,
+        id: Option<&str>,
+        text: &str,
+        kind: Option<ErrorKindName>,
+    ) {
         let stats = &self.shared.stats;
         stats.errors_sent.fetch_add(1, Ordering::Relaxed);
-        self.send(identity, error_payload(id, text));
+        self.send(identity, error_payload(id, text, kind));
     }
 
     fn dropped_malformed(&self) {
@@ -418,6 +439,13 @@ impl Driver<'_> {
                 self.send(identity, out);
             }
             Kind::Shutdown => return Some(End::Shutdown),
+            Kind::Cancel => {
+                let call = msg.id.and_then(|id| self.open.get(id));
+                if let Some(call) = call.filter(|c| c.peer == identity.bytes()) {
+                    shared.stats.cancels.fetch_add(1, Ordering::Relaxed);
+                    call.cancel();
+                }
+            }
             Kind::Call => {
                 if msg
                     .namespace
@@ -446,14 +474,17 @@ impl Driver<'_> {
                 }
                 let Some(route) = shared.handlers.read().get(function).cloned() else {
                     let text = format!("Function '{function}' not found");
-                    self.refuse(identity, Some(id), &text);
+                    let kind = Some(ErrorKindName::NoSuchFunction);
+                    self.refuse_as(identity, Some(id), &text, kind);
                     return None;
                 };
                 let range = msg.args.map_or(0..0, |a| {
                     let start = a.as_ptr() as usize - bytes.as_ptr() as usize;
                     start..start + a.len()
                 });
-                let mut reply = ReplyHandle::new(shared, identity, id);
+                let call = CancelState::new(id, identity.bytes());
+                self.open.insert(ShortStr::new(id), Arc::clone(&call));
+                let mut reply = ReplyHandle::new(shared, identity, call, msg.remaining_ms);
                 let function = ShortStr::new(function);
                 // Only handlers that get their arguments as a pointer (the C
                 // API's, and calls taken with `next`) can answer in place.

@@ -12,17 +12,21 @@
 //! the same lock as the queue, so that "nothing is queued and nothing is
 //! owed" is one fact the driver can wait for when serving ends.
 
+use super::reply::CancelState;
 use crate::frame::Frame;
 use crate::sync::Mutex;
 use crate::wake::Wake;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 /// An answer on its way out.
 pub(super) struct Outgoing {
     /// The caller's routing frame, as it arrived.
     pub identity: Frame,
     pub payload: Frame,
+    /// The call this answers, which its cancel no longer reaches once sent.
+    pub settles: Option<Arc<CancelState>>,
 }
 
 struct Inbox {
@@ -125,6 +129,7 @@ mod tests {
         Outgoing {
             identity: Frame::empty(),
             payload: Frame::empty(),
+            settles: None,
         }
     }
 

@@ -84,6 +84,11 @@ pub struct WorkerStats {
     pub dropped_namespace: AtomicU64,
     /// Results sent from where they lay in their call (no copy).
     pub replies_in_place: AtomicU64,
+    /// Cancels that found their call unanswered.
+    pub cancels: AtomicU64,
+    /// Calls answered without running their handler: cancelled, or their
+    /// time ran out, before a handler was free.
+    pub not_run: AtomicU64,
 }
 
 /// Where calls of a registered name go.
@@ -221,7 +226,19 @@ impl Worker {
         let mut pull = self.shared.pull.lock();
         loop {
             if let Some(call) = pull.queue.pop_front() {
-                return Ok(Some(call));
+                let Submission {
+                    incoming,
+                    route,
+                    reply,
+                } = call;
+                if let Some(reply) = reply.answer_if_void() {
+                    return Ok(Some(Submission {
+                        incoming,
+                        route,
+                        reply,
+                    }));
+                }
+                continue;
             }
             if pull.closed {
                 return Err(Error::new(

@@ -4,13 +4,15 @@
 
 use super::mailbox::Outgoing;
 use super::{Route, Shared};
-use crate::codec::{self, Encoder};
+use crate::codec::{self, Encoder, ErrorKindName};
 use crate::error::{Error, Result};
 use crate::frame::{self, Frame};
+use crate::sync::Mutex;
 use crate::text::ShortStr;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const EMPTY_ARGS: &[u8] = &[0x90];
 
@@ -65,6 +67,9 @@ impl Submission {
             route,
             reply,
         } = self;
+        let Some(reply) = reply.answer_if_void() else {
+            return;
+        };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match route {
             Route::Call(handler) => handler(incoming.args(), reply),
             Route::Raw(handler) => {
@@ -78,15 +83,62 @@ impl Submission {
     }
 }
 
+/// Whether a call's caller gave up on it (a `cancel` for its id from the
+/// parent that sent it), and what runs when it does.
+pub(crate) struct CancelState {
+    /// The call's id and its parent's routing frame, which a cancel must match.
+    pub(super) id: ShortStr,
+    pub(super) peer: Vec<u8>,
+    cancelled: AtomicBool,
+    /// Runs once when the call is cancelled, unless it was answered first;
+    /// run under this lock, so an answer made meanwhile waits for it to end.
+    hook: Mutex<Option<CancelHook>>,
+}
+
+/// What a handler asks to run when its call is cancelled.
+pub type CancelHook = Box<dyn FnOnce() + Send>;
+
+impl CancelState {
+    pub(super) fn new(id: &str, peer: &[u8]) -> Arc<CancelState> {
+        Arc::new(CancelState {
+            id: ShortStr::new(id),
+            peer: peer.to_vec(),
+            cancelled: AtomicBool::new(false),
+            hook: Mutex::new(None),
+        })
+    }
+
+    /// Driver: the caller cancelled the call.
+    pub(super) fn cancel(&self) {
+        if !self.cancelled.swap(true, Ordering::AcqRel) {
+            let mut hook = self.hook.lock();
+            if let Some(run) = hook.take() {
+                run();
+            }
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The call is answered: its hook, if it did not run, never will.
+    fn settle(&self) {
+        drop(self.hook.lock().take());
+    }
+}
+
 /// The right to answer one call, exactly once, from any thread.
 /// Dropping it unanswered answers with an error, so no caller waits for nothing.
 pub struct ReplyHandle {
     shared: Arc<Shared>,
     /// `None` once answered.
     identity: Option<Frame>,
-    id: Option<ShortStr>,
     /// A large call's message, where a result lying in it is answered from.
     pub(super) source: Option<frame::Received>,
+    cancel: Arc<CancelState>,
+    /// When the caller stops waiting (from the call's `remaining_ms`).
+    deadline: Option<Instant>,
 }
 
 impl ReplyHandle {
@@ -116,7 +168,7 @@ impl ReplyHandle {
     pub(crate) unsafe fn ok_in_place(mut self, result: &[u8]) {
         let in_place = match self.source.take() {
             Some(source) if result.len() >= frame::ZERO_COPY_MIN => {
-                let id = self.id.as_deref();
+                let id = Some(self.cancel.id.as_str());
                 let mut head = Vec::with_capacity(Encoder::response_capacity(id, &[]));
                 Encoder::new(&mut head).response_head(id);
                 // SAFETY: `result` is a live slice; the caller gave up the
@@ -138,7 +190,7 @@ impl ReplyHandle {
 
     /// The response carrying `result`, copied behind its head.
     fn response(&self, result: &[u8]) -> Frame {
-        let id = self.id.as_deref();
+        let id = Some(self.cancel.id.as_str());
         frame::encode(Encoder::response_capacity(id, result), |b| {
             Encoder::new(b).response(id, result)
         })
@@ -146,50 +198,119 @@ impl ReplyHandle {
 
     /// Posts `payload` as the answer, unless the call was answered already.
     fn send(mut self, payload: Frame) {
+        self.post(payload);
+    }
+
+    fn post(&mut self, payload: Frame) {
         if let Some(identity) = self.identity.take() {
-            let out = Outgoing { identity, payload };
+            self.cancel.settle();
+            let out = Outgoing {
+                identity,
+                payload,
+                settles: Some(Arc::clone(&self.cancel)),
+            };
             self.shared.mailbox.post(out, true);
         }
     }
 
     /// Answers with an error; the caller sees `text` as the remote error.
     pub fn error(mut self, text: &str) -> Result<()> {
-        self.send_error(text);
+        self.send_error(text, None);
         Ok(())
     }
 
-    fn send_error(&mut self, text: &str) {
-        if let Some(identity) = self.identity.take() {
-            let payload = error_payload(self.id.as_deref(), text);
+    fn send_error(&mut self, text: &str, kind: Option<ErrorKindName>) {
+        if self.identity.is_some() {
+            let payload = error_payload(Some(self.cancel.id.as_str()), text, kind);
             self.shared
                 .stats
                 .errors_sent
                 .fetch_add(1, Ordering::Relaxed);
-            let out = Outgoing { identity, payload };
-            self.shared.mailbox.post(out, true);
+            self.post(payload);
         }
     }
 
+    /// Whether the caller cancelled this call (or gave up on it at its
+    /// timeout, which cancels it too). A handler that checks it can stop
+    /// early; its answer is then dropped by the parent.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Runs `hook` once when the call is cancelled: at once, on this thread,
+    /// if it already is; otherwise on the worker's driver thread when the
+    /// cancel arrives, unless the call was answered first. The hook must
+    /// be quick and must not answer this call (an answer waits for a
+    /// running hook to end); it is the place to wake what runs the handler.
+    pub fn on_cancel(&self, hook: CancelHook) {
+        let mut slot = self.cancel.hook.lock();
+        if self.cancel.is_cancelled() {
+            drop(slot);
+            hook();
+        } else if self.identity.is_some() {
+            *slot = Some(hook);
+        }
+    }
+
+    /// When the caller stops waiting, if it said.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Answers a call that must not run (cancelled, or its time ran out
+    /// while it waited for a handler) with the error that says why, and
+    /// gives it back otherwise.
+    pub(super) fn answer_if_void(mut self) -> Option<ReplyHandle> {
+        let (text, kind) = if self.is_cancelled() {
+            (
+                "CancelledError: the call was cancelled before its handler started",
+                ErrorKindName::Cancelled,
+            )
+        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            (
+                "TimeoutError: the call's time ran out before its handler started",
+                ErrorKindName::Timeout,
+            )
+        } else {
+            return Some(self);
+        };
+        let stats = &self.shared.stats;
+        stats.not_run.fetch_add(1, Ordering::Relaxed);
+        self.send_error(text, Some(kind));
+        None
+    }
+
     /// The handle for a call just received: its answer is owed from now on.
-    pub(super) fn new(shared: &Arc<Shared>, identity: Frame, id: &str) -> ReplyHandle {
+    pub(super) fn new(
+        shared: &Arc<Shared>,
+        identity: Frame,
+        cancel: Arc<CancelState>,
+        remaining_ms: Option<u64>,
+    ) -> ReplyHandle {
         shared.mailbox.owe();
         ReplyHandle {
             shared: Arc::clone(shared),
             identity: Some(identity),
-            id: Some(ShortStr::new(id)),
             source: None,
+            cancel,
+            deadline: remaining_ms
+                .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
         }
     }
 }
 
 impl Drop for ReplyHandle {
     fn drop(&mut self) {
-        self.send_error("RuntimeError: the worker dropped the call without answering");
+        self.send_error(
+            "RuntimeError: the worker dropped the call without answering",
+            None,
+        );
     }
 }
 
-/// An `error` message answering call `id`.
-pub(super) fn error_payload(id: Option<&str>, text: &str) -> Frame {
-    let capacity = 96 + text.len() + id.map_or(0, str::len);
-    frame::encode(capacity, |b| Encoder::new(b).error(id, text))
+/// An `error` message answering call `id`, with what failed if this
+/// library names it (`metadata.error_kind`).
+pub(super) fn error_payload(id: Option<&str>, text: &str, kind: Option<ErrorKindName>) -> Frame {
+    let capacity = 128 + text.len() + id.map_or(0, str::len);
+    frame::encode(capacity, |b| Encoder::new(b).error(id, text, kind))
 }

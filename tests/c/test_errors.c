@@ -37,8 +37,8 @@ static void test_worker_errors(void) {
 
     expect_error(p, "_secret", "[]", MF_ERR_REMOTE, "Cannot call private method '_secret'", 0);
     expect_error(p, "_nosuch_private", "[]", MF_ERR_REMOTE, "Cannot call private method '_nosuch_private'", 0);
-    expect_error(p, "nosuch", "[]", MF_ERR_REMOTE, "Function 'nosuch' not found", 0);
-    expect_error(p, "nosuch", "[1, 2, 3]", MF_ERR_REMOTE, "Function 'nosuch' not found", 0);
+    expect_error(p, "nosuch", "[]", MF_ERR_NO_SUCH_FUNCTION, "Function 'nosuch' not found", 0);
+    expect_error(p, "nosuch", "[1, 2, 3]", MF_ERR_NO_SUCH_FUNCTION, "Function 'nosuch' not found", 0);
 
     /* mf_call reports the same text. */
     mf_buffer out = {NULL, 0};

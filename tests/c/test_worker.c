@@ -4,7 +4,10 @@
  *
  *   echo(x)      raw   x unchanged
  *   add(a, b)    json  a + b (integers)
- *   sleep_ms(ms) json  sleeps ms, returns ms
+ *   sleep_ms(ms) json  sleeps ms, returns ms; stops early with an error
+ *                      when the call is cancelled (mf_reply_on_cancel)
+ *   spin_ms(ms)  json  spins ms ignoring any cancel, returns ms
+ *   spins()      json  how many spin_ms calls started
  *   hold_ms(ms)  json  sleeps ms, returns ms, counting how many run at once
  *   most_holding() json the most hold_ms calls that ever ran at once
  *   fail(msg)    raw   error "RuntimeError: <msg>"
@@ -94,6 +97,41 @@ static void add(void *user, const char *args_json, mf_reply *reply) {
     mf_reply_json(reply, out);
 }
 
+/* What a cooperative handler waits on: woken by its call's cancel. */
+struct cancel_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int cancelled;
+};
+
+static void wake_on_cancel(void *user) {
+    struct cancel_wait *w = user;
+    pthread_mutex_lock(&w->lock);
+    w->cancelled = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Waits `ms` or until the call is cancelled; whether it was. `w` must live
+ * until the reply is answered (the cancel callback may run until then). */
+static int wait_unless_cancelled(mf_reply *reply, struct cancel_wait *w, long long ms) {
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += (time_t)(ms / 1000);
+    end.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    mf_reply_on_cancel(reply, wake_on_cancel, w);
+    pthread_mutex_lock(&w->lock);
+    while (!w->cancelled && pthread_cond_timedwait(&w->cv, &w->lock, &end) != ETIMEDOUT) {
+    }
+    int cancelled = w->cancelled;
+    pthread_mutex_unlock(&w->lock);
+    return cancelled;
+}
+
 static void sleep_ms(void *user, const char *args_json, mf_reply *reply) {
     (void)user;
     long long ms;
@@ -101,9 +139,42 @@ static void sleep_ms(void *user, const char *args_json, mf_reply *reply) {
         mf_reply_error(reply, "TypeError: sleep_ms takes one non-negative integer");
         return;
     }
-    sleep_for_ms(ms);
+    struct cancel_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    if (wait_unless_cancelled(reply, &w, ms)) {
+        mf_reply_error(reply, "CancelledError: sleep_ms stopped on its cancel");
+        return;
+    }
     char out[32];
     snprintf(out, sizeof out, "%lld", ms);
+    mf_reply_json(reply, out);
+}
+
+static atomic_int spins_started;
+
+static void spin_ms(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    long long ms;
+    if (!one_int_json(args_json, &ms) || ms < 0) {
+        mf_reply_error(reply, "TypeError: spin_ms takes one non-negative integer");
+        return;
+    }
+    atomic_fetch_add(&spins_started, 1);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t end = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec + (int64_t)ms * 1000000LL;
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((int64_t)now.tv_sec * 1000000000LL + now.tv_nsec < end);
+    char out[32];
+    snprintf(out, sizeof out, "%lld", ms);
+    mf_reply_json(reply, out);
+}
+
+static void spins(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    (void)args_json;
+    char out[32];
+    snprintf(out, sizeof out, "%d", atomic_load(&spins_started));
     mf_reply_json(reply, out);
 }
 
@@ -261,6 +332,8 @@ int main(int argc, char **argv) {
     must(mf_worker_register(w, "echo", echo, NULL), "register echo");
     must(mf_worker_register_json(w, "add", add, NULL), "register add");
     must(mf_worker_register_json(w, "sleep_ms", sleep_ms, NULL), "register sleep_ms");
+    must(mf_worker_register_json(w, "spin_ms", spin_ms, NULL), "register spin_ms");
+    must(mf_worker_register_json(w, "spins", spins, NULL), "register spins");
     must(mf_worker_register_json(w, "hold_ms", hold_ms, NULL), "register hold_ms");
     must(mf_worker_register_json(w, "most_holding", most_holding, NULL), "register most_holding");
     must(mf_worker_register(w, "fail", fail, NULL), "register fail");

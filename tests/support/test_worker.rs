@@ -15,6 +15,12 @@ static WORKER: OnceLock<&'static Worker> = OnceLock::new();
 /// `hold_ms` calls running now, and the most that ever ran at once.
 static HOLDING: AtomicI64 = AtomicI64::new(0);
 static MOST_HOLDING: AtomicI64 = AtomicI64::new(0);
+/// `until_cancelled` and `spin_ms` handlers that started, and the
+/// `until_cancelled` ones that saw their cancel.
+static STARTED: AtomicI64 = AtomicI64::new(0);
+static SAW_CANCEL: AtomicI64 = AtomicI64::new(0);
+/// `mark` handlers that ran.
+static MARKS: AtomicI64 = AtomicI64::new(0);
 
 /// Reads the first integer argument of a raw msgpack array.
 fn int_arg(args: &[u8], index: usize) -> Option<i64> {
@@ -150,6 +156,55 @@ fn main() {
         |_| Err("RuntimeError: requested failure".to_owned()),
     );
     reg("crash", |_| std::process::abort());
+    // Waits up to ms (default a minute) for its call to be cancelled, the
+    // way a cooperative handler does; answers whether it saw the cancel.
+    worker
+        .register(
+            "until_cancelled",
+            Arc::new(|a: &[u8], reply: multifrost::ReplyHandle| {
+                let ms = int_arg(a, 0).unwrap_or(60_000);
+                STARTED.fetch_add(1, Ordering::SeqCst);
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                reply.on_cancel(Box::new(move || {
+                    let _ = tx.send(());
+                }));
+                let saw = rx.recv_timeout(Duration::from_millis(ms as u64)).is_ok();
+                if saw {
+                    SAW_CANCEL.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = reply.ok(&int_result(i64::from(saw)));
+            }),
+        )
+        .unwrap();
+    reg("started", |_| {
+        Ok(int_result(STARTED.load(Ordering::SeqCst)))
+    });
+    reg("cancels_seen", |_| {
+        Ok(int_result(SAW_CANCEL.load(Ordering::SeqCst)))
+    });
+    // Spins for ms, never looking at its cancel (a handler that ignores it).
+    reg("spin_ms", |a| {
+        let ms = int_arg(a, 0).ok_or("TypeError: ms")?;
+        STARTED.fetch_add(1, Ordering::SeqCst);
+        let end = std::time::Instant::now() + Duration::from_millis(ms as u64);
+        while std::time::Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        Ok(int_result(ms))
+    });
+    // A side effect: counts the runs of `mark`.
+    reg("mark", |_| {
+        Ok(int_result(MARKS.fetch_add(1, Ordering::SeqCst) + 1))
+    });
+    reg("marks", |_| Ok(int_result(MARKS.load(Ordering::SeqCst))));
+    // [cancels that found their call, calls answered without running]
+    reg("worker_stats", |_| {
+        let st = WORKER.get().expect("set before serving").stats();
+        let mut out = vec![0x92];
+        rmp::encode::write_uint(&mut out, st.cancels.load(Ordering::SeqCst)).unwrap();
+        rmp::encode::write_uint(&mut out, st.not_run.load(Ordering::SeqCst)).unwrap();
+        Ok(out)
+    });
     // Ends the current serve (its own answer still goes out).
     reg("pause", |_| {
         WORKER.get().expect("set before serving").stop();
