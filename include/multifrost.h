@@ -586,6 +586,17 @@ enum mf_status mf_call_ex(struct mf_parent *p,
                           struct mf_buffer *out);
 
 /**
+ * Asks for an event to be queued on `q` when this call is cancelled:
+ * `token`, MF_ERR_CANCELLED, no result, and the text "the call was
+ * cancelled" — the form of `mf_reply_on_cancel` for bindings that run an
+ * event loop over `mf_queue_fd` (no callback into the binding from a
+ * library thread). Queued at once if the call is cancelled already, and
+ * never once the reply is answered. Errors: MF_ERR_INVALID_ARGUMENT (NULL
+ * reply or queue).
+ */
+enum mf_status mf_reply_on_cancel_queue(struct mf_reply *r, struct mf_queue *q, uint64_t token);
+
+/**
  * A new, empty completion queue. Never NULL.
  */
 struct mf_queue *mf_queue_new(void);
@@ -696,10 +707,12 @@ bool mf_reply_cancelled(const struct mf_reply *r);
  * after which it never runs (an answer made while it runs waits for it to
  * return, so `user_data` may be freed once the reply is answered). `cb`
  * must return quickly and must not answer this reply; it is the place to
- * wake whatever runs the handler. A second call replaces the first's
- * callback. Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
+ * wake whatever runs the handler. A call has one such hook: a second
+ * `mf_reply_on_cancel` or `mf_reply_on_cancel_queue` replaces it. Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
  */
-enum mf_status mf_reply_on_cancel(struct mf_reply *r, mf_cancel_fn cb, void *user_data);
+enum mf_status mf_reply_on_cancel(struct mf_reply *r,
+                                  mf_cancel_fn cb,
+                                  void *user_data);
 
 /**
  * A new worker. `service_id` NULL: spawn mode (`mf_serve` connects to the

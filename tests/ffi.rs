@@ -446,3 +446,121 @@ fn an_event_loop_watching_the_queue_descriptor_gets_every_completion() {
     served.join().unwrap();
     unsafe { mf_worker_free(w.0) };
 }
+
+/// A pull worker learns of a cancel the two ways the C API offers: an event
+/// on a queue its event loop watches (`mf_reply_on_cancel_queue`) and a
+/// callback (`mf_reply_on_cancel`); `mf_reply_cancelled` says so too.
+#[test]
+fn a_pull_worker_hears_of_a_cancel_on_its_queue_and_by_callback() {
+    temp_home();
+    let id = CString::new("ffi-pull-cancel").unwrap();
+    let slow = CString::new("slow").unwrap();
+    let mut w = null_mut();
+    unsafe {
+        assert_eq!(mf_worker_new(id.as_ptr(), &mut w), mf_status::MF_OK);
+        assert_eq!(mf_worker_register_pull(w, slow.as_ptr()), mf_status::MF_OK);
+        assert_eq!(mf_worker_start(w), mf_status::MF_OK, "{}", last_error());
+    }
+    let mut p = null_mut();
+    unsafe {
+        assert_eq!(mf_connect(id.as_ptr(), null(), &mut p), mf_status::MF_OK);
+    }
+    static CALLED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    unsafe extern "C" fn on_cancel(user: *mut std::ffi::c_void) {
+        assert_eq!(user as usize, 42);
+        CALLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let parent_q = mf_queue_new();
+    let worker_q = mf_queue_new();
+    // (how it hears, whether the cancel comes before it asks)
+    for (round, by_queue, before) in [(0u64, true, false), (1, false, false), (2, true, true)] {
+        let mut call_id = 0;
+        let s = unsafe {
+            mf_call_queued_start(
+                p,
+                slow.as_ptr(),
+                null(),
+                0,
+                20_000,
+                parent_q,
+                round,
+                &mut call_id,
+            )
+        };
+        assert_eq!(s, mf_status::MF_OK);
+        let mut c = unsafe { std::mem::zeroed::<mf_incoming>() };
+        assert_eq!(
+            unsafe { mf_worker_next(w, 20_000, &mut c) },
+            mf_status::MF_OK
+        );
+        assert!(!unsafe { mf_reply_cancelled(c.reply) });
+        if before {
+            assert_eq!(unsafe { mf_cancel(p, call_id) }, mf_status::MF_OK);
+            while !unsafe { mf_reply_cancelled(c.reply) } {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let s = if by_queue {
+            unsafe { mf_reply_on_cancel_queue(c.reply, worker_q, 100 + round) }
+        } else {
+            unsafe { mf_reply_on_cancel(c.reply, Some(on_cancel), 42 as *mut _) }
+        };
+        assert_eq!(s, mf_status::MF_OK);
+        if !before {
+            assert_eq!(unsafe { mf_cancel(p, call_id) }, mf_status::MF_OK);
+        }
+        let mut ev: [mf_event; 2] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        if by_queue {
+            let s = unsafe { mf_queue_next(worker_q, 20_000, ev.as_mut_ptr(), 2, &mut n) };
+            assert_eq!(s, mf_status::MF_OK);
+            assert_eq!(
+                (n, ev[0].token, ev[0].status),
+                (1, 100 + round, mf_status::MF_ERR_CANCELLED)
+            );
+            let text = unsafe { CStr::from_ptr(ev[0].error_message) }
+                .to_str()
+                .unwrap();
+            assert_eq!(text, "the call was cancelled");
+        } else {
+            while CALLED.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert!(unsafe { mf_reply_cancelled(c.reply) });
+        // The parent's side ended with MF_ERR_CANCELLED when it cancelled.
+        let s = unsafe { mf_queue_next(parent_q, 0, ev.as_mut_ptr(), 2, &mut n) };
+        assert_eq!(s, mf_status::MF_OK);
+        assert_eq!(
+            (n, ev[0].token, ev[0].status),
+            (1, round, mf_status::MF_ERR_CANCELLED)
+        );
+        let msg = CString::new("CancelledError: stopped").unwrap();
+        assert_eq!(
+            unsafe { mf_reply_error(c.reply, msg.as_ptr()) },
+            mf_status::MF_OK
+        );
+    }
+    // Nothing more on the worker's queue: each hook ran once.
+    let mut ev: [mf_event; 1] = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    let s = unsafe { mf_queue_next(worker_q, 0, ev.as_mut_ptr(), 1, &mut n) };
+    assert_eq!(s, mf_status::MF_ERR_TIMEOUT);
+    assert_eq!(CALLED.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Bad input gets a status.
+    unsafe {
+        assert_eq!(
+            mf_reply_on_cancel_queue(null_mut(), worker_q, 1),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            mf_reply_on_cancel(null_mut(), Some(on_cancel), null_mut()),
+            mf_status::MF_ERR_INVALID_ARGUMENT
+        );
+        mf_parent_close(p);
+        mf_queue_free(parent_q);
+        mf_queue_free(worker_q);
+        assert_eq!(mf_worker_stop(w), mf_status::MF_OK);
+        mf_worker_free(w);
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::error::{c_string, mf_status};
 use super::parent::{mf_parent, write_id};
+use super::reply::mf_reply;
 use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
 use crate::error::Error;
 use crate::parent::{Done, Reply};
@@ -10,7 +11,7 @@ use crate::sync::{Condvar, Mutex};
 use crate::wake::Signal;
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, CString};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A completion queue. Calls started with `mf_call_queued` land here; a
@@ -60,6 +61,46 @@ impl mf_queue {
             w.notify();
         }
     }
+
+    /// Queues `event`; the taker wakes once the batch being delivered on
+    /// this thread is all in (see `after_batch`).
+    fn push(self: Arc<Self>, event: Event) {
+        let mut state = self.state.lock();
+        let was_empty = state.ready.is_empty();
+        state.ready.push_back(event);
+        drop(state);
+        if was_empty {
+            crate::parent::after_batch(Box::new(move || self.notify()));
+        }
+    }
+}
+
+/// Asks for an event to be queued on `q` when this call is cancelled:
+/// `token`, MF_ERR_CANCELLED, no result, and the text "the call was
+/// cancelled" — the form of `mf_reply_on_cancel` for bindings that run an
+/// event loop over `mf_queue_fd` (no callback into the binding from a
+/// library thread). Queued at once if the call is cancelled already, and
+/// never once the reply is answered. Errors: MF_ERR_INVALID_ARGUMENT (NULL
+/// reply or queue).
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_on_cancel_queue(
+    r: *mut mf_reply,
+    q: *mut mf_queue,
+    token: u64,
+) -> mf_status {
+    guard(|| {
+        let reply = r.as_ref().ok_or_else(|| Error::invalid("reply is NULL"))?;
+        let queue = arc_borrow(q.cast_const(), "queue")?;
+        reply.handle.on_cancel(Box::new(move || {
+            queue.push(Event {
+                token,
+                status: mf_status::MF_ERR_CANCELLED,
+                result: None,
+                error: Some(c_string("the call was cancelled")),
+            });
+        }));
+        Ok(())
+    })
 }
 
 /// A new, empty completion queue. Never NULL.
@@ -176,7 +217,7 @@ pub unsafe extern "C" fn mf_call_queued_start(
             args,
             timeout_ms,
             Done::Callback(Box::new(move |outcome| {
-                let event = match outcome {
+                queue.push(match outcome {
                     Ok(reply) => Event {
                         token,
                         status: mf_status::MF_OK,
@@ -189,15 +230,7 @@ pub unsafe extern "C" fn mf_call_queued_start(
                         result: None,
                         error: Some(c_string(&e.message)),
                     },
-                };
-                let mut state = queue.state.lock();
-                let was_empty = state.ready.is_empty();
-                state.ready.push_back(event);
-                drop(state);
-                if was_empty {
-                    // The taker wakes once the rest of this batch is in too.
-                    crate::parent::after_batch(Box::new(move || queue.notify()));
-                }
+                });
             })),
             |id| write_id(call_id, id),
         )
