@@ -708,11 +708,10 @@ bool mf_reply_cancelled(const struct mf_reply *r);
  * return, so `user_data` may be freed once the reply is answered). `cb`
  * must return quickly and must not answer this reply; it is the place to
  * wake whatever runs the handler. A call has one such hook: a second
- * `mf_reply_on_cancel` or `mf_reply_on_cancel_queue` replaces it. Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
+ * `mf_reply_on_cancel` or `mf_reply_on_cancel_queue` replaces it.
+ * Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
  */
-enum mf_status mf_reply_on_cancel(struct mf_reply *r,
-                                  mf_cancel_fn cb,
-                                  void *user_data);
+enum mf_status mf_reply_on_cancel(struct mf_reply *r, mf_cancel_fn cb, void *user_data);
 
 /**
  * A new worker. `service_id` NULL: spawn mode (`mf_serve` connects to the

@@ -101,7 +101,8 @@ pub type mf_cancel_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 /// return, so `user_data` may be freed once the reply is answered). `cb`
 /// must return quickly and must not answer this reply; it is the place to
 /// wake whatever runs the handler. A call has one such hook: a second
-/// `mf_reply_on_cancel` or `mf_reply_on_cancel_queue` replaces it. Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
+/// `mf_reply_on_cancel` or `mf_reply_on_cancel_queue` replaces it.
+/// Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
 #[no_mangle]
 pub unsafe extern "C" fn mf_reply_on_cancel(
     r: *mut mf_reply,
