@@ -313,8 +313,12 @@ impl Shared {
         match msg.kind {
             Kind::Response | Kind::Error => {
                 let Some(pending) = key.and_then(|k| core.calls.remove(&k)) else {
-                    // The late answer of a call that ended here: its handler is done.
-                    if key.and_then(|k| core.ending.remove(&k)).is_none() {
+                    // The late answer of a call that ended here: its handler
+                    // is done. A worker of ours also answers a cancel that
+                    // came after the call's answer: nothing to count.
+                    let ended = key.and_then(|k| core.ending.remove(&k)).is_some();
+                    let late_cancel = msg.error_kind == Some(ErrorKindName::Cancelled.as_str());
+                    if !ended && !late_cancel {
                         self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
                     }
                     return;

@@ -441,9 +441,21 @@ impl Driver<'_> {
             Kind::Shutdown => return Some(End::Shutdown),
             Kind::Cancel => {
                 let call = msg.id.and_then(|id| self.open.get(id));
-                if let Some(call) = call.filter(|c| c.peer == identity.bytes()) {
-                    shared.stats.cancels.fetch_add(1, Ordering::Relaxed);
-                    call.cancel();
+                match call.filter(|c| c.peer == identity.bytes()) {
+                    Some(call) => {
+                        shared.stats.cancels.fetch_add(1, Ordering::Relaxed);
+                        call.cancel();
+                    }
+                    // Answered already, or never run here (a call for another
+                    // namespace is dropped unanswered): say so, so that its
+                    // parent does not wait for a handler that does not run.
+                    None => {
+                        if let Some(id) = msg.id {
+                            let text = "CancelledError: no such call is running here";
+                            let kind = Some(ErrorKindName::Cancelled);
+                            self.refuse_as(identity, Some(id), text, kind);
+                        }
+                    }
                 }
             }
             Kind::Call => {
