@@ -202,6 +202,42 @@ func TestCallShapes(t *testing.T) {
 	if !errors.Is(err, multifrost.ErrInvalidArgument) {
 		t.Errorf("echo(chan): %v", err)
 	}
+	// A string that is not UTF-8 would reach a peer as a str it cannot
+	// decode: it is refused unsent, wherever it is in the arguments.
+	before, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const notUTF8 = "string is not valid UTF-8; pass []byte for bytes"
+	for _, c := range []struct {
+		arg  any
+		want string
+	}{
+		{"\xff", `multifrost: call "echo": argument 1 (string): ` + notUTF8},
+		{map[string]int{"k\xc3": 1}, `multifrost: call "echo": argument 1 (map[string]int): ` + notUTF8},
+		{[]any{1, map[string]any{"ok": []string{"a", "\xed\xa0\x80"}}}, `multifrost: call "echo": argument 1 ([]interface {}): ` + notUTF8},
+		{Point{Label: "\x80"}, `multifrost: call "echo": argument 1 (multifrost_test.Point): ` + notUTF8},
+	} {
+		err := p.Call(ctx, "echo", nil, c.arg)
+		if !errors.Is(err, multifrost.ErrInvalidArgument) || err.Error() != c.want {
+			t.Errorf("echo(%#v): %v, want ErrInvalidArgument %q", c.arg, err, c.want)
+		}
+	}
+	if after, err := p.Stats(); err != nil || after.RequestsTotal != before.RequestsTotal {
+		t.Errorf("calls with strings that are not UTF-8 were sent: requests_total %d, then %d (%v)",
+			before.RequestsTotal, after.RequestsTotal, err)
+	}
+	// The same bytes as []byte travel as bin.
+	var b []byte
+	if err := p.Call(ctx, "echo_bytes", &b, []byte("\xff")); err != nil || string(b) != "\xff" {
+		t.Errorf("echo_bytes(ff) = %x, %v", b, err)
+	}
+	// A Go worker's result is checked the same way.
+	var re *multifrost.RemoteError
+	err = p.Call(ctx, "bytes_as_string", nil, []byte("\xff"))
+	if !errors.As(err, &re) || re.Message != "TypeError: bytes_as_string returned a string that cannot be encoded: "+notUTF8 {
+		t.Errorf("bytes_as_string(ff): %v", err)
+	}
 	// Function names: refused before the call, or passed whole, however long.
 	for _, c := range []struct{ fn, want string }{
 		{"", "function name must not be empty"},
@@ -213,7 +249,6 @@ func TestCallShapes(t *testing.T) {
 		}
 	}
 	long := strings.Repeat("f", 300)
-	var re *multifrost.RemoteError
 	if err := p.Call(ctx, long, nil); !errors.As(err, &re) || re.Message != "Function '"+long+"' not found" {
 		t.Errorf("call of a 300-byte name: %v", err)
 	}

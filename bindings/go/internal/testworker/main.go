@@ -46,6 +46,7 @@ func main() {
 	must(w.Handle("echo_float", func(v float64) float64 { return v }))
 	must(w.Handle("echo_string", func(v string) string { return v }))
 	must(w.Handle("echo_bytes", func(v []byte) []byte { return v }))
+	must(w.Handle("bytes_as_string", func(v []byte) string { return string(v) }))
 	must(w.Handle("echo_bool", func(v bool) bool { return v }))
 	must(w.Handle("echo_list", func(v []any) []any { return v }))
 	must(w.Handle("echo_map", func(v map[string]any) map[string]any { return v }))
