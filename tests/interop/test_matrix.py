@@ -275,8 +275,6 @@ def expected_values(parent: str, worker: str) -> dict[str, str]:
     if parent == "python":
         want["lone_surrogate"] = ("error:UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800' "
                                   "in position 0: surrogates not allowed")
-    if "node" in (parent, worker):
-        del want["neg_zero"]  # see test_negative_zero_through_node
     return want
 
 
@@ -334,15 +332,4 @@ VALUE_PARENTS = ["c", "go", "node", "python"]
 def test_values_cross_languages(parent: str, worker: str, go_bin: Path,
                                 value_parents: dict[str, list[str]]) -> None:
     got = echo_values(parent, worker, go_bin, value_parents)
-    if "node" in (parent, worker):
-        got.pop("neg_zero", None)  # see test_negative_zero_through_node
     assert got == expected_values(parent, worker)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bindings/node: msgpackr encodes -0 as the integer 0, so a float -0.0 sent by a Node "
-                   "parent or echoed by a Node worker arrives as int 0 (sign and type lost)")
-@pytest.mark.parametrize("parent,worker", [(p, w) for p in VALUE_PARENTS for w in NAMES if "node" in (p, w)])
-def test_negative_zero_through_node(parent: str, worker: str, go_bin: Path,
-                                    value_parents: dict[str, list[str]]) -> None:
-    assert echo_values(parent, worker, go_bin, value_parents)["neg_zero"] == "float:-0"
