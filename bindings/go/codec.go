@@ -2,18 +2,22 @@ package multifrost
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Values cross the wire as MessagePack through vmihailenco/msgpack/v5:
 //   - integers are sent in their smallest form; float64 stays float64;
-//     string is str and []byte is bin;
+//     string is str and []byte is bin; a str must be UTF-8 (PROTOCOL.md §7),
+//     so a string that is not is refused before anything is sent
+//     (errInvalidUTF8) instead of failing in a peer's decoder;
 //   - structs are maps keyed by the `msgpack` tag, else the `json` tag,
 //     else the field name;
 //   - decoded into `any` (also inside []any, map[string]any and struct
@@ -60,7 +64,12 @@ func encodeArgs(args []any) (*encoding, error) {
 		return nil, err
 	}
 	for i, a := range args {
-		if err := e.enc.Encode(a); err != nil {
+		start := e.buf.Len()
+		err := e.enc.Encode(a)
+		if err == nil {
+			err = checkStrings(e.buf.Bytes()[start:])
+		}
+		if err != nil {
 			e.release()
 			return nil, fmt.Errorf("argument %d (%T): %w", i+1, a, err)
 		}
@@ -72,11 +81,80 @@ func encodeArgs(args []any) (*encoding, error) {
 // buffer goes with it, and the encoding is not reused.
 func encodeValue(v any) ([]byte, error) {
 	e := newEncoding()
-	if err := e.enc.Encode(v); err != nil {
+	err := e.enc.Encode(v)
+	if err == nil {
+		err = checkStrings(e.buf.Bytes())
+	}
+	if err != nil {
 		e.release()
 		return nil, err
 	}
 	return e.buf.Bytes(), nil
+}
+
+var errInvalidUTF8 = errors.New("string is not valid UTF-8; pass []byte for bytes")
+
+// checkStrings returns errInvalidUTF8 if a str in the encoded msgpack b is
+// not UTF-8. It reads the bytes the encoder wrote, not the Go value, so it
+// sees every string however it got there: map keys, struct fields, named
+// string types, custom encoders. Containers need no bookkeeping: their
+// elements simply follow their headers.
+func checkStrings(b []byte) error {
+	for i := 0; i < len(b); {
+		c := b[i]
+		i++
+		var skip, n int // bytes to skip, then bytes of data (a str's are checked)
+		switch {
+		case c <= 0x9f || c >= 0xe0 || (c >= 0xc0 && c <= 0xc3):
+			// fixint, fixmap and fixarray headers, nil, (unused), bool
+		case c&0xe0 == 0xa0:
+			n = int(c & 0x1f)
+		case c == 0xd9 || c == 0xc4 || c == 0xc7: // str 8, bin 8, ext 8
+			n = int(sized(b, i, 1))
+			i++
+		case c == 0xda || c == 0xc5 || c == 0xc8: // str 16, bin 16, ext 16
+			n = int(sized(b, i, 2))
+			i += 2
+		case c == 0xdb || c == 0xc6 || c == 0xc9: // str 32, bin 32, ext 32
+			n = int(sized(b, i, 4))
+			i += 4
+		case c == 0xcc || c == 0xd0:
+			skip = 1
+		case c == 0xcd || c == 0xd1 || c == 0xdc || c == 0xde:
+			skip = 2 // also the array 16 and map 16 headers
+		case c == 0xca || c == 0xce || c == 0xd2 || c == 0xdd || c == 0xdf:
+			skip = 4 // also the array 32 and map 32 headers
+		case c == 0xcb || c == 0xcf || c == 0xd3:
+			skip = 8
+		case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16 and their type byte
+			skip = 1 + 1<<(c-0xd4)
+		}
+		if c >= 0xc7 && c <= 0xc9 {
+			skip = 1 // the ext type byte, before the data
+		}
+		i += skip
+		if i > len(b) || n > len(b)-i {
+			return nil // cut short: not written by our encoder, nothing to check
+		}
+		isStr := c&0xe0 == 0xa0 || (c >= 0xd9 && c <= 0xdb)
+		if isStr && !utf8.Valid(b[i:i+n]) {
+			return errInvalidUTF8
+		}
+		i += n
+	}
+	return nil
+}
+
+// sized reads the n-byte big-endian length at b[i:] (0 if b is too short).
+func sized(b []byte, i, n int) uint32 {
+	if i+n > len(b) {
+		return 0
+	}
+	var v uint32
+	for _, x := range b[i : i+n] {
+		v = v<<8 | uint32(x)
+	}
+	return v
 }
 
 // decoding is a decoder with its reader, reused across calls.

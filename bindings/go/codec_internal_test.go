@@ -3,7 +3,9 @@ package multifrost
 import (
 	"math"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 type node struct {
@@ -70,5 +72,34 @@ func TestArgsEncoding(t *testing.T) {
 			t.Errorf("(1, \"a\"): % x", e.buf.Bytes())
 		}
 		e.release()
+	}
+}
+
+// Every str form is checked, wherever it is; bin and ext data, which may
+// hold any bytes, are skipped.
+func TestCheckStrings(t *testing.T) {
+	bad := "\xff"
+	for _, c := range []struct {
+		name string
+		v    any
+		want error
+	}{
+		{"fixstr", bad, errInvalidUTF8},
+		{"str 8", strings.Repeat("x", 40) + bad, errInvalidUTF8},
+		{"str 16", strings.Repeat("x", 300) + bad, errInvalidUTF8},
+		{"str 32", strings.Repeat("x", 70000) + bad, errInvalidUTF8},
+		{"after a float and an int", []any{1.5, int64(-1 << 40), bad}, errInvalidUTF8},
+		{"map key", map[string]any{bad: 1}, errInvalidUTF8},
+		{"valid text", []any{"héllo ✓", "😀𝄞", map[string]any{"k": "v"}}, nil},
+		{"bin with any bytes", []any{[]byte(bad), []byte(strings.Repeat(bad, 300)), "ok"}, nil},
+		{"ext with any bytes", []any{time.Unix(1, 0xff), "ok"}, nil},
+	} {
+		b, err := encodeValue(c.v)
+		if err != c.want {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if err == nil && len(b) == 0 {
+			t.Errorf("%s: nothing encoded", c.name)
+		}
 	}
 }

@@ -85,10 +85,11 @@ func bg(t testing.TB) context.Context {
 }
 
 // settle waits until cond holds (goroutines and handles wind down
-// asynchronously after Close), failing with what() after the deadline.
+// asynchronously after Close), failing with what() after a deadline that
+// only guards against a hang.
 func settle(t testing.TB, cond func() bool, what func() string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatal(what())
@@ -117,4 +118,38 @@ func goroutines() int {
 		}
 	}
 	return count
+}
+
+// parked asks the test worker how many calls of park(tag) it has had: a
+// parked call answers only after unpark(tag), so it is in flight for as long
+// as a test needs, with no time in it.
+func parked(t testing.TB, p *multifrost.Parent, tag string) int {
+	t.Helper()
+	var n int
+	if err := p.Call(bg(t), "parked", &n, tag); err != nil {
+		t.Fatalf("parked(%q): %v", tag, err)
+	}
+	return n
+}
+
+// unpark lets the calls parked under tag answer; it returns how many there were.
+func unpark(t testing.TB, p *multifrost.Parent, tag string) int {
+	t.Helper()
+	var n int
+	if err := p.Call(bg(t), "unpark", &n, tag); err != nil {
+		t.Fatalf("unpark(%q): %v", tag, err)
+	}
+	return n
+}
+
+// cancelWhenParked calls cancel once the worker has a call parked under tag
+// (or after 30 s, a hang guard): a cancellation while the call is in flight.
+func cancelWhenParked(p *multifrost.Parent, tag string, cancel context.CancelFunc) {
+	defer cancel()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := p.Call(context.Background(), "parked", &n, tag); err != nil || n > 0 {
+			return
+		}
+	}
 }

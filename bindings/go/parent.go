@@ -202,7 +202,8 @@ func newParent(c *C.mf_parent, label string) (*Parent, error) {
 //
 // Errors: *RemoteError (the handler failed; errors.As), ErrTimeout,
 // ErrCircuitOpen, ErrWorkerExited, ErrClosed (also for calls in flight
-// when Close runs), ErrInvalidArgument (an argument msgpack cannot encode),
+// when Close runs), ErrInvalidArgument (an argument msgpack cannot encode,
+// or a string in one that is not UTF-8: pass []byte for bytes; nothing is sent),
 // and an error naming the result type when the result cannot be decoded.
 func (p *Parent) Call(ctx context.Context, function string, result any, args ...any) error {
 	// The caller may hold p only through this call: keep the finalizer

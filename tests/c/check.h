@@ -75,7 +75,7 @@ static inline int check_summary(void) {
     return failed == 0 && passed > 0 ? 0 : 1;
 }
 
-/* Monotonic milliseconds, for "returned quickly" checks. */
+/* Monotonic milliseconds, for hang guards and "waited at least" checks. */
 static inline int64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -45,15 +45,32 @@ static inline void check_json_call(mf_parent *p, const char *function, const cha
     }
 }
 
-/* Waits until the parent reports `n` calls in flight, up to 10 s; whether it did. */
+/* Waits until the parent reports `n` calls in flight; whether it did (the
+ * 20 s limit is a hang guard). */
 static inline int wait_in_flight(mf_parent *p, int n) {
     char want[32];
     snprintf(want, sizeof want, "\"in_flight\":%d", n);
-    for (int64_t t0 = now_ms(); now_ms() - t0 < 10000;) {
+    for (int64_t t0 = now_ms(); now_ms() - t0 < 20000;) {
         char *stats = mf_parent_stats_json(p);
         int found = stats && strstr(stats, want);
         mf_string_free(stats);
         if (found) return 1;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* Waits until the test worker has `n` parked calls (park/parked/unpark in
+ * test_worker.c); whether it did (the 20 s limit is a hang guard). */
+static inline int wait_parked(mf_parent *p, int n) {
+    char want[32];
+    snprintf(want, sizeof want, "%d", n);
+    for (int64_t t0 = now_ms(); now_ms() - t0 < 20000;) {
+        char *got = call_json_ok(p, "parked", "[]", 10000);
+        int found = got && strcmp(got, want) == 0;
+        mf_string_free(got);
+        if (!got || found) return found;
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }

@@ -1,6 +1,7 @@
 /* Closing a parent while other threads are inside mf_call: those calls end
- * with MF_ERR_CLOSED at once (not when the worker would have answered),
- * the close returns, and a new parent works afterwards. */
+ * with MF_ERR_CLOSED (the worker never answers them: they are parked, and
+ * their 60 s timeout would say MF_ERR_TIMEOUT), the close returns, and a new
+ * parent works afterwards. */
 #include "support.h"
 
 #include <pthread.h>
@@ -16,7 +17,6 @@ static int started;
 struct caller {
     mf_status status;
     char error[256];
-    int64_t ended_at;
     int wrote_out;
 };
 
@@ -27,8 +27,7 @@ static void *sleeper(void *arg) {
     pthread_cond_broadcast(&cond);
     pthread_mutex_unlock(&lock);
     char *out = NULL;
-    c->status = mf_call_json(parent, "sleep_ms", "[30000]", 60000, &out);
-    c->ended_at = now_ms();
+    c->status = mf_call_json(parent, "park", "[0]", 60000, &out);
     snprintf(c->error, sizeof c->error, "%s", mf_last_error());
     c->wrote_out = out != NULL;
     mf_string_free(out);
@@ -37,8 +36,7 @@ static void *sleeper(void *arg) {
 
 int main(void) {
     mf_options *o = mf_options_new();
-    /* The worker is sleeping in handlers and may ignore SIGTERM's request for
-     * a while; keep the close itself short. */
+    /* The worker's calls are never answered; it need not get a long grace. */
     CHECK_STATUS(mf_options_set_shutdown_grace(o, 500), MF_OK);
     parent = spawn_worker(o);
     mf_options_free(o);
@@ -53,21 +51,14 @@ int main(void) {
     /* The calls are really in flight before the close starts. */
     CHECK(wait_in_flight(parent, CALLERS), "the %d calls never were all in flight", CALLERS);
 
-    int64_t t0 = now_ms();
     mf_parent_close(parent);
-    int64_t close_took = now_ms() - t0;
     for (int i = 0; i < CALLERS; i++) pthread_join(threads[i], NULL);
 
-    /* The handlers would answer after 30 s and the calls time out after 60 s;
-     * the bounds tell those apart from a close (grace 0.5 s) on a busy machine. */
-    CHECK(close_took < 10000, "mf_parent_close took %lld ms", (long long)close_took);
     for (int i = 0; i < CALLERS; i++) {
         struct caller *c = &callers[i];
         CHECK(c->status == MF_ERR_CLOSED, "caller %d: %s (\"%s\"), expected MF_ERR_CLOSED", i,
               mf_status_name(c->status), c->error);
         CHECK(c->error[0] != '\0', "caller %d: MF_ERR_CLOSED without a message", i);
-        CHECK(c->ended_at - t0 < 10000, "caller %d returned %lld ms after the close began", i,
-              (long long)(c->ended_at - t0));
         CHECK(!c->wrote_out, "caller %d: out written on failure", i);
     }
 

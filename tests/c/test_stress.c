@@ -6,12 +6,11 @@
  * retained references.
  *
  * Each call has unique arguments and is checked to complete exactly once
- * with its own result or the right error. `stalls` (a reply left waiting
- * with nobody driving the transport) must stay 0. Calls made right after a
- * crash must end with a result or a definite error, never by their
- * timeout. Work that waits for a timer to be picked up shows in `stalls`;
- * latencies are printed (speed is measured by `make bench`, not bounded
- * here, where a busy machine would break the bound). */
+ * with its own result or the right error. `stalls` (a reply that waited in
+ * the parent's transport until a timer, not the transport, woke its
+ * driver) must stay 0. Calls made right after a crash must end with a
+ * result or a definite error, never by their timeout. Latencies are printed,
+ * not bounded: speed is for the benchmarks, and a busy machine must pass. */
 #include "support.h"
 
 #include <pthread.h>
@@ -58,14 +57,15 @@ static int cmp64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Prints p50, p99 and the slowest; frees. */
-static void lat_check(lat_t *l, const char *phase) {
+/* Prints the latencies of a phase; frees. */
+static void lat_report(lat_t *l, const char *phase) {
     int n = atomic_load(&l->n);
     if (n > l->cap) n = l->cap;
     qsort(l->us, (size_t)n, sizeof *l->us, cmp64);
     if (CHECK(n > 0, "%s: no latencies", phase)) {
+        int64_t p99 = l->us[(n * 99) / 100], max = l->us[n - 1];
         printf("%s: %d calls, p50 %lld us, p99 %lld us, max %lld us\n", phase, n, (long long)l->us[n / 2],
-               (long long)l->us[(n * 99) / 100], (long long)l->us[n - 1]);
+               (long long)p99, (long long)max);
     }
     free(l->us);
 }
@@ -250,11 +250,8 @@ static void *timeouter(void *arg) {
     for (int i = 0; i < 20; i++) {
         mf_buffer out = {0};
         const uint8_t args[] = {0x91, 0xcd, 0x00, 0xc8}; /* [200] */
-        int64_t t0 = now_ms();
         mf_status s = mf_call(p, "sleep_ms", args, sizeof args, 10, &out);
-        int64_t took = now_ms() - t0;
         CHECK_STATUS(s, MF_ERR_TIMEOUT);
-        CHECK(took < 150, "a 10 ms timeout took %lld ms", (long long)took);
         if (s == MF_OK) mf_buffer_free(out);
     }
     return NULL;
@@ -284,14 +281,14 @@ static void phase_threads_then_window(mf_parent *p, const char *t) {
     }
     for (int i = 0; i < BLOCKERS; i++) pthread_join(th[i], NULL);
     snprintf(name, sizeof name, "%s threads4", t);
-    lat_check(&lat, name);
+    lat_report(&lat, name);
     window_t w = {.base = 500000000};
     lat_t wl;
     lat_init(&wl, ASYNC_CALLS);
     w.lat = &wl;
     run_window(p, &w, ASYNC_CALLS);
     snprintf(name, sizeof name, "%s async64 after threads4", t);
-    lat_check(&wl, name);
+    lat_report(&wl, name);
 }
 
 /* Every form at once: blockers, the window, the queue, short timeouts. */
@@ -334,7 +331,6 @@ static void phase_crashes(int link, const char *t) {
             mf_status s = mf_call(p, "crash", (const uint8_t *)"\x90", 1, 20000, &out);
             CHECK(s == MF_ERR_WORKER_EXITED, "%s crash %d: %s: %s", t, crashes, mf_status_name(s), mf_last_error());
             crashes++;
-            int64_t t0 = now_ms();
             pthread_t th[3];
             blocker_t b[3];
             atomic_int ok = 0;
@@ -343,9 +339,6 @@ static void phase_crashes(int link, const char *t) {
                 pthread_create(&th[i], NULL, blocker, &b[i]);
             }
             for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
-            int64_t took = now_ms() - t0;
-            CHECK(took < 10000, "%s: calls after crash %d took %lld ms (lost until their timeout?)", t, crashes,
-                  (long long)took);
             CHECK(atomic_load(&ok) == 9, "%s: after crash %d only %d of 9 calls answered", t, crashes,
                   atomic_load(&ok));
         }
@@ -369,8 +362,11 @@ static void phase_close_in_flight(int link, const char *t) {
         b[i] = (blocker_t){mf_parent_retain(p), 300 + i, 100000, NULL, 1, NULL};
         pthread_create(&th[i], NULL, blocker, &b[i]);
     }
-    CHECK(wait_in_flight(p, 1) || 1, "%s", t); /* calls are flowing or done */
-    sleep_us(20000);
+    /* Close once the calls are flowing: some have been answered. */
+    int64_t t0 = now_ms();
+    while (stat_value(p, "requests_success") < 100 && now_ms() - t0 < 20000) sleep_us(1000);
+    CHECK(stat_value(p, "requests_success") >= 100, "%s: calls never flowed before the close: %lld answered", t,
+          stat_value(p, "requests_success"));
     mf_parent_close(p);
     for (int i = 0; i < BLOCKERS; i++) {
         pthread_join(th[i], NULL);

@@ -15,6 +15,9 @@
  *   spam(n)      json  prints "line 0".."line n-1" on stdout, returns n
  *   big(n)       raw   a bin of n bytes, byte i = i & 0xff
  *   deferred(x)  raw   answers x ~50 ms later from another thread
+ *   park(x)      raw   returns without answering; unpark() answers x later
+ *   parked()     json  how many parked calls are not answered yet
+ *   unpark()     json  answers every parked call, returns how many
  *   _secret()    raw   private: callers must be refused
  *   crash()      raw   abort()
  *
@@ -299,6 +302,70 @@ static void deferred(void *user, const uint8_t *args, size_t len, mf_reply *repl
     pthread_detach(t);
 }
 
+/* Parked replies: the handler returns at once and leaves its call
+ * unanswered (no handler thread is held) until unpark(). A call in flight
+ * for as long as a test needs, with no time in it. */
+struct parked_call {
+    mf_reply *reply;
+    struct parked_call *next;
+    size_t len;
+    uint8_t value[];
+};
+
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct parked_call *parked_calls;
+static int parked_count;
+
+static void park(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    if (len < 2 || args[0] != 0x91) {
+        mf_reply_error(reply, "TypeError: park takes exactly one argument");
+        return;
+    }
+    struct parked_call *c = malloc(sizeof *c + len - 1);
+    if (!c) abort();
+    c->reply = reply;
+    c->len = len - 1;
+    memcpy(c->value, args + 1, len - 1);
+    pthread_mutex_lock(&parked_lock);
+    c->next = parked_calls;
+    parked_calls = c;
+    parked_count++;
+    pthread_mutex_unlock(&parked_lock);
+}
+
+static void parked(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    (void)args_json;
+    char out[32];
+    pthread_mutex_lock(&parked_lock);
+    snprintf(out, sizeof out, "%d", parked_count);
+    pthread_mutex_unlock(&parked_lock);
+    mf_reply_json(reply, out);
+}
+
+/* The parked calls are answered before unpark() is: a caller that sees its
+ * answer knows theirs were sent. */
+static void unpark(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    (void)args_json;
+    pthread_mutex_lock(&parked_lock);
+    struct parked_call *c = parked_calls;
+    int n = parked_count;
+    parked_calls = NULL;
+    parked_count = 0;
+    pthread_mutex_unlock(&parked_lock);
+    while (c) {
+        struct parked_call *next = c->next;
+        if (mf_reply_ok(c->reply, c->value, c->len) != MF_OK) mf_reply_error(c->reply, mf_last_error());
+        free(c);
+        c = next;
+    }
+    char out[32];
+    snprintf(out, sizeof out, "%d", n);
+    mf_reply_json(reply, out);
+}
+
 static void secret(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
     (void)user;
     (void)args;
@@ -341,6 +408,9 @@ int main(int argc, char **argv) {
     must(mf_worker_register_json(w, "spam", spam, NULL), "register spam");
     must(mf_worker_register(w, "big", big, NULL), "register big");
     must(mf_worker_register(w, "deferred", deferred, NULL), "register deferred");
+    must(mf_worker_register(w, "park", park, NULL), "register park");
+    must(mf_worker_register_json(w, "parked", parked, NULL), "register parked");
+    must(mf_worker_register_json(w, "unpark", unpark, NULL), "register unpark");
     must(mf_worker_register(w, "_secret", secret, NULL), "register _secret");
     must(mf_worker_register(w, "crash", crash, NULL), "register crash");
     must(mf_worker_set_concurrency(w, concurrency), "mf_worker_set_concurrency");

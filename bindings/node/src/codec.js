@@ -3,9 +3,10 @@
 // not fit a JS number exactly come back as BigInt; BigInts go out as 64-bit
 // integers (outside int64 ∪ uint64 they are refused with a RangeError, never
 // rounded); integer-valued numbers go out as msgpack integers at any size, so
-// a Python or C peer sees `int`, not `float`.
+// a Python or C peer sees `int`, not `float`. -0 goes out as the float64 -0.0
+// (msgpackr alone writes the integer 0, losing the sign and the type).
 
-const { Packr } = require('msgpackr');
+const { Packr, addExtension } = require('msgpackr');
 
 const packr = new Packr({
   useRecords: false, // plain msgpack maps, readable by every peer
@@ -15,14 +16,39 @@ const packr = new Packr({
   moreTypes: false,
 });
 
+// -0 is replaced by this marker before packing; msgpackr hands it to the
+// extension below, which writes the 9 bytes of float64 -0.0 itself (no ext
+// header: a pack function that returns nothing has written its own bytes).
+class NegativeZero {}
+const NEGATIVE_ZERO = new NegativeZero();
+// The extension type is never written. msgpackr also registers it for
+// decoding, process-wide; -2 is reserved by the MessagePack spec for
+// predefined types, so no peer sends it and no application registers it, and
+// reading one fails as any unknown type does.
+const UNUSED_EXT_TYPE = 0xfe;
+addExtension({
+  Class: NegativeZero,
+  type: UNUSED_EXT_TYPE,
+  pack(_marker, allocateForWrite) {
+    const { target, targetView, position } = allocateForWrite(9);
+    target[position] = 0xcb;
+    targetView.setFloat64(position + 1, -0);
+  },
+  unpack() {
+    throw new Error(`Unknown extension type ${UNUSED_EXT_TYPE}`);
+  },
+});
+
 const MAX_DEPTH = 100; // PROTOCOL.md §7: deeper nesting is refused by peers anyway
 
 // msgpackr writes integer numbers outside 32 bits as float64; those become
-// BigInt before packing so they are written as int64/uint64. Copy-on-write:
-// a value with no such number is packed as it is, without a copy.
+// BigInt before packing so they are written as int64/uint64, and -0 becomes
+// the NEGATIVE_ZERO marker. Copy-on-write: a value with no such number is
+// packed as it is, without a copy.
 function wideIntegers(value, depth) {
   if (typeof value === 'function' || typeof value === 'symbol') throw new Unsendable();
   if (typeof value === 'number') {
+    if (value === 0) return Object.is(value, -0) ? NEGATIVE_ZERO : value;
     return Number.isInteger(value) && (value > 0xffffffff || value < -0x80000000) && Number.isSafeInteger(value)
       ? BigInt(value)
       : value;

@@ -26,7 +26,7 @@ function expected(negativeError) {
 }
 
 it('math_parent.js with math_worker.js prints the expected lines', async () => {
-  const r = await runNode([PARENT, NODE_WORKER], { timeout: 15000 });
+  const r = await runNode([PARENT, NODE_WORKER]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, expected('RangeError: factorial of a negative number'));
 });
@@ -37,7 +37,7 @@ it('math_parent.js with the C example worker prints the expected lines', async (
     execFileSync('cmake', ['-S', REPO, '-B', path.join(REPO, 'build'), '-G', 'Ninja'], { stdio: 'inherit' });
     execFileSync('cmake', ['--build', path.join(REPO, 'build'), '--target', 'math_worker'], { stdio: 'inherit' });
   }
-  const r = await runNode([PARENT, C_WORKER], { timeout: 15000 });
+  const r = await runNode([PARENT, C_WORKER]);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n');
   assert.match(lines[3], /^factorial\(-1\) failed: .*negative/);
@@ -54,7 +54,6 @@ it('math_worker.js serves in connect mode when given a service id', async () => 
   try {
     const registry = path.join(HOME, '.multifrost', 'services.json');
     await waitFor(() => fs.existsSync(registry) && JSON.parse(fs.readFileSync(registry, 'utf8'))['math-example'], {
-      timeout: 8000,
       what: 'math-example to register',
     });
     const script = `const { ParentWorker } = require(${JSON.stringify(path.join(REPO, 'bindings', 'node'))});

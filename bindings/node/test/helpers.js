@@ -19,10 +19,12 @@ function alive(pid) {
   }
 }
 
-/** Runs `node args...`; resolves with its exit, output and duration. Killed after `timeout` ms. */
-function runNode(args, { env, timeout = 15000, cwd, input } = {}) {
+/**
+ * Runs `node args...`; resolves with its exit and output. Killed after
+ * `timeout` ms (then `timedOut` is true): a hang guard, not a speed limit.
+ */
+function runNode(args, { env, timeout = 60000, cwd, input } = {}) {
   return new Promise((resolve) => {
-    const started = Date.now();
     const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -37,13 +39,16 @@ function runNode(args, { env, timeout = 15000, cwd, input } = {}) {
     else child.stdin.end();
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started, timedOut, pid: child.pid });
+      resolve({ code, signal, stdout, stderr, timedOut, pid: child.pid });
     });
   });
 }
 
-/** Polls `fn` until it returns a truthy value; throws after `timeout` ms. */
-async function waitFor(fn, { timeout = 5000, interval = 20, what = 'condition' } = {}) {
+/**
+ * Polls `fn` until it returns a truthy value. `timeout` only guards against a
+ * hang (generous, for a loaded machine); the error names what was awaited.
+ */
+async function waitFor(fn, { timeout = 30000, interval = 20, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const v = await fn();
@@ -53,4 +58,13 @@ async function waitFor(fn, { timeout = 5000, interval = 20, what = 'condition' }
   }
 }
 
-module.exports = { PACKAGE_DIR, REPO, WORKER, C_WORKER, alive, runNode, waitFor };
+/** Resolves as `promise` does; rejects naming `what` if it has not settled after `timeout` ms (a hang guard). */
+function within(promise, what, timeout = 60000) {
+  let timer;
+  const guard = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting after ${timeout / 1000} s for ${what}`)), timeout);
+  });
+  return Promise.race([promise, guard]).finally(() => clearTimeout(timer));
+}
+
+module.exports = { PACKAGE_DIR, REPO, WORKER, C_WORKER, alive, runNode, waitFor, within };

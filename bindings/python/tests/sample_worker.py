@@ -27,6 +27,30 @@ class SampleWorker(ChildWorker):
         await asyncio.sleep(ms / 1000)
         return ms
 
+    async def park(self, tag):
+        """Waits until unpark(tag): a call in flight for as long as a test needs, with no time in it."""
+        event = self._parked_events().setdefault(tag, asyncio.Event())
+        self._parked_counts[tag] = self._parked_counts.get(tag, 0) + 1
+        await event.wait()
+        return tag
+
+    async def parked(self, tag):
+        """How many calls are parked under `tag`."""
+        self._parked_events()
+        return self._parked_counts.get(tag, 0)
+
+    async def unpark(self, tag):
+        """Lets the calls parked under `tag` answer; returns how many there were."""
+        event = self._parked_events().pop(tag, None)
+        if event is not None:
+            event.set()
+        return self._parked_counts.pop(tag, 0)
+
+    def _parked_events(self):
+        if not hasattr(self, "_parked"):
+            self._parked, self._parked_counts = {}, {}
+        return self._parked
+
     async def gather(self, n):
         """Waits until `n` calls of it run at once (or 10 s pass); returns how many did."""
         self._gathered = getattr(self, "_gathered", 0) + 1

@@ -1,6 +1,7 @@
 """ChildWorker: what is offered, and where methods run."""
 
 import threading
+import time
 
 from multifrost import ChildWorker, ParentWorker
 
@@ -74,13 +75,14 @@ def test_run_on_a_thread_and_stop(monkeypatch):
     t = threading.Thread(target=w.run)
     t.start()
     try:
-        for _ in range(100):
-            if w._handle is not None:
-                break
+        # Serving once the worker has its handle (30 s: a hang guard).
+        deadline = time.monotonic() + 30
+        while w._handle is None:
+            assert time.monotonic() < deadline, "run() never started serving"
             threading.Event().wait(0.01)
         w.stop()
-        t.join(timeout=5)
-        assert not t.is_alive()
+        t.join(timeout=30)
+        assert not t.is_alive(), "run() did not return after stop()"
     finally:
         w.stop()
         os.environ.pop("COMLINK_ZMQ_PORT", None)

@@ -65,7 +65,7 @@ def test_math_worker_connect_mode(home):
 
     proc = subprocess.Popen([sys.executable, str(EXAMPLES / "math_worker.py"), "math-service"])
     try:
-        worker = ParentWorker.connect_sync("math-service", timeout=5.0)
+        worker = ParentWorker.connect_sync("math-service", timeout=30.0)
         try:
             assert worker.sync.call.factorial(5) == 120
             assert worker.sync.call.echo({"k": [1, "ü"]}) == {"k": [1, "ü"]}
@@ -73,4 +73,4 @@ def test_math_worker_connect_mode(home):
             worker.sync.close()
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0

@@ -74,14 +74,14 @@ def test_connect_then_async_with(home):
     try:
 
         async def main():
-            worker = await ParentWorker.connect(service, timeout=5.0)
+            worker = await ParentWorker.connect(service, timeout=30.0)
             async with worker:
                 return await worker.acall.multiply(6, 7), worker.is_healthy
 
         assert asyncio.run(main()) == (42, True)
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0, proc.stderr.read()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
 
 
 def test_child_worker_subclass_forms():

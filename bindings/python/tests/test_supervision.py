@@ -18,8 +18,8 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def wait_in_flight(worker, n, limit=10.0):
-    """Waits until the parent has `n` calls in flight (sent, not answered)."""
+async def wait_in_flight(worker, n, limit=30.0):
+    """Waits until the parent has `n` calls in flight (sent, not answered); `limit` is a hang guard."""
     deadline = time.monotonic() + limit
     while worker.metrics["in_flight"] != n:
         assert time.monotonic() < deadline, f"never {n} calls in flight: {worker.metrics}"
@@ -27,76 +27,51 @@ async def wait_in_flight(worker, n, limit=10.0):
 
 
 def test_1000_concurrent_acalls_keep_the_loop_live(sample_worker):
-    """1000 calls in flight at once while a 5 ms asyncio ticker keeps ticking.
+    """1000 calls in flight at once, parked in the worker until the test lets them go.
 
-    The ticks are counted in the window where every call has been sent and
-    none has come back yet (each call sleeps 1 s in the worker): a loop blocked
-    by the calls could not tick there at all.
+    While they are in flight the loop runs a ticker and more calls: a loop
+    blocked by the calls could never get to letting them go.
     """
 
     async def main():
         async with ParentWorker.spawn(sample_worker) as worker:
-            tick_times = []
-            stop = asyncio.Event()
-
-            async def ticker():
-                while not stop.is_set():
-                    await asyncio.sleep(0.005)
-                    tick_times.append(time.monotonic())
-
-            done_times = []
-
-            async def one():
-                value = await worker.acall.slow(1000)
-                done_times.append(time.monotonic())
-                return value
-
-            sent = []
-
-            async def all_sent_marker():
-                # Tasks start in creation order: this runs after every call task began.
-                sent.append(time.monotonic())
-
-            tick_task = asyncio.create_task(ticker())
-            await asyncio.sleep(0.02)
-            start = time.monotonic()
-            calls = [asyncio.create_task(one()) for _ in range(1000)]
-            marker = asyncio.create_task(all_sent_marker())
+            calls = [asyncio.create_task(worker.acall.park("many")) for _ in range(1000)]
+            await wait_in_flight(worker, 1000)
+            ticks = 0
+            while ticks < 5:
+                await asyncio.sleep(0.005)
+                ticks += 1
+            sums = await asyncio.gather(*(worker.acall.add(i, i) for i in range(100)))
+            parked = await worker.acall.parked("many")
+            answered_early = sum(1 for c in calls if c.done())
+            in_flight = worker.metrics["in_flight"]
+            released = await worker.acall.unpark("many")
             results = await asyncio.gather(*calls)
-            await marker
-            elapsed = time.monotonic() - start
-            stop.set()
-            await tick_task
-            sums = await asyncio.gather(*(worker.acall.add(i, i) for i in range(1000)))
-            window = (sent[0], min(done_times))
-            in_window = sum(1 for t in tick_times if window[0] < t < window[1])
-            return results, sums, elapsed, window, in_window, len(tick_times)
+            return parked, answered_early, in_flight, sums, released, results
 
-    results, sums, elapsed, window, in_window, ticks = run(main())
-    assert results == [1000] * 1000
-    assert sums == [2 * i for i in range(1000)]
-    assert 1.0 <= elapsed < 10
-    assert window[1] - window[0] > 0.3, window  # sending 1000 calls takes well under 0.7 s
-    assert in_window >= 5, (in_window, window, ticks)
+    parked, answered_early, in_flight, sums, released, results = run(main())
+    assert (parked, answered_early, in_flight) == (1000, 0, 1000)
+    assert sums == [2 * i for i in range(100)]
+    assert released == 1000
+    assert results == ["many"] * 1000
 
 
 def test_crashing_worker_fails_calls_promptly(sample_worker):
     async def main():
         async with ParentWorker.spawn(sample_worker) as worker:
-            slow = asyncio.ensure_future(worker.acall.slow(30_000))
+            # Never answered: a crash noticed only when the calls' 30 s default
+            # timeout passes would fail them with TimeoutError instead.
+            parked = asyncio.ensure_future(worker.acall.park("crash"))
             await wait_in_flight(worker, 1)
-            start = time.monotonic()
             with pytest.raises(WorkerExitedError) as info:
                 await worker.acall.crash()
             with pytest.raises(WorkerExitedError):
-                await slow
-            elapsed = time.monotonic() - start
+                await parked
             with pytest.raises(WorkerExitedError):
                 await worker.acall.add(1, 1)
-            return info.value, elapsed, worker.is_healthy
+            return info.value, worker.is_healthy
 
-    err, elapsed, healthy = run(main())
-    assert elapsed < 15.0  # the slow call would answer after 30 s
+    err, healthy = run(main())
     assert err.status == Status.ERR_WORKER_EXITED
     assert "code 3" in str(err)
     assert healthy is False
@@ -104,10 +79,9 @@ def test_crashing_worker_fails_calls_promptly(sample_worker):
 
 def test_aborting_worker_reports_the_signal(sample_worker):
     with ParentWorker.spawn(sample_worker) as worker:
-        start = time.monotonic()
-        with pytest.raises(WorkerExitedError, match="SIGABRT|signal 6"):
+        with pytest.raises(WorkerExitedError, match="SIGABRT|signal 6") as info:
             worker.sync.call.abort()
-        assert time.monotonic() - start < 2.0
+        assert info.value.status == Status.ERR_WORKER_EXITED
 
 
 def test_auto_restart_brings_a_new_process(sample_worker):
@@ -115,7 +89,7 @@ def test_auto_restart_brings_a_new_process(sample_worker):
         first = worker.sync.call.pid()
         with pytest.raises(WorkerExitedError):
             worker.sync.call.crash()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while True:
             try:
                 second = worker.sync.call.pid()
@@ -134,7 +108,7 @@ def test_breaker_opens_after_timeouts(sample_worker):
             fast = worker.acall.with_options(timeout=0.05)
             for _ in range(2):
                 with pytest.raises(TimeoutError):
-                    await fast.slow(1000)
+                    await fast.park("breaker")
             sent = worker.metrics["requests_total"]
             with pytest.raises(CircuitOpenError) as info:
                 await worker.acall.add(1, 2)
@@ -150,21 +124,27 @@ def test_breaker_opens_after_timeouts(sample_worker):
 def test_breaker_half_open_probe_closes_it(sample_worker):
     with ParentWorker.spawn(sample_worker, breaker_threshold=1, breaker_cooldown=0.3) as worker:
         with pytest.raises(TimeoutError):
-            worker.sync.call.with_options(timeout=0.05).slow(500)
+            worker.sync.call.with_options(timeout=0.05).park("probe")
         with pytest.raises(CircuitOpenError):
             worker.sync.call.add(1, 1)
-        # The slow call's late answer arrives (it leaves in_flight), and the
-        # 0.3 s cool-down the test asked for passes.
-        deadline = time.monotonic() + 10
-        while worker.metrics["in_flight"] != 0:
-            assert time.monotonic() < deadline, worker.metrics
-            time.sleep(0.01)
-        time.sleep(0.35)
-        assert worker.sync.call.add(1, 1) == 2
+        sent = worker.metrics["requests_total"]
+        # Refused, unsent, until the 0.3 s cool-down has passed; then one call
+        # goes through as the probe.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe = worker.sync.call.add(1, 1)
+                break
+            except CircuitOpenError:
+                assert time.monotonic() < deadline, worker.metrics
+                time.sleep(0.02)
+        assert probe == 2
+        assert worker.metrics["requests_total"] == sent + 1  # only the probe was sent
         assert worker.circuit_open is False
+        assert worker.circuit_state == "closed"
 
 
-def _wait_for_record(caplog, text, limit=5.0):
+def _wait_for_record(caplog, text, limit=30.0):
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         for r in caplog.records:
@@ -177,11 +157,11 @@ def _wait_for_record(caplog, text, limit=5.0):
 def test_print_reaches_the_parent_log(sample_worker, caplog):
     caplog.set_level(logging.INFO, logger="multifrost")
     with ParentWorker.spawn(sample_worker) as worker:
-        start = time.monotonic()
         assert worker.sync.call.shout("hello from the worker", "second line ✓") == 2
+        # The worker keeps running: lines that waited for a full pipe buffer
+        # (or the exit) would never arrive here.
         first = _wait_for_record(caplog, "[sample_worker.py STDOUT]: hello from the worker")
         _wait_for_record(caplog, "[sample_worker.py STDOUT]: second line ✓")
-        assert time.monotonic() - start < 2.0  # line-buffered: no wait for a full pipe buffer
         assert first.levelno == logging.INFO
         assert first.multifrost_event["event"] == "worker_output"
         assert worker.sync.call.complain("to stderr") is True
@@ -192,7 +172,7 @@ def test_library_events_are_logged(sample_worker, caplog):
     caplog.set_level(logging.DEBUG, logger="multifrost")
     with ParentWorker.spawn(sample_worker) as worker:
         with pytest.raises(TimeoutError):
-            worker.sync.call.with_options(timeout=0.05).slow(300)
+            worker.sync.call.with_options(timeout=0.05).park("log")
     events = [getattr(r, "multifrost_event", {}).get("event") for r in caplog.records]
     assert "worker_start" in events
     assert "request_timeout" in events

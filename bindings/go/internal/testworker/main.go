@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	multifrost "github.com/multifrost/libmultifrost/bindings/go"
@@ -46,6 +47,7 @@ func main() {
 	must(w.Handle("echo_float", func(v float64) float64 { return v }))
 	must(w.Handle("echo_string", func(v string) string { return v }))
 	must(w.Handle("echo_bytes", func(v []byte) []byte { return v }))
+	must(w.Handle("bytes_as_string", func(v []byte) string { return string(v) }))
 	must(w.Handle("echo_bool", func(v bool) bool { return v }))
 	must(w.Handle("echo_list", func(v []any) []any { return v }))
 	must(w.Handle("echo_map", func(v map[string]any) map[string]any { return v }))
@@ -79,6 +81,44 @@ func main() {
 		case <-ctx.Done():
 			return 0, errors.New("CancelledError: the worker is stopping")
 		}
+	}))
+	// park(tag) answers only after unpark(tag) (or when the worker stops): a
+	// call in flight for as long as a test needs, with no time in it. It
+	// holds one handler thread while it waits.
+	var mu sync.Mutex
+	gates := map[string]chan struct{}{}
+	parked := map[string]int{}
+	gate := func(tag string) chan struct{} {
+		if gates[tag] == nil {
+			gates[tag] = make(chan struct{})
+		}
+		return gates[tag]
+	}
+	must(w.Handle("park", func(ctx context.Context, tag string) (string, error) {
+		mu.Lock()
+		g := gate(tag)
+		parked[tag]++
+		mu.Unlock()
+		select {
+		case <-g:
+			return tag, nil
+		case <-ctx.Done():
+			return "", errors.New("CancelledError: the worker is stopping")
+		}
+	}))
+	must(w.Handle("parked", func(tag string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return parked[tag]
+	}))
+	must(w.Handle("unpark", func(tag string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		close(gate(tag))
+		delete(gates, tag)
+		n := parked[tag]
+		delete(parked, tag)
+		return n
 	}))
 
 	if err := w.Serve(context.Background()); err != nil {

@@ -43,6 +43,8 @@ var cases = []struct {
 	{"inf", math.Inf(1)},
 	{"neg_inf", math.Inf(-1)},
 	{"neg_zero", math.Copysign(0, -1)},
+	// A UTF-16 surrogate in UTF-8 form: not UTF-8, so not a msgpack str.
+	{"lone_surrogate", "\xed\xa0\x80"},
 	// The decoder's limit (PROTOCOL §7) counts the arguments array: a value
 	// nested 99 deep travels as 100 levels, the most allowed; one more is refused.
 	{"deep_at_limit", deep(99)},
