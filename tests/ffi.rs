@@ -495,7 +495,7 @@ fn a_pull_worker_hears_of_a_cancel_on_its_queue_and_by_callback() {
         if before {
             assert_eq!(unsafe { mf_cancel(p, call_id) }, mf_status::MF_OK);
             while !unsafe { mf_reply_cancelled(c.reply) } {
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         let s = if by_queue {
@@ -522,7 +522,7 @@ fn a_pull_worker_hears_of_a_cancel_on_its_queue_and_by_callback() {
             assert_eq!(text, "the call was cancelled");
         } else {
             while CALLED.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         assert!(unsafe { mf_reply_cancelled(c.reply) });
