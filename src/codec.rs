@@ -596,12 +596,26 @@ pub fn peek(prefix: &[u8]) -> Option<Peek<'_>> {
 }
 
 fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), DecodeError> {
-    // What every call of ours carries, `{timestamp_sent: <float64>}`, which
-    // nothing reads: skipped by its bytes (the key within the length limit).
+    // What every call of ours carries, `{timestamp_sent: <float64>}` (which
+    // nothing reads) and, with a timeout, `remaining_ms: <uint64>`: read by
+    // their bytes (the keys within the length limit).
     const CALL_METADATA: &[u8] = b"\x81\xaetimestamp_sent\xcb";
-    if r.limits.max_bytes >= 14 && r.known(CALL_METADATA) {
-        r.take(8)?;
-        return Ok(());
+    const TIMED_CALL_METADATA: &[u8] = b"\x82\xaetimestamp_sent\xcb";
+    const REMAINING: &[u8] = b"\xacremaining_ms\xcf";
+    if r.limits.max_bytes >= 14 {
+        if r.known(CALL_METADATA) {
+            r.take(8)?;
+            return Ok(());
+        }
+        let start = r.pos;
+        if r.known(TIMED_CALL_METADATA) {
+            r.take(8)?;
+            if r.known(REMAINING) {
+                msg.remaining_ms = Some(r.be(8)?);
+                return Ok(());
+            }
+            r.pos = start;
+        }
     }
     let entries = match r.head()? {
         Head::Map(n) => n,
