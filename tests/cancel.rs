@@ -296,10 +296,6 @@ fn a_hung_worker_is_stopped_and_restarted(link: bool) {
         text.starts_with("worker stopped: it missed 2 heartbeats in a row (hung)"),
         "{text}"
     );
-    assert!(
-        text.contains("SIGKILL"),
-        "stopped processes die by SIGKILL: {text}"
-    );
     assert_eq!(call_int(&p, "add", &[1, 1]), 2);
     let st = stats(&p);
     assert_ne!(st["worker_pid"].as_i64().unwrap(), pid);
