@@ -401,3 +401,28 @@ fn a_missing_function_has_its_own_status() {
     assert_eq!(e.message, "RuntimeError: requested failure");
     assert_eq!(stats(&p)["remote_errors"], 2);
 }
+
+#[test]
+fn a_call_queued_in_a_worker_that_is_stopped_ends_with_its_stop() {
+    let mut o = Options::default();
+    o.set_cancel_grace(300).unwrap();
+    o.set_shutdown_grace(500).unwrap();
+    o.auto_restart = 1;
+    // One handler thread: the spinner holds it, the add waits behind it.
+    let p = spawn(o, true, "1");
+    let (_, spin) = start(&p, "spin_ms", &[120_000], 200);
+    let (_, queued) = start(&p, "add", &[1, 2], 60_000);
+    assert_eq!(ended(&spin).unwrap_err().0, ErrorKind::Timeout);
+    let (kind, text) = ended(&queued).unwrap_err();
+    assert_eq!(kind, ErrorKind::WorkerExited, "{text}");
+    assert!(
+        text.starts_with("worker stopped: a handler of 'spin_ms'"),
+        "{text}"
+    );
+    assert_eq!(
+        call_int(&p, "add", &[2, 2]),
+        4,
+        "answered by the restarted worker"
+    );
+    assert_eq!(stats(&p)["restarts"], 1);
+}
