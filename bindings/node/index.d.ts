@@ -14,6 +14,8 @@ export declare const Status: Readonly<{
   MF_ERR_IO: 9;
   MF_ERR_CLOSED: 10;
   MF_ERR_PANIC: 11;
+  MF_ERR_CANCELLED: 12;
+  MF_ERR_NO_SUCH_FUNCTION: 13;
 }>;
 
 /** Any value that crosses the wire: nil, bool, numbers (BigInt beyond ±2^53), strings, bytes, arrays, maps. */
@@ -41,24 +43,42 @@ export declare class LibraryNotFoundError extends Error {
   /** The paths tried, in order. */
   readonly searched: string[];
 }
-/** The worker's handler failed; `message` is the worker's text ("RangeError: ..."). */
+/** A value the core refused: an option out of range, bad text (MF_ERR_INVALID_ARGUMENT). */
+export declare class InvalidArgumentError extends MultifrostError {}
+/** A call, the start-up or the connect wait ran out of time (MF_ERR_TIMEOUT). */
+export declare class TimeoutError extends MultifrostError {}
+/** The worker's handler failed; `message` is the worker's text ("RangeError: ...") (MF_ERR_REMOTE). */
 export declare class RemoteCallError extends MultifrostError {
   /** The error type named at the start of the worker's text, if any. */
   readonly remoteType: string | null;
   readonly functionName: string | undefined;
 }
-/** A call, the start-up or the connect wait ran out of time (status MF_ERR_TIMEOUT). */
-export declare class TimeoutError extends MultifrostError {}
 /** The circuit breaker is open: refused without being sent (MF_ERR_CIRCUIT_OPEN). */
 export declare class CircuitOpenError extends MultifrostError {}
-/** The spawned worker exited; the message has its exit code or signal (MF_ERR_WORKER_EXITED). */
+/** The spawned worker exited or was stopped (hung, or a cancelled handler ran past the
+ * cancel grace); the message has its exit code or signal and last stderr lines (MF_ERR_WORKER_EXITED). */
 export declare class WorkerExitedError extends MultifrostError {}
-/** The worker was stopped; also calls in flight at stop() (MF_ERR_CLOSED). */
-export declare class ClosedError extends MultifrostError {}
 /** A service id was not found in the registry (MF_ERR_NOT_FOUND). */
 export declare class NotFoundError extends MultifrostError {}
 /** A worker with this service id is already running (MF_ERR_ALREADY_RUNNING). */
 export declare class AlreadyRunningError extends MultifrostError {}
+/** The peer sent something that is not valid protocol, or a message over the size limit (MF_ERR_PROTOCOL). */
+export declare class ProtocolError extends MultifrostError {}
+/** An operating-system or socket failure, e.g. a program that cannot be started (MF_ERR_IO). */
+export declare class IoError extends MultifrostError {}
+/** The worker was stopped; also calls in flight at stop() (MF_ERR_CLOSED). */
+export declare class ClosedError extends MultifrostError {}
+/** An internal error of the library, caught at its boundary (MF_ERR_PANIC). */
+export declare class PanicError extends MultifrostError {}
+/** The call's AbortSignal aborted (MF_ERR_CANCELLED); `cause` is the signal's reason. */
+export declare class CancelledError extends MultifrostError {
+  readonly cause: unknown;
+  readonly functionName: string | undefined;
+}
+/** The worker has no function of that name (MF_ERR_NO_SUCH_FUNCTION). */
+export declare class NoSuchFunctionError extends MultifrostError {
+  readonly functionName: string | undefined;
+}
 
 /** Options of a parent (times in milliseconds). Every field is optional. */
 export interface ParentOptions {

@@ -150,8 +150,12 @@ function declare(lib) {
     optionsSetMaxMessageSize: f('int mf_options_set_max_message_size(mf_options *o, int64_t bytes)'),
     optionsSetPrivateLink: f('int mf_options_set_private_link(mf_options *o, bool on)'),
 
-    spawn: f('int mf_spawn(const char *program, const char **args, const mf_options *opts, _Out_ mf_parent **out)'),
-    connect: f('int mf_connect(const char *target, const mf_options *opts, _Out_ mf_parent **out)'),
+    // The _ex forms hand the error text back (the blocking call runs on a
+    // pool thread, whose mf_last_error the JS thread cannot read).
+    spawnEx: f(
+      'int mf_spawn_ex(const char *program, const char **args, const mf_options *opts, _Out_ void **error, _Out_ mf_parent **out)',
+    ),
+    connectEx: f('int mf_connect_ex(const char *target, const mf_options *opts, _Out_ void **error, _Out_ mf_parent **out)'),
     parentStatsJson: f('void *mf_parent_stats_json(const mf_parent *p)'),
     parentClose: f('void mf_parent_close(mf_parent *p)'),
 

@@ -8,19 +8,12 @@
 // process exits by itself. Blocking C calls (spawn, connect, close) run
 // through koffi's async form on the libuv threadpool: the loop never waits.
 
-const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { native, copyBytes, takeString, lastError } = require('./native');
 const { pack, unpack } = require('./codec');
-const {
-  Status,
-  statusName,
-  errorFor,
-  MultifrostError,
-  ClosedError,
-} = require('./errors');
+const { Status, statusName, errorFor, MultifrostError, ClosedError } = require('./errors');
 
 const BATCH = 256;
 
@@ -172,10 +165,9 @@ const OPTION_KEYS = new Set([
   'args',
 ]);
 
-function checkStatus(lib, status, what) {
-  if (status !== Status.MF_OK) {
-    throw new MultifrostError(`invalid option ${what}: ${lastError(lib, status)}`, status);
-  }
+// The core's text names the option in its words ("heartbeat timeout must be > 0 ms").
+function checkStatus(lib, status) {
+  if (status !== Status.MF_OK) throw errorFor(status, lastError(lib, status));
 }
 
 function ms(value, what) {
@@ -190,15 +182,15 @@ function buildOptions(lib, options) {
   const o = lib.optionsNew();
   try {
     if (options.timeout !== undefined && options.timeout !== null) {
-      checkStatus(lib, lib.optionsSetDefaultTimeout(o, ms(options.timeout, 'timeout')), 'timeout');
+      checkStatus(lib, lib.optionsSetDefaultTimeout(o, ms(options.timeout, 'timeout')));
     }
     if (options.namespace !== undefined) {
-      checkStatus(lib, lib.optionsSetNamespace(o, String(options.namespace)), 'namespace');
+      checkStatus(lib, lib.optionsSetNamespace(o, String(options.namespace)));
     }
     if (options.heartbeat !== undefined) {
       const hb = options.heartbeat;
       if (hb === false || hb === 0) {
-        checkStatus(lib, lib.optionsSetHeartbeat(o, 0, 0, 0), 'heartbeat');
+        checkStatus(lib, lib.optionsSetHeartbeat(o, 0, 0, 0));
       } else if (typeof hb === 'object' && hb !== null) {
         checkStatus(
           lib,
@@ -207,9 +199,7 @@ function buildOptions(lib, options) {
             ms(hb.interval ?? 5000, 'heartbeat.interval'),
             ms(hb.timeout ?? 3000, 'heartbeat.timeout'),
             hb.maxMisses ?? 3,
-          ),
-          'heartbeat',
-        );
+          ));
       } else if (hb !== true) {
         throw new TypeError('option heartbeat must be false or { interval, timeout, maxMisses }');
       }
@@ -219,13 +209,9 @@ function buildOptions(lib, options) {
       if (typeof b !== 'object' || b === null) {
         throw new TypeError('option breaker must be { threshold, cooldown, countRemoteErrors }');
       }
-      checkStatus(
-        lib,
-        lib.optionsSetBreaker(o, b.threshold ?? 5, ms(b.cooldown ?? 5000, 'breaker.cooldown')),
-        'breaker',
-      );
+      checkStatus(lib, lib.optionsSetBreaker(o, b.threshold ?? 5, ms(b.cooldown ?? 5000, 'breaker.cooldown')));
       if (b.countRemoteErrors !== undefined) {
-        checkStatus(lib, lib.optionsSetBreakerCountsRemoteErrors(o, !!b.countRemoteErrors), 'breaker');
+        checkStatus(lib, lib.optionsSetBreakerCountsRemoteErrors(o, !!b.countRemoteErrors));
       }
     }
     if (options.autoRestart !== undefined) {
@@ -234,26 +220,26 @@ function buildOptions(lib, options) {
       if (!Number.isInteger(max) || max < 0) {
         throw new TypeError('option autoRestart must be a boolean or a number of restarts');
       }
-      checkStatus(lib, lib.optionsSetAutoRestart(o, max), 'autoRestart');
+      checkStatus(lib, lib.optionsSetAutoRestart(o, max));
     }
     if (options.startTimeout !== undefined) {
-      checkStatus(lib, lib.optionsSetStartTimeout(o, ms(options.startTimeout, 'startTimeout')), 'startTimeout');
+      checkStatus(lib, lib.optionsSetStartTimeout(o, ms(options.startTimeout, 'startTimeout')));
     }
     if (options.connectTimeout !== undefined) {
-      checkStatus(lib, lib.optionsSetConnectTimeout(o, ms(options.connectTimeout, 'connectTimeout')), 'connectTimeout');
+      checkStatus(lib, lib.optionsSetConnectTimeout(o, ms(options.connectTimeout, 'connectTimeout')));
     }
     if (options.shutdownGrace !== undefined) {
-      checkStatus(lib, lib.optionsSetShutdownGrace(o, ms(options.shutdownGrace, 'shutdownGrace')), 'shutdownGrace');
+      checkStatus(lib, lib.optionsSetShutdownGrace(o, ms(options.shutdownGrace, 'shutdownGrace')));
     }
-    if (options.name !== undefined) checkStatus(lib, lib.optionsSetName(o, String(options.name)), 'name');
+    if (options.name !== undefined) checkStatus(lib, lib.optionsSetName(o, String(options.name)));
     if (options.bindHost !== undefined) {
-      checkStatus(lib, lib.optionsSetBindHost(o, String(options.bindHost)), 'bindHost');
+      checkStatus(lib, lib.optionsSetBindHost(o, String(options.bindHost)));
     }
     if (options.maxMessageSize !== undefined) {
-      checkStatus(lib, lib.optionsSetMaxMessageSize(o, options.maxMessageSize), 'maxMessageSize');
+      checkStatus(lib, lib.optionsSetMaxMessageSize(o, options.maxMessageSize));
     }
     if (options.privateLink !== undefined) {
-      checkStatus(lib, lib.optionsSetPrivateLink(o, !!options.privateLink), 'privateLink');
+      checkStatus(lib, lib.optionsSetPrivateLink(o, !!options.privateLink));
     }
     return o;
   } catch (e) {
@@ -271,23 +257,6 @@ function checkOptions(options) {
     }
   }
   return { ...options };
-}
-
-/** True if `file` can be run, looking it up in PATH when it has no slash. */
-async function findProgram(program) {
-  const canRun = async (f) => {
-    try {
-      await fs.promises.access(f, fs.constants.X_OK);
-      return (await fs.promises.stat(f)).isFile();
-    } catch {
-      return false;
-    }
-  };
-  if (program.includes('/')) return canRun(program);
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    if (dir && (await canRun(path.join(dir, program)))) return true;
-  }
-  return false;
 }
 
 /** The interpreter for a script given without one: Node for .js, Python for .py. */
@@ -460,64 +429,28 @@ class ParentWorker {
         program = this.#executable;
         args = [this.#script, '--worker', ...extra];
         if (options.name === undefined) options.name = path.basename(this.#script);
-        try {
-          await fs.promises.access(this.#script, fs.constants.R_OK);
-        } catch (e) {
-          throw new MultifrostError(`cannot start worker script '${this.#script}': ${e.code || e.message}`, Status.MF_ERR_IO);
-        }
       } else {
         program = this.#script;
         args = extra;
       }
-      if (!(await findProgram(program))) {
-        throw new MultifrostError(
-          `cannot start '${program}': not found or not executable${program.includes('/') ? '' : ' in PATH'}`,
-          Status.MF_ERR_IO,
-        );
-      }
     }
     delete options.args;
     const opts = buildOptions(lib, options);
+    const error = [null];
     const out = [null];
     let status;
     try {
       status =
         this.#mode === 'spawn'
-          ? await runAsync(lib.spawn, program, [...args, null], opts, out)
-          : await runAsync(lib.connect, this.#target, opts, out);
+          ? await runAsync(lib.spawnEx, program, [...args, null], opts, error, out)
+          : await runAsync(lib.connectEx, this.#target, opts, error, out);
     } finally {
       lib.optionsFree(opts);
     }
-    if (status !== Status.MF_OK) throw this.#startError(status, program);
+    // The core's text: for a worker that exited, its exit status and last stderr lines.
+    const text = takeString(lib, error[0]);
+    if (status !== Status.MF_OK) throw errorFor(status, text || `cannot ${this.#mode} ${this.#describe()}`);
     return out[0];
-  }
-
-  // mf_last_error is thread-local and the async call ran on a pool thread, so
-  // its text cannot be read here: say what the status means instead.
-  #startError(status, program) {
-    const what = this.#describe();
-    const o = this.#options;
-    let text;
-    switch (status) {
-      case Status.MF_ERR_WORKER_EXITED:
-        text = `${what} exited before answering (its stderr is in the log above)`;
-        break;
-      case Status.MF_ERR_TIMEOUT:
-        text =
-          this.#mode === 'spawn'
-            ? `${what} did not answer within the start-up timeout (${o.startTimeout ?? 10000} ms)`
-            : `${what} did not answer within the connect timeout (${o.connectTimeout ?? 5000} ms)`;
-        break;
-      case Status.MF_ERR_NOT_FOUND:
-        text = `${what} not found in the registry within ${o.connectTimeout ?? 5000} ms`;
-        break;
-      case Status.MF_ERR_IO:
-        text = this.#mode === 'spawn' ? `cannot start '${program}'` : `cannot reach ${what}`;
-        break;
-      default:
-        text = `cannot ${this.#mode} ${what}`;
-    }
-    return errorFor(status, `${text} (${statusName(status)})`);
   }
 
   #stop() {
