@@ -149,6 +149,7 @@ function declare(lib) {
     optionsSetBindHost: f('int mf_options_set_bind_host(mf_options *o, const char *host)'),
     optionsSetMaxMessageSize: f('int mf_options_set_max_message_size(mf_options *o, int64_t bytes)'),
     optionsSetPrivateLink: f('int mf_options_set_private_link(mf_options *o, bool on)'),
+    optionsSetCancelGrace: f('int mf_options_set_cancel_grace(mf_options *o, int64_t ms)'),
 
     // The _ex forms hand the error text back (the blocking call runs on a
     // pool thread, whose mf_last_error the JS thread cannot read).
@@ -156,6 +157,7 @@ function declare(lib) {
       'int mf_spawn_ex(const char *program, const char **args, const mf_options *opts, _Out_ void **error, _Out_ mf_parent **out)',
     ),
     connectEx: f('int mf_connect_ex(const char *target, const mf_options *opts, _Out_ void **error, _Out_ mf_parent **out)'),
+    cancel: f('int mf_cancel(mf_parent *p, uint64_t call_id)'),
     parentStatsJson: f('void *mf_parent_stats_json(const mf_parent *p)'),
     parentClose: f('void mf_parent_close(mf_parent *p)'),
 
@@ -165,6 +167,9 @@ function declare(lib) {
     queueFd: f('int mf_queue_fd(mf_queue *q, _Out_ int *out)'),
     callQueued: f(
       'int mf_call_queued(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token)',
+    ),
+    callQueuedStart: f(
+      'int mf_call_queued_start(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token, _Out_ uint64_t *call_id)',
     ),
 
     workerNew: f('int mf_worker_new(const char *service_id, _Out_ mf_worker **out)'),
@@ -177,6 +182,8 @@ function declare(lib) {
     workerFree: f('void mf_worker_free(mf_worker *w)'),
     replyOk: f('int mf_reply_ok(mf_reply *r, const uint8_t *result, size_t len)'),
     replyError: f('int mf_reply_error(mf_reply *r, const char *message)'),
+    replyCancelled: f('bool mf_reply_cancelled(const mf_reply *r)'),
+    replyOnCancelQueue: f('int mf_reply_on_cancel_queue(mf_reply *r, mf_queue *q, uint64_t token)'),
   };
 }
 
