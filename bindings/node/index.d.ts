@@ -104,6 +104,8 @@ export interface ParentOptions {
   bindHost?: string;
   /** Largest message accepted from the worker, bytes (64 MiB). */
   maxMessageSize?: number;
+  /** How long a cancelled or timed-out call's handler may run on before its spawned worker is stopped (2000; 0 = never). */
+  cancelGrace?: number;
   /** Offer a spawned worker the private link (default on); off makes a spawned worker of this library use the protocol's TCP connection like any other worker. */
   privateLink?: boolean;
   /** Extra arguments for the spawned program (after `script --worker` for scripts). */
@@ -113,9 +115,11 @@ export interface ParentOptions {
 export interface CallOptions {
   /** Milliseconds; undefined or 0 = the worker's default timeout, negative or Infinity = no limit. */
   timeout?: number;
+  /** Aborting it cancels the call: it rejects with CancelledError (`cause`: the signal's reason) and the worker's handler is told. An aborted signal rejects at once without sending. */
+  signal?: AbortSignal;
 }
 
-/** `proxy.add(1, 2)` calls the remote `add`; `proxy.withOptions({ timeout })` sets options for calls through it. */
+/** `proxy.add(1, 2)` calls the remote `add`; `proxy.withOptions({ timeout, signal })` sets options for calls through it. */
 export type CallProxy = {
   withOptions(options: CallOptions): CallProxy;
 } & {
@@ -129,6 +133,11 @@ export interface Metrics {
   requests_failed: number;
   remote_errors: number;
   timeouts: number;
+  cancels: number;
+  /** Spawned workers stopped because a cancelled or timed-out call's handler ran past the cancel grace. */
+  escalations: number;
+  /** Spawned workers stopped after missing maxMisses heartbeats in a row. */
+  hangs: number;
   in_flight: number;
   latency_avg_ms: number;
   latency_p50_ms: number;
@@ -205,6 +214,9 @@ export interface ChildOptions {
    * sent), exit the process 200 ms after run() resolved instead of waiting for them.
    */
   exitOnStop?: boolean;
+  /** How many calls may be in their handlers at once (Infinity); the others wait in the core,
+   * where one cancelled or out of time before its turn is answered without running. */
+  concurrency?: number;
 }
 
 /**
@@ -219,6 +231,12 @@ export declare class ChildWorker {
   stop(): void;
   /** The public methods a parent can call. */
   listFunctions(): string[];
+  /**
+   * The AbortSignal of the call whose handler is running; aborts when the caller
+   * cancels it or its time runs out (reason: a CancelledError). Read it before the
+   * handler's first `await` (`const { signal } = this;`); later it throws.
+   */
+  readonly signal: AbortSignal;
 }
 
 /** Path of the libmultifrost that would be loaded (MULTIFROST_LIB, lib/ in the package, the repository build), or null. */
