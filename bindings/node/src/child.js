@@ -9,7 +9,7 @@
 const { native, copyBytes, lastError } = require('./native');
 const { pack, unpack } = require('./codec');
 const { getCompletions } = require('./completions');
-const { Status, errorFor, MultifrostError } = require('./errors');
+const { Status, errorFor } = require('./errors');
 
 const DRAIN = 256; // calls taken without waiting after each wake-up
 
@@ -252,7 +252,7 @@ class ChildWorker {
 
   #open() {
     const lib = native();
-    if (this.#closed) throw new MultifrostError('this worker was stopped before it ran', Status.MF_ERR_CLOSED);
+    if (this.#closed) throw errorFor(Status.MF_ERR_CLOSED, 'this worker was stopped before it ran');
     const out = [null];
     let status = lib.workerNew(this.#serviceId, out);
     if (status !== Status.MF_OK) throw errorFor(status, lastError(lib, status));

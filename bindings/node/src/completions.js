@@ -16,7 +16,7 @@ const net = require('node:net');
 const os = require('node:os');
 const { native, copyBytes, lastError } = require('./native');
 const { unpack } = require('./codec');
-const { Status, statusName, errorFor, MultifrostError, CancelledError } = require('./errors');
+const { Status, statusName, errorFor, CancelledError } = require('./errors');
 
 const BATCH = 256;
 
@@ -39,7 +39,7 @@ class PendingCall {
       try {
         result = unpack(value);
       } catch (e) {
-        this.reject(new MultifrostError(`cannot decode the result of '${this.name}': ${e.message}`, Status.MF_ERR_PROTOCOL));
+        this.reject(errorFor(Status.MF_ERR_PROTOCOL, `cannot decode the result of '${this.name}': ${e.message}`, this.name));
         return;
       }
       this.resolve(result);
@@ -81,7 +81,7 @@ class Completions {
     // The queue keeps its descriptor; the socket closes a copy of it.
     this.socket = new net.Socket({ fd: lib.dup(fd[0]), readable: true, writable: false });
     this.socket.on('data', () => this.drain());
-    this.socket.on('error', (e) => this.failAll(new MultifrostError(`completion queue: ${e.message}`, Status.MF_ERR_IO)));
+    this.socket.on('error', (e) => this.failAll(Status.MF_ERR_IO, `completion queue: ${e.message}`));
     this.socket.unref();
   }
 
@@ -140,7 +140,7 @@ class Completions {
       const status = this.lib.queueNext(this.queue, 0, this.events, BATCH, this.count);
       if (status === Status.MF_ERR_TIMEOUT) break;
       if (status !== Status.MF_OK) {
-        this.failAll(new MultifrostError(`mf_queue_next: ${statusName(status)}`, status));
+        this.failAll(status, `mf_queue_next: ${statusName(status)}`);
         break;
       }
       if (this.deliver() < BATCH) break; // empty now: the next event makes it readable again
@@ -179,11 +179,12 @@ class Completions {
     return n;
   }
 
-  failAll(error) {
+  /** Ends everything waiting with `status` and `message` (the queue failed). */
+  failAll(status, message) {
     const entries = [...this.pending.values()];
     this.pending.clear();
     this.socket.unref();
-    for (const e of entries) e.done(error.status, error.message);
+    for (const e of entries) e.done(status, message);
   }
 }
 

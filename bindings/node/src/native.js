@@ -5,7 +5,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const koffi = require('koffi');
-const { MultifrostError, LibraryNotFoundError, Status } = require('./errors');
+const { errorFor, LibraryNotFoundError, Status } = require('./errors');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
 const LIB_NAME = 'libmultifrost.so';
@@ -85,10 +85,10 @@ function native() {
   try {
     loaded = declare(lib);
   } catch (e) {
-    throw new MultifrostError(
+    throw errorFor(
+      Status.MF_ERR_IO,
       `${chosen.file} does not have the functions this binding needs (${e.message}); ` +
         `it is probably older than the binding: rebuild it, or point MULTIFROST_LIB at a current build`,
-      Status.MF_ERR_IO,
     );
   }
   loaded.path = chosen.file;

@@ -9,7 +9,7 @@ const path = require('node:path');
 const { native, takeString, lastError } = require('./native');
 const { pack } = require('./codec');
 const { getCompletions, existingCompletions } = require('./completions');
-const { Status, errorFor, MultifrostError, ClosedError } = require('./errors');
+const { Status, errorFor, ClosedError } = require('./errors');
 
 /** Runs a koffi function on the threadpool; resolves with its return value. */
 function runAsync(fn, ...args) {
@@ -396,7 +396,7 @@ class ParentWorker {
   #send(name, args, timeoutMs, signal) {
     if (this.#state !== 'running') {
       if (this.#state === 'new') {
-        throw new MultifrostError(`call '${name}': ${this.#describe()} is not started (await handle.start() first)`, Status.MF_ERR_INVALID_ARGUMENT);
+        throw errorFor(Status.MF_ERR_INVALID_ARGUMENT, `call '${name}': ${this.#describe()} is not started (await handle.start() first)`);
       }
       throw new ClosedError(`call '${name}': ${this.#describe()} is stopped`);
     }
