@@ -426,3 +426,21 @@ fn a_call_queued_in_a_worker_that_is_stopped_ends_with_its_stop() {
     );
     assert_eq!(stats(&p)["restarts"], 1);
 }
+
+#[test]
+fn a_call_that_times_out_while_queued_is_answered_at_once_and_stops_nothing() {
+    let mut o = Options::default();
+    o.set_cancel_grace(300).unwrap();
+    // One handler thread, held by a call that ignores cancels and outlives
+    // the grace: the queued call's cancel must not be taken for its own.
+    let p = spawn(o, true, "1");
+    let (_, held) = start(&p, "hold_ms", &[1500], 60_000);
+    let (_, queued) = start(&p, "mark", &[], 200);
+    assert_eq!(ended(&queued).unwrap_err().0, ErrorKind::Timeout);
+    assert_eq!(int(&ended(&held).expect("the held call ended")), 1500);
+    assert_eq!(call_int(&p, "marks", &[]), 0, "the queued call never ran");
+    let st = stats(&p);
+    assert_eq!(st["escalations"], 0);
+    assert_eq!(st["dropped_unknown"], 0);
+    assert_eq!(worker_stats(&p).1, 1, "answered without running");
+}

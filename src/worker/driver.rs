@@ -8,7 +8,7 @@
 
 use super::mailbox::Outgoing;
 use super::pool::Pool;
-use super::reply::{error_payload, CancelState, Incoming, ReplyHandle, Submission};
+use super::reply::{error_payload, CallState, Incoming, ReplyHandle, Submission};
 use super::{signals, Route, Shared};
 use crate::codec::{self, Encoder, ErrorKindName, Kind};
 use crate::error::Result;
@@ -101,7 +101,7 @@ struct Driver<'a> {
     max: u64,
     /// Calls handed out and not answered yet, by id: what a `cancel` finds.
     /// Keyed by ids that parents choose, so hashed with random keys.
-    open: HashMap<ShortStr, Arc<CancelState>>,
+    open: HashMap<ShortStr, Arc<CallState>>,
 }
 
 /// Serves on `conn` with a pool of `concurrency` handler threads until
@@ -445,6 +445,18 @@ impl Driver<'_> {
                     Some(call) => {
                         shared.stats.cancels.fetch_add(1, Ordering::Relaxed);
                         call.cancel();
+                        // Not started yet: answered now, so its parent does
+                        // not wait for a thread to be free (and take the wait
+                        // for a handler that ignores the cancel).
+                        let call = Arc::clone(call);
+                        let queued = self.pool.take_queued(&call).or_else(|| {
+                            let mut pull = shared.pull.lock();
+                            let at = pull.queue.iter().position(|s| s.reply.is_call(&call))?;
+                            pull.queue.remove(at)
+                        });
+                        if let Some(submission) = queued {
+                            drop(submission.unless_void());
+                        }
                     }
                     // Answered already, or never run here (a call for another
                     // namespace is dropped unanswered): say so, so that its
@@ -494,7 +506,7 @@ impl Driver<'_> {
                     let start = a.as_ptr() as usize - bytes.as_ptr() as usize;
                     start..start + a.len()
                 });
-                let call = CancelState::new(id, identity.bytes());
+                let call = CallState::new(id, identity.bytes());
                 self.open.insert(ShortStr::new(id), Arc::clone(&call));
                 let mut reply = ReplyHandle::new(shared, identity, call, msg.remaining_ms);
                 let function = ShortStr::new(function);

@@ -45,6 +45,22 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// Answers a call that must not run (see `ReplyHandle::answer_if_void`);
+    /// the call back otherwise.
+    pub(super) fn unless_void(self) -> Option<Submission> {
+        let Submission {
+            incoming,
+            route,
+            reply,
+        } = self;
+        let reply = reply.answer_if_void()?;
+        Some(Submission {
+            incoming,
+            route,
+            reply,
+        })
+    }
+
     pub fn function(&self) -> &str {
         &self.incoming.function
     }
@@ -85,7 +101,7 @@ impl Submission {
 
 /// Whether a call's caller gave up on it (a `cancel` for its id from the
 /// parent that sent it), and what runs when it does.
-pub(crate) struct CancelState {
+pub(crate) struct CallState {
     /// The call's id and its parent's routing frame, which a cancel must match.
     pub(super) id: ShortStr,
     pub(super) peer: Vec<u8>,
@@ -98,9 +114,9 @@ pub(crate) struct CancelState {
 /// What a handler asks to run when its call is cancelled.
 pub type CancelHook = Box<dyn FnOnce() + Send>;
 
-impl CancelState {
-    pub(super) fn new(id: &str, peer: &[u8]) -> Arc<CancelState> {
-        Arc::new(CancelState {
+impl CallState {
+    pub(super) fn new(id: &str, peer: &[u8]) -> Arc<CallState> {
+        Arc::new(CallState {
             id: ShortStr::new(id),
             peer: peer.to_vec(),
             cancelled: AtomicBool::new(false),
@@ -136,7 +152,7 @@ pub struct ReplyHandle {
     identity: Option<Frame>,
     /// A large call's message, where a result lying in it is answered from.
     pub(super) source: Option<frame::Received>,
-    cancel: Arc<CancelState>,
+    call: Arc<CallState>,
     /// When the caller stops waiting (from the call's `remaining_ms`).
     deadline: Option<Instant>,
 }
@@ -168,7 +184,7 @@ impl ReplyHandle {
     pub(crate) unsafe fn ok_in_place(mut self, result: &[u8]) {
         let in_place = match self.source.take() {
             Some(source) if result.len() >= frame::ZERO_COPY_MIN => {
-                let id = Some(self.cancel.id.as_str());
+                let id = Some(self.call.id.as_str());
                 let mut head = Vec::with_capacity(Encoder::response_capacity(id, &[]));
                 Encoder::new(&mut head).response_head(id);
                 // SAFETY: `result` is a live slice; the caller gave up the
@@ -190,7 +206,7 @@ impl ReplyHandle {
 
     /// The response carrying `result`, copied behind its head.
     fn response(&self, result: &[u8]) -> Frame {
-        let id = Some(self.cancel.id.as_str());
+        let id = Some(self.call.id.as_str());
         frame::encode(Encoder::response_capacity(id, result), |b| {
             Encoder::new(b).response(id, result)
         })
@@ -203,11 +219,11 @@ impl ReplyHandle {
 
     fn post(&mut self, payload: Frame) {
         if let Some(identity) = self.identity.take() {
-            self.cancel.settle();
+            self.call.settle();
             let out = Outgoing {
                 identity,
                 payload,
-                settles: Some(Arc::clone(&self.cancel)),
+                settles: Some(Arc::clone(&self.call)),
             };
             self.shared.mailbox.post(out, true);
         }
@@ -221,7 +237,7 @@ impl ReplyHandle {
 
     fn send_error(&mut self, text: &str, kind: Option<ErrorKindName>) {
         if self.identity.is_some() {
-            let payload = error_payload(Some(self.cancel.id.as_str()), text, kind);
+            let payload = error_payload(Some(self.call.id.as_str()), text, kind);
             self.shared
                 .stats
                 .errors_sent
@@ -234,7 +250,7 @@ impl ReplyHandle {
     /// timeout, which cancels it too). A handler that checks it can stop
     /// early; its answer is then dropped by the parent.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.call.is_cancelled()
     }
 
     /// Runs `hook` once when the call is cancelled: at once, on this thread,
@@ -243,13 +259,18 @@ impl ReplyHandle {
     /// be quick and must not answer this call (an answer waits for a
     /// running hook to end); it is the place to wake what runs the handler.
     pub fn on_cancel(&self, hook: CancelHook) {
-        let mut slot = self.cancel.hook.lock();
-        if self.cancel.is_cancelled() {
+        let mut slot = self.call.hook.lock();
+        if self.call.is_cancelled() {
             drop(slot);
             hook();
         } else if self.identity.is_some() {
             *slot = Some(hook);
         }
+    }
+
+    /// Whether this answers `call`.
+    pub(super) fn is_call(&self, call: &Arc<CallState>) -> bool {
+        Arc::ptr_eq(&self.call, call)
     }
 
     /// When the caller stops waiting, if it said.
@@ -284,7 +305,7 @@ impl ReplyHandle {
     pub(super) fn new(
         shared: &Arc<Shared>,
         identity: Frame,
-        cancel: Arc<CancelState>,
+        call: Arc<CallState>,
         remaining_ms: Option<u64>,
     ) -> ReplyHandle {
         shared.mailbox.owe();
@@ -292,7 +313,7 @@ impl ReplyHandle {
             shared: Arc::clone(shared),
             identity: Some(identity),
             source: None,
-            cancel,
+            call,
             deadline: remaining_ms
                 .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
         }
