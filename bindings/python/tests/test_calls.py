@@ -111,7 +111,7 @@ def test_private_method_refused(shared_worker):
 
 
 def test_unknown_function(shared_worker):
-    with pytest.raises(RemoteCallError, match="Function 'nosuch' not found"):
+    with pytest.raises(multifrost.NoSuchFunctionError, match="^Function 'nosuch' not found$"):
         shared_worker.sync.call.nosuch()
 
 
