@@ -758,9 +758,10 @@ class ParentWorker:
     ) -> "ParentWorker":
         """A worker to be started from ``script_path`` (not started yet).
 
-        A compiled program (an executable file that is not a ``.py``) is run
-        directly; anything else is a script, run as
-        ``executable script_path --worker``.
+        A ``.py`` file or a file that is not executable is a script, run as
+        ``executable script_path --worker``; anything else is a program, run
+        directly (a program that does not exist fails to start with
+        :class:`MultifrostIOError`, as in every binding).
 
         Args:
             script_path: The worker script or program.
@@ -1087,5 +1088,7 @@ def _is_program(path: str) -> bool:
         return False
     if os.path.isfile(path):
         return os.access(path, os.X_OK)
-    # Not a file here: a program name found in PATH, else a script the interpreter will report.
-    return os.sep not in path and shutil.which(path) is not None
+    # A script is a file. Nothing here and no .py: a program, found in PATH
+    # or missing, and then the library says so (MultifrostIOError, as in
+    # every binding) rather than an interpreter that exits at once.
+    return os.sep in path or shutil.which(path) is not None or not os.path.exists(path)

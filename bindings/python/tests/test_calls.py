@@ -475,8 +475,18 @@ def test_missing_script_reports_the_interpreter_error(tmp_path):
         worker.sync.start()
 
 
-def test_missing_program_is_io_error(tmp_path):
-    worker = ParentWorker.spawn("no-such-program-anywhere", executable="/nonexistent/python")
+def test_missing_program_without_interpreter_is_io_error(tmp_path):
+    # No such file and no .py: a program, which the library cannot start
+    # (not a script handed to Python, which would exit at once).
+    for program in (str(tmp_path / "nowhere" / "worker"), "no-such-program-anywhere"):
+        with pytest.raises(multifrost.MultifrostIOError) as info:
+            ParentWorker.spawn(program).sync.start()
+        assert info.value.status == Status.ERR_IO
+        assert program in str(info.value)
+
+
+def test_missing_interpreter_is_io_error(tmp_path):
+    worker = ParentWorker.spawn(str(tmp_path / "worker.py"), executable="/nonexistent/python")
     with pytest.raises(multifrost.MultifrostIOError) as info:
         worker.sync.start()
     assert isinstance(info.value, OSError)
