@@ -36,7 +36,7 @@ from .errors import (
     ServiceNotFoundError,
     WorkerExitedError,
 )
-from .parent import AsyncCallProxy, ParentWorker, SyncCallProxy, SyncHandle
+from .parent import AsyncCallProxy, ParentWorker, PendingCall, SyncCallProxy, SyncHandle
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ __all__ = [
     "AsyncCallProxy",
     "SyncCallProxy",
     "SyncHandle",
+    "PendingCall",
     "Status",
     "MultifrostError",
     "RemoteCallError",
