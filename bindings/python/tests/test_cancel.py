@@ -6,6 +6,7 @@ Deadlines below are hang guards only, never measurements.
 """
 
 import asyncio
+import math
 import os
 import random
 import signal
@@ -44,9 +45,13 @@ def announced(path):
     return lambda: os.path.exists(path) and os.path.getsize(path) > 0
 
 
-async def started(worker, function, path, *args, **options):
-    """A task calling ``function(path, *args)``, returned once the handler runs."""
-    proxy = worker.acall.with_options(**options) if options else worker.acall
+async def started(worker, function, path, *args):
+    """A task calling ``function(path, *args)``, returned once the handler runs.
+
+    The call has no time limit: only a cancel can end it early (a timeout
+    would cancel it in the worker too, and hide a cancel that did not work).
+    """
+    proxy = worker.acall.with_options(timeout=math.inf)
     task = asyncio.ensure_future(getattr(proxy, function)(str(path), *args))
     await until(announced(str(path)), f"{function} to start")
     return task
