@@ -1184,8 +1184,11 @@ class ParentWorker:
         Keys include ``requests_total``, ``requests_success``, ``requests_failed``,
         ``remote_errors``, ``timeouts``, ``in_flight``, ``latency_p50_ms`` /
         ``_p95_ms`` / ``_p99_ms``, ``heartbeat_rtt_last_ms``, ``healthy``,
-        ``circuit_state``, ``circuit_trips``, ``restarts``, ``worker_pid`` and
-        ``transport`` (``"link"`` over the private link, else ``"zmq"``).
+        ``circuit_state``, ``circuit_trips``, ``restarts``, ``cancels`` (calls
+        cancelled in flight), ``escalations`` (workers stopped for a handler
+        that ran past the cancel grace), ``hangs`` (workers stopped for missed
+        heartbeats), ``worker_pid`` and ``transport`` (``"link"`` over the
+        private link, else ``"zmq"``).
         """
         return self._conn.stats() or {}
 
