@@ -1671,7 +1671,8 @@ inline void json_trampoline(void* user, const char* args_json, mf_reply* reply) 
 /// means to cancel it. Move-only. get() returns the result or throws the
 /// call's mf::Error, exactly once; a cancelled call throws mf::CancelledError
 /// ("call to 'NAME' was cancelled"). cancel() may run on any thread, also
-/// while another waits in get(), and any number of times.
+/// while another waits in get(), and any number of times. Destroying a Call
+/// does not cancel it (as with call_async, the call runs to its end).
 template <class R>
 class Call {
  public:
@@ -1732,14 +1733,14 @@ class Call {
 /// A connection to one worker (mf_parent): spawned by Parent::spawn or reached
 /// by Parent::connect. Move-only; the destructor closes it.
 ///
-/// Threads: call, call_for, call_async, call_json and stats_json may run on
-/// any number of threads at once, and close() may run on any thread at any
-/// time: calls in flight end with MF_ERR_CLOSED, calls that start later
-/// throw it (each call holds a reference of its own to the C handle,
+/// Threads: call, call_for, call_async, call_start, cancel, call_json and
+/// stats_json may run on any number of threads at once, and close() may run
+/// on any thread at any time: calls in flight end with MF_ERR_CLOSED, calls
+/// that start later throw it (each call holds a reference of its own to the C handle,
 /// mf_parent_retain, so a close never frees it under a call). Move-assignment
 /// and destruction, like for any C++ object, must not race other uses.
 ///
-/// A closed or moved-from Parent throws mf::Error(MF_ERR_CLOSED) from every call.
+/// A closed or moved-from Parent throws mf::ClosedError from every call.
 class Parent {
  public:
   /// An empty, closed parent (assign a spawned or connected one to it).
