@@ -13,9 +13,19 @@
  *   w.handle("add", [](int a, int b) { return a + b; });
  *   w.serve();
  *
- * Errors: every failure throws mf::Error, whose status() is the library's
- * mf_status and whose what() is the library's text (for MF_ERR_REMOTE: the
- * worker's error text, e.g. "ValueError: factorial of a negative number").
+ *   mf::Call<int> c = p.call_start<int>("crunch", 1000000);  // cancellable
+ *   c.cancel();                                               // c.get() throws mf::CancelledError
+ *   w.handle("crunch", [](mf::Context& ctx, int n) {          // the handler sees it
+ *     int i = 0;
+ *     while (i < n && !ctx.cancelled()) i++;
+ *     return i;
+ *   });
+ *
+ * Errors: every failure throws a subclass of mf::Error named after its
+ * status (mf::TimeoutError, mf::RemoteError, mf::CancelledError,
+ * mf::NoSuchFunctionError, …); status() is the library's mf_status and
+ * what() the library's text (for MF_ERR_REMOTE: the worker's error text,
+ * e.g. "ValueError: factorial of a negative number").
  *
  * Values (arguments, results, handler parameters and returns):
  *
@@ -52,6 +62,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -63,6 +74,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
@@ -93,7 +105,10 @@ namespace mf {
 /// Every failure of this API. status() is the library's mf_status; what() is
 /// the library's error text, read on the failing thread right after the
 /// failing call (for MF_ERR_REMOTE exactly the worker's text, e.g.
-/// "ValueError: factorial of a negative number").
+/// "ValueError: factorial of a negative number"). What is thrown is always
+/// the subclass named after its status (mf::TimeoutError for MF_ERR_TIMEOUT,
+/// mf::CancelledError for MF_ERR_CANCELLED, …), so a caller catches one kind
+/// of failure by class, or every failure as mf::Error.
 class Error : public std::runtime_error {
  public:
   Error(mf_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
@@ -108,14 +123,111 @@ class Error : public std::runtime_error {
   mf_status status_;
 };
 
+/// The mf::Error subclass of one status; `code` is that status.
+template <mf_status S>
+class StatusError : public Error {
+ public:
+  static constexpr mf_status code = S;
+  explicit StatusError(const std::string& message) : Error(S, message) {}
+};
+
+/// A NULL pointer, bad UTF-8 or JSON, or a value out of range (e.g. an option).
+class InvalidArgumentError : public StatusError<MF_ERR_INVALID_ARGUMENT> {
+ public:
+  using StatusError::StatusError;
+};
+/// The call (or the wait at spawn/connect) ran out of time.
+class TimeoutError : public StatusError<MF_ERR_TIMEOUT> {
+ public:
+  using StatusError::StatusError;
+};
+/// The worker's handler failed; what() is its text, e.g. "ValueError: bad value".
+class RemoteError : public StatusError<MF_ERR_REMOTE> {
+ public:
+  using StatusError::StatusError;
+};
+/// The circuit breaker is open: the call was refused without being sent.
+class CircuitOpenError : public StatusError<MF_ERR_CIRCUIT_OPEN> {
+ public:
+  using StatusError::StatusError;
+};
+/// The spawned worker exited or was stopped; what() says why.
+class WorkerExitedError : public StatusError<MF_ERR_WORKER_EXITED> {
+ public:
+  using StatusError::StatusError;
+};
+/// The service id is not in the registry.
+class NotFoundError : public StatusError<MF_ERR_NOT_FOUND> {
+ public:
+  using StatusError::StatusError;
+};
+/// A worker with this service id is already running.
+class AlreadyRunningError : public StatusError<MF_ERR_ALREADY_RUNNING> {
+ public:
+  using StatusError::StatusError;
+};
+/// The peer broke the protocol, or a value could not be read (see mf::TypeError).
+class ProtocolError : public StatusError<MF_ERR_PROTOCOL> {
+ public:
+  using StatusError::StatusError;
+};
+/// An operating-system or socket failure, e.g. a program that cannot be started.
+class IoError : public StatusError<MF_ERR_IO> {
+ public:
+  using StatusError::StatusError;
+};
+/// The parent or worker was closed (also: calls in flight when it was).
+class ClosedError : public StatusError<MF_ERR_CLOSED> {
+ public:
+  using StatusError::StatusError;
+};
+/// An internal error caught at the C boundary; the library stays usable.
+class PanicError : public StatusError<MF_ERR_PANIC> {
+ public:
+  using StatusError::StatusError;
+};
+/// The caller cancelled the call (mf::Call::cancel, Parent::cancel), e.g.
+/// "call to 'sleep_ms' was cancelled".
+class CancelledError : public StatusError<MF_ERR_CANCELLED> {
+ public:
+  using StatusError::StatusError;
+};
+/// The worker has no function of that name: "Function 'nope' not found".
+class NoSuchFunctionError : public StatusError<MF_ERR_NO_SUCH_FUNCTION> {
+ public:
+  using StatusError::StatusError;
+};
+
 /// A value that does not have the C++ type it is read as (a call's result,
 /// or a JSON conversion). status() is MF_ERR_PROTOCOL; what() names the
 /// place, the expected C++ type and the actual msgpack type, e.g.
 /// "result of add: expected string, got msgpack integer (3)".
-class TypeError : public Error {
+class TypeError : public ProtocolError {
  public:
-  explicit TypeError(const std::string& message) : Error(MF_ERR_PROTOCOL, message) {}
+  explicit TypeError(const std::string& message) : ProtocolError(message) {}
 };
+
+/// Throws the mf::Error subclass of `status` (plain mf::Error for a status
+/// this header does not know) with `message`.
+[[noreturn]] inline void throw_error(mf_status status, const std::string& message) {
+  switch (status) {
+    case MF_ERR_INVALID_ARGUMENT: throw InvalidArgumentError(message);
+    case MF_ERR_TIMEOUT: throw TimeoutError(message);
+    case MF_ERR_REMOTE: throw RemoteError(message);
+    case MF_ERR_CIRCUIT_OPEN: throw CircuitOpenError(message);
+    case MF_ERR_WORKER_EXITED: throw WorkerExitedError(message);
+    case MF_ERR_NOT_FOUND: throw NotFoundError(message);
+    case MF_ERR_ALREADY_RUNNING: throw AlreadyRunningError(message);
+    case MF_ERR_PROTOCOL: throw ProtocolError(message);
+    case MF_ERR_IO: throw IoError(message);
+    case MF_ERR_CLOSED: throw ClosedError(message);
+    case MF_ERR_PANIC: throw PanicError(message);
+    case MF_ERR_CANCELLED: throw CancelledError(message);
+    case MF_ERR_NO_SUCH_FUNCTION: throw NoSuchFunctionError(message);
+    case MF_OK: break;
+  }
+  throw Error(status, message);
+}
 
 /// Throw this from a handler to choose the error type the caller sees:
 /// HandlerError("ValueError", "bad input") reaches the caller as
@@ -132,6 +244,115 @@ class HandlerError : public std::runtime_error {
 
  private:
   std::string type_;
+};
+
+// ---------------------------------------------------------------------------
+// A handler's view of its call
+
+namespace detail {
+struct ContextOf;
+}
+
+/// What a handler learns about its call beyond the arguments: whether the
+/// caller cancelled it (mf::Call::cancel, or its timeout, which cancels it
+/// too). A handler takes it by declaring `mf::Context&` as its first
+/// parameter; callers pass only the other arguments:
+///
+///   w.handle("crunch", [](mf::Context& ctx, int n) {
+///     for (int i = 0; i < n && !ctx.cancelled(); i++) step(i);
+///     return n;
+///   });
+///
+/// A cancelled handler should stop early; whatever it then returns or
+/// throws is dropped by the parent, whose call has already ended with
+/// mf::CancelledError. A spawned worker whose handler runs on past the
+/// parent's Options::cancel_grace is stopped (and restarted with
+/// auto-restart). Valid only while the handler runs; usable from any thread
+/// until then.
+class Context {
+ public:
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  /// Whether the caller cancelled this call.
+  bool cancelled() const noexcept { return mf_reply_cancelled(reply_); }
+
+  /// Waits until the call is cancelled or `timeout` has passed, whichever
+  /// comes first; whether it was cancelled. A cooperative sleep.
+  template <class Rep, class Period>
+  bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
+    hook();
+    std::unique_lock<std::mutex> lock(m_);
+    cv_.wait_for(lock, timeout, [&] { return cancelled_; });
+    return cancelled_;
+  }
+
+  /// Waits until the call is cancelled (only a cancel or the call's timeout
+  /// ends it: give such a call a timeout).
+  void wait() {
+    hook();
+    std::unique_lock<std::mutex> lock(m_);
+    cv_.wait(lock, [&] { return cancelled_; });
+  }
+
+  /// Runs `fn` once when the call is cancelled: at once on this thread if it
+  /// already is, otherwise on the worker's driver thread when the cancel
+  /// arrives, and never once the handler has returned. It is the place to
+  /// wake whatever the handler waits on (close a socket, notify a condition
+  /// variable); it must return quickly (the worker reads no message while it
+  /// runs) and must not call this Context. Exceptions from it are dropped.
+  /// A later on_cancel replaces the function.
+  void on_cancel(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      if (!cancelled_) {
+        on_cancel_ = std::move(fn);
+        fn = nullptr;
+      }
+    }
+    hook();
+    if (fn) run(fn);
+  }
+
+ private:
+  friend struct detail::ContextOf;
+
+  explicit Context(mf_reply* reply) noexcept : reply_(reply) {}
+
+  /// Asks the library for the cancel, once (it runs on_cancelled at once
+  /// when the call is cancelled already, so never under m_).
+  void hook() {
+    std::call_once(hooked_, [this] { mf_reply_on_cancel(reply_, &Context::on_cancelled, this); });
+  }
+
+  static void run(const std::function<void()>& fn) noexcept {
+    try {
+      fn();
+    } catch (...) {
+    }
+  }
+
+  /// The library's cancel callback. It never runs once the reply is answered
+  /// and an answer waits for it, so this Context, which lives until its
+  /// reply is answered, is alive while it runs.
+  static void on_cancelled(void* user) noexcept {
+    auto* self = static_cast<Context*>(user);
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lock(self->m_);
+      self->cancelled_ = true;
+      fn.swap(self->on_cancel_);
+    }
+    self->cv_.notify_all();
+    if (fn) run(fn);
+  }
+
+  mf_reply* reply_;
+  std::once_flag hooked_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool cancelled_ = false;               // the hook ran (guarded by m_)
+  std::function<void()> on_cancel_;      // guarded by m_
 };
 
 // ---------------------------------------------------------------------------
@@ -199,6 +420,9 @@ struct Options {
   std::optional<std::string> bind_host;           ///< spawn-mode interface ["127.0.0.1"]
   std::optional<std::int64_t> max_message_size;   ///< bytes accepted from the worker [64 MiB]
   std::optional<bool> private_link;               ///< offer a spawned worker the private link [true]
+  /// How long the handler of a cancelled or timed-out call may run on before
+  /// its spawned worker is stopped (and restarted with auto_restart); 0 = never [2 s]
+  std::optional<std::chrono::milliseconds> cancel_grace;
 };
 
 // ---------------------------------------------------------------------------
@@ -235,23 +459,24 @@ class Packer : public msgpack::packer<msgpack::sbuffer> {
   msgpack::sbuffer& buf_;
 };
 
-/// An mf::Error from status `s` and the calling thread's mf_last_error().
-/// Must run right after the failing call, on the same thread.
-inline Error last_error(mf_status s, std::string_view prefix = {}) {
+/// Throws the mf::Error subclass of status `s` (not MF_OK) with the calling
+/// thread's mf_last_error(). Must run right after the failing call, on the
+/// same thread.
+[[noreturn]] inline void throw_last_error(mf_status s, std::string_view prefix = {}) {
   std::string text = mf_last_error();
   if (text.empty()) text = mf_status_name(s);
   if (!prefix.empty()) text = std::string(prefix) + ": " + text;
-  return Error(s, text);
+  throw_error(s, text);
 }
 
 inline void check(mf_status s, std::string_view prefix = {}) {
-  if (s != MF_OK) throw last_error(s, prefix);
+  if (s != MF_OK) throw_last_error(s, prefix);
 }
 
 /// A NUL-terminated copy, refusing embedded NULs (C would cut the text there).
 inline std::string c_text(std::string_view s, const char* what) {
   if (s.find('\0') != std::string_view::npos)
-    throw Error(MF_ERR_INVALID_ARGUMENT, std::string(what) + " contains a NUL byte");
+    throw InvalidArgumentError( std::string(what) + " contains a NUL byte");
   return std::string(s);
 }
 
@@ -261,7 +486,7 @@ struct always_false : std::false_type {};
 /// A length as msgpack writes it (at most 2^32 - 1).
 inline std::uint32_t len32(std::size_t n) {
   if (n > std::numeric_limits<std::uint32_t>::max())
-    throw Error(MF_ERR_INVALID_ARGUMENT, "value too large for msgpack (" + std::to_string(n) + " items or bytes)");
+    throw InvalidArgumentError( "value too large for msgpack (" + std::to_string(n) + " items or bytes)");
   return static_cast<std::uint32_t>(n);
 }
 
@@ -467,7 +692,7 @@ inline void append_json(std::string& out, const msgpack::object& o, int depth = 
 
 /// Writes a msgpack::object tree as it is (floats stay floats, see Packer).
 inline void pack_object(Packer& pk, const msgpack::object& o, int depth = 0) {
-  if (depth > max_depth) throw Error(MF_ERR_INVALID_ARGUMENT, "value nests deeper than 100 levels");
+  if (depth > max_depth) throw InvalidArgumentError( "value nests deeper than 100 levels");
   switch (o.type) {
     case msgpack::type::NIL: pk.pack_nil(); break;
     case msgpack::type::BOOLEAN: o.via.boolean ? pk.pack_true() : pk.pack_false(); break;
@@ -498,7 +723,7 @@ inline void pack_object(Packer& pk, const msgpack::object& o, int depth = 0) {
         pack_object(pk, o.via.map.ptr[i].val, depth + 1);
       }
       break;
-    default: throw Error(MF_ERR_INVALID_ARGUMENT, "unknown msgpack object type");
+    default: throw InvalidArgumentError( "unknown msgpack object type");
   }
 }
 
@@ -517,7 +742,7 @@ class JsonParser {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(MF_ERR_INVALID_ARGUMENT, "invalid JSON: " + what + " at offset " + std::to_string(i_));
+    throw InvalidArgumentError( "invalid JSON: " + what + " at offset " + std::to_string(i_));
   }
 
   void skip_space() {
@@ -1062,12 +1287,12 @@ inline msgpack::object_handle unpack_one(const std::uint8_t* data, std::size_t l
     std::size_t offset = 0;
     msgpack::object_handle oh = msgpack::unpack(reinterpret_cast<const char*>(data), len, offset,
                                                 copy ? nullptr : &reference_everything, nullptr);
-    if (offset != len) throw Error(MF_ERR_PROTOCOL, "invalid msgpack: trailing bytes");
+    if (offset != len) throw ProtocolError( "invalid msgpack: trailing bytes");
     return oh;
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw Error(MF_ERR_PROTOCOL, std::string("invalid msgpack: ") + e.what());
+    throw ProtocolError( std::string("invalid msgpack: ") + e.what());
   }
 }
 
@@ -1121,7 +1346,7 @@ using OptionsPtr = std::unique_ptr<mf_options, OptionsDeleter>;
 
 inline std::uint32_t u32_ms(std::chrono::milliseconds ms, const char* field) {
   if (ms.count() < 0 || ms.count() > std::numeric_limits<std::uint32_t>::max())
-    throw Error(MF_ERR_INVALID_ARGUMENT, std::string("Options::") + field + ": out of range");
+    throw InvalidArgumentError( std::string("Options::") + field + ": out of range");
   return static_cast<std::uint32_t>(ms.count());
 }
 
@@ -1151,6 +1376,7 @@ inline OptionsPtr make_options(const Options& o) {
     check(mf_options_set_bind_host(p, c_text(*o.bind_host, "Options::bind_host").c_str()), "Options::bind_host");
   if (o.max_message_size) check(mf_options_set_max_message_size(p, *o.max_message_size), "Options::max_message_size");
   if (o.private_link) check(mf_options_set_private_link(p, *o.private_link), "Options::private_link");
+  if (o.cancel_grace) check(mf_options_set_cancel_grace(p, o.cancel_grace->count()), "Options::cancel_grace");
   return opts;
 }
 
@@ -1164,7 +1390,8 @@ struct AsyncCall {
                        const char* error_message) noexcept {
     std::unique_ptr<AsyncCall> self(static_cast<AsyncCall*>(user));
     try {
-      if (status != MF_OK) throw Error(status, error_message && *error_message ? error_message : mf_status_name(status));
+      if (status != MF_OK)
+        throw_error(status, error_message && *error_message ? error_message : mf_status_name(status));
       if constexpr (std::is_void_v<R>)
         self->promise.set_value();
       else
@@ -1203,13 +1430,18 @@ struct BadArguments {
   std::string why;
 };
 
+/// Makes the Context of one call (its constructor is private to users).
+struct ContextOf {
+  static Context make(mf_reply* reply) noexcept { return Context(reply); }
+};
+
 /// A handler as the C trampoline sees it.
 struct HandlerTable;
 
 struct HandlerBase {
   virtual ~HandlerBase() = default;
   /// Runs the handler on the call's argument array and writes its result.
-  virtual void invoke(const msgpack::object& args, msgpack::sbuffer& out) = 0;
+  virtual void invoke(Context& ctx, const msgpack::object& args, msgpack::sbuffer& out) = 0;
   std::string signature;  ///< "add(int32, int32)"
   HandlerTable* table = nullptr;
 };
@@ -1237,11 +1469,32 @@ struct HandlerTable {
   };
 };
 
+/// Whether a handler's parameter list starts with mf::Context& (or const
+/// mf::Context&), which is then not one of the call's arguments.
+template <class Params>
+struct takes_context : std::false_type {};
+template <class First, class... Rest>
+struct takes_context<std::tuple<First, Rest...>>
+    : std::bool_constant<std::is_lvalue_reference_v<First> &&
+                         std::is_same_v<std::remove_cv_t<std::remove_reference_t<First>>, Context>> {};
+
+/// The call's arguments among a handler's parameters: all of them, or all
+/// but a leading mf::Context&.
+template <class Params, bool skip_first>
+struct argument_params {
+  using type = Params;
+};
+template <class First, class... Rest>
+struct argument_params<std::tuple<First, Rest...>, true> {
+  using type = std::tuple<Rest...>;
+};
+
 template <class F>
 struct Handler final : HandlerBase {
   using traits = callable<F>;
   using R = typename traits::result;
-  using Params = typename traits::params;
+  static constexpr bool with_context = takes_context<typename traits::params>::value;
+  using Params = typename argument_params<typename traits::params, with_context>::type;
   static constexpr std::size_t arity = std::tuple_size_v<Params>;
 
   Handler(const std::string& name, F f) : fn(std::move(f)) {
@@ -1272,8 +1525,19 @@ struct Handler final : HandlerBase {
     return Codec<T>::unpack(args.via.array.ptr[I], Path{root});
   }
 
+  /// fn(ctx, args...) or fn(args...).
+  template <class... V>
+  decltype(auto) run(Context& ctx, V&&... values) {
+    if constexpr (with_context) {
+      return fn(ctx, std::forward<V>(values)...);
+    } else {
+      (void)ctx;
+      return fn(std::forward<V>(values)...);
+    }
+  }
+
   template <std::size_t... I>
-  void call(const msgpack::object& args, msgpack::sbuffer& out, std::index_sequence<I...>) {
+  void call(Context& ctx, const msgpack::object& args, msgpack::sbuffer& out, std::index_sequence<I...>) {
     (void)args;  // unused when the handler takes no parameters
     using Values = std::tuple<value_t<std::tuple_element_t<I, Params>>...>;
     std::optional<Values> values;
@@ -1284,14 +1548,14 @@ struct Handler final : HandlerBase {
     }
     Packer pk(out);
     if constexpr (std::is_void_v<R>) {
-      fn(std::forward<std::tuple_element_t<I, Params>>(std::get<I>(*values))...);
+      run(ctx, std::forward<std::tuple_element_t<I, Params>>(std::get<I>(*values))...);
       pk.pack_nil();
     } else {
-      Codec<value_t<R>>::pack(pk, fn(std::forward<std::tuple_element_t<I, Params>>(std::get<I>(*values))...));
+      Codec<value_t<R>>::pack(pk, run(ctx, std::forward<std::tuple_element_t<I, Params>>(std::get<I>(*values))...));
     }
   }
 
-  void invoke(const msgpack::object& args, msgpack::sbuffer& out) override {
+  void invoke(Context& ctx, const msgpack::object& args, msgpack::sbuffer& out) override {
     if (args.type != msgpack::type::ARRAY) throw BadArguments{"arguments are not an array"};
     constexpr std::size_t min = required(std::make_index_sequence<arity>{});
     std::size_t n = args.via.array.size;
@@ -1300,7 +1564,7 @@ struct Handler final : HandlerBase {
       throw BadArguments{"takes " + want + (arity == 1 && min == 1 ? " argument" : " arguments") + ", got " +
                          std::to_string(n)};
     }
-    call(args, out, std::make_index_sequence<arity>{});
+    call(ctx, args, out, std::make_index_sequence<arity>{});
   }
 
   F fn;
@@ -1364,10 +1628,11 @@ inline void reply_current_exception(mf_reply* reply) noexcept {
 inline void handler_trampoline(void* user, const std::uint8_t* args, std::size_t len, mf_reply* reply) noexcept {
   auto* h = static_cast<HandlerBase*>(user);
   HandlerTable::Hold hold(h->table);
+  Context ctx = ContextOf::make(reply);  // outlives the answer (see Context::on_cancelled)
   try {
     msgpack::object_handle oh = unpack_one(args, len, false);
     msgpack::sbuffer out;
-    h->invoke(oh.get(), out);
+    h->invoke(ctx, oh.get(), out);
     if (mf_reply_ok(reply, reinterpret_cast<const std::uint8_t*>(out.data()), out.size()) != MF_OK)
       reply_error(reply, "Error: " + h->signature + ": the result could not be sent: " + mf_last_error());
   } catch (const BadArguments& e) {
@@ -1381,7 +1646,7 @@ using JsonFunction = std::function<std::string(std::string_view)>;
 
 struct JsonHandler final : HandlerBase {
   explicit JsonHandler(JsonFunction f) : fn(std::move(f)) {}
-  void invoke(const msgpack::object&, msgpack::sbuffer&) override {}
+  void invoke(Context&, const msgpack::object&, msgpack::sbuffer&) override {}
   JsonFunction fn;
 };
 
@@ -1402,17 +1667,80 @@ inline void json_trampoline(void* user, const char* args_json, mf_reply* reply) 
 // ---------------------------------------------------------------------------
 // Parent
 
+/// A call started with Parent::call_start: the future of its result, and the
+/// means to cancel it. Move-only. get() returns the result or throws the
+/// call's mf::Error, exactly once; a cancelled call throws mf::CancelledError
+/// ("call to 'NAME' was cancelled"). cancel() may run on any thread, also
+/// while another waits in get(), and any number of times. Destroying a Call
+/// does not cancel it (as with call_async, the call runs to its end).
+template <class R>
+class Call {
+ public:
+  /// An empty call: not valid(), cancel() does nothing.
+  Call() noexcept = default;
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+  Call(Call&& other) noexcept
+      : future_(std::move(other.future_)), p_(std::exchange(other.p_, nullptr)), id_(std::exchange(other.id_, 0)) {}
+  Call& operator=(Call&& other) noexcept {
+    if (this != &other) {
+      mf_parent_release(p_);
+      future_ = std::move(other.future_);
+      p_ = std::exchange(other.p_, nullptr);
+      id_ = std::exchange(other.id_, 0);
+    }
+    return *this;
+  }
+  ~Call() { mf_parent_release(p_); }
+
+  /// Ends the call at once with mf::CancelledError if it is still in flight
+  /// (get() then throws it) and tells the worker, whose handler can stop
+  /// (mf::Context). A call that already ended, also through a closed
+  /// parent, keeps its outcome. Never throws.
+  void cancel() noexcept {
+    if (p_) mf_cancel(p_, id_);
+  }
+
+  /// Waits for the result; throws the call's mf::Error. Once only (as std::future).
+  R get() { return future_.get(); }
+
+  /// Waits until the call has ended.
+  void wait() const { future_.wait(); }
+
+  /// Waits up to `timeout` for the call to end.
+  template <class Rep, class Period>
+  std::future_status wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
+    return future_.wait_for(timeout);
+  }
+
+  /// False for an empty or moved-from Call, and after get().
+  bool valid() const noexcept { return future_.valid(); }
+
+  /// The call's id (mf_call_start; never 0 for a started call), for Parent::cancel.
+  std::uint64_t id() const noexcept { return id_; }
+
+  /// The future itself, e.g. to move into code that takes a std::future.
+  std::future<R>& future() noexcept { return future_; }
+
+ private:
+  friend class Parent;
+
+  std::future<R> future_;
+  mf_parent* p_ = nullptr;  // a reference of its own (mf_parent_retain), for cancel()
+  std::uint64_t id_ = 0;
+};
+
 /// A connection to one worker (mf_parent): spawned by Parent::spawn or reached
 /// by Parent::connect. Move-only; the destructor closes it.
 ///
-/// Threads: call, call_for, call_async, call_json and stats_json may run on
-/// any number of threads at once, and close() may run on any thread at any
-/// time: calls in flight end with MF_ERR_CLOSED, calls that start later
-/// throw it (each call holds a reference of its own to the C handle,
+/// Threads: call, call_for, call_async, call_start, cancel, call_json and
+/// stats_json may run on any number of threads at once, and close() may run
+/// on any thread at any time: calls in flight end with MF_ERR_CLOSED, calls
+/// that start later throw it (each call holds a reference of its own to the C handle,
 /// mf_parent_retain, so a close never frees it under a call). Move-assignment
 /// and destruction, like for any C++ object, must not race other uses.
 ///
-/// A closed or moved-from Parent throws mf::Error(MF_ERR_CLOSED) from every call.
+/// A closed or moved-from Parent throws mf::ClosedError from every call.
 class Parent {
  public:
   /// An empty, closed parent (assign a spawned or connected one to it).
@@ -1498,7 +1826,7 @@ class Parent {
   /// delivered through the future). The result is decoded on the parent's
   /// driver thread when it arrives (every other call of this parent waits
   /// meanwhile), so keep very large results to call(). Closing the parent
-  /// ends pending futures with MF_ERR_CLOSED.
+  /// ends pending futures with MF_ERR_CLOSED. To cancel it, use call_start().
   template <class R = void, class... A>
   std::future<R> call_async(std::string_view function, const A&... args) {
     return call_async_for<R>(default_timeout, function, args...);
@@ -1507,21 +1835,41 @@ class Parent {
   /// call_async() with its own time limit.
   template <class R = void, class... A>
   std::future<R> call_async_for(std::chrono::milliseconds timeout, std::string_view function, const A&... args) {
-    detail::check_result_type<R>();
-    auto state = std::make_unique<detail::AsyncCall<R>>();
-    std::future<R> future = state->promise.get_future();
+    return start<R>(timeout, function, nullptr, args...);
+  }
+
+  /// call_async() that can be cancelled: the mf::Call holds the future and
+  /// cancel(). A cancelled call ends at once with mf::CancelledError; the
+  /// worker's handler is told (mf::Context) and should stop; one that runs on
+  /// past Options::cancel_grace gets its spawned worker stopped.
+  ///
+  ///   mf::Call<int> c = p.call_start<int>("crunch", 1000000);
+  ///   c.cancel();
+  ///   c.get();  // throws mf::CancelledError (or the result, had it come first)
+  template <class R = void, class... A>
+  Call<R> call_start(std::string_view function, const A&... args) {
+    return call_start_for<R>(default_timeout, function, args...);
+  }
+
+  /// call_start() with its own time limit (which, when it passes, cancels
+  /// the call on the worker too, and throws mf::TimeoutError from get()).
+  template <class R = void, class... A>
+  Call<R> call_start_for(std::chrono::milliseconds timeout, std::string_view function, const A&... args) {
+    Call<R> call;
+    call.future_ = start<R>(timeout, function, &call, args...);
+    return call;
+  }
+
+  /// Cancels the call of this parent with id `call_id` (mf::Call::id()), as
+  /// mf::Call::cancel() does. An ended call, an unknown id or a closed parent
+  /// are left alone. Never throws.
+  void cancel(std::uint64_t call_id) noexcept {
     try {
-      state->function = detail::c_text(function, "function name");
-      msgpack::sbuffer packed = detail::pack_args(args...);
       Ref p(*this);
-      detail::check(mf_call_async(p.get(), state->function.c_str(),
-                                  reinterpret_cast<const std::uint8_t*>(packed.data()), packed.size(),
-                                  timeout.count(), &detail::AsyncCall<R>::complete, state.get()));
-      state.release();  // owned by the completion now
+      mf_cancel(p.get(), call_id);
     } catch (...) {
-      state->promise.set_exception(std::current_exception());
+      // Closed: every call of this parent has ended already.
     }
-    return future;
   }
 
   /// Calls with JSON text: `args_json` is a JSON array, the result is JSON
@@ -1544,7 +1892,7 @@ class Parent {
   std::string stats_json() const {
     Ref p(*this);
     detail::CString s(mf_parent_stats_json(p.get()));
-    if (!s.s) throw Error(MF_ERR_PANIC, "mf_parent_stats_json returned NULL");
+    if (!s.s) throw PanicError( "mf_parent_stats_json returned NULL");
     return s.str();
   }
 
@@ -1571,6 +1919,34 @@ class Parent {
   mf_parent* release() noexcept { return p_.exchange(nullptr); }
 
  private:
+  /// Starts a call whose completion fulfils the returned future; with
+  /// `call` (a Call<R>*, or nullptr), also records its id and a reference
+  /// to the handle there.
+  template <class R, class Handle, class... A>
+  std::future<R> start(std::chrono::milliseconds timeout, std::string_view function, Handle call,
+                       const A&... args) {
+    detail::check_result_type<R>();
+    auto state = std::make_unique<detail::AsyncCall<R>>();
+    std::future<R> future = state->promise.get_future();
+    try {
+      state->function = detail::c_text(function, "function name");
+      msgpack::sbuffer packed = detail::pack_args(args...);
+      Ref p(*this);
+      std::uint64_t id = 0;
+      detail::check(mf_call_start(p.get(), state->function.c_str(),
+                                  reinterpret_cast<const std::uint8_t*>(packed.data()), packed.size(),
+                                  timeout.count(), &detail::AsyncCall<R>::complete, state.get(), &id));
+      state.release();  // owned by the completion now
+      if constexpr (!std::is_same_v<Handle, std::nullptr_t>) {
+        call->id_ = id;
+        call->p_ = mf_parent_retain(p.get());
+      }
+    } catch (...) {
+      if (state) state->promise.set_exception(std::current_exception());
+    }
+    return future;
+  }
+
   /// One call's own reference to the C handle (mf_parent_retain), released
   /// when the call returns. Throws MF_ERR_CLOSED when the parent is closed.
   class Ref {
@@ -1581,7 +1957,7 @@ class Parent {
       parent.taking_.fetch_add(1);
       p_ = mf_parent_retain(parent.p_.load());
       parent.taking_.fetch_sub(1);
-      if (!p_) throw Error(MF_ERR_CLOSED, "the parent is closed");
+      if (!p_) throw ClosedError( "the parent is closed");
     }
     Ref(const Ref&) = delete;
     Ref& operator=(const Ref&) = delete;
@@ -1657,6 +2033,12 @@ class Worker {
   ///
   /// fn runs on a handler thread of the worker, one call at a time unless
   /// set_concurrency() allows more (then fn must be thread-safe).
+  ///
+  /// A first parameter `mf::Context&` is not an argument of the call: it
+  /// tells fn whether the caller cancelled the call (ctx.cancelled(),
+  /// ctx.wait_for(d), ctx.on_cancel(f)); a long handler should watch it and
+  /// stop, since a spawned worker whose cancelled handler runs on past the
+  /// parent's cancel grace is stopped.
   template <class F>
   void handle(const std::string& name, F fn) {
     mf_worker* w = worker();
@@ -1708,7 +2090,7 @@ class Worker {
 
  private:
   mf_worker* worker() const {
-    if (!w_) throw Error(MF_ERR_CLOSED, "the worker is closed");
+    if (!w_) throw ClosedError( "the worker is closed");
     return w_;
   }
 

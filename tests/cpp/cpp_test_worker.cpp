@@ -1,14 +1,17 @@
 // The worker the C++ tests spawn: one echo per value type, plus functions
-// that fail, sleep or return special values. Written with mf::Worker only.
-// Spawn mode by default; with an argument (a service id or tcp:// endpoint)
-// it serves in connect mode.
+// that fail, sleep, spin, count or return special values. Written with
+// mf::Worker only. Spawn mode by default; with an argument (a service id or
+// tcp:// endpoint) it serves in connect mode. `--concurrency N` sets its
+// handler threads (default 4).
 #include <multifrost.hpp>
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -34,9 +37,19 @@ struct CustomFailure : std::runtime_error {
 
 int main(int argc, char** argv) {
   try {
-    mf::Worker w(argc > 1 ? argv[1] : "");
-    // Several handler threads: a test's sleeping call must not hold up the next test step.
-    w.set_concurrency(4);
+    std::string service;
+    // Several handler threads by default: a test's sleeping call must not
+    // hold up the next test step.
+    std::uint32_t threads = 4;
+    for (int i = 1; i < argc; i++) {
+      std::string arg = argv[i];
+      if (arg == "--concurrency" && i + 1 < argc)
+        threads = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
+      else
+        service = arg;
+    }
+    mf::Worker w(service);
+    w.set_concurrency(threads);
 
     w.handle("echo_bool", echo<bool>);
     w.handle("echo_i8", echo<std::int8_t>);
@@ -72,10 +85,39 @@ int main(int argc, char** argv) {
     w.handle("pid", [] { return static_cast<std::int64_t>(::getpid()); });
     w.handle("make_json", [] { return mf::Json{R"({"a":[1,2.5,null],"b":"x"})"}; });
     w.handle("bad_json", [] { return mf::Json{"{not json"}; });
-    w.handle("sleep_ms", [](int ms) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    // Cooperative: stops early when its call is cancelled (or times out).
+    w.handle("sleep_ms", [](mf::Context& ctx, int ms) {
+      if (ctx.wait_for(std::chrono::milliseconds(ms)))
+        throw mf::HandlerError("CancelledError", "sleep_ms stopped on its cancel");
       return ms;
     });
+    // sleep_ms that first creates the file `mark`, so a test knows it runs.
+    w.handle("sleep_marked", [](mf::Context& ctx, int ms, const std::string& mark) {
+      if (std::FILE* f = std::fopen(mark.c_str(), "w")) std::fclose(f);
+      if (ctx.wait_for(std::chrono::milliseconds(ms)))
+        throw mf::HandlerError("CancelledError", "sleep_marked stopped on its cancel");
+      return ms;
+    });
+    // Waits for its cancel, however long that takes (give it a timeout).
+    w.handle("wait_cancel", [](mf::Context& ctx) {
+      ctx.wait();
+      return ctx.cancelled();
+    });
+    // Ignores any cancel: busy for `ms`; spins() says how many started.
+    static std::atomic<int> spins{0};
+    w.handle("spin_ms", [](int ms) {
+      spins++;
+      auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+      while (std::chrono::steady_clock::now() < end) {
+      }
+      return ms;
+    });
+    w.handle("spins", [] { return spins.load(); });
+    // A side effect a test can look for: bump() counts its runs, bumps() tells.
+    static std::atomic<int> bumps{0};
+    w.handle("bump", [] { return ++bumps; });
+    w.handle("bumps", [] { return bumps.load(); });
+    w.handle("crash", [] { std::abort(); });
 
     w.handle("fail", []() -> int { throw std::runtime_error("boom"); });
     w.handle("fail_invalid", [](const std::string& what) -> int { throw std::invalid_argument(what); });

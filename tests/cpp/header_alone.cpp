@@ -3,6 +3,7 @@
 #include <multifrost.hpp>
 #include <multifrost.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -61,6 +62,20 @@ struct Everything {
   std::function<std::string(const std::string&)> fn = [](const std::string& s) { return s; };
   worker.handle("e", fn);
   worker.handle_json("j", [](std::string_view args) { return std::string(args); });
+  mf::Call<int> started = parent.call_start<int>("f", 1);
+  started.cancel();
+  parent.cancel(started.id());
+  (void)started.wait_for(std::chrono::milliseconds(1));
+  (void)started.get();
+  mf::Call<void> nothing = parent.call_start_for(std::chrono::milliseconds(5), "f");
+  mf::Call<void> moved = std::move(nothing);
+  moved.wait();
+  worker.handle("ctx", [](mf::Context& ctx, int n) {
+    ctx.on_cancel([] {});
+    return ctx.wait_for(std::chrono::milliseconds(n)) || ctx.cancelled();
+  });
+  worker.handle("cctx", [](const mf::Context& ctx) { return ctx.cancelled(); });
+  worker.handle("wait", [](mf::Context& ctx) { ctx.wait(); });
   (void)mf::to_json(e.v);
   (void)mf::from_json<std::vector<int>>(mf::Json{"[]"});
 }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <typeinfo>
 
 #ifndef CPP_TEST_WORKER
 #error "CPP_TEST_WORKER must name the test worker program"
@@ -35,6 +36,22 @@ std::string error_of(mf_status status, F body) {
     return e.what();
   }
   ADD_FAILURE() << "no mf::Error thrown (expected " << mf_status_name(status) << ")";
+  return {};
+}
+
+/// Runs `body`, expects it to throw the mf::Error subclass E (with E's
+/// status), returns what().
+template <class E, class F>
+std::string error_as(F body) {
+  try {
+    body();
+  } catch (const mf::Error& e) {
+    EXPECT_EQ(e.status(), E::code) << "status " << e.status_name() << ": " << e.what();
+    EXPECT_NE(dynamic_cast<const E*>(&e), nullptr)
+        << "thrown as " << typeid(e).name() << ", not as " << typeid(E).name() << ": " << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "nothing thrown (expected " << typeid(E).name() << ")";
   return {};
 }
 

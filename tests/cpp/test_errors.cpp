@@ -1,13 +1,17 @@
 // Failures reach the caller as mf::Error with the right status and text.
 #include "support.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 using namespace std::chrono_literals;
+using mft::error_as;
 using mft::error_of;
 using mft::WorkerTest;
 
@@ -38,10 +42,11 @@ TEST_F(Errors, ErrorCarriesStatusName) {
 }
 
 TEST_F(Errors, UnknownAndPrivateFunctions) {
-  std::string missing = error_of(MF_ERR_REMOTE, [&] { parent.call<int>("no_such_function"); });
-  EXPECT_NE(missing.find("not found"), std::string::npos) << missing;
-  std::string priv = error_of(MF_ERR_REMOTE, [&] { parent.call<int>("_secret"); });
-  EXPECT_NE(priv.find("Cannot call private method"), std::string::npos) << priv;
+  EXPECT_EQ(error_as<mf::NoSuchFunctionError>([&] { parent.call<int>("no_such_function"); }),
+            "Function 'no_such_function' not found");
+  EXPECT_EQ(error_as<mf::NoSuchFunctionError>([&] { parent.call_async<int>("no_such_function").get(); }),
+            "Function 'no_such_function' not found");
+  EXPECT_EQ(error_as<mf::RemoteError>([&] { parent.call<int>("_secret"); }), "Cannot call private method '_secret'");
 }
 
 TEST_F(Errors, TimeoutPerCall) {
@@ -152,6 +157,72 @@ TEST(ErrorsSpawn, RefusedOptionsNameTheField) {
   empty_ns.ns = "";
   text = error_of(MF_ERR_INVALID_ARGUMENT, [&] { mf::Parent::spawn(CPP_TEST_WORKER, {}, empty_ns); });
   EXPECT_EQ(text.rfind("Options::ns: ", 0), 0u) << text;
+}
+
+// Each status is thrown as its own class, derived from mf::Error.
+template <class E>
+void expect_thrown_as(mf_status status, const char* name) {
+  std::string text = error_as<E>([&] { mf::throw_error(status, "text of " + std::string(name)); });
+  EXPECT_EQ(text, "text of " + std::string(name));
+  EXPECT_STREQ(mf_status_name(E::code), name);
+  static_assert(std::is_base_of_v<mf::Error, E>);
+}
+
+TEST(ErrorsClasses, EveryStatusHasItsClass) {
+  expect_thrown_as<mf::InvalidArgumentError>(MF_ERR_INVALID_ARGUMENT, "MF_ERR_INVALID_ARGUMENT");
+  expect_thrown_as<mf::TimeoutError>(MF_ERR_TIMEOUT, "MF_ERR_TIMEOUT");
+  expect_thrown_as<mf::RemoteError>(MF_ERR_REMOTE, "MF_ERR_REMOTE");
+  expect_thrown_as<mf::CircuitOpenError>(MF_ERR_CIRCUIT_OPEN, "MF_ERR_CIRCUIT_OPEN");
+  expect_thrown_as<mf::WorkerExitedError>(MF_ERR_WORKER_EXITED, "MF_ERR_WORKER_EXITED");
+  expect_thrown_as<mf::NotFoundError>(MF_ERR_NOT_FOUND, "MF_ERR_NOT_FOUND");
+  expect_thrown_as<mf::AlreadyRunningError>(MF_ERR_ALREADY_RUNNING, "MF_ERR_ALREADY_RUNNING");
+  expect_thrown_as<mf::ProtocolError>(MF_ERR_PROTOCOL, "MF_ERR_PROTOCOL");
+  expect_thrown_as<mf::IoError>(MF_ERR_IO, "MF_ERR_IO");
+  expect_thrown_as<mf::ClosedError>(MF_ERR_CLOSED, "MF_ERR_CLOSED");
+  expect_thrown_as<mf::PanicError>(MF_ERR_PANIC, "MF_ERR_PANIC");
+  expect_thrown_as<mf::CancelledError>(MF_ERR_CANCELLED, "MF_ERR_CANCELLED");
+  expect_thrown_as<mf::NoSuchFunctionError>(MF_ERR_NO_SUCH_FUNCTION, "MF_ERR_NO_SUCH_FUNCTION");
+  // A status newer than this header (the next one, 14) is still an mf::Error.
+  const auto next = static_cast<mf_status>(MF_ERR_NO_SUCH_FUNCTION + 1);
+  std::string text = error_of(next, [&] { mf::throw_error(next, "new"); });
+  EXPECT_EQ(text, "new");
+}
+
+// The classes as real calls produce them (MF_ERR_PANIC has no real cause).
+TEST(ErrorsClasses, RealCallsThrowTheirStatusClass) {
+  mf::Options options;
+  options.breaker = mf::Breaker{1, 60000ms, true};  // one error of the worker's opens it
+  mf::Parent p = mf::Parent::spawn(CPP_TEST_WORKER, {}, options);
+  EXPECT_EQ(error_as<mf::InvalidArgumentError>([&] { p.call_json("add", "[1,"); }).rfind("invalid JSON", 0), 0u);
+  EXPECT_FALSE(error_as<mf::TimeoutError>([&] { p.call_for<int>(100ms, "sleep_ms", 6000); }).empty());
+  EXPECT_EQ(error_as<mf::ProtocolError>([&] { p.call<std::string>("add", 1, 2); }),
+            "result of add: expected string, got msgpack integer (3)");
+  mf::Call<int> cancelled = p.call_start_for<int>(60s, "sleep_ms", 6000);
+  cancelled.cancel();
+  EXPECT_EQ(error_as<mf::CancelledError>([&] { cancelled.get(); }), "call to 'sleep_ms' was cancelled");
+  // Last: with remote errors counted, this one opens the breaker.
+  EXPECT_EQ(error_as<mf::NoSuchFunctionError>([&] { p.call<int>("nope"); }), "Function 'nope' not found");
+  EXPECT_FALSE(error_as<mf::CircuitOpenError>([&] { p.call<int>("add", 1, 2); }).empty());
+  p.close();
+  EXPECT_EQ(error_as<mf::ClosedError>([&] { p.call<int>("add", 1, 2); }), "the parent is closed");
+
+  mf::Parent plain = mf::Parent::spawn(CPP_TEST_WORKER);
+  EXPECT_EQ(error_as<mf::RemoteError>([&] { plain.call<int>("fail"); }), "std::runtime_error: boom");
+  mf::Parent crashing = mf::Parent::spawn(CPP_TEST_WORKER);
+  std::string exited = error_as<mf::WorkerExitedError>([&] { crashing.call("crash"); });
+  EXPECT_NE(exited.find("SIGABRT"), std::string::npos) << exited;
+
+  EXPECT_NE(error_as<mf::IoError>([] { mf::Parent::spawn("/nonexistent/cpp-worker"); }).find("/nonexistent"),
+            std::string::npos);
+  mf::Options quick;
+  quick.connect_timeout = 200ms;
+  EXPECT_NE(error_as<mf::NotFoundError>([&] { mf::Parent::connect("cpp-no-such-service", quick); })
+                .find("cpp-no-such-service"),
+            std::string::npos);
+  std::string id = "cpp-test-twice-" + std::to_string(::getpid());
+  mf::Worker first(id);
+  EXPECT_EQ(error_as<mf::AlreadyRunningError>([&] { mf::Worker second(id); }).rfind("service '" + id + "' already running", 0),
+            0u);
 }
 
 TEST(ErrorsConnect, UnknownServiceIsNotFound) {
