@@ -329,7 +329,9 @@ enum mf_status mf_options_set_breaker(struct mf_options *o,
                                       uint32_t cooldown_ms);
 
 /**
- * Whether a remote (handler) error counts as a breaker failure (default 0 = no).
+ * Whether a remote (handler) error, MF_ERR_REMOTE, counts as a breaker
+ * failure (default 0 = no). A missing function (MF_ERR_NO_SUCH_FUNCTION)
+ * never does: the worker that says so is healthy.
  */
 enum mf_status mf_options_set_breaker_counts_remote_errors(struct mf_options *o, bool on);
 

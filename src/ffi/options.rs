@@ -85,7 +85,9 @@ pub unsafe extern "C" fn mf_options_set_breaker(
     with(o, |o| o.set_breaker(threshold, cooldown_ms))
 }
 
-/// Whether a remote (handler) error counts as a breaker failure (default 0 = no).
+/// Whether a remote (handler) error, MF_ERR_REMOTE, counts as a breaker
+/// failure (default 0 = no). A missing function (MF_ERR_NO_SUCH_FUNCTION)
+/// never does: the worker that says so is healthy.
 #[no_mangle]
 pub unsafe extern "C" fn mf_options_set_breaker_counts_remote_errors(
     o: *mut mf_options,

@@ -594,7 +594,13 @@ impl Shared {
             Err(e) => {
                 s.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
                 match e.kind {
-                    ErrorKind::Remote | ErrorKind::NoSuchFunction => {
+                    // A missing function is the caller's mistake: the
+                    // worker that says so is healthy.
+                    ErrorKind::NoSuchFunction => {
+                        s.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
+                        s.breaker.success(p.probe);
+                    }
+                    ErrorKind::Remote => {
                         s.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
                         if s.options.breaker_counts_remote_errors {
                             s.breaker.failure(p.probe, &e.message);
