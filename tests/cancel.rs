@@ -444,3 +444,33 @@ fn a_call_that_times_out_while_queued_is_answered_at_once_and_stops_nothing() {
     assert_eq!(st["dropped_unknown"], 0);
     assert_eq!(worker_stats(&p).1, 1, "answered without running");
 }
+
+#[test]
+fn a_call_that_times_out_while_the_worker_restarts_stops_nothing() {
+    let mut o = Options::default();
+    o.set_cancel_grace(50).unwrap();
+    o.auto_restart = 5;
+    let p = spawn(o, true, "2");
+    for _ in 0..2 {
+        let e = p
+            .call("crash", &int_args(&[]), 20_000)
+            .err()
+            .expect("the crash");
+        assert_eq!(e.kind, ErrorKind::WorkerExited);
+    }
+    // The second restart waits 200 ms: this call waits in the parent, never
+    // sent to a worker, and times out (and its grace ends) before the new
+    // one is up, which must not be stopped for it.
+    let (_, early) = start(&p, "add", &[1, 1], 30);
+    assert_eq!(ended(&early).unwrap_err().0, ErrorKind::Timeout);
+    assert_eq!(call_int(&p, "add", &[2, 2]), 4, "the new worker answers");
+    let pid = stats(&p)["worker_pid"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(call_int(&p, "add", &[3, 3]), 6);
+    let st = stats(&p);
+    assert_eq!(
+        (st["escalations"].as_u64(), st["restarts"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(st["worker_pid"].as_i64(), Some(pid));
+}

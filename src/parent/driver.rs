@@ -134,7 +134,10 @@ impl Core {
         let id_text = ids::as_str(id);
         let cancel = frame::encode(96, |b| Encoder::new(b).cancel(id_text));
         self.mailbox.push_back(cancel);
-        if matches!(self.target, Target::Spawn { .. }) && !grace.is_zero() {
+        // A call given up while no worker is up (starting, restarting, being
+        // stopped) waits in the mailbox and never reached the worker that
+        // will read it with its cancel: that worker owes no handler's end.
+        if self.up && matches!(self.target, Target::Spawn { .. }) && !grace.is_zero() {
             self.ending
                 .insert(*id, (now + grace, ShortStr::new(function)));
         }

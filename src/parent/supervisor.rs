@@ -19,6 +19,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A worker that ran this long before it exited is restarted after the
+/// shortest back-off again.
+const STABLE: Duration = Duration::from_secs(10);
 /// Where the kernel lacks pidfd_open, how often the child is looked at.
 const EXIT_POLL: Duration = Duration::from_millis(50);
 
@@ -28,6 +31,10 @@ pub(super) struct Supervisor {
     /// The port a spawned child is told to connect to.
     port: u16,
     child: Option<Process>,
+    /// When the child was started, and how many restarts in a row came
+    /// after short runs (the back-off's exponent).
+    started_at: Instant,
+    backoff: u32,
     restarts: u32,
     restart_at: Option<Instant>,
     /// The child is being stopped by the parent: why, and when SIGKILL
@@ -51,6 +58,8 @@ impl Supervisor {
             target,
             port,
             child: None,
+            started_at: Instant::now(),
+            backoff: 0,
             restarts: 0,
             restart_at: None,
             stopping: None,
@@ -277,6 +286,7 @@ impl Supervisor {
             &[("pid", child.pid().into()), ("port", self.port.into())],
         );
         self.child = Some(child);
+        self.started_at = Instant::now();
         Ok(())
     }
 
@@ -345,7 +355,13 @@ impl Supervisor {
             s.breaker.failure(false, &e.message);
         }
         if restart {
-            let backoff = Duration::from_millis(100u64 << self.restarts.min(6));
+            // 100 ms, doubling per restart up to 6.4 s; a worker that ran for
+            // STABLE before it exited starts the doubling again.
+            if self.started_at.elapsed() >= STABLE {
+                self.backoff = 0;
+            }
+            let backoff = Duration::from_millis(100u64 << self.backoff.min(6));
+            self.backoff += 1;
             self.restart_at = Some(Instant::now() + backoff);
         } else if s.options.auto_restart > 0 {
             s.breaker.force_open("worker restart limit reached");

@@ -252,13 +252,22 @@ fn main() {
     // that moved).
     let spawned_recovered: Vec<bool> = spawned.iter().map(|p| answers_again(p, RECOVERY)).collect();
     let shared_recovered: Vec<bool> = shared.iter().map(|p| answers_again(p, RECOVERY)).collect();
-    let restarts: Vec<u64> = spawned
+    for (p, ok) in spawned
         .iter()
-        .map(|p| {
-            let s: serde_json::Value = serde_json::from_str(&p.stats_json()).unwrap();
-            s["restarts"].as_u64().unwrap_or(0)
-        })
-        .collect();
+        .chain(&shared)
+        .zip(spawned_recovered.iter().chain(&shared_recovered))
+    {
+        if !ok {
+            println!("not recovered: {}", p.stats_json());
+        }
+    }
+    let stat = |p: &Parent, key: &str| {
+        let s: serde_json::Value = serde_json::from_str(&p.stats_json()).unwrap();
+        s[key].as_u64().unwrap_or(0)
+    };
+    let restarts: Vec<u64> = spawned.iter().map(|p| stat(p, "restarts")).collect();
+    // Echo never outlives a cancel: no worker was stopped for a handler.
+    let escalations: u64 = spawned.iter().map(|p| stat(p, "escalations")).sum();
     drop(shared);
     drop(spawned);
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
@@ -269,7 +278,7 @@ fn main() {
 
     let errors = tally.errors.lock().unwrap().clone();
     println!(
-        "soak {seconds} s: {} calls answered correctly, worker kills {kills:?} (link, zmq, link, zmq), restarts {restarts:?}, {service_kills} service kills, errors {errors:?}, max call {} ms",
+        "soak {seconds} s: {} calls answered correctly, worker kills {kills:?} (link, zmq, link, zmq), restarts {restarts:?}, escalations {escalations}, {service_kills} service kills, errors {errors:?}, max call {} ms",
         tally.ok.load(Ordering::Relaxed),
         tally.max_ms.load(Ordering::Relaxed)
     );
@@ -308,6 +317,10 @@ fn main() {
         (
             "every spawned parent answers after its worker's last kill",
             spawned_recovered.iter().all(|&ok| ok),
+        ),
+        (
+            "no worker was stopped for a handler past its cancel grace",
+            escalations == 0,
         ),
         (
             "the connect-mode service was killed and started again",
