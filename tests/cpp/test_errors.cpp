@@ -200,8 +200,11 @@ TEST(ErrorsClasses, RealCallsThrowTheirStatusClass) {
   mf::Call<int> cancelled = p.call_start_for<int>(60s, "sleep_ms", 6000);
   cancelled.cancel();
   EXPECT_EQ(error_as<mf::CancelledError>([&] { cancelled.get(); }), "call to 'sleep_ms' was cancelled");
-  // Last: with remote errors counted, this one opens the breaker.
+  // A missing function is the caller's mistake, never a breaker failure...
   EXPECT_EQ(error_as<mf::NoSuchFunctionError>([&] { p.call<int>("nope"); }), "Function 'nope' not found");
+  EXPECT_EQ(p.call<int>("add", 1, 2), 3);
+  // ...while, with remote errors counted, a handler's error opens it.
+  EXPECT_EQ(error_as<mf::RemoteError>([&] { p.call<int>("fail"); }), "std::runtime_error: boom");
   EXPECT_FALSE(error_as<mf::CircuitOpenError>([&] { p.call<int>("add", 1, 2); }).empty());
   p.close();
   EXPECT_EQ(error_as<mf::ClosedError>([&] { p.call<int>("add", 1, 2); }), "the parent is closed");

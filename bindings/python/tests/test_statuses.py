@@ -97,7 +97,10 @@ def test_real_calls_raise_each_statuss_class(tmp_path, home):
         pending = worker.sync.start_call("slow", 60_000)
         pending.cancel()
         expect(Status.ERR_CANCELLED, pending.result)
-        # Counted failures: the missing function and this one (not the timeout nor the cancel).
+        # Counted failures: the two remote errors (not the timeout, the cancel
+        # nor the missing function, which is the caller's mistake).
+        assert call.add(1, 2) == 3
+        expect(Status.ERR_REMOTE, lambda: call.fail("boom"))
         expect(Status.ERR_REMOTE, lambda: call.fail("boom"))
         expect(Status.ERR_CIRCUIT_OPEN, lambda: call.add(1, 2))
     with ParentWorker.spawn(SAMPLE_WORKER) as worker:
