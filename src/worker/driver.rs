@@ -8,7 +8,7 @@
 
 use super::mailbox::Outgoing;
 use super::pool::Pool;
-use super::reply::{error_payload, CancelState, Incoming, ReplyHandle, Submission};
+use super::reply::{error_payload, CallState, Incoming, ReplyHandle, Submission};
 use super::{signals, Route, Shared};
 use crate::codec::{self, Encoder, ErrorKindName, Kind};
 use crate::error::Result;
@@ -101,7 +101,7 @@ struct Driver<'a> {
     max: u64,
     /// Calls handed out and not answered yet, by id: what a `cancel` finds.
     /// Keyed by ids that parents choose, so hashed with random keys.
-    open: HashMap<ShortStr, Arc<CancelState>>,
+    open: HashMap<ShortStr, Arc<CallState>>,
 }
 
 /// Serves on `conn` with a pool of `concurrency` handler threads until
@@ -439,6 +439,12 @@ impl Driver<'_> {
                 self.send(identity, out);
             }
             Kind::Shutdown => return Some(End::Shutdown),
+            Kind::Credit => {
+                let call = msg.id.and_then(|id| self.open.get(id));
+                if let Some(call) = call.filter(|c| c.peer == identity.bytes()) {
+                    call.grant(msg.credit.unwrap_or(0));
+                }
+            }
             Kind::Cancel => {
                 let call = msg.id.and_then(|id| self.open.get(id));
                 match call.filter(|c| c.peer == identity.bytes()) {
@@ -494,7 +500,7 @@ impl Driver<'_> {
                     let start = a.as_ptr() as usize - bytes.as_ptr() as usize;
                     start..start + a.len()
                 });
-                let call = CancelState::new(id, identity.bytes());
+                let call = CallState::new(id, identity.bytes(), msg.stream_credit);
                 self.open.insert(ShortStr::new(id), Arc::clone(&call));
                 let mut reply = ReplyHandle::new(shared, identity, call, msg.remaining_ms);
                 let function = ShortStr::new(function);

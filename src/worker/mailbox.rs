@@ -12,7 +12,7 @@
 //! the same lock as the queue, so that "nothing is queued and nothing is
 //! owed" is one fact the driver can wait for when serving ends.
 
-use super::reply::CancelState;
+use super::reply::CallState;
 use crate::frame::Frame;
 use crate::sync::Mutex;
 use crate::wake::Wake;
@@ -26,7 +26,7 @@ pub(super) struct Outgoing {
     pub identity: Frame,
     pub payload: Frame,
     /// The call this answers, which its cancel no longer reaches once sent.
-    pub settles: Option<Arc<CancelState>>,
+    pub settles: Option<Arc<CallState>>,
 }
 
 struct Inbox {

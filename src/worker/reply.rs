@@ -5,9 +5,9 @@
 use super::mailbox::Outgoing;
 use super::{Route, Shared};
 use crate::codec::{self, Encoder, ErrorKindName};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{self, Frame};
-use crate::sync::Mutex;
+use crate::sync::{Condvar, Mutex};
 use crate::text::ShortStr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,36 +85,64 @@ impl Submission {
 
 /// Whether a call's caller gave up on it (a `cancel` for its id from the
 /// parent that sent it), and what runs when it does.
-pub(crate) struct CancelState {
-    /// The call's id and its parent's routing frame, which a cancel must match.
+pub(crate) struct CallState {
+    /// The call's id and its parent's routing frame, which a cancel (or a
+    /// credit) must match.
     pub(super) id: ShortStr,
     pub(super) peer: Vec<u8>,
     cancelled: AtomicBool,
     /// Runs once when the call is cancelled, unless it was answered first;
     /// run under this lock, so an answer made meanwhile waits for it to end.
     hook: Mutex<Option<CancelHook>>,
+    /// A call that asked for a stream: the items it may still send.
+    credit: Option<Credit>,
+}
+
+/// A stream's credit, which a yield waits on.
+struct Credit {
+    left: Mutex<u64>,
+    granted: Condvar,
 }
 
 /// What a handler asks to run when its call is cancelled.
 pub type CancelHook = Box<dyn FnOnce() + Send>;
 
-impl CancelState {
-    pub(super) fn new(id: &str, peer: &[u8]) -> Arc<CancelState> {
-        Arc::new(CancelState {
+impl CallState {
+    /// `stream`: the credit the call asked for a stream with.
+    pub(super) fn new(id: &str, peer: &[u8], stream: Option<u64>) -> Arc<CallState> {
+        Arc::new(CallState {
             id: ShortStr::new(id),
             peer: peer.to_vec(),
             cancelled: AtomicBool::new(false),
             hook: Mutex::new(None),
+            credit: stream.map(|n| Credit {
+                left: Mutex::new(n),
+                granted: Condvar::new(),
+            }),
         })
     }
 
     /// Driver: the caller cancelled the call.
     pub(super) fn cancel(&self) {
         if !self.cancelled.swap(true, Ordering::AcqRel) {
+            if let Some(credit) = &self.credit {
+                // A yield waiting for credit wakes to see the cancel.
+                let _left = credit.left.lock();
+                credit.granted.notify_all();
+            }
             let mut hook = self.hook.lock();
             if let Some(run) = hook.take() {
                 run();
             }
+        }
+    }
+
+    /// Driver: the caller takes `n` more items.
+    pub(super) fn grant(&self, n: u64) {
+        if let Some(credit) = &self.credit {
+            let mut left = credit.left.lock();
+            *left = left.saturating_add(n);
+            credit.granted.notify_all();
         }
     }
 
@@ -136,9 +164,14 @@ pub struct ReplyHandle {
     identity: Option<Frame>,
     /// A large call's message, where a result lying in it is answered from.
     pub(super) source: Option<frame::Received>,
-    cancel: Arc<CancelState>,
+    call: Arc<CallState>,
     /// When the caller stops waiting (from the call's `remaining_ms`).
     deadline: Option<Instant>,
+    /// Items yielded so far.
+    seq: u64,
+    /// The items yielded for a caller that asked for no stream, as one
+    /// MessagePack array's items: its answer is that array.
+    collected: Option<Vec<u8>>,
 }
 
 impl ReplyHandle {
@@ -149,11 +182,74 @@ impl ReplyHandle {
     }
 
     /// Answers with a result (one MessagePack value).
-    pub fn ok(self, result: &[u8]) -> Result<()> {
+    pub fn ok(mut self, result: &[u8]) -> Result<()> {
         self.check_result(result)?;
-        let payload = self.response(result);
+        let payload = match self.collected_answer() {
+            Some(payload) => payload,
+            None => self.response(result),
+        };
         self.send(payload);
         Ok(())
+    }
+
+    /// Sends one item of a stream (one MessagePack value), waiting while
+    /// the caller has taken all the items it granted credit for; the
+    /// handler ends the stream by answering (its result is the stream's
+    /// final value). `Cancelled` once the caller cancelled the call or
+    /// closed the stream. When the caller asked for no stream (a v4
+    /// parent, a plain call), the items are kept and the answer is the
+    /// array of them instead of the result.
+    pub fn yield_item(&mut self, item: &[u8]) -> Result<()> {
+        self.check_result(item)?;
+        let Some(identity) = &self.identity else {
+            return Err(Error::invalid("the call was answered already"));
+        };
+        let Some(credit) = &self.call.credit else {
+            let collected = self.collected.get_or_insert_with(Vec::new);
+            collected.extend_from_slice(item);
+            self.seq += 1;
+            return Ok(());
+        };
+        {
+            let mut left = credit.left.lock();
+            loop {
+                if self.call.is_cancelled() {
+                    return Err(Error::new(
+                        ErrorKind::Cancelled,
+                        "the caller cancelled the call or closed its stream",
+                    ));
+                }
+                if *left > 0 {
+                    *left -= 1;
+                    break;
+                }
+                left = credit.granted.wait(left);
+            }
+        }
+        let id = self.call.id.as_str();
+        let payload = frame::encode(Encoder::stream_item_capacity(id, item), |b| {
+            Encoder::new(b).stream_item(id, self.seq, item)
+        });
+        self.seq += 1;
+        let out = Outgoing {
+            identity: Frame::copy(identity.bytes()),
+            payload,
+            settles: None,
+        };
+        self.shared.mailbox.post(out, false);
+        let stats = &self.shared.stats;
+        stats.stream_items.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The collected items as one array, when the handler yielded for a
+    /// caller that asked for no stream.
+    fn collected_answer(&mut self) -> Option<Frame> {
+        let items = self.collected.take()?;
+        let mut array = Vec::with_capacity(items.len() + 5);
+        rmp::encode::write_array_len(&mut array, self.seq as u32).ok()?;
+        array.extend_from_slice(&items);
+        Some(self.response(&array))
     }
 
     /// Answers with a result that [`ReplyHandle::check_result`] accepted,
@@ -166,9 +262,12 @@ impl ReplyHandle {
     /// before `result` may be overwritten.
     #[allow(unsafe_code)] // the one contract of this module, kept by its callers
     pub(crate) unsafe fn ok_in_place(mut self, result: &[u8]) {
+        if let Some(payload) = self.collected_answer() {
+            return self.send(payload);
+        }
         let in_place = match self.source.take() {
             Some(source) if result.len() >= frame::ZERO_COPY_MIN => {
-                let id = Some(self.cancel.id.as_str());
+                let id = Some(self.call.id.as_str());
                 let mut head = Vec::with_capacity(Encoder::response_capacity(id, &[]));
                 Encoder::new(&mut head).response_head(id);
                 // SAFETY: `result` is a live slice; the caller gave up the
@@ -190,7 +289,7 @@ impl ReplyHandle {
 
     /// The response carrying `result`, copied behind its head.
     fn response(&self, result: &[u8]) -> Frame {
-        let id = Some(self.cancel.id.as_str());
+        let id = Some(self.call.id.as_str());
         frame::encode(Encoder::response_capacity(id, result), |b| {
             Encoder::new(b).response(id, result)
         })
@@ -203,11 +302,11 @@ impl ReplyHandle {
 
     fn post(&mut self, payload: Frame) {
         if let Some(identity) = self.identity.take() {
-            self.cancel.settle();
+            self.call.settle();
             let out = Outgoing {
                 identity,
                 payload,
-                settles: Some(Arc::clone(&self.cancel)),
+                settles: Some(Arc::clone(&self.call)),
             };
             self.shared.mailbox.post(out, true);
         }
@@ -221,7 +320,7 @@ impl ReplyHandle {
 
     fn send_error(&mut self, text: &str, kind: Option<ErrorKindName>) {
         if self.identity.is_some() {
-            let payload = error_payload(Some(self.cancel.id.as_str()), text, kind);
+            let payload = error_payload(Some(self.call.id.as_str()), text, kind);
             self.shared
                 .stats
                 .errors_sent
@@ -234,7 +333,7 @@ impl ReplyHandle {
     /// timeout, which cancels it too). A handler that checks it can stop
     /// early; its answer is then dropped by the parent.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.call.is_cancelled()
     }
 
     /// Runs `hook` once when the call is cancelled: at once, on this thread,
@@ -243,8 +342,8 @@ impl ReplyHandle {
     /// be quick and must not answer this call (an answer waits for a
     /// running hook to end); it is the place to wake what runs the handler.
     pub fn on_cancel(&self, hook: CancelHook) {
-        let mut slot = self.cancel.hook.lock();
-        if self.cancel.is_cancelled() {
+        let mut slot = self.call.hook.lock();
+        if self.call.is_cancelled() {
             drop(slot);
             hook();
         } else if self.identity.is_some() {
@@ -284,7 +383,7 @@ impl ReplyHandle {
     pub(super) fn new(
         shared: &Arc<Shared>,
         identity: Frame,
-        cancel: Arc<CancelState>,
+        call: Arc<CallState>,
         remaining_ms: Option<u64>,
     ) -> ReplyHandle {
         shared.mailbox.owe();
@@ -292,7 +391,9 @@ impl ReplyHandle {
             shared: Arc::clone(shared),
             identity: Some(identity),
             source: None,
-            cancel,
+            call,
+            seq: 0,
+            collected: None,
             deadline: remaining_ms
                 .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
         }
