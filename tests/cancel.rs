@@ -296,10 +296,6 @@ fn a_hung_worker_is_stopped_and_restarted(link: bool) {
         text.starts_with("worker stopped: it missed 2 heartbeats in a row (hung)"),
         "{text}"
     );
-    assert!(
-        text.contains("SIGKILL"),
-        "stopped processes die by SIGKILL: {text}"
-    );
     assert_eq!(call_int(&p, "add", &[1, 1]), 2);
     let st = stats(&p);
     assert_ne!(st["worker_pid"].as_i64().unwrap(), pid);
@@ -404,4 +400,47 @@ fn a_missing_function_has_its_own_status() {
     assert_eq!(e.kind, ErrorKind::Remote);
     assert_eq!(e.message, "RuntimeError: requested failure");
     assert_eq!(stats(&p)["remote_errors"], 2);
+}
+
+#[test]
+fn a_call_queued_in_a_worker_that_is_stopped_ends_with_its_stop() {
+    let mut o = Options::default();
+    o.set_cancel_grace(300).unwrap();
+    o.set_shutdown_grace(500).unwrap();
+    o.auto_restart = 1;
+    // One handler thread: the spinner holds it, the add waits behind it.
+    let p = spawn(o, true, "1");
+    let (_, spin) = start(&p, "spin_ms", &[120_000], 200);
+    let (_, queued) = start(&p, "add", &[1, 2], 60_000);
+    assert_eq!(ended(&spin).unwrap_err().0, ErrorKind::Timeout);
+    let (kind, text) = ended(&queued).unwrap_err();
+    assert_eq!(kind, ErrorKind::WorkerExited, "{text}");
+    assert!(
+        text.starts_with("worker stopped: a handler of 'spin_ms'"),
+        "{text}"
+    );
+    assert_eq!(
+        call_int(&p, "add", &[2, 2]),
+        4,
+        "answered by the restarted worker"
+    );
+    assert_eq!(stats(&p)["restarts"], 1);
+}
+
+#[test]
+fn a_call_that_times_out_while_queued_is_answered_at_once_and_stops_nothing() {
+    let mut o = Options::default();
+    o.set_cancel_grace(300).unwrap();
+    // One handler thread, held by a call that ignores cancels and outlives
+    // the grace: the queued call's cancel must not be taken for its own.
+    let p = spawn(o, true, "1");
+    let (_, held) = start(&p, "hold_ms", &[1500], 60_000);
+    let (_, queued) = start(&p, "mark", &[], 200);
+    assert_eq!(ended(&queued).unwrap_err().0, ErrorKind::Timeout);
+    assert_eq!(int(&ended(&held).expect("the held call ended")), 1500);
+    assert_eq!(call_int(&p, "marks", &[]), 0, "the queued call never ran");
+    let st = stats(&p);
+    assert_eq!(st["escalations"], 0);
+    assert_eq!(st["dropped_unknown"], 0);
+    assert_eq!(worker_stats(&p).1, 1, "answered without running");
 }

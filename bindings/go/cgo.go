@@ -17,6 +17,7 @@ package multifrost
 import "C"
 
 import (
+	"context"
 	"runtime/cgo"
 	"sync/atomic"
 	"unsafe"
@@ -74,7 +75,35 @@ func multifrostGoHandle(user C.uintptr_t, args *C.uint8_t, n C.size_t, reply *C.
 		replyError(reply, "RuntimeError: the worker is closed")
 		return
 	}
-	result, errText := h.invoke(goBytes(args, n))
+	var ctx context.Context
+	if h.takesCtx {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(h.state.context())
+		// The library calls the hook until the reply is answered, never
+		// after (an answer waits for a hook that is running): the handle
+		// may go once answer has returned.
+		hook := newHandle(cancel)
+		defer func() {
+			deleteHandle(hook)
+			cancel(nil)
+		}()
+		C.mfgo_reply_on_cancel(reply, C.uintptr_t(hook))
+	}
+	result, errText := h.invoke(ctx, goBytes(args, n))
+	answer(reply, h, result, errText)
+}
+
+// multifrostGoCancel runs when a call whose handler takes a ctx is
+// cancelled (by its caller, or by its timeout): on the worker's driver
+// thread, so it only cancels the ctx.
+//
+//export multifrostGoCancel
+func multifrostGoCancel(hook C.uintptr_t) {
+	cgo.Handle(hook).Value().(context.CancelCauseFunc)(ErrCancelled)
+}
+
+// answer answers the reply with a handler's result or error text.
+func answer(reply *C.mf_reply, h *handler, result []byte, errText string) {
 	if errText != "" {
 		replyError(reply, errText)
 		return
@@ -117,4 +146,9 @@ func replyError(reply *C.mf_reply, text string) {
 //export multifrostGoLog
 func multifrostGoLog(json *C.char) {
 	deliverLog(C.GoString(json))
+}
+
+// cStatusName is the library's name of a status (mf_status_name).
+func cStatusName(s Status) string {
+	return C.GoString(C.mf_status_name(C.int(s)))
 }

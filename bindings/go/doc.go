@@ -20,6 +20,11 @@
 //	w.Handle("add", func(a, b int) int { return a + b })
 //	err := w.Serve(ctx) // until ctx ends, a shutdown message, SIGINT or SIGTERM
 //
+// Cancellation runs end to end: a call whose ctx ends returns at once
+// (ErrCancelled with context.Canceled, or ErrTimeout with
+// context.DeadlineExceeded), the worker is told, and a handler that takes
+// a context.Context sees that ctx cancelled (context.Cause: ErrCancelled).
+//
 // The library is found with pkg-config (`#cgo pkg-config: multifrost`):
 // install it with `make install` in the repository (PREFIX=... for another
 // place, then PKG_CONFIG_PATH=<prefix>/lib/pkgconfig). The repository's tests

@@ -3,7 +3,6 @@ package multifrost
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -25,13 +24,15 @@ const (
 	StatusIO              Status = 9
 	StatusClosed          Status = 10
 	StatusPanic           Status = 11
+	StatusCancelled       Status = 12
+	StatusNoSuchFunction  Status = 13
 )
 
 var statusNames = [...]string{
 	"MF_OK", "MF_ERR_INVALID_ARGUMENT", "MF_ERR_TIMEOUT", "MF_ERR_REMOTE",
 	"MF_ERR_CIRCUIT_OPEN", "MF_ERR_WORKER_EXITED", "MF_ERR_NOT_FOUND",
 	"MF_ERR_ALREADY_RUNNING", "MF_ERR_PROTOCOL", "MF_ERR_IO", "MF_ERR_CLOSED",
-	"MF_ERR_PANIC",
+	"MF_ERR_PANIC", "MF_ERR_CANCELLED", "MF_ERR_NO_SUCH_FUNCTION",
 }
 
 // String is the C name of the status, e.g. "MF_ERR_TIMEOUT".
@@ -57,12 +58,14 @@ var (
 	ErrIO              = errors.New("multifrost: I/O error")
 	ErrClosed          = errors.New("multifrost: closed")
 	ErrPanic           = errors.New("multifrost: internal error")
+	ErrCancelled       = errors.New("multifrost: cancelled")
+	ErrNoSuchFunction  = errors.New("multifrost: no such function")
 )
 
 var sentinels = [...]error{
 	nil, ErrInvalidArgument, ErrTimeout, ErrRemote, ErrCircuitOpen,
 	ErrWorkerExited, ErrNotFound, ErrAlreadyRunning, ErrProtocol, ErrIO,
-	ErrClosed, ErrPanic,
+	ErrClosed, ErrPanic, ErrCancelled, ErrNoSuchFunction,
 }
 
 // Sentinel returns the sentinel error of a status (nil for StatusOK).
@@ -75,8 +78,9 @@ func (s Status) Sentinel() error {
 
 // Error is a failure reported by the library: its status, the operation,
 // and the library's message (fetched in the same cgo call as the failure).
-// errors.Is(err, ErrTimeout) and friends match its status; a call that
-// ran out of time because its ctx ended also matches ctx.Err().
+// errors.Is(err, ErrTimeout) and friends match its status; a call cut
+// short by its ctx also matches ctx.Err() (ErrCancelled with
+// context.Canceled, ErrTimeout with context.DeadlineExceeded).
 type Error struct {
 	Status  Status
 	Op      string // e.g. `call "add"`, "spawn ./worker"
@@ -125,14 +129,18 @@ func newError(status Status, op, message string) error {
 	return &Error{Status: status, Op: op, Message: message}
 }
 
-// contextError is what a call returns when its ctx ends first: it matches
-// ctx.Err(); a passed deadline also matches ErrTimeout, so callers may test
-// either.
-func contextError(op string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return &Error{Status: StatusTimeout, Op: op, Message: "context deadline exceeded", ctxErr: err}
+// contextError is what a call returns when its ctx ends first (err is
+// ctx.Err()): a cancellation matches ErrCancelled and context.Canceled, a
+// passed deadline ErrTimeout and context.DeadlineExceeded. message is the
+// library's text when it ended the call, else the ctx's.
+func contextError(op string, err error, message string) error {
+	if message == "" {
+		message = err.Error()
 	}
-	return fmt.Errorf("multifrost: %s: %w", op, err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Status: StatusTimeout, Op: op, Message: message, ctxErr: err}
+	}
+	return &Error{Status: StatusCancelled, Op: op, Message: message, ctxErr: err}
 }
 
 func toValidUTF8(s string) string {

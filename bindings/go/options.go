@@ -34,6 +34,11 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// ShutdownGrace is the SIGTERM → SIGKILL delay when closing [2 s].
 	ShutdownGrace time.Duration
+	// CancelGrace is how long the handler of a cancelled or timed-out call
+	// may run on in a spawned worker before the worker is stopped (its
+	// other calls in flight end with ErrWorkerExited; AutoRestart restarts
+	// it) [2 s]; negative: never stopped.
+	CancelGrace time.Duration
 	// Name is the worker's name in log lines [the program's file name].
 	Name string
 	// BindHost is the interface a spawning parent binds ["127.0.0.1"].
@@ -57,8 +62,8 @@ type Heartbeat struct {
 }
 
 // Breaker settings: the circuit opens after Threshold consecutive failures
-// (timeouts, worker exits, heartbeat loss; remote errors only with
-// CountRemoteErrors) and lets one probe through after Cooldown. Zero fields
+// (worker exits, heartbeat loss; remote errors only with CountRemoteErrors;
+// never timeouts or cancels) and lets one probe through after Cooldown. Zero fields
 // keep their defaults (5, 5 s).
 type Breaker struct {
 	Threshold         int
@@ -160,6 +165,10 @@ func (o *Options) cOptions(wait time.Duration, op string) (*C.mf_options, error)
 	in.start_timeout_ms = C.int64_t(millis(start))
 	in.connect_timeout_ms = C.int64_t(millis(connect))
 	in.shutdown_grace_ms = C.int64_t(millis(opts.ShutdownGrace))
+	if opts.CancelGrace != 0 {
+		in.set_cancel_grace = 1
+		in.cancel_grace_ms = C.int64_t(max(millis(opts.CancelGrace), 0))
+	}
 	in.name = cstr(opts.Name)
 	in.bind_host = cstr(opts.BindHost)
 	in.max_message_size = C.int64_t(opts.MaxMessageSize)

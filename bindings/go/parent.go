@@ -8,6 +8,7 @@ import "C"
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -43,6 +44,9 @@ type Stats struct {
 	RequestsFailed      uint64  `json:"requests_failed"`
 	RemoteErrors        uint64  `json:"remote_errors"`
 	Timeouts            uint64  `json:"timeouts"`
+	Cancels             uint64  `json:"cancels"`
+	Escalations         uint64  `json:"escalations"` // workers stopped: a cancelled call's handler ran past Options.CancelGrace
+	Hangs               uint64  `json:"hangs"`       // workers stopped: Heartbeat.MaxMisses missed in a row
 	InFlight            int64   `json:"in_flight"`
 	LatencyAvgMs        float64 `json:"latency_avg_ms"`
 	LatencyP50Ms        float64 `json:"latency_p50_ms"`
@@ -133,11 +137,11 @@ func start(ctx context.Context, op, label string, opts *Options, run func(*C.mf_
 		ctx = context.Background()
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, contextError(op, err)
+		return nil, contextError(op, err, "")
 	}
 	left, hasDeadline := untilDeadline(ctx)
 	if hasDeadline && left <= 0 {
-		return nil, contextError(op, context.DeadlineExceeded)
+		return nil, contextError(op, context.DeadlineExceeded, "")
 	}
 	o, err := opts.cOptions(left, op)
 	if err != nil {
@@ -168,7 +172,7 @@ func start(ctx context.Context, op, label string, opts *Options, run func(*C.mf_
 				C.mf_parent_close(r.c)
 			}
 		}()
-		return nil, contextError(op, ctx.Err())
+		return nil, contextError(op, ctx.Err(), "")
 	}
 }
 
@@ -194,13 +198,16 @@ func newParent(c *C.mf_parent, label string) (*Parent, error) {
 // Call calls function on the worker with args (encoded as one msgpack
 // array) and decodes its result into result, a pointer (nil discards it).
 //
-// ctx ends the wait promptly: a passed deadline returns an error matching
-// both context.DeadlineExceeded and ErrTimeout, a cancellation one
-// matching context.Canceled; the late reply is dropped. The deadline is
-// also the call's timeout in the library; without one, Options.DefaultTimeout
-// applies.
+// ctx's end ends the call at once. A cancelled ctx cancels it in the
+// library (mf_cancel): Call returns an error matching both ErrCancelled and
+// context.Canceled. A deadline is the call's timeout in the library (without
+// one, Options.DefaultTimeout applies): a passed one returns an error
+// matching both ErrTimeout and context.DeadlineExceeded. Either way the
+// worker is told, so a handler that watches its own ctx stops, and the call
+// is no circuit-breaker failure.
 //
-// Errors: *RemoteError (the handler failed; errors.As), ErrTimeout,
+// Errors: *RemoteError (the handler failed; errors.As), ErrNoSuchFunction
+// (the worker has no such function), ErrTimeout, ErrCancelled,
 // ErrCircuitOpen, ErrWorkerExited, ErrClosed (also for calls in flight
 // when Close runs), ErrInvalidArgument (an argument msgpack cannot encode,
 // or a string in one that is not UTF-8: pass []byte for bytes; nothing is sent),
@@ -215,7 +222,7 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 		ctx = context.Background()
 	}
 	if err := ctx.Err(); err != nil {
-		return contextError(op(), err)
+		return contextError(op(), err, "")
 	}
 	payload, err := encodeArgs(args)
 	if err != nil {
@@ -225,7 +232,7 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 	var timeoutMs int64     // 0: the parent's default
 	if left, ok := untilDeadline(ctx); ok {
 		if left <= 0 {
-			return contextError(op(), context.DeadlineExceeded)
+			return contextError(op(), context.DeadlineExceeded, "")
 		}
 		timeoutMs = millis(left)
 	}
@@ -247,13 +254,7 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 		return err
 	}
 	if c.status != StatusOK {
-		e := newError(c.status, op(), c.message)
-		if ee, ok := e.(*Error); ok && ee.Status == StatusTimeout && timeoutMs > 0 {
-			// The library's timeout was the ctx deadline, whose own
-			// timer may not have fired yet.
-			ee.ctxErr = context.DeadlineExceeded
-		}
-		return e
+		return callError(ctx, op(), c, timeoutMs)
 	}
 	if result == nil {
 		return nil
@@ -265,15 +266,53 @@ func (p *Parent) Call(ctx context.Context, function string, result any, args ...
 	return nil
 }
 
+// callError is the error of a call that ended with status c.status.
+func callError(ctx context.Context, op string, c completion, timeoutMs int64) error {
+	switch {
+	case c.status == StatusCancelled && ctx.Err() != nil:
+		// This package cancels a call only when its ctx has ended.
+		message := c.message
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			message = "" // the ctx's deadline, not a cancel, ended it
+		}
+		return contextError(op, ctx.Err(), message)
+	case c.status == StatusTimeout && timeoutMs > 0:
+		// The library's timeout was the ctx deadline, whose own timer
+		// may not have fired yet.
+		return &Error{Status: StatusTimeout, Op: op, Message: c.message, ctxErr: context.DeadlineExceeded}
+	}
+	return newError(c.status, op, c.message)
+}
+
+// ctxEnded ends call id in the library when its ctx has ended: a
+// cancelled ctx cancels it (mf_cancel), whose completion (MF_ERR_CANCELLED,
+// or how the call ended if that came first) is queued before mf_cancel
+// returns; the worker is told, and the call is no breaker failure. A ctx
+// that reached its deadline is left to the library, whose timer for the
+// call is that same deadline: the call ends as a timeout, counted as one.
+// Once the parent is closed, mf_parent_close ends the call instead.
+func (p *Parent) ctxEnded(ctx context.Context, id C.uint64_t, timeoutMs int64) {
+	if timeoutMs > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.c != nil {
+		C.mf_cancel(p.c, id)
+	}
+}
+
 // callAlone makes a call while no other is in flight: its completion goes
 // to a queue of its own, which this goroutine waits on in the library
 // (mf_queue_next), woken by the library's thread with no Go scheduler in
 // between; one thread blocked in C is what a lone call costs, and only one
-// call at a time goes this way. ctx's end closes that queue, which ends
-// the wait; the late completion is dropped with the queue.
+// call at a time goes this way. ctx's end ends the call (ctxEnded, from a
+// goroutine context.AfterFunc starts only then), which queues its
+// completion and so ends the wait.
 func (p *Parent) callAlone(ctx context.Context, op func() string, fn *C.char, fnLen C.size_t,
 	args *C.uint8_t, n C.size_t, timeoutMs int64) (completion, error) {
 	q := C.mf_queue_new()
+	var id C.uint64_t
 	var cerr *C.char
 	p.mu.RLock()
 	if p.c == nil {
@@ -281,19 +320,19 @@ func (p *Parent) callAlone(ctx context.Context, op func() string, fn *C.char, fn
 		C.mf_queue_free(q)
 		return completion{}, &Error{Status: StatusClosed, Op: op(), Message: "the parent is closed"}
 	}
-	st := C.mfgo_call_queued(p.c, fn, fnLen, args, n, C.int64_t(timeoutMs), q, 0, &cerr)
+	st := C.mfgo_call_queued_start(p.c, fn, fnLen, args, n, C.int64_t(timeoutMs), q, 0, &id, &cerr)
 	p.mu.RUnlock()
 	if st != C.MF_OK {
 		C.mf_queue_free(q)
 		return completion{}, newError(Status(st), op(), takeError(cerr))
 	}
 	var stop func() bool
-	var stopped chan struct{}
+	var cancelled chan struct{}
 	if ctx.Done() != nil {
-		stopped = make(chan struct{})
+		cancelled = make(chan struct{})
 		stop = context.AfterFunc(ctx, func() {
-			C.mf_queue_close(q)
-			close(stopped)
+			p.ctxEnded(ctx, id, timeoutMs)
+			close(cancelled)
 		})
 	}
 	ev := new(C.mf_event) // no Go pointers in it: the library fills it
@@ -303,26 +342,25 @@ func (p *Parent) callAlone(ctx context.Context, op func() string, fn *C.char, fn
 		c = eventCompletion(ev)
 	}
 	if stop != nil && !stop() {
-		<-stopped // q is freed only after the closing is done
+		<-cancelled // no goroutine of this call outlives it
 	}
 	C.mf_queue_free(q)
-	switch {
-	case st == C.MF_OK:
-		return c, nil
-	case ctx.Err() != nil:
-		return completion{}, contextError(op(), ctx.Err())
-	default:
+	if st != C.MF_OK {
+		// Nothing closes q: every started call is completed once.
 		return completion{}, &Error{Status: Status(st), Op: op(), Message: "the call's queue ended without its completion"}
 	}
+	return c, nil
 }
 
 // callShared makes a call while others are in flight: its completion goes
 // to the parent's queue, which the queue's goroutine delivers (a cgo.Handle
-// of the call's pendingCall is its token).
+// of the call's pendingCall is its token). ctx's end ends the call
+// (ctxEnded), whose completion then arrives the same way.
 func (p *Parent) callShared(ctx context.Context, op func() string, fn *C.char, fnLen C.size_t,
 	args *C.uint8_t, n C.size_t, timeoutMs int64) (completion, error) {
 	pc := &pendingCall{done: make(chan completion, 1)}
 	h := newHandle(pc)
+	var id C.uint64_t
 	var cerr *C.char
 	p.mu.RLock()
 	if p.c == nil {
@@ -331,7 +369,7 @@ func (p *Parent) callShared(ctx context.Context, op func() string, fn *C.char, f
 		return completion{}, &Error{Status: StatusClosed, Op: op(), Message: "the parent is closed"}
 	}
 	p.done.inFlight.Add(1)
-	st := C.mfgo_call_queued(p.c, fn, fnLen, args, n, C.int64_t(timeoutMs), p.done.q, C.uint64_t(h), &cerr)
+	st := C.mfgo_call_queued_start(p.c, fn, fnLen, args, n, C.int64_t(timeoutMs), p.done.q, C.uint64_t(h), &id, &cerr)
 	p.mu.RUnlock()
 	if st != C.MF_OK {
 		// Not started: nothing will be queued.
@@ -347,9 +385,8 @@ func (p *Parent) callShared(ctx context.Context, op func() string, fn *C.char, f
 	case c := <-pc.done:
 		return c, nil
 	case <-done:
-		// The completion still arrives later; the queue's goroutine
-		// deletes h and drops it.
-		return completion{}, contextError(op(), ctx.Err())
+		p.ctxEnded(ctx, id, timeoutMs)
+		return <-pc.done, nil
 	}
 }
 

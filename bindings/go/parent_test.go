@@ -249,7 +249,9 @@ func TestCallShapes(t *testing.T) {
 		}
 	}
 	long := strings.Repeat("f", 300)
-	if err := p.Call(ctx, long, nil); !errors.As(err, &re) || re.Message != "Function '"+long+"' not found" {
+	var e *multifrost.Error
+	if err := p.Call(ctx, long, nil); !errors.Is(err, multifrost.ErrNoSuchFunction) || !errors.As(err, &e) ||
+		e.Message != "Function '"+long+"' not found" {
 		t.Errorf("call of a 300-byte name: %v", err)
 	}
 }
@@ -274,7 +276,6 @@ func TestRemoteErrors(t *testing.T) {
 		{"echo_int64", []any{uint64(math.MaxUint64)}, "TypeError: echo_int64 expects (int64), got (int): argument 1: 18446744073709551615 is out of range for int64"},
 		{"echo_point", []any{"x"}, "TypeError: echo_point expects (main.Point), got (string): argument 1: cannot decode into main.Point…"},
 		{"sum", []any{1, "2"}, "TypeError: sum expects (...int), got (int, string): argument 2: cannot use string as int"},
-		{"nosuch", nil, "Function 'nosuch' not found"},
 		{"_private", nil, "Cannot call private method '_private'"},
 	}
 	for _, c := range cases {
@@ -314,11 +315,15 @@ func TestContextTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, multifrost.ErrTimeout) {
 		t.Errorf("err %v should match both DeadlineExceeded and ErrTimeout", err)
 	}
-	// The deadline ended it, not an answer: the call is still parked.
+	// The deadline ended it, not an answer: the call was parked.
 	if n := parked(t, p, "deadline"); n != 1 {
 		t.Errorf("%d calls parked after the deadline, want 1", n)
 	}
 	unpark(t, p, "deadline")
+	// A deadline is the call's timeout in the library, counted as one.
+	if st, err := p.Stats(); err != nil || st.Timeouts != 1 || st.Cancels != 0 || st.InFlight != 0 {
+		t.Errorf("stats after the deadline: %+v, %v", st, err)
+	}
 	// An expired ctx fails before sending.
 	if err := p.Call(ctx, "add", nil, 1, 2); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("call with an expired ctx: %v", err)
@@ -335,14 +340,19 @@ func TestContextCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go cancelWhenParked(p, "cancel", cancel)
 	err := p.Call(ctx, "park", nil, "cancel")
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled park: %v", err)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, multifrost.ErrCancelled) {
+		t.Fatalf("cancelled park: %v, want context.Canceled and ErrCancelled", err)
 	}
 	if errors.Is(err, multifrost.ErrTimeout) || errors.Is(err, multifrost.ErrClosed) {
 		t.Errorf("a cancellation should not match ErrTimeout or ErrClosed: %v", err)
 	}
-	unpark(t, p, "cancel")
-	if err := p.Call(ctx, "add", nil, 1, 2); !errors.Is(err, context.Canceled) {
+	// The library ended the call at once and told the worker, whose park
+	// stopped: nothing is left in flight, and the breaker is untouched.
+	st, err := p.Stats()
+	if err != nil || st.InFlight != 0 || st.Cancels != 1 || st.CircuitState != "closed" {
+		t.Errorf("stats after the cancel: %+v, %v", st, err)
+	}
+	if err := p.Call(ctx, "add", nil, 1, 2); !errors.Is(err, context.Canceled) || !errors.Is(err, multifrost.ErrCancelled) {
 		t.Errorf("call with a cancelled ctx: %v", err)
 	}
 }
@@ -372,8 +382,8 @@ func TestContextEndsACallWithCompany(t *testing.T) {
 
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	go cancelWhenParked(p, "cancel", cancel2)
-	if err := p.Call(ctx2, "park", nil, "cancel"); !errors.Is(err, context.Canceled) {
-		t.Errorf("a cancelled call with company: %v, want context.Canceled", err)
+	if err := p.Call(ctx2, "park", nil, "cancel"); !errors.Is(err, context.Canceled) || !errors.Is(err, multifrost.ErrCancelled) {
+		t.Errorf("a cancelled call with company: %v, want context.Canceled and ErrCancelled", err)
 	}
 	unpark(t, p, "cancel")
 
@@ -537,8 +547,7 @@ func TestNoLeaksAfterClose(t *testing.T) {
 		if err := p.Call(bg(t), "add", &n, 1, 2); err != nil {
 			t.Fatal(err)
 		}
-		// A call abandoned by its ctx stays in flight in the library
-		// until it ends; Close must end it.
+		// A call whose ctx ends is cancelled in the library at once.
 		ctx, cancel := context.WithCancel(context.Background())
 		go cancelWhenParked(p, "abandoned", cancel)
 		if err := p.Call(ctx, "park", nil, "abandoned"); !errors.Is(err, context.Canceled) {
@@ -559,7 +568,7 @@ func TestNoLeaksAfterClose(t *testing.T) {
 		}
 		settle(t, func() bool {
 			st, err := p.Stats()
-			return err == nil && st.InFlight >= 5 // with the abandoned call
+			return err == nil && st.InFlight == 4
 		}, func() string { return "the four calls did not start" })
 		p.Close()
 		wg.Wait()
@@ -581,8 +590,9 @@ func stacks() string {
 // right result or the ctx's error, never a wrong value, a hang or a crash,
 // alone and with company.
 func TestContextEndRacesTheReply(t *testing.T) {
-	// Most of these calls time out: keep the breaker shut.
-	p := spawn(t, &multifrost.Options{Breaker: &multifrost.Breaker{Threshold: 1 << 30}})
+	// Most of these calls time out or are cancelled, which never opens
+	// the breaker: the default one stays closed.
+	p := spawn(t, nil)
 	for _, company := range []int{0, 3} {
 		var wg sync.WaitGroup
 		for g := range company + 1 {

@@ -18,7 +18,7 @@ const queueBatch = 128
 
 // completions is how a parent's calls learn their outcome, with no
 // thread of the library ever calling into Go. Every call is started with
-// mf_call_queued, in one of two lanes:
+// mf_call_queued_start (its id is for mf_cancel), in one of two lanes:
 //
 //   - a call made while no other is in flight waits on a queue of its own
 //     in the library (Parent.callAlone): the library's thread wakes the
@@ -124,7 +124,7 @@ func (c *completions) take(timeoutMs int64) int {
 		h := cgo.Handle(ev.token)
 		pc := h.Value().(*pendingCall)
 		deleteHandle(h)
-		pc.done <- eventCompletion(ev) // buffered: a caller whose ctx ended no longer reads it
+		pc.done <- eventCompletion(ev) // buffered: never waits for its caller
 	}
 	c.inFlight.Add(-int64(n))
 	return int(n)

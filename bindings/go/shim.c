@@ -45,6 +45,7 @@ mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **er
     if (in->start_timeout_ms) SET(mf_options_set_start_timeout(o, in->start_timeout_ms), "StartTimeout");
     if (in->connect_timeout_ms) SET(mf_options_set_connect_timeout(o, in->connect_timeout_ms), "ConnectTimeout");
     if (in->shutdown_grace_ms) SET(mf_options_set_shutdown_grace(o, in->shutdown_grace_ms), "ShutdownGrace");
+    if (in->set_cancel_grace) SET(mf_options_set_cancel_grace(o, in->cancel_grace_ms), "CancelGrace");
     if (in->name) SET(mf_options_set_name(o, in->name), "Name");
     if (in->bind_host) SET(mf_options_set_bind_host(o, in->bind_host), "BindHost");
     if (in->max_message_size) SET(mf_options_set_max_message_size(o, in->max_message_size), "MaxMessageSize");
@@ -65,10 +66,11 @@ mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out,
 /* `function` is a Go string's bytes (not NUL-terminated): copied here, so a
  * call costs Go one cgo call rather than three (C.CString's malloc, the
  * call, free). A NUL inside it stays and ends the name early, which Go
- * refuses before calling. The completion goes on `q` with `token`. */
-mf_status mfgo_call_queued(mf_parent *p, const char *function, size_t function_len,
-                           const uint8_t *args, size_t args_len, int64_t timeout_ms,
-                           mf_queue *q, uint64_t token, char **err) {
+ * refuses before calling. The completion goes on `q` with `token`; the
+ * call's id, for mf_cancel, is written to *call_id. */
+mf_status mfgo_call_queued_start(mf_parent *p, const char *function, size_t function_len,
+                                 const uint8_t *args, size_t args_len, int64_t timeout_ms,
+                                 mf_queue *q, uint64_t token, uint64_t *call_id, char **err) {
     char small[256];
     char *name = function_len < sizeof small ? small : malloc(function_len + 1);
     if (!name) {
@@ -77,7 +79,7 @@ mf_status mfgo_call_queued(mf_parent *p, const char *function, size_t function_l
     }
     if (function_len) memcpy(name, function, function_len);
     name[function_len] = 0;
-    mf_status s = mf_call_queued(p, name, args, args_len, timeout_ms, q, token);
+    mf_status s = mf_call_queued_start(p, name, args, args_len, timeout_ms, q, token, call_id);
     fail(s, err);
     if (name != small) free(name);
     return s;
@@ -132,6 +134,12 @@ mf_status mfgo_serve(mf_worker *w, char **err) { return fail(mf_serve(w), err); 
 mf_status mfgo_reply_ok(mf_reply *r, const uint8_t *data, size_t len, char **err) {
     return fail(mf_reply_ok(r, data, len), err);
 }
+
+/* Runs on the worker's driver thread (or at once on the handler's, if the
+ * call is cancelled already), never after the reply is answered. */
+static void cancel_hook(void *user) { multifrostGoCancel((uintptr_t)user); }
+
+mf_status mfgo_reply_on_cancel(mf_reply *r, uintptr_t h) { return mf_reply_on_cancel(r, cancel_hook, (void *)h); }
 
 mf_status mfgo_reply_error(mf_reply *r, const char *message, char **err) {
     return fail(mf_reply_error(r, message), err);

@@ -22,6 +22,8 @@ typedef struct mfgo_options {
     int breaker_counts_remote;
     uint32_t auto_restart;
     int64_t start_timeout_ms, connect_timeout_ms, shutdown_grace_ms;
+    int set_cancel_grace;
+    int64_t cancel_grace_ms;
     const char *name, *bind_host;
     int64_t max_message_size;
     int no_private_link;
@@ -31,9 +33,9 @@ mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **er
 mf_status mfgo_spawn(const char *program, const char *const *args, const mf_options *o,
                      mf_parent **out, char **err);
 mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out, char **err);
-mf_status mfgo_call_queued(mf_parent *p, const char *function, size_t function_len,
-                           const uint8_t *args, size_t args_len, int64_t timeout_ms,
-                           mf_queue *q, uint64_t token, char **err);
+mf_status mfgo_call_queued_start(mf_parent *p, const char *function, size_t function_len,
+                                 const uint8_t *args, size_t args_len, int64_t timeout_ms,
+                                 mf_queue *q, uint64_t token, uint64_t *call_id, char **err);
 /* Waits without limit for one completion (MF_ERR_CLOSED once the queue is closed). */
 mf_status mfgo_queue_wait(mf_queue *q, mf_event *ev);
 mf_status mfgo_queue_fd(mf_queue *q, int *out, char **err);
@@ -46,6 +48,8 @@ mf_status mfgo_worker_set_namespace(mf_worker *w, const char *ns, char **err);
 mf_status mfgo_serve(mf_worker *w, char **err);
 mf_status mfgo_reply_ok(mf_reply *r, const uint8_t *data, size_t len, char **err);
 mf_status mfgo_reply_error(mf_reply *r, const char *message, char **err);
+/* Cancels the handler's context (the cgo.Handle h) when its call is cancelled. */
+mf_status mfgo_reply_on_cancel(mf_reply *r, uintptr_t h);
 
 void mfgo_set_log(int on);
 

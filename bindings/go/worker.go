@@ -83,7 +83,7 @@ func NewWorker(serviceID string) (*Worker, error) {
 //	func(a A, b B) (R, error)   // a non-nil error answers with its text
 //	func(a A) error, func(a A)  // the answer is nil
 //	func(xs ...int) R           // variadic
-//	func(ctx context.Context, a A) R  // ctx ends when Serve returns
+//	func(ctx context.Context, a A) R  // ctx ends when the call is cancelled or Serve returns
 //
 // A call with the wrong number or types of arguments is answered with
 // "TypeError: <name> expects (<types>), ..."; a handler that panics is
@@ -91,6 +91,12 @@ func NewWorker(serviceID string) (*Worker, error) {
 // serving in both cases. By convention error texts read "<ErrorType>: <message>",
 // e.g. errors.New("ValueError: factorial of a negative number"). Names
 // starting with '_' are private: callers get "Cannot call private method".
+//
+// A handler's ctx is cancelled when its caller cancels the call or the
+// call's timeout passes (context.Cause(ctx) is then ErrCancelled), or when
+// Serve returns. A long handler should watch ctx.Done() and return (any
+// answer: the caller has gone): a spawned worker whose handler runs on
+// past the parent's Options.CancelGrace is stopped.
 func (w *Worker) Handle(name string, fn any) error {
 	op := "handle " + name
 	h, err := newHandler(name, fn)
@@ -343,7 +349,7 @@ func decodable(t reflect.Type) bool {
 
 // invoke decodes args, runs the function and encodes its result; errText
 // is the reply error when the call fails.
-func (h *handler) invoke(args []byte) (result []byte, errText string) {
+func (h *handler) invoke(ctx context.Context, args []byte) (result []byte, errText string) {
 	defer func() {
 		if r := recover(); r != nil {
 			result, errText = nil, fmt.Sprintf("RuntimeError: %s panicked: %v", h.name, r)
@@ -354,7 +360,7 @@ func (h *handler) invoke(args []byte) (result []byte, errText string) {
 		return nil, errText
 	}
 	if h.takesCtx {
-		in = append([]reflect.Value{reflect.ValueOf(h.state.context())}, in...)
+		in = append([]reflect.Value{reflect.ValueOf(ctx)}, in...)
 	}
 	out := h.fn.Call(in)
 	if h.hasErr {

@@ -241,10 +241,11 @@ func TestOptions(t *testing.T) {
 	p := spawn(t, &multifrost.Options{
 		DefaultTimeout: 300 * time.Millisecond,
 		Heartbeat:      &multifrost.Heartbeat{Interval: 100 * time.Millisecond, Timeout: time.Second, MaxMisses: 2},
-		Breaker:        &multifrost.Breaker{Threshold: 2, Cooldown: time.Minute},
+		Breaker:        &multifrost.Breaker{Threshold: 2, Cooldown: time.Minute, CountRemoteErrors: true},
 		AutoRestart:    1,
 		StartTimeout:   10 * time.Second,
 		ShutdownGrace:  500 * time.Millisecond,
+		CancelGrace:    -1, // never stopped
 		Name:           "options-worker",
 		BindHost:       "127.0.0.1",
 		MaxMessageSize: 1 << 20,
@@ -256,17 +257,27 @@ func TestOptions(t *testing.T) {
 		t.Errorf("park with DefaultTimeout 300 ms: %v", err)
 	}
 	_ = p.Call(context.Background(), "park", nil, "options")
-	// Two timeouts in a row open the breaker (threshold 2): refused at once.
+	// Timeouts are no breaker failures: two in a row leave it closed.
+	st, err := p.Stats()
+	if err != nil || st.CircuitState != "closed" || st.ConsecutiveFailures != 0 || st.Timeouts != 2 {
+		t.Errorf("stats after two timeouts: %+v, %v", st, err)
+	}
+	// Two remote errors in a row open it (threshold 2, counted): refused at once.
+	for range 2 {
+		if err := p.Call(context.Background(), "fail", nil, "ValueError: counted"); !errors.Is(err, multifrost.ErrRemote) {
+			t.Errorf("fail: %v", err)
+		}
+	}
 	err = p.Call(context.Background(), "add", nil, 1, 2)
 	if !errors.Is(err, multifrost.ErrCircuitOpen) {
 		t.Errorf("call with the breaker open: %v", err)
 	}
-	var st multifrost.Stats
 	settle(t, func() bool {
 		st, err = p.Stats()
 		return err == nil && st.HeartbeatRTTAvgMs > 0
 	}, func() string { return fmt.Sprintf("no heartbeat answered at a 100 ms interval: %+v, %v", st, err) })
-	if st.Worker != "options-worker" || st.CircuitState != "open" || st.CircuitTrips != 1 || st.Timeouts != 2 {
+	if st.Worker != "options-worker" || st.CircuitState != "open" || st.CircuitTrips != 1 ||
+		st.Timeouts != 2 || st.RemoteErrors != 2 {
 		t.Errorf("stats: %+v", st)
 	}
 }

@@ -14,6 +14,8 @@ export declare const Status: Readonly<{
   MF_ERR_IO: 9;
   MF_ERR_CLOSED: 10;
   MF_ERR_PANIC: 11;
+  MF_ERR_CANCELLED: 12;
+  MF_ERR_NO_SUCH_FUNCTION: 13;
 }>;
 
 /** Any value that crosses the wire: nil, bool, numbers (BigInt beyond ±2^53), strings, bytes, arrays, maps. */
@@ -41,24 +43,42 @@ export declare class LibraryNotFoundError extends Error {
   /** The paths tried, in order. */
   readonly searched: string[];
 }
-/** The worker's handler failed; `message` is the worker's text ("RangeError: ..."). */
+/** A value the core refused: an option out of range, bad text (MF_ERR_INVALID_ARGUMENT). */
+export declare class InvalidArgumentError extends MultifrostError {}
+/** A call, the start-up or the connect wait ran out of time (MF_ERR_TIMEOUT). */
+export declare class TimeoutError extends MultifrostError {}
+/** The worker's handler failed; `message` is the worker's text ("RangeError: ...") (MF_ERR_REMOTE). */
 export declare class RemoteCallError extends MultifrostError {
   /** The error type named at the start of the worker's text, if any. */
   readonly remoteType: string | null;
   readonly functionName: string | undefined;
 }
-/** A call, the start-up or the connect wait ran out of time (status MF_ERR_TIMEOUT). */
-export declare class TimeoutError extends MultifrostError {}
 /** The circuit breaker is open: refused without being sent (MF_ERR_CIRCUIT_OPEN). */
 export declare class CircuitOpenError extends MultifrostError {}
-/** The spawned worker exited; the message has its exit code or signal (MF_ERR_WORKER_EXITED). */
+/** The spawned worker exited or was stopped (hung, or a cancelled handler ran past the
+ * cancel grace); the message has its exit code or signal and last stderr lines (MF_ERR_WORKER_EXITED). */
 export declare class WorkerExitedError extends MultifrostError {}
-/** The worker was stopped; also calls in flight at stop() (MF_ERR_CLOSED). */
-export declare class ClosedError extends MultifrostError {}
 /** A service id was not found in the registry (MF_ERR_NOT_FOUND). */
 export declare class NotFoundError extends MultifrostError {}
 /** A worker with this service id is already running (MF_ERR_ALREADY_RUNNING). */
 export declare class AlreadyRunningError extends MultifrostError {}
+/** The peer sent something that is not valid protocol, or a message over the size limit (MF_ERR_PROTOCOL). */
+export declare class ProtocolError extends MultifrostError {}
+/** An operating-system or socket failure, e.g. a program that cannot be started (MF_ERR_IO). */
+export declare class IoError extends MultifrostError {}
+/** The worker was stopped; also calls in flight at stop() (MF_ERR_CLOSED). */
+export declare class ClosedError extends MultifrostError {}
+/** An internal error of the library, caught at its boundary (MF_ERR_PANIC). */
+export declare class PanicError extends MultifrostError {}
+/** The call's AbortSignal aborted (MF_ERR_CANCELLED); `cause` is the signal's reason. */
+export declare class CancelledError extends MultifrostError {
+  readonly cause: unknown;
+  readonly functionName: string | undefined;
+}
+/** The worker has no function of that name (MF_ERR_NO_SUCH_FUNCTION). */
+export declare class NoSuchFunctionError extends MultifrostError {
+  readonly functionName: string | undefined;
+}
 
 /** Options of a parent (times in milliseconds). Every field is optional. */
 export interface ParentOptions {
@@ -84,6 +104,8 @@ export interface ParentOptions {
   bindHost?: string;
   /** Largest message accepted from the worker, bytes (64 MiB). */
   maxMessageSize?: number;
+  /** How long a cancelled or timed-out call's handler may run on before its spawned worker is stopped (2000; 0 = never). */
+  cancelGrace?: number;
   /** Offer a spawned worker the private link (default on); off makes a spawned worker of this library use the protocol's TCP connection like any other worker. */
   privateLink?: boolean;
   /** Extra arguments for the spawned program (after `script --worker` for scripts). */
@@ -93,9 +115,11 @@ export interface ParentOptions {
 export interface CallOptions {
   /** Milliseconds; undefined or 0 = the worker's default timeout, negative or Infinity = no limit. */
   timeout?: number;
+  /** Aborting it cancels the call: it rejects with CancelledError (`cause`: the signal's reason) and the worker's handler is told. An aborted signal rejects at once without sending. */
+  signal?: AbortSignal;
 }
 
-/** `proxy.add(1, 2)` calls the remote `add`; `proxy.withOptions({ timeout })` sets options for calls through it. */
+/** `proxy.add(1, 2)` calls the remote `add`; `proxy.withOptions({ timeout, signal })` sets options for calls through it. */
 export type CallProxy = {
   withOptions(options: CallOptions): CallProxy;
 } & {
@@ -109,6 +133,11 @@ export interface Metrics {
   requests_failed: number;
   remote_errors: number;
   timeouts: number;
+  cancels: number;
+  /** Spawned workers stopped because a cancelled or timed-out call's handler ran past the cancel grace. */
+  escalations: number;
+  /** Spawned workers stopped after missing maxMisses heartbeats in a row. */
+  hangs: number;
   in_flight: number;
   latency_avg_ms: number;
   latency_p50_ms: number;
@@ -185,6 +214,9 @@ export interface ChildOptions {
    * sent), exit the process 200 ms after run() resolved instead of waiting for them.
    */
   exitOnStop?: boolean;
+  /** How many calls may be in their handlers at once (Infinity); the others wait in the core,
+   * where one cancelled or out of time before its turn is answered without running. */
+  concurrency?: number;
 }
 
 /**
@@ -199,6 +231,12 @@ export declare class ChildWorker {
   stop(): void;
   /** The public methods a parent can call. */
   listFunctions(): string[];
+  /**
+   * The AbortSignal of the call whose handler is running; aborts when the caller
+   * cancels it or its time runs out (reason: a CancelledError). Read it before the
+   * handler's first `await` (`const { signal } = this;`); later it throws.
+   */
+  readonly signal: AbortSignal;
 }
 
 /** Path of the libmultifrost that would be loaded (MULTIFROST_LIB, lib/ in the package, the repository build), or null. */

@@ -80,6 +80,9 @@ pub(super) struct Core {
     pub(super) closing: bool,
     /// Set when the worker is gone for good: calls fail at once with it.
     pub(super) dead: Option<Error>,
+    /// The parent is stopping its worker (hung, or a handler past the
+    /// cancel grace): nothing it still says makes it up again.
+    pub(super) stopping: bool,
     pub(super) target: Target,
     /// A failure asked the driver to look the service up again.
     pub(super) rediscover: bool,
@@ -116,6 +119,7 @@ impl Core {
             ready: false,
             closing: false,
             dead: None,
+            stopping: false,
             target,
             rediscover: false,
             ending: HashMap::default(),
@@ -349,7 +353,7 @@ impl Shared {
                 }
                 let ours =
                     matches!((key, core.hb.outstanding), (Some(k), Some((id, _))) if k == id);
-                if ours || (!core.up && msg.hb_response) {
+                if (ours || (!core.up && msg.hb_response)) && !core.stopping {
                     self.heartbeat_answered(core, msg.hb_timestamp);
                 }
             }

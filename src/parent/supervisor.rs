@@ -2,6 +2,7 @@
 //! heartbeats, and following a service that moved. It runs on the driver's
 //! thread, between the driver's turns on the transport.
 
+use super::calls::Finished;
 use super::driver::Heartbeat;
 use super::transport::{self, Transport};
 use super::{heartbeat, min_opt, Core, Shared, Target};
@@ -118,11 +119,12 @@ impl Supervisor {
             self.child_exited(out);
         }
         let s = Arc::clone(&self.shared);
+        let mut finished = Vec::new();
         {
             let mut core = s.core.lock();
             if let Some((_, sent)) = core.hb.outstanding {
                 if now >= sent + s.hb_timeout() {
-                    self.heartbeat_missed(&mut core, now, out);
+                    self.heartbeat_missed(&mut core, now, out, &mut finished);
                 }
             } else if s.heartbeats_on() && core.up && now >= core.hb.next_at {
                 self.queue_heartbeat_locked(&mut core.hb, out, now);
@@ -135,10 +137,15 @@ impl Supervisor {
                         (now - t + s.options.cancel_grace).as_millis()
                     );
                     s.stats.escalations.fetch_add(1, Ordering::Relaxed);
-                    self.stop_child(why, false, now);
+                    self.stop_child(&mut core, why, false, now, &mut finished);
                 }
             }
+            if self.stopping.is_some() {
+                // Nothing meant for the stopping worker goes out.
+                out.clear();
+            }
         }
+        s.deliver(finished);
         if let Some(stop) = self.stopping.as_mut() {
             if stop.kill_at.is_some_and(|t| now >= t) {
                 stop.kill_at = None;
@@ -155,7 +162,13 @@ impl Supervisor {
         }
     }
 
-    fn heartbeat_missed(&mut self, core: &mut Core, now: Instant, out: &mut VecDeque<Frame>) {
+    fn heartbeat_missed(
+        &mut self,
+        core: &mut Core,
+        now: Instant,
+        out: &mut VecDeque<Frame>,
+        finished: &mut Finished,
+    ) {
         let s = Arc::clone(&self.shared);
         core.hb.outstanding = None;
         if !core.up {
@@ -188,7 +201,7 @@ impl Supervisor {
             if self.child.is_some() && self.stopping.is_none() {
                 s.stats.hangs.fetch_add(1, Ordering::Relaxed);
                 let why = format!("worker stopped: it missed {misses} heartbeats in a row (hung)");
-                self.stop_child(why, true, now);
+                self.stop_child(core, why, true, now, finished);
             }
         }
     }
@@ -197,7 +210,18 @@ impl Supervisor {
     /// shutdown grace. Its exit then ends the calls in flight in it and
     /// restarts it as any exit does; the handlers of calls that ended
     /// already are not waited for any more.
-    fn stop_child(&mut self, why: String, counted: bool, now: Instant) {
+    /// The calls in flight in it end now with `WorkerExited` (added to
+    /// `finished`, for the caller to deliver once the lock is released):
+    /// whatever the stopping worker still answers is not taken, and calls
+    /// made from now on wait for its restart, as after an exit.
+    fn stop_child(
+        &mut self,
+        core: &mut Core,
+        why: String,
+        counted: bool,
+        now: Instant,
+        finished: &mut Finished,
+    ) {
         let Some(child) = &self.child else {
             return;
         };
@@ -209,6 +233,14 @@ impl Supervisor {
             &[("pid", child.pid().into())],
         );
         child.signal(libc::SIGTERM);
+        core.calls
+            .fail_all(&Error::new(ErrorKind::WorkerExited, why.clone()), finished);
+        core.mailbox.clear();
+        core.ending.clear();
+        core.hb.outstanding = None;
+        core.up = false;
+        core.stopping = true;
+        s.healthy.store(false, Ordering::Relaxed);
         self.stopping = Some(Stopping {
             why,
             kill_at: Some(now + s.options.shutdown_grace),
@@ -286,11 +318,16 @@ impl Supervisor {
         let mut finished = Vec::new();
         let (ready, poke) = {
             let mut core = s.core.lock();
-            core.calls.fail_all(&e, &mut finished);
-            core.mailbox.clear();
+            // Calls made since the parent began to stop it were never sent
+            // to it: they wait for the restart, as calls made during one do.
+            if stopping.is_none() || !restart {
+                core.calls.fail_all(&e, &mut finished);
+                core.mailbox.clear();
+            }
             core.ending.clear();
             core.hb.outstanding = None;
             core.up = false;
+            core.stopping = false;
             if !core.ready {
                 core.closing = true;
             } else if !restart {

@@ -451,6 +451,18 @@ impl Driver<'_> {
                     Some(call) => {
                         shared.stats.cancels.fetch_add(1, Ordering::Relaxed);
                         call.cancel();
+                        // Not started yet: answered now, so its parent does
+                        // not wait for a thread to be free (and take the wait
+                        // for a handler that ignores the cancel).
+                        let call = Arc::clone(call);
+                        let queued = self.pool.take_queued(&call).or_else(|| {
+                            let mut pull = shared.pull.lock();
+                            let at = pull.queue.iter().position(|s| s.reply.is_call(&call))?;
+                            pull.queue.remove(at)
+                        });
+                        if let Some(submission) = queued {
+                            drop(submission.unless_void());
+                        }
                     }
                     // Answered already, or never run here (a call for another
                     // namespace is dropped unanswered): say so, so that its

@@ -228,19 +228,10 @@ impl Worker {
         let mut pull = self.shared.pull.lock();
         loop {
             if let Some(call) = pull.queue.pop_front() {
-                let Submission {
-                    incoming,
-                    route,
-                    reply,
-                } = call;
-                if let Some(reply) = reply.answer_if_void() {
-                    return Ok(Some(Submission {
-                        incoming,
-                        route,
-                        reply,
-                    }));
+                match call.unless_void() {
+                    Some(call) => return Ok(Some(call)),
+                    None => continue,
                 }
-                continue;
             }
             if pull.closed {
                 return Err(Error::new(

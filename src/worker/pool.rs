@@ -6,7 +6,7 @@
 //! The driver only queues and notifies here; it never waits for a thread
 //! of the pool, so a handler that blocks holds its own thread alone.
 
-use super::reply::Submission;
+use super::reply::{CallState, Submission};
 use crate::error::{Error, Result};
 use crate::sync::{Condvar, Mutex};
 use std::collections::VecDeque;
@@ -49,6 +49,18 @@ impl Pool {
     pub fn submit(&self, submission: Submission) {
         self.queue.lock().submissions.push_back(submission);
         self.ready.notify_one();
+    }
+
+    /// Driver: takes back a call no thread has started, if it is still
+    /// queued (a cancel came for it: it is answered at once, not when a
+    /// thread is free).
+    pub fn take_queued(&self, call: &Arc<CallState>) -> Option<Submission> {
+        let mut queue = self.queue.lock();
+        let at = queue
+            .submissions
+            .iter()
+            .position(|s| s.reply.is_call(call))?;
+        queue.submissions.remove(at)
     }
 
     /// Ends the session: threads exit once their current handler returns,

@@ -45,6 +45,22 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// Answers a call that must not run (see `ReplyHandle::answer_if_void`);
+    /// the call back otherwise.
+    pub(super) fn unless_void(self) -> Option<Submission> {
+        let Submission {
+            incoming,
+            route,
+            reply,
+        } = self;
+        let reply = reply.answer_if_void()?;
+        Some(Submission {
+            incoming,
+            route,
+            reply,
+        })
+    }
+
     pub fn function(&self) -> &str {
         &self.incoming.function
     }
@@ -349,6 +365,11 @@ impl ReplyHandle {
         } else if self.identity.is_some() {
             *slot = Some(hook);
         }
+    }
+
+    /// Whether this answers `call`.
+    pub(super) fn is_call(&self, call: &Arc<CallState>) -> bool {
+        Arc::ptr_eq(&self.call, call)
     }
 
     /// When the caller stops waiting, if it said.

@@ -158,3 +158,26 @@ def test_our_parent_under_load_survives_the_peer_worker_being_killed(env: dict[s
     first, second = report["pids"]
     assert second != first
     assert report["after"] == ["ok"] * 20, report["after"]
+
+
+def test_our_parent_cancels_calls_to_the_peer_worker_which_ignores_cancel(env: dict[str, str]) -> None:
+    """A v4 worker knows no `cancel`: it ignores it and keeps serving.
+
+    The cancelled and the timed-out call end at once for our caller; the peer
+    answers them late (dropped), serves the next calls, and is never stopped
+    (cancel grace 0). Its "Function 'x' not found" is MF_ERR_NO_SUCH_FUNCTION.
+    """
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT / "bindings" / "python"), env.get("PYTHONPATH")] if p)
+    env["MULTIFROST_LIB"] = str(ROOT / "target" / "release" / "libmultifrost.so")
+    r = run([sys.executable, str(HERE / "cancel_parent.py")], env, timeout=50)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "failed" not in report, report
+    assert report["cancelled"] == "CancelledError"
+    assert report["next"] == 42
+    assert report["timed_out"].startswith("call to 'sleep' timed out"), report["timed_out"]
+    assert report["after_timeout"] == "still serving"
+    assert report["missing"] == {"status": 13, "text": "Function 'no_such_function' not found"}
+    assert report["same_pid"] is True
+    # One cancel: a timeout is counted as a timeout, not as a cancel.
+    assert report["stats"] == {"cancels": 1, "escalations": 0, "in_flight": 0}, report["stats"]

@@ -261,7 +261,7 @@ def expected_values(parent: str, worker: str) -> dict[str, str]:
     want["deep_over_limit"] = "error:" + {
         "c": f"MF_ERR_INVALID_ARGUMENT: {DEPTH_REFUSED}",
         "go": f'multifrost: call "echo": {DEPTH_REFUSED}',
-        "node": f"MultifrostError(MF_ERR_INVALID_ARGUMENT): {DEPTH_REFUSED}",
+        "node": f"InvalidArgumentError(MF_ERR_INVALID_ARGUMENT): {DEPTH_REFUSED}",
         "python": f"InvalidArgumentError: {DEPTH_REFUSED}",
     }[parent]
     # A lone UTF-16 surrogate is not Unicode: Node's UTF-8 encoder sends U+FFFD in its

@@ -2,11 +2,14 @@
 // The serving side. The core serves on its own thread and hands calls out by
 // pull (mf_worker_next): one waits on the libuv threadpool through koffi's
 // async form, the rest of a burst are taken without waiting, and every
-// handler runs on the JS thread. No library thread ever calls into JS.
+// handler runs on the JS thread. No library thread ever calls into JS: a
+// handler hears of its cancel through an event on the process's completion
+// queue (mf_reply_on_cancel_queue), which the event loop drains.
 
 const { native, copyBytes, lastError } = require('./native');
 const { pack, unpack } = require('./codec');
-const { Status, errorFor, MultifrostError } = require('./errors');
+const { getCompletions } = require('./completions');
+const { Status, errorFor } = require('./errors');
 
 const DRAIN = 256; // calls taken without waiting after each wake-up
 
@@ -94,17 +97,64 @@ function maxArgs(fn) {
   return count;
 }
 
+/** One call being answered: its reply and, once a handler asked for it, the
+ * AbortController its cancel aborts. */
+class Call {
+  constructor(reply) {
+    this.reply = reply;
+    this.answered = false;
+    this.controller = null;
+    this.token = 0; // its cancel event's token on the completion queue, 0 = none
+  }
+
+  /** The call's AbortSignal, made on first use: the cancel is watched only
+   * for handlers that look at it. Only before the reply is answered. */
+  signal() {
+    if (this.controller) return this.controller.signal;
+    const controller = new AbortController();
+    this.controller = controller;
+    const lib = native();
+    if (lib.replyCancelled(this.reply)) {
+      controller.abort(errorFor(Status.MF_ERR_CANCELLED, 'the call was cancelled'));
+      return controller.signal;
+    }
+    const completions = getCompletions();
+    this.token = completions.add({
+      done: (status, message) => controller.abort(errorFor(status, message)),
+    });
+    const status = lib.replyOnCancelQueue(this.reply, completions.queue, this.token);
+    if (status !== Status.MF_OK) {
+      completions.forget(this.token);
+      this.token = 0;
+      throw errorFor(status, lastError(lib, status));
+    }
+    return controller.signal;
+  }
+
+  /** The reply was answered: no cancel event can come any more. */
+  settled() {
+    this.answered = true;
+    if (this.token) getCompletions().forget(this.token);
+  }
+}
+
 /**
  * Subclass it and add methods; `new MyWorker().run()` serves them.
  * Methods whose names start with `_` are private and cannot be called.
- * A method may return a value or a Promise.
+ * A method may return a value or a Promise; `this.signal`, read before its
+ * first `await`, is an AbortSignal that aborts when the caller cancels the
+ * call (or its time runs out).
  */
 class ChildWorker {
   #serviceId;
   #namespace;
   #handleSignals;
   #exitOnStop;
+  #concurrency;
   #stopRequested = false;
+  #waiting = false; // an mf_worker_next is outstanding on the threadpool
+  #taking = false; // inside its completion, which arms the next wait itself
+  #current = null; // the Call whose handler is running synchronously
   #worker = null; // mf_worker *
   #incoming = null; // stable memory for mf_incoming
   #functions = new Map(); // name -> { fn, min, max }
@@ -121,7 +171,10 @@ class ChildWorker {
    * SIGINT/SIGTERM stop serving and run() resolves), `exitOnStop` (default
    * true in spawn mode): when the parent's shutdown or a signal ends serving
    * while handlers are still running (their answers can no longer be sent),
-   * exit the process shortly after run() resolved instead of waiting for them.
+   * exit the process shortly after run() resolved instead of waiting for them;
+   * `concurrency` (default Infinity): how many calls may be in their handlers
+   * at once; the others wait in the core, where a call cancelled or out of
+   * time before its turn is answered without running.
    */
   constructor(serviceIdOrOptions) {
     const o =
@@ -134,6 +187,27 @@ class ChildWorker {
     this.#namespace = o.namespace ?? null;
     this.#handleSignals = o.handleSignals ?? true;
     this.#exitOnStop = o.exitOnStop ?? this.#serviceId === null;
+    const c = o.concurrency ?? Infinity;
+    if (!(c === Infinity || (Number.isInteger(c) && c >= 1))) {
+      throw new TypeError('concurrency must be a positive integer or Infinity');
+    }
+    this.#concurrency = c;
+  }
+
+  /**
+   * The AbortSignal of the call whose handler is running: it aborts when the
+   * caller cancels the call or its time runs out (reason: a CancelledError).
+   * Read it in the handler's synchronous part (`const { signal } = this;`
+   * before the first `await`): after that another call's handler may be
+   * running, so reading it then throws. A handler that never yields to the
+   * event loop (a busy loop) cannot hear of a cancel.
+   */
+  get signal() {
+    const call = this.#current;
+    if (!call) {
+      throw new Error('this.signal is only available while a handler runs: read it before the handler\'s first await');
+    }
+    return call.signal();
   }
 
   /** The public methods a parent can call. */
@@ -178,7 +252,7 @@ class ChildWorker {
 
   #open() {
     const lib = native();
-    if (this.#closed) throw new MultifrostError('this worker was stopped before it ran', Status.MF_ERR_CLOSED);
+    if (this.#closed) throw errorFor(Status.MF_ERR_CLOSED, 'this worker was stopped before it ran');
     const out = [null];
     let status = lib.workerNew(this.#serviceId, out);
     if (status !== Status.MF_OK) throw errorFor(status, lastError(lib, status));
@@ -200,9 +274,14 @@ class ChildWorker {
     this.#incoming = lib.koffi.alloc(lib.incoming, 1);
   }
 
+  /** Waits for the next call on the threadpool, unless one waits already,
+   * serving ended, or `concurrency` handlers are running. */
   #arm() {
+    if (this.#waiting || this.#taking || this.#closed || this.#inFlight >= this.#concurrency) return;
     const lib = native();
+    this.#waiting = true;
     lib.workerNext.async(this.#worker, -1, this.#incoming, (err, status) => {
+      this.#waiting = false;
       if (err) {
         process.emitWarning(`multifrost: mf_worker_next failed: ${err.message}`);
         this.#done();
@@ -212,12 +291,22 @@ class ChildWorker {
         this.#done();
         return;
       }
-      if (status === Status.MF_OK) {
-        this.#take();
-        // A burst: take what is already there without going back to the threadpool.
-        for (let i = 0; i < DRAIN && lib.workerNext(this.#worker, 0, this.#incoming) === Status.MF_OK; i++) {
+      // #incoming is this wait's: handlers that answer now must not arm another.
+      this.#taking = true;
+      try {
+        if (status === Status.MF_OK) {
           this.#take();
+          // A burst: take what is already there without going back to the threadpool.
+          for (
+            let i = 0;
+            i < DRAIN && this.#inFlight < this.#concurrency && lib.workerNext(this.#worker, 0, this.#incoming) === Status.MF_OK;
+            i++
+          ) {
+            this.#take();
+          }
         }
+      } finally {
+        this.#taking = false;
       }
       this.#arm();
     });
@@ -233,9 +322,9 @@ class ChildWorker {
 
   #dispatch(name, bytes, reply) {
     this.#inFlight++;
-    let answered = false;
+    const call = new Call(reply);
     const ok = (value) => {
-      if (answered) return;
+      if (call.answered) return;
       let packed;
       try {
         packed = pack(value);
@@ -243,7 +332,7 @@ class ChildWorker {
         fail(new TypeError(`cannot send the result of ${name}(): ${e.message}`));
         return;
       }
-      answered = true;
+      call.settled();
       const lib = native();
       if (lib.replyOk(reply, packed, packed.length) !== Status.MF_OK) {
         lib.replyError(reply, `TypeError: the result of ${name}() is not one msgpack value`);
@@ -251,8 +340,8 @@ class ChildWorker {
       this.#settled();
     };
     const fail = (err) => {
-      if (answered) return;
-      answered = true;
+      if (call.answered) return;
+      call.settled();
       const lib = native();
       if (lib.replyError(reply, errorText(err)) !== Status.MF_OK) {
         lib.replyError(reply, 'Error: the handler failed with a message that is not valid text');
@@ -268,7 +357,13 @@ class ChildWorker {
         const expects = entry.max === Infinity ? `at least ${entry.min}` : entry.min === entry.max ? `${entry.min}` : `${entry.min} to ${entry.max}`;
         throw new TypeError(`${name}() takes ${expects} argument${expects === '1' ? '' : 's'} but ${args.length} ${args.length === 1 ? 'was' : 'were'} given`);
       }
-      const result = entry.fn.apply(this, args);
+      let result;
+      this.#current = call;
+      try {
+        result = entry.fn.apply(this, args);
+      } finally {
+        this.#current = null;
+      }
       if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
         result.then(ok, fail);
       } else {
@@ -281,7 +376,11 @@ class ChildWorker {
 
   #settled() {
     this.#inFlight--;
-    if (this.#closed && this.#inFlight === 0) this.#release();
+    if (this.#closed) {
+      if (this.#inFlight === 0) this.#release();
+    } else {
+      this.#arm(); // a handler's turn is free
+    }
   }
 
   #done() {

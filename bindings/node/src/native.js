@@ -5,7 +5,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const koffi = require('koffi');
-const { MultifrostError, LibraryNotFoundError, Status } = require('./errors');
+const { errorFor, LibraryNotFoundError, Status } = require('./errors');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
 const LIB_NAME = 'libmultifrost.so';
@@ -85,10 +85,10 @@ function native() {
   try {
     loaded = declare(lib);
   } catch (e) {
-    throw new MultifrostError(
+    throw errorFor(
+      Status.MF_ERR_IO,
       `${chosen.file} does not have the functions this binding needs (${e.message}); ` +
         `it is probably older than the binding: rebuild it, or point MULTIFROST_LIB at a current build`,
-      Status.MF_ERR_IO,
     );
   }
   loaded.path = chosen.file;
@@ -149,9 +149,15 @@ function declare(lib) {
     optionsSetBindHost: f('int mf_options_set_bind_host(mf_options *o, const char *host)'),
     optionsSetMaxMessageSize: f('int mf_options_set_max_message_size(mf_options *o, int64_t bytes)'),
     optionsSetPrivateLink: f('int mf_options_set_private_link(mf_options *o, bool on)'),
+    optionsSetCancelGrace: f('int mf_options_set_cancel_grace(mf_options *o, int64_t ms)'),
 
-    spawn: f('int mf_spawn(const char *program, const char **args, const mf_options *opts, _Out_ mf_parent **out)'),
-    connect: f('int mf_connect(const char *target, const mf_options *opts, _Out_ mf_parent **out)'),
+    // The _ex forms hand the error text back (the blocking call runs on a
+    // pool thread, whose mf_last_error the JS thread cannot read).
+    spawnEx: f(
+      'int mf_spawn_ex(const char *program, const char **args, const mf_options *opts, _Out_ void **error, _Out_ mf_parent **out)',
+    ),
+    connectEx: f('int mf_connect_ex(const char *target, const mf_options *opts, _Out_ void **error, _Out_ mf_parent **out)'),
+    cancel: f('int mf_cancel(mf_parent *p, uint64_t call_id)'),
     parentStatsJson: f('void *mf_parent_stats_json(const mf_parent *p)'),
     parentClose: f('void mf_parent_close(mf_parent *p)'),
 
@@ -161,6 +167,9 @@ function declare(lib) {
     queueFd: f('int mf_queue_fd(mf_queue *q, _Out_ int *out)'),
     callQueued: f(
       'int mf_call_queued(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token)',
+    ),
+    callQueuedStart: f(
+      'int mf_call_queued_start(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token, _Out_ uint64_t *call_id)',
     ),
 
     workerNew: f('int mf_worker_new(const char *service_id, _Out_ mf_worker **out)'),
@@ -173,6 +182,8 @@ function declare(lib) {
     workerFree: f('void mf_worker_free(mf_worker *w)'),
     replyOk: f('int mf_reply_ok(mf_reply *r, const uint8_t *result, size_t len)'),
     replyError: f('int mf_reply_error(mf_reply *r, const char *message)'),
+    replyCancelled: f('bool mf_reply_cancelled(const mf_reply *r)'),
+    replyOnCancelQueue: f('int mf_reply_on_cancel_queue(mf_reply *r, mf_queue *q, uint64_t token)'),
   };
 }
 

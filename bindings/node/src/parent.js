@@ -1,148 +1,15 @@
 'use strict';
 // The calling side. Calls are started on the JS thread with mf_call_queued
-// (it never blocks) and their completions are taken in batches from one
-// process-wide completion queue. The event loop itself watches the queue's
-// descriptor (a socket, through net.Socket) and drains the queue with
-// mf_queue_next when it is readable: no thread between the library and JS.
-// The socket holds the loop open only while calls are in flight, so an idle
-// process exits by itself. Blocking C calls (spawn, connect, close) run
-// through koffi's async form on the libuv threadpool: the loop never waits.
+// (it never blocks) and their completions are taken in batches from the
+// process-wide completion queue, which the event loop itself drains
+// (./completions). Blocking C calls (spawn, connect, close) run through
+// koffi's async form on the libuv threadpool: the loop never waits.
 
-const fs = require('node:fs');
-const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
-const { native, copyBytes, takeString, lastError } = require('./native');
-const { pack, unpack } = require('./codec');
-const {
-  Status,
-  statusName,
-  errorFor,
-  MultifrostError,
-  ClosedError,
-} = require('./errors');
-
-const BATCH = 256;
-
-/** The process-wide completion queue and the calls waiting on it. */
-class Completions {
-  constructor(lib) {
-    this.lib = lib;
-    this.queue = lib.queueNew();
-    this.events = lib.koffi.alloc(lib.event, BATCH); // stable memory, read through a view
-    this.count = lib.koffi.alloc('size_t', 1);
-    // The events are read through one view made once, as 32-bit words:
-    // decoding them as koffi structs builds an object per event, keys included.
-    const { koffi, event } = lib;
-    if (koffi.sizeof('void *') !== 8 || os.endianness() !== 'LE') {
-      throw new Error('the Node binding reads mf_event as a 64-bit little-endian layout; this platform is not one');
-    }
-    const word = (field) => koffi.offsetof(event, field) / 4;
-    this.layout = {
-      stride: koffi.sizeof(event) / 4,
-      token: word('token'),
-      status: word('status'),
-      result: word('result'),
-      resultLen: word('result_len'),
-    };
-    this.words = new Uint32Array(koffi.view(this.events, BATCH * koffi.sizeof(event)));
-    this.pending = new Map(); // token -> { resolve, reject, name, owner }
-    this.nextToken = 1;
-    const fd = [-1];
-    const status = lib.queueFd(this.queue, fd);
-    if (status !== Status.MF_OK) throw errorFor(status, lastError(lib, status), 'mf_queue_fd');
-    // The queue keeps its descriptor; the socket closes a copy of it.
-    this.socket = new net.Socket({ fd: lib.dup(fd[0]), readable: true, writable: false });
-    this.socket.on('data', () => this.drain());
-    this.socket.on('error', (e) => this.failAll(new MultifrostError(`completion queue: ${e.message}`, Status.MF_ERR_IO)));
-    this.socket.unref();
-  }
-
-  /** Starts one call; returns its promise. Throws (synchronously) if it could not start. */
-  start(parent, owner, name, argsBuffer, timeoutMs) {
-    const token = this.nextToken++;
-    const status = this.lib.callQueued(parent, name, argsBuffer, argsBuffer.length, timeoutMs, this.queue, token);
-    if (status !== Status.MF_OK) {
-      // Synchronous failure: the text is on this thread.
-      throw errorFor(status, lastError(this.lib, status), name);
-    }
-    if (this.pending.size === 0) this.socket.ref();
-    return new Promise((resolve, reject) => {
-      // `owner` keeps the worker alive (no finalizer close) while its calls are in flight.
-      this.pending.set(token, { resolve, reject, name, owner });
-    });
-  }
-
-  /** On the loop, when the descriptor was readable (the socket read it): takes every completion. */
-  drain() {
-    for (;;) {
-      const status = this.lib.queueNext(this.queue, 0, this.events, BATCH, this.count);
-      if (status === Status.MF_ERR_TIMEOUT) break;
-      if (status !== Status.MF_OK) {
-        this.failAll(new MultifrostError(`mf_queue_next: ${statusName(status)}`, status));
-        break;
-      }
-      if (this.deliver() < BATCH) break; // empty now: the next completion makes it readable again
-    }
-    if (this.pending.size === 0) this.socket.unref();
-  }
-
-  /** Settles the calls of the batch mf_queue_next just took; returns its size. */
-  deliver() {
-    const { lib } = this;
-    const { koffi } = lib;
-    const { words } = this;
-    const { stride, token: tokenAt, status: statusAt, result: resultAt, resultLen: lenAt } = this.layout;
-    const u64 = (w) => words[w] + words[w + 1] * 2 ** 32; // exact: tokens and addresses stay below 2^53
-    const n = Number(koffi.decode(this.count, 'size_t'));
-    // Take everything out first: the library's pointers stay valid only until the next mf_queue_next.
-    const done = new Array(n);
-    for (let i = 0; i < n; i++) {
-      const w = i * stride;
-      const status = words[w + statusAt] | 0;
-      let value;
-      if (status === Status.MF_OK) {
-        value = copyBytes(lib, u64(w + resultAt), u64(w + lenAt));
-      } else {
-        value = koffi.decode(this.events, i * stride * 4, lib.event).error_message;
-      }
-      done[i] = { token: u64(w + tokenAt), status, value };
-    }
-    for (const { token, status, value } of done) {
-      const call = this.pending.get(token);
-      if (!call) continue;
-      this.pending.delete(token);
-      if (status === Status.MF_OK) {
-        let result;
-        try {
-          result = unpack(value);
-        } catch (e) {
-          call.reject(new MultifrostError(`cannot decode the result of '${call.name}': ${e.message}`, Status.MF_ERR_PROTOCOL));
-          continue;
-        }
-        call.resolve(result);
-      } else {
-        const message = value || statusName(status);
-        call.reject(errorFor(status, message, call.name));
-      }
-    }
-    return n;
-  }
-
-  failAll(error) {
-    const calls = [...this.pending.values()];
-    this.pending.clear();
-    for (const c of calls) c.reject(error);
-  }
-}
-
-let completions = null;
-function getCompletions() {
-  if (!completions) {
-    completions = new Completions(native());
-  }
-  return completions;
-}
+const { native, takeString, lastError } = require('./native');
+const { pack } = require('./codec');
+const { getCompletions, existingCompletions } = require('./completions');
+const { Status, errorFor, ClosedError } = require('./errors');
 
 /** Runs a koffi function on the threadpool; resolves with its return value. */
 function runAsync(fn, ...args) {
@@ -153,7 +20,8 @@ function runAsync(fn, ...args) {
 
 // Handles dropped without stop() are closed on the threadpool (never blocking the loop).
 const finalizer = new FinalizationRegistry((p) => {
-  if (completions) completions.lib.parentClose.async(p, () => {});
+  const c = existingCompletions();
+  if (c) c.lib.parentClose.async(p, () => {});
 });
 
 const OPTION_KEYS = new Set([
@@ -169,13 +37,13 @@ const OPTION_KEYS = new Set([
   'bindHost',
   'maxMessageSize',
   'privateLink',
+  'cancelGrace',
   'args',
 ]);
 
-function checkStatus(lib, status, what) {
-  if (status !== Status.MF_OK) {
-    throw new MultifrostError(`invalid option ${what}: ${lastError(lib, status)}`, status);
-  }
+// The core's text names the option in its words ("heartbeat timeout must be > 0 ms").
+function checkStatus(lib, status) {
+  if (status !== Status.MF_OK) throw errorFor(status, lastError(lib, status));
 }
 
 function ms(value, what) {
@@ -190,15 +58,15 @@ function buildOptions(lib, options) {
   const o = lib.optionsNew();
   try {
     if (options.timeout !== undefined && options.timeout !== null) {
-      checkStatus(lib, lib.optionsSetDefaultTimeout(o, ms(options.timeout, 'timeout')), 'timeout');
+      checkStatus(lib, lib.optionsSetDefaultTimeout(o, ms(options.timeout, 'timeout')));
     }
     if (options.namespace !== undefined) {
-      checkStatus(lib, lib.optionsSetNamespace(o, String(options.namespace)), 'namespace');
+      checkStatus(lib, lib.optionsSetNamespace(o, String(options.namespace)));
     }
     if (options.heartbeat !== undefined) {
       const hb = options.heartbeat;
       if (hb === false || hb === 0) {
-        checkStatus(lib, lib.optionsSetHeartbeat(o, 0, 0, 0), 'heartbeat');
+        checkStatus(lib, lib.optionsSetHeartbeat(o, 0, 0, 0));
       } else if (typeof hb === 'object' && hb !== null) {
         checkStatus(
           lib,
@@ -207,9 +75,7 @@ function buildOptions(lib, options) {
             ms(hb.interval ?? 5000, 'heartbeat.interval'),
             ms(hb.timeout ?? 3000, 'heartbeat.timeout'),
             hb.maxMisses ?? 3,
-          ),
-          'heartbeat',
-        );
+          ));
       } else if (hb !== true) {
         throw new TypeError('option heartbeat must be false or { interval, timeout, maxMisses }');
       }
@@ -219,13 +85,9 @@ function buildOptions(lib, options) {
       if (typeof b !== 'object' || b === null) {
         throw new TypeError('option breaker must be { threshold, cooldown, countRemoteErrors }');
       }
-      checkStatus(
-        lib,
-        lib.optionsSetBreaker(o, b.threshold ?? 5, ms(b.cooldown ?? 5000, 'breaker.cooldown')),
-        'breaker',
-      );
+      checkStatus(lib, lib.optionsSetBreaker(o, b.threshold ?? 5, ms(b.cooldown ?? 5000, 'breaker.cooldown')));
       if (b.countRemoteErrors !== undefined) {
-        checkStatus(lib, lib.optionsSetBreakerCountsRemoteErrors(o, !!b.countRemoteErrors), 'breaker');
+        checkStatus(lib, lib.optionsSetBreakerCountsRemoteErrors(o, !!b.countRemoteErrors));
       }
     }
     if (options.autoRestart !== undefined) {
@@ -234,26 +96,29 @@ function buildOptions(lib, options) {
       if (!Number.isInteger(max) || max < 0) {
         throw new TypeError('option autoRestart must be a boolean or a number of restarts');
       }
-      checkStatus(lib, lib.optionsSetAutoRestart(o, max), 'autoRestart');
+      checkStatus(lib, lib.optionsSetAutoRestart(o, max));
     }
     if (options.startTimeout !== undefined) {
-      checkStatus(lib, lib.optionsSetStartTimeout(o, ms(options.startTimeout, 'startTimeout')), 'startTimeout');
+      checkStatus(lib, lib.optionsSetStartTimeout(o, ms(options.startTimeout, 'startTimeout')));
     }
     if (options.connectTimeout !== undefined) {
-      checkStatus(lib, lib.optionsSetConnectTimeout(o, ms(options.connectTimeout, 'connectTimeout')), 'connectTimeout');
+      checkStatus(lib, lib.optionsSetConnectTimeout(o, ms(options.connectTimeout, 'connectTimeout')));
     }
     if (options.shutdownGrace !== undefined) {
-      checkStatus(lib, lib.optionsSetShutdownGrace(o, ms(options.shutdownGrace, 'shutdownGrace')), 'shutdownGrace');
+      checkStatus(lib, lib.optionsSetShutdownGrace(o, ms(options.shutdownGrace, 'shutdownGrace')));
     }
-    if (options.name !== undefined) checkStatus(lib, lib.optionsSetName(o, String(options.name)), 'name');
+    if (options.name !== undefined) checkStatus(lib, lib.optionsSetName(o, String(options.name)));
     if (options.bindHost !== undefined) {
-      checkStatus(lib, lib.optionsSetBindHost(o, String(options.bindHost)), 'bindHost');
+      checkStatus(lib, lib.optionsSetBindHost(o, String(options.bindHost)));
     }
     if (options.maxMessageSize !== undefined) {
-      checkStatus(lib, lib.optionsSetMaxMessageSize(o, options.maxMessageSize), 'maxMessageSize');
+      checkStatus(lib, lib.optionsSetMaxMessageSize(o, options.maxMessageSize));
+    }
+    if (options.cancelGrace !== undefined) {
+      checkStatus(lib, lib.optionsSetCancelGrace(o, ms(options.cancelGrace, 'cancelGrace')));
     }
     if (options.privateLink !== undefined) {
-      checkStatus(lib, lib.optionsSetPrivateLink(o, !!options.privateLink), 'privateLink');
+      checkStatus(lib, lib.optionsSetPrivateLink(o, !!options.privateLink));
     }
     return o;
   } catch (e) {
@@ -271,23 +136,6 @@ function checkOptions(options) {
     }
   }
   return { ...options };
-}
-
-/** True if `file` can be run, looking it up in PATH when it has no slash. */
-async function findProgram(program) {
-  const canRun = async (f) => {
-    try {
-      await fs.promises.access(f, fs.constants.X_OK);
-      return (await fs.promises.stat(f)).isFile();
-    } catch {
-      return false;
-    }
-  };
-  if (program.includes('/')) return canRun(program);
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    if (dir && (await canRun(path.join(dir, program)))) return true;
-  }
-  return false;
 }
 
 /** The interpreter for a script given without one: Node for .js, Python for .py. */
@@ -460,64 +308,28 @@ class ParentWorker {
         program = this.#executable;
         args = [this.#script, '--worker', ...extra];
         if (options.name === undefined) options.name = path.basename(this.#script);
-        try {
-          await fs.promises.access(this.#script, fs.constants.R_OK);
-        } catch (e) {
-          throw new MultifrostError(`cannot start worker script '${this.#script}': ${e.code || e.message}`, Status.MF_ERR_IO);
-        }
       } else {
         program = this.#script;
         args = extra;
       }
-      if (!(await findProgram(program))) {
-        throw new MultifrostError(
-          `cannot start '${program}': not found or not executable${program.includes('/') ? '' : ' in PATH'}`,
-          Status.MF_ERR_IO,
-        );
-      }
     }
     delete options.args;
     const opts = buildOptions(lib, options);
+    const error = [null];
     const out = [null];
     let status;
     try {
       status =
         this.#mode === 'spawn'
-          ? await runAsync(lib.spawn, program, [...args, null], opts, out)
-          : await runAsync(lib.connect, this.#target, opts, out);
+          ? await runAsync(lib.spawnEx, program, [...args, null], opts, error, out)
+          : await runAsync(lib.connectEx, this.#target, opts, error, out);
     } finally {
       lib.optionsFree(opts);
     }
-    if (status !== Status.MF_OK) throw this.#startError(status, program);
+    // The core's text: for a worker that exited, its exit status and last stderr lines.
+    const text = takeString(lib, error[0]);
+    if (status !== Status.MF_OK) throw errorFor(status, text || `cannot ${this.#mode} ${this.#describe()}`);
     return out[0];
-  }
-
-  // mf_last_error is thread-local and the async call ran on a pool thread, so
-  // its text cannot be read here: say what the status means instead.
-  #startError(status, program) {
-    const what = this.#describe();
-    const o = this.#options;
-    let text;
-    switch (status) {
-      case Status.MF_ERR_WORKER_EXITED:
-        text = `${what} exited before answering (its stderr is in the log above)`;
-        break;
-      case Status.MF_ERR_TIMEOUT:
-        text =
-          this.#mode === 'spawn'
-            ? `${what} did not answer within the start-up timeout (${o.startTimeout ?? 10000} ms)`
-            : `${what} did not answer within the connect timeout (${o.connectTimeout ?? 5000} ms)`;
-        break;
-      case Status.MF_ERR_NOT_FOUND:
-        text = `${what} not found in the registry within ${o.connectTimeout ?? 5000} ms`;
-        break;
-      case Status.MF_ERR_IO:
-        text = this.#mode === 'spawn' ? `cannot start '${program}'` : `cannot reach ${what}`;
-        break;
-      default:
-        text = `cannot ${this.#mode} ${what}`;
-    }
-    return errorFor(status, `${text} (${statusName(status)})`);
   }
 
   #stop() {
@@ -555,38 +367,52 @@ class ParentWorker {
     try {
       if (typeof name !== 'string' || !name) throw new TypeError('function name must be a non-empty string');
       if (!Array.isArray(args)) throw new TypeError('args must be an array');
-      const { timeout } = options || {};
+      const { timeout, signal } = options || {};
+      if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
+        throw new TypeError('signal must be an AbortSignal');
+      }
       let timeoutMs = 0;
       if (timeout !== undefined && timeout !== null) {
         if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw new TypeError('timeout must be a number of milliseconds');
         timeoutMs = timeout === Infinity || timeout < 0 ? -1 : timeout === 0 ? 0 : Math.max(1, Math.round(timeout));
       }
-      if (this.#state === 'starting') return this.#callOnceStarted(name, args, timeoutMs);
-      return this.#send(name, args, timeoutMs);
+      if (this.#state === 'starting') return this.#callOnceStarted(name, args, timeoutMs, signal);
+      return this.#send(name, args, timeoutMs, signal);
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
-  async #callOnceStarted(name, args, timeoutMs) {
+  async #callOnceStarted(name, args, timeoutMs, signal) {
     try {
       await this.#starting;
     } catch {
       // reported by #send as not running
     }
-    return this.#send(name, args, timeoutMs);
+    return this.#send(name, args, timeoutMs, signal);
   }
 
   /** Starts the call now; throws if the worker is not running. */
-  #send(name, args, timeoutMs) {
+  #send(name, args, timeoutMs, signal) {
     if (this.#state !== 'running') {
       if (this.#state === 'new') {
-        throw new MultifrostError(`call '${name}': ${this.#describe()} is not started (await handle.start() first)`, Status.MF_ERR_INVALID_ARGUMENT);
+        throw errorFor(Status.MF_ERR_INVALID_ARGUMENT, `call '${name}': ${this.#describe()} is not started (await handle.start() first)`);
       }
       throw new ClosedError(`call '${name}': ${this.#describe()} is stopped`);
     }
-    return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs);
+    if (!signal) return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs);
+    return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs, signal, (id) => this.#cancel(id));
   }
+
+  // Once stop() has taken the handle (#parent is null) its close may be
+  // freeing it on the threadpool: the call then ends with ClosedError.
+  #cancel(id) {
+    if (this.#parent) native().cancel(this.#parent, id);
+  }
+}
+
+function isAbortSignal(s) {
+  return typeof s === 'object' && typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function';
 }
 
 /** What a call proxy refuses to treat as a remote function name. */
@@ -608,7 +434,7 @@ class ParentHandle {
 
   constructor(worker) {
     this.#worker = worker;
-    /** `await handle.call.add(1, 2)`; `handle.call.withOptions({ timeout: 500 }).slow(1000)`. */
+    /** `await handle.call.add(1, 2)`; `handle.call.withOptions({ timeout: 500, signal }).slow(1000)`. */
     this.call = callProxy((name, args, options) => worker.callFunction(name, args, options), {});
   }
 
@@ -626,7 +452,8 @@ class ParentHandle {
     return this.#worker.stop();
   }
 
-  /** Calls `name` with the `args` array; `options.timeout` in ms (negative: none). */
+  /** Calls `name` with the `args` array; `options.timeout` in ms (negative:
+   * none), `options.signal` an AbortSignal that cancels the call. */
   callFunction(name, args = [], options = {}) {
     return this.#worker.callFunction(name, args, options);
   }

@@ -155,14 +155,21 @@ it('a missing library names MULTIFROST_LIB and where it looked', async () => {
     fs.symlinkSync(path.join(PACKAGE_DIR, 'node_modules'), path.join(pkg, 'node_modules'));
     const env = { ...process.env };
     delete env.MULTIFROST_LIB;
+    // Its own class: not NotFoundError (a service missing from the registry),
+    // nor any MultifrostError (the library never ran); a worker gets it too.
     const script = `const mf = require(${JSON.stringify(pkg)});
-      mf.ParentWorker.spawn('x').handle().start().catch((e) => {
-        console.log(e.name, e.code);
-        console.log(e.message);
-      });`;
+      (async () => {
+        await new (class extends mf.ChildWorker {})().run().catch((e) => {
+          console.log('worker:', e.name, e instanceof mf.LibraryNotFoundError);
+        });
+        await mf.ParentWorker.spawn('x').handle().start().catch((e) => {
+          console.log(e.name, e.code, e instanceof mf.LibraryNotFoundError, e instanceof mf.NotFoundError, e instanceof mf.MultifrostError);
+          console.log(e.message);
+        });
+      })();`;
     const r = await runNode(['-e', script], { env });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^LibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND\n/);
+    assert.match(r.stdout, /^worker: LibraryNotFoundError true\nLibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND true false false\n/);
     assert.match(r.stdout, /MULTIFROST_LIB/);
     assert.ok(r.stdout.includes(path.join(pkg, 'lib', 'libmultifrost.so')), r.stdout);
     assert.ok(r.stdout.includes(path.join(dir, 'target', 'release', 'libmultifrost.so')), r.stdout);
@@ -182,7 +189,7 @@ it('a missing library names MULTIFROST_LIB and where it looked', async () => {
 
     // MULTIFROST_LIB pointing nowhere: named, with the loader's reason.
     const r2 = await runNode(['-e', script], { env: { MULTIFROST_LIB: '/nonexistent/libmultifrost.so' } });
-    assert.match(r2.stdout, /^LibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND\n/);
+    assert.match(r2.stdout, /^worker: LibraryNotFoundError true\nLibraryNotFoundError ERR_MULTIFROST_LIBRARY_NOT_FOUND true false false\n/);
     assert.match(r2.stdout, /MULTIFROST_LIB=\/nonexistent\/libmultifrost\.so/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

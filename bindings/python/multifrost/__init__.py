@@ -23,18 +23,20 @@ from .child import ChildWorker
 from .errors import (
     AlreadyRunningError,
     CallTimeoutError,
+    CancelledCallError,
     CircuitOpenError,
     ClosedError,
     InternalError,
     InvalidArgumentError,
     MultifrostError,
     MultifrostIOError,
+    NoSuchFunctionError,
     ProtocolError,
     RemoteCallError,
     ServiceNotFoundError,
     WorkerExitedError,
 )
-from .parent import AsyncCallProxy, ParentWorker, SyncCallProxy, SyncHandle
+from .parent import AsyncCallProxy, ParentWorker, PendingCall, SyncCallProxy, SyncHandle
 
 __version__ = "0.1.0"
 
@@ -44,6 +46,7 @@ __all__ = [
     "AsyncCallProxy",
     "SyncCallProxy",
     "SyncHandle",
+    "PendingCall",
     "Status",
     "MultifrostError",
     "RemoteCallError",
@@ -57,6 +60,8 @@ __all__ = [
     "MultifrostIOError",
     "ClosedError",
     "InternalError",
+    "CancelledCallError",
+    "NoSuchFunctionError",
     "LibraryNotFoundError",
     "library_version",
     "library_path",

@@ -62,6 +62,8 @@ class Status(enum.IntEnum):
     ERR_IO = 9
     ERR_CLOSED = 10
     ERR_PANIC = 11
+    ERR_CANCELLED = 12
+    ERR_NO_SUCH_FUNCTION = 13
 
 
 # Opaque handles are plain void pointers on the Python side.
@@ -107,6 +109,8 @@ class mf_incoming(Structure):
 
 # void (*mf_log_fn)(void *user_data, const char *json)
 mf_log_fn = CFUNCTYPE(None, c_void_p, c_char_p)
+# mf_reply_on_cancel's callback is deliberately not declared: the binding
+# hears of cancels through mf_reply_on_cancel_queue (see child.py).
 
 
 class LibraryNotFoundError(ImportError):
@@ -186,6 +190,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("mf_options_set_bind_host", c_int, mf_options_p, c_char_p)
     fn("mf_options_set_max_message_size", c_int, mf_options_p, c_int64)
     fn("mf_options_set_private_link", c_int, mf_options_p, c_bool)
+    fn("mf_options_set_cancel_grace", c_int, mf_options_p, c_int64)
 
     # Parent.
     fn("mf_spawn", c_int, c_char_p, POINTER(c_char_p), mf_options_p, POINTER(mf_parent_p))
@@ -221,12 +226,27 @@ def _declare(lib: ctypes.CDLL) -> None:
         mf_queue_p,
         c_uint64,
     )
+    fn(
+        "mf_call_queued_start",
+        c_int,
+        mf_parent_p,
+        c_char_p,
+        c_char_p,
+        c_size_t,
+        c_int64,
+        mf_queue_p,
+        c_uint64,
+        POINTER(c_uint64),
+    )
+    fn("mf_cancel", c_int, mf_parent_p, c_uint64)
     fn("mf_queue_next", c_int, mf_queue_p, c_int64, POINTER(mf_event), c_size_t, POINTER(c_size_t))
     fn("mf_queue_fd", c_int, mf_queue_p, POINTER(c_int))
 
     # Replies.
     fn("mf_reply_ok", c_int, mf_reply_p, c_char_p, c_size_t)
     fn("mf_reply_error", c_int, mf_reply_p, c_char_p)
+    fn("mf_reply_cancelled", c_bool, mf_reply_p)
+    fn("mf_reply_on_cancel_queue", c_int, mf_reply_p, mf_queue_p, c_uint64)
 
     # Worker.
     fn("mf_worker_new", c_int, c_char_p, POINTER(mf_worker_p))

@@ -5,18 +5,43 @@ that called it. Plain methods run right there, one at a time; ``async def``
 methods are scheduled on an asyncio loop in a daemon thread and answered when
 they finish, so many can run at once. The library's own I/O thread answers
 heartbeats meanwhile, so a long call never makes the worker look dead.
+
+A call the parent cancels (or whose deadline passes) stops like this:
+
+- ``async def`` methods: their task is cancelled, so ``CancelledError`` is
+  raised at the ``await`` the method is in. The loop hears of the cancel on
+  a completion queue it watches (``mf_reply_on_cancel_queue`` +
+  ``mf_queue_fd``), on its own thread. The other form,
+  ``mf_reply_on_cancel``, calls a C function pointer on the library's
+  driver thread while that reply's lock is held: as a ctypes callback it
+  would make that thread (the one that also reads calls and answers
+  heartbeats) wait for the GIL behind whatever Python is running, and any
+  answer to the reply made while it waits must not hold the GIL (true of
+  ``ctypes.CDLL``, fatal with ``PyDLL``). The queue keeps the rule of the
+  whole binding: no library thread ever calls into Python.
+- plain methods run on the serving thread: they ask, with
+  :meth:`ChildWorker.cancelled` (``mf_reply_cancelled``, a plain read) or
+  wait with :meth:`ChildWorker.wait_cancelled` (a sleep that ends early on a
+  cancel: the serving thread itself waits on a queue of its own, again
+  through ``mf_reply_on_cancel_queue``).
+
+A cancelled method must still end: its answer is dropped by the parent. One
+that runs on past the parent's cancel grace gets the worker stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextvars
 import ctypes
 import inspect
+import itertools
+import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _ffi, _log, _values
 from ._ffi import Status
@@ -27,6 +52,24 @@ __all__ = ["ChildWorker"]
 # How long one mf_worker_next waits before the loop looks again (lets Python
 # run its own signal handlers between waits; calls still arrive at once).
 _POLL_MS = 250
+
+
+class _Call:
+    """The call a method is running for (the ``_current`` context variable)."""
+
+    __slots__ = ("reply", "token", "in_loop", "hooked", "cancel_seen")
+
+    def __init__(self, reply: int, token: int, in_loop: bool) -> None:
+        self.reply = reply
+        self.token = token  # its events' token on a cancel queue
+        self.in_loop = in_loop  # an async method's task, not the serving thread
+        self.hooked = False  # mf_reply_on_cancel_queue done
+        self.cancel_seen = False  # its cancel event was taken from the queue
+
+
+# The call of the running method: set around a plain method on the serving
+# thread, and inside an async method's task (each task has its own context).
+_current: "contextvars.ContextVar[Optional[_Call]]" = contextvars.ContextVar("multifrost_call", default=None)
 
 
 def _error_text(e: BaseException) -> str:
@@ -52,6 +95,20 @@ class ChildWorker:
 
     Methods whose names start with ``_`` are private: they are not offered and
     the library refuses calls to them ("Cannot call private method").
+
+    A cancelled call (the parent cancelled it, or its deadline passed) stops
+    like this: an ``async def`` method gets ``asyncio.CancelledError`` at the
+    ``await`` it is in; a plain method checks :meth:`cancelled` or sleeps with
+    :meth:`wait_cancelled`::
+
+        def render(self, frames):
+            for i in range(frames):
+                if self.cancelled():
+                    return i          # dropped by the parent; ends the call
+                draw(i)
+
+        async def fetch(self, url):
+            ...                       # CancelledError at an await when cancelled
     """
 
     def __init__(self, service_id: Optional[str] = None, *, namespace: Optional[str] = None) -> None:
@@ -75,6 +132,13 @@ class ChildWorker:
         # Replies not answered yet, by address: each is answered exactly once.
         self._open_replies: Dict[int, int] = {}
         self._replies_lock = threading.Lock()
+        self._tokens = itertools.count(1)
+        # The serving thread's cancel queue (plain methods), made on first use.
+        self._sync_cancels: Optional[int] = None
+        # The async loop's cancel queue, and its running tasks by token (loop thread only).
+        self._loop_cancels: Optional[int] = None
+        self._loop_cancels_fd = -1
+        self._tasks: Dict[int, Tuple["asyncio.Task[Any]", _Call]] = {}
 
     # -- what can be called -------------------------------------------------
 
@@ -95,6 +159,107 @@ class ChildWorker:
                 if isinstance(value, (staticmethod, classmethod)) or inspect.isfunction(value):
                     names.add(name)
         return sorted(names)
+
+    # -- cancellation -----------------------------------------------------
+
+    @staticmethod
+    def _running_call(what: str) -> _Call:
+        call = _current.get()
+        if call is None:
+            raise RuntimeError(
+                f"{what} is for use inside a method while it serves a call "
+                "(on the thread or in the task the library runs it on)"
+            )
+        return call
+
+    def cancelled(self) -> bool:
+        """Inside a method: True once the parent cancelled this call or its deadline passed.
+
+        A long plain method checks it and stops early (any return or raise
+        ends the call; the parent drops the answer). ``async def`` methods
+        may check it too, but are cancelled at their next ``await`` anyway.
+
+        Raises:
+            RuntimeError: Called outside a method serving a call.
+        """
+        call = self._running_call("cancelled()")
+        if call.cancel_seen:
+            return True
+        lib = _ffi.load()
+        with self._replies_lock:  # the reply is valid only until it is answered
+            if call.reply not in self._open_replies:
+                return False
+            return bool(lib.mf_reply_cancelled(call.reply))
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Inside a plain method: sleeps up to ``timeout`` seconds, waking at once on a cancel.
+
+        Returns:
+            True if the call was cancelled (now or before), False if the time passed.
+
+        Raises:
+            RuntimeError: Called outside a plain method serving a call (an
+                ``async def`` method awaits instead: its task is cancelled).
+        """
+        call = self._running_call("wait_cancelled()")
+        if call.in_loop:
+            raise RuntimeError("wait_cancelled() would block the event loop: in an async method, await instead")
+        if call.cancel_seen:
+            return True
+        lib = _ffi.load()
+        if self._sync_cancels is None:
+            self._sync_cancels = lib.mf_queue_new()
+        queue = self._sync_cancels
+        if not call.hooked:
+            if not self._hook(call, queue):
+                return False
+        deadline = _monotonic_ms() + max(0, int(timeout * 1000))
+        events = (_ffi.mf_event * 4)()
+        n = ctypes.c_size_t(0)
+        while True:
+            left = deadline - _monotonic_ms()
+            # In slices, so Python signal handlers run between waits.
+            status = lib.mf_queue_next(queue, max(0, min(left, _POLL_MS)), events, len(events), ctypes.byref(n))
+            if status == Status.OK:
+                # Events of earlier calls (cancelled after an earlier wait ended) are dropped.
+                if any(events[i].token == call.token for i in range(n.value)):
+                    call.cancel_seen = True
+                    return True
+            elif status != Status.ERR_TIMEOUT:
+                raise error_for(status, _ffi.last_error())
+            if left <= 0:
+                return False
+
+    def _hook(self, call: _Call, queue: int) -> bool:
+        """``mf_reply_on_cancel_queue`` for an unanswered call; False if it was answered."""
+        with self._replies_lock:
+            if call.reply not in self._open_replies:
+                return False
+            self._check(_ffi.load().mf_reply_on_cancel_queue(call.reply, queue, call.token))
+        call.hooked = True
+        return True
+
+    def _drain_loop_cancels(self) -> None:
+        """On the async loop, when its cancel queue is readable: cancels those calls' tasks."""
+        queue = self._loop_cancels
+        if queue is None:
+            return
+        try:
+            os.read(self._loop_cancels_fd, 64)
+        except BlockingIOError:
+            pass
+        lib = _ffi.load()
+        events = (_ffi.mf_event * 64)()
+        n = ctypes.c_size_t(0)
+        while lib.mf_queue_next(queue, 0, events, len(events), ctypes.byref(n)) == Status.OK:
+            for i in range(n.value):
+                entry = self._tasks.get(events[i].token)
+                if entry is not None:
+                    task, call = entry
+                    call.cancel_seen = True
+                    task.cancel()
+            if n.value < len(events):
+                break
 
     # -- serving ----------------------------------------------------------
 
@@ -231,6 +396,8 @@ class ChildWorker:
                 return
 
     def _dispatch(self, name: str, args_msgpack: bytes, reply: int) -> None:
+        call = _Call(reply, next(self._tokens), in_loop=False)
+        ctx = _current.set(call)
         try:
             args = _values.unpack(args_msgpack)
             if not isinstance(args, list):
@@ -240,38 +407,57 @@ class ChildWorker:
         except Exception as e:
             self._answer_error(reply, _error_text(e))
             return
+        finally:
+            _current.reset(ctx)
         if inspect.isawaitable(result):
-            self._schedule(result, reply)
+            call.in_loop = True
+            self._schedule(result, call)
         else:
             self._answer(reply, result)
 
-    def _schedule(self, awaitable: Any, reply: int) -> None:
-        loop = self._ensure_loop()
+    def _schedule(self, awaitable: Any, call: _Call) -> None:
+        self._ensure_loop().call_soon_threadsafe(self._start_task, awaitable, call)
+
+    def _start_task(self, awaitable: Any, call: _Call) -> None:
+        """On the loop: runs an async method's awaitable as a task that its call's cancel cancels."""
 
         async def _run() -> Any:
+            _current.set(call)  # in the task's own context
             return await awaitable
 
-        future = asyncio.run_coroutine_threadsafe(_run(), loop)
+        task = asyncio.get_running_loop().create_task(_run())
+        self._tasks[call.token] = (task, call)
+        # The reply is answered only by _finish, later on this loop, so it is open
+        # here. Already cancelled: the event is queued at once.
+        assert self._loop_cancels is not None
+        self._hook(call, self._loop_cancels)
+        task.add_done_callback(lambda t: self._finish(t, call))
 
-        def _done(f: "concurrent.futures.Future[Any]") -> None:
-            if f.cancelled():
-                self._answer_error(reply, "CancelledError: the worker is stopping")
-                return
-            exc = f.exception()
-            if exc is not None:
-                self._answer_error(reply, _error_text(exc))
-            else:
-                self._answer(reply, f.result())
-
-        future.add_done_callback(_done)
+    def _finish(self, task: "asyncio.Task[Any]", call: _Call) -> None:
+        self._tasks.pop(call.token, None)
+        if task.cancelled():
+            why = "the call was cancelled" if call.cancel_seen else "the worker is stopping"
+            self._answer_error(call.reply, f"CancelledError: {why}")
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._answer_error(call.reply, _error_text(exc))
+        else:
+            self._answer(call.reply, task.result())
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
             ready = threading.Event()
+            lib = _ffi.load()
+            queue = lib.mf_queue_new()
+            fd = ctypes.c_int(-1)
+            self._check(lib.mf_queue_fd(queue, ctypes.byref(fd)))
+            self._loop_cancels, self._loop_cancels_fd = queue, fd.value
 
             def _run_loop() -> None:
                 asyncio.set_event_loop(loop)
+                loop.add_reader(fd.value, self._drain_loop_cancels)
                 loop.call_soon(ready.set)
                 loop.run_forever()
 
@@ -322,6 +508,8 @@ class ChildWorker:
             thread.join(timeout=2)
             if not thread.is_alive():
                 loop.close()
+                _ffi.load().mf_queue_free(self._loop_cancels)  # its calls are all answered below
+                self._loop_cancels = None
             self._loop = self._loop_thread = None
         # Calls still unanswered must not leak (and their callers should not wait for a timeout).
         with self._replies_lock:
@@ -333,6 +521,13 @@ class ChildWorker:
         if handle is not None:
             lib.mf_worker_stop(handle)
             lib.mf_worker_free(handle)
+        if self._sync_cancels is not None:
+            lib.mf_queue_free(self._sync_cancels)
+            self._sync_cancels = None
+
+
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 def _line_buffered() -> None:

@@ -25,6 +25,8 @@ __all__ = [
     "MultifrostIOError",
     "ClosedError",
     "InternalError",
+    "CancelledCallError",
+    "NoSuchFunctionError",
     "LibraryNotFoundError",
     "error_for",
 ]
@@ -88,6 +90,17 @@ class RemoteCallError(MultifrostError):
             self.remote_message = message
 
 
+class NoSuchFunctionError(RemoteCallError):
+    """The worker has no function of that name (``"Function 'name' not found"``).
+
+    A :class:`RemoteCallError`: the worker answered the call with a failure,
+    so ``except RemoteCallError`` still catches it, as it did before this
+    status had a class of its own.
+    """
+
+    status = Status.ERR_NO_SUCH_FUNCTION
+
+
 class CircuitOpenError(MultifrostError):
     """The circuit breaker is open: the call was refused without being sent."""
 
@@ -136,6 +149,22 @@ class InternalError(MultifrostError):
     status = Status.ERR_PANIC
 
 
+class CancelledCallError(MultifrostError):
+    """The call was cancelled before it ended (``mf_cancel``).
+
+    Seen by whoever waits for a call that something else cancelled: e.g.
+    :meth:`PendingCall.result` after another thread's
+    :meth:`PendingCall.cancel`. A coroutine whose own task is cancelled
+    (``task.cancel()``, ``asyncio.wait_for`` running out) gets asyncio's
+    ``CancelledError`` as usual, never this: the remote call is cancelled
+    for it behind the scenes. Deliberately *not* an
+    ``asyncio.CancelledError``, which asyncio reserves for the cancellation
+    of the task that catches it.
+    """
+
+    status = Status.ERR_CANCELLED
+
+
 _BY_STATUS: Dict[int, Type[MultifrostError]] = {
     cls.status: cls
     for cls in (
@@ -150,6 +179,8 @@ _BY_STATUS: Dict[int, Type[MultifrostError]] = {
         MultifrostIOError,
         ClosedError,
         InternalError,
+        CancelledCallError,
+        NoSuchFunctionError,
     )
 }
 

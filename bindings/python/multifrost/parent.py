@@ -9,6 +9,15 @@ released while it waits). The main thread must stay interruptible by Ctrl-C,
 so its blocking calls complete on a queue of its own, waited on in slices.
 No library thread ever calls into Python, and awaiting a call never blocks
 the event loop.
+
+Cancelling is the caller's own gesture, so it ends the remote call too: every
+call is started with ``mf_call_queued_start``, which hands back the call's id,
+and a future cancelled by its task (``task.cancel()``, ``asyncio.wait_for``
+running out) calls ``mf_cancel`` with it. The core then queues the call's
+event with MF_ERR_CANCELLED; the queue reader finds the future already done
+and drops it. A blocking call on the main thread interrupted by Ctrl-C is
+cancelled the same way; :meth:`SyncHandle.start_call` gives other threads a
+call they can cancel.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from .errors import (
     error_for,
 )
 
-__all__ = ["ParentWorker", "AsyncCallProxy", "SyncCallProxy", "SyncHandle"]
+__all__ = ["ParentWorker", "AsyncCallProxy", "SyncCallProxy", "SyncHandle", "PendingCall"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -106,6 +115,7 @@ class _Plan:
     start_timeout: Optional[float] = None
     connect_timeout: Optional[float] = None
     shutdown_grace: Optional[float] = None
+    cancel_grace: Optional[float] = None
     private_link: bool = True
 
     def options(self, namespace: Optional[str] = None) -> int:
@@ -149,6 +159,8 @@ class _Plan:
                 _check(
                     lib.mf_options_set_shutdown_grace(o, _ms(self.shutdown_grace, "shutdown_grace", allow_zero=True))
                 )
+            if self.cancel_grace is not None:
+                _check(lib.mf_options_set_cancel_grace(o, _ms(self.cancel_grace, "cancel_grace", allow_zero=True)))
             if not self.private_link:
                 _check(lib.mf_options_set_private_link(o, False))
         except BaseException:
@@ -477,6 +489,9 @@ class _Connection:
     def begin(self, function: str, args: bytes, timeout_ms: int, namespace: Optional[str], waiter: _Waiter) -> None:
         """Starts one call from an event loop; its completion settles ``waiter`` on that loop.
 
+        When the waiter's future is cancelled first (its task was), the
+        remote call is cancelled too.
+
         Raises:
             ClosedError: Not started, or closed.
             MultifrostError: The call could not be started.
@@ -484,18 +499,39 @@ class _Connection:
         fn = _function_name(function)
         token = next(self.tokens)
         lib = _ffi.load()
+        call_id = ctypes.c_uint64(0)
         with self.lock:
             handle = self._handle_for(namespace)
-            loop = waiter[0]
+            loop, fut = waiter
             lq = self.loop_queues.get(loop)
             if lq is None:
                 lq = self._new_loop_queue(loop)
             # Registered before the call starts; its completion is read on this loop, later.
             self.pending[token] = waiter
-            status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, lq.queue, token)
+            status = lib.mf_call_queued_start(
+                handle, fn, args, len(args), timeout_ms, lq.queue, token, ctypes.byref(call_id)
+            )
             if status != Status.OK:
                 self.pending.pop(token, None)
                 raise error_for(status, _ffi.last_error())
+        cid = call_id.value
+
+        def _on_done(f: "asyncio.Future[Any]") -> None:
+            # On the loop. A future settled by its completion is not
+            # cancelled; one cancelled by its task means the caller gave up.
+            if f.cancelled():
+                self.cancel(handle, cid)
+
+        fut.add_done_callback(_on_done)
+
+    def cancel(self, handle: int, call_id: int) -> None:
+        """``mf_cancel`` of one call of ``handle``, unless the handle was closed
+        meanwhile (closing ended the call already and freed the handle)."""
+        with self.lock:
+            if handle != self.handle and handle not in self.extra.values():
+                return
+            # MF_OK also for a call that already ended; nothing else can fail here.
+            _ffi.load().mf_cancel(handle, call_id)
 
     def call(self, function: str, args: bytes, timeout_ms: int, namespace: Optional[str]) -> Any:
         """One blocking call: its result, or its error raised.
@@ -511,12 +547,21 @@ class _Connection:
             if mq is None:
                 mq = _main_queue = _MainQueue()
             token = next(mq.tokens)
+            call_id = ctypes.c_uint64(0)
             with self.lock:
                 handle = self._handle_for(namespace)
-                status = lib.mf_call_queued(handle, fn, args, len(args), timeout_ms, mq.queue, token)
+                status = lib.mf_call_queued_start(
+                    handle, fn, args, len(args), timeout_ms, mq.queue, token, ctypes.byref(call_id)
+                )
                 if status != Status.OK:
                     raise error_for(status, _ffi.last_error())
-            return mq.wait(token)
+            try:
+                return mq.wait(token)
+            except BaseException:
+                # Ctrl-C (or any error): the caller gave up on the call, so the
+                # worker may stop it (a call that already ended is left alone).
+                self.cancel(handle, call_id.value)
+                raise
         with self.lock:
             ref = lib.mf_parent_retain(self._handle_for(namespace))
         out = _ffi.mf_buffer()
@@ -534,6 +579,25 @@ class _Connection:
         if ok:
             return value
         raise value
+
+    def start_call(self, function: str, args: bytes, timeout_ms: int, namespace: Optional[str]) -> "PendingCall":
+        """Starts one call on a queue of its own (see :class:`PendingCall`)."""
+        fn = _function_name(function)
+        lib = _ffi.load()
+        queue = lib.mf_queue_new()
+        call_id = ctypes.c_uint64(0)
+        try:
+            with self.lock:
+                handle = self._handle_for(namespace)
+                status = lib.mf_call_queued_start(
+                    handle, fn, args, len(args), timeout_ms, queue, 1, ctypes.byref(call_id)
+                )
+                if status != Status.OK:
+                    raise error_for(status, _ffi.last_error())
+        except BaseException:
+            lib.mf_queue_free(queue)
+            raise
+        return PendingCall(self, handle, queue, call_id.value, function)
 
     def _new_loop_queue(self, loop: asyncio.AbstractEventLoop) -> _LoopQueue:
         """A completion queue for ``loop`` (under ``self.lock``); frees those of closed loops."""
@@ -554,6 +618,69 @@ class _Connection:
             ptr = _ffi.load().mf_parent_stats_json(self.handle)
         text = _ffi.take_string(ptr)
         return json.loads(text) if text else None
+
+
+class PendingCall:
+    """A call started by :meth:`SyncHandle.start_call`, for code that may
+    want to stop it from another thread.
+
+    ``result()`` waits for it (on the main thread in short slices, so Ctrl-C
+    still works); ``cancel()``, from any thread, ends it at once: ``result()``
+    then raises :class:`CancelledCallError`, and the worker is told to stop
+    the handler.
+    """
+
+    def __init__(self, conn: _Connection, handle: int, queue: int, call_id: int, function: str) -> None:
+        self._conn = conn
+        self._handle = handle
+        self._call_id = call_id
+        self._function = function
+        self._lock = threading.Lock()  # one waiter takes the event; the others find the outcome
+        self._outcome: Optional[Tuple[bool, Any]] = None
+        self._queue = queue
+        # The queue outlives an unfinished call (the core keeps it until the call ends).
+        self._free = weakref.finalize(self, _ffi.load().mf_queue_free, queue)
+
+    @property
+    def call_id(self) -> int:
+        """The library's id of the call (never 0)."""
+        return self._call_id
+
+    def cancel(self) -> None:
+        """Cancels the call if it is still in flight; any thread, any number of times."""
+        self._conn.cancel(self._handle, self._call_id)
+
+    def result(self) -> Any:
+        """Blocks until the call ends; its value, or its error raised.
+
+        Raises:
+            CancelledCallError: :meth:`cancel` ended the call first.
+            MultifrostError: As for :meth:`SyncHandle.call_function`.
+        """
+        with self._lock:
+            if self._outcome is None:
+                self._outcome = self._wait()
+                self._free()
+        ok, value = self._outcome
+        if ok:
+            return value
+        raise value
+
+    def _wait(self) -> Tuple[bool, Any]:
+        lib = _ffi.load()
+        events = (_ffi.mf_event * 1)()
+        n = ctypes.c_size_t(0)
+        main = threading.current_thread() is threading.main_thread()
+        while True:
+            status = lib.mf_queue_next(self._queue, _SLICE_MS if main else -1, events, 1, ctypes.byref(n))
+            if status == Status.OK:
+                return _outcome(events[0])
+            if status != Status.ERR_TIMEOUT:
+                return False, error_for(status, _ffi.last_error())
+
+    def __repr__(self) -> str:
+        state = "pending" if self._outcome is None else "done"
+        return f"<PendingCall {self._function!r} id={self._call_id} {state}>"
 
 
 class _RemoteFunction:
@@ -681,6 +808,30 @@ class SyncHandle:
         """The blocking call proxy: ``worker.sync.call.add(1, 2)``."""
         return SyncCallProxy(self._worker)
 
+    def start_call(
+        self, function: str, *args: Any, timeout: Optional[float] = None, namespace: Optional[str] = None
+    ) -> PendingCall:
+        """Starts ``function(*args)`` without waiting, as a call another thread can cancel.
+
+        Arguments as for :meth:`call_function`. Example::
+
+            pending = worker.sync.start_call("render", scene)
+            stop_button.on_click(pending.cancel)      # any thread
+            image = pending.result()                  # CancelledCallError if stopped
+
+        Returns:
+            The :class:`PendingCall`.
+
+        Raises:
+            CircuitOpenError, ClosedError, TypeError: The call was not started.
+        """
+        conn = self._worker._conn
+        payload = _values.pack_args(args)
+        timeout_ms = _call_timeout_ms(timeout)
+        if namespace is not None:
+            conn.ensure_namespace(namespace)
+        return conn.start_call(function, payload, timeout_ms, namespace)
+
     def call_function(
         self, function: str, *args: Any, timeout: Optional[float] = None, namespace: Optional[str] = None
     ) -> Any:
@@ -697,7 +848,9 @@ class SyncHandle:
 
         Raises:
             RemoteCallError: The function raised; the message is the worker's text.
-            CallTimeoutError: No result in time (a ``TimeoutError``).
+            NoSuchFunctionError: The worker has no such function (a RemoteCallError).
+            CallTimeoutError: No result in time (a ``TimeoutError``); the
+                call is cancelled in the worker too.
             CircuitOpenError: The breaker is open; the call was not sent.
             WorkerExitedError: The worker exited during the call.
             ClosedError: The worker is not started or was closed.
@@ -754,13 +907,15 @@ class ParentWorker:
         breaker_counts_remote_errors: bool = False,
         start_timeout: Optional[float] = None,
         shutdown_grace: Optional[float] = None,
+        cancel_grace: Optional[float] = None,
         private_link: bool = True,
     ) -> "ParentWorker":
         """A worker to be started from ``script_path`` (not started yet).
 
-        A compiled program (an executable file that is not a ``.py``) is run
-        directly; anything else is a script, run as
-        ``executable script_path --worker``.
+        A ``.py`` file or a file that is not executable is a script, run as
+        ``executable script_path --worker``; anything else is a program, run
+        directly (a program that does not exist fails to start with
+        :class:`MultifrostIOError`, as in every binding).
 
         Args:
             script_path: The worker script or program.
@@ -781,6 +936,10 @@ class ParentWorker:
             breaker_counts_remote_errors: Count the function's own errors as failures.
             start_timeout: Seconds to wait for the worker's first answer (default 10).
             shutdown_grace: Seconds between SIGTERM and SIGKILL on close (default 2).
+            cancel_grace: Seconds the handler of a cancelled or timed-out call
+                may run on before the worker is stopped (and restarted with
+                ``auto_restart``); its other calls then fail with
+                :class:`WorkerExitedError`. Default 2; 0: never stop it.
             private_link: Offer the worker the private link (default on); off
                 makes a worker of this library use the protocol's TCP
                 connection like any other worker.
@@ -807,6 +966,7 @@ class ParentWorker:
             auto_restart=max_restart_attempts if auto_restart else 0,
             start_timeout=start_timeout,
             shutdown_grace=shutdown_grace,
+            cancel_grace=cancel_grace,
             private_link=private_link,
         )
         return cls(plan)
@@ -982,6 +1142,11 @@ class ParentWorker:
     ) -> Any:
         """Calls ``function(*args)`` in the worker; awaiting never blocks the loop.
 
+        Cancelling the awaiting task (``task.cancel()``, ``asyncio.wait_for``
+        running out) cancels the call in the worker too: a handler that
+        watches for it stops (see :class:`ChildWorker`). The task gets
+        ``asyncio.CancelledError`` as usual.
+
         Args:
             function: The remote function's name.
             *args: Positional arguments (msgpack-encodable values).
@@ -993,6 +1158,7 @@ class ParentWorker:
 
         Raises:
             RemoteCallError: The function raised; the message is the worker's text.
+            NoSuchFunctionError: The worker has no such function (a RemoteCallError).
             CallTimeoutError: No result in time (a ``TimeoutError``).
             CircuitOpenError: The breaker is open; the call was not sent.
             WorkerExitedError: The worker exited during the call.
@@ -1018,8 +1184,11 @@ class ParentWorker:
         Keys include ``requests_total``, ``requests_success``, ``requests_failed``,
         ``remote_errors``, ``timeouts``, ``in_flight``, ``latency_p50_ms`` /
         ``_p95_ms`` / ``_p99_ms``, ``heartbeat_rtt_last_ms``, ``healthy``,
-        ``circuit_state``, ``circuit_trips``, ``restarts``, ``worker_pid`` and
-        ``transport`` (``"link"`` over the private link, else ``"zmq"``).
+        ``circuit_state``, ``circuit_trips``, ``restarts``, ``cancels`` (calls
+        cancelled in flight), ``escalations`` (workers stopped for a handler
+        that ran past the cancel grace), ``hangs`` (workers stopped for missed
+        heartbeats), ``worker_pid`` and ``transport`` (``"link"`` over the
+        private link, else ``"zmq"``).
         """
         return self._conn.stats() or {}
 
@@ -1087,5 +1256,7 @@ def _is_program(path: str) -> bool:
         return False
     if os.path.isfile(path):
         return os.access(path, os.X_OK)
-    # Not a file here: a program name found in PATH, else a script the interpreter will report.
-    return os.sep not in path and shutil.which(path) is not None
+    # A script is a file. Nothing here and no .py: a program, found in PATH
+    # or missing, and then the library says so (MultifrostIOError, as in
+    # every binding) rather than an interpreter that exits at once.
+    return os.sep in path or shutil.which(path) is not None or not os.path.exists(path)

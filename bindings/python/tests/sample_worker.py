@@ -9,8 +9,17 @@ import time
 from multifrost import ChildWorker
 
 
+def _announce(path):
+    """Tells the test this handler runs: writes `path` (empty path: nothing)."""
+    if path:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+
+
 class SampleWorker(ChildWorker):
     adds_run = 0
+    cancel_seen_at = None
+    async_cancels_seen = 0
 
     def add(self, a, b):
         self.adds_run += 1
@@ -108,6 +117,51 @@ class SampleWorker(ChildWorker):
 
     async def awhere(self):
         return threading.current_thread().name
+
+    def wait_for_cancel(self, path):
+        """Cooperative: announces itself, then sleeps until its call is cancelled (60 s at most)."""
+        _announce(path)
+        if self.wait_cancelled(60):
+            self.cancel_seen_at = time.monotonic()
+            return "cancelled"
+        return "never cancelled"
+
+    def poll_for_cancel(self, path):
+        """Cooperative by polling cancelled() in a loop (60 s at most)."""
+        _announce(path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.cancelled():
+                self.cancel_seen_at = time.monotonic()
+                return "cancelled"
+            time.sleep(0.001)
+        return "never cancelled"
+
+    def cancel_seen(self):
+        """When (time.monotonic, shared by processes on Linux) a handler last saw its cancel."""
+        return self.cancel_seen_at
+
+    async def async_wait_for_cancel(self, path):
+        """Async and cooperative by default: its task is cancelled (60 s at most)."""
+        _announce(path)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.cancel_seen_at = time.monotonic()
+            self.async_cancels_seen += 1
+            raise
+        return "never cancelled"
+
+    def async_cancels(self):
+        return self.async_cancels_seen
+
+    def spin(self, path, ms):
+        """Ignores its cancel: a busy loop for `ms` milliseconds."""
+        _announce(path)
+        end = time.monotonic() + ms / 1000
+        while time.monotonic() < end:
+            pass
+        return ms
 
     def _private(self):
         return "secret"

@@ -111,7 +111,7 @@ def test_private_method_refused(shared_worker):
 
 
 def test_unknown_function(shared_worker):
-    with pytest.raises(RemoteCallError, match="Function 'nosuch' not found"):
+    with pytest.raises(multifrost.NoSuchFunctionError, match="^Function 'nosuch' not found$"):
         shared_worker.sync.call.nosuch()
 
 
@@ -201,12 +201,12 @@ def wait_in_flight(n):
     while worker.metrics.get("in_flight") != n:
         time.sleep(0.01)
 
-def let_go_in_order():
-    # Once "next" is in flight too: the interrupted call answers (its answer
-    # is dropped), and only then "next".
-    wait_in_flight(2)
-    worker.sync.call.unpark("interrupted")
+def let_go_next():
+    # Once "next" is parked in the worker (the interrupted call was
+    # cancelled and is not counted any more).
     wait_in_flight(1)
+    while worker.sync.call.parked("next") != 1:
+        time.sleep(0.01)
     worker.sync.call.unpark("next")
 
 threading.Thread(target=interrupt_once_in_flight, daemon=True).start()
@@ -214,7 +214,9 @@ try:
     print("returned", worker.sync.call.park("interrupted"), flush=True)
 except KeyboardInterrupt:
     print("interrupted with", worker.metrics["in_flight"], "in flight", flush=True)
-threading.Thread(target=let_go_in_order, daemon=True).start()
+# The interrupted call was cancelled (nothing is left in flight, and its
+# handler's task in the worker is cancelled too).
+threading.Thread(target=let_go_next, daemon=True).start()
 print("next", worker.sync.call.park("next"), flush=True)
 print("then", worker.sync.call.add(1, 2), flush=True)
 worker.sync.close()
@@ -228,7 +230,7 @@ def test_ctrl_c_interrupts_a_blocking_call_in_the_main_thread(sample_worker, tmp
         [sys.executable, str(script), sample_worker], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["interrupted with 1 in flight", "next next", "then 3"], done.stderr
+    assert done.stdout.splitlines() == ["interrupted with 0 in flight", "next next", "then 3"], done.stderr
 
 
 CTRL_C_START_SCRIPT = r"""
@@ -491,8 +493,18 @@ def test_missing_script_reports_the_interpreter_error(tmp_path):
         worker.sync.start()
 
 
-def test_missing_program_is_io_error(tmp_path):
-    worker = ParentWorker.spawn("no-such-program-anywhere", executable="/nonexistent/python")
+def test_missing_program_without_interpreter_is_io_error(tmp_path):
+    # No such file and no .py: a program, which the library cannot start
+    # (not a script handed to Python, which would exit at once).
+    for program in (str(tmp_path / "nowhere" / "worker"), "no-such-program-anywhere"):
+        with pytest.raises(multifrost.MultifrostIOError) as info:
+            ParentWorker.spawn(program).sync.start()
+        assert info.value.status == Status.ERR_IO
+        assert program in str(info.value)
+
+
+def test_missing_interpreter_is_io_error(tmp_path):
+    worker = ParentWorker.spawn(str(tmp_path / "worker.py"), executable="/nonexistent/python")
     with pytest.raises(multifrost.MultifrostIOError) as info:
         worker.sync.start()
     assert isinstance(info.value, OSError)

@@ -9,6 +9,7 @@ import pytest
 from multifrost import (
     CircuitOpenError,
     ParentWorker,
+    RemoteCallError,
     Status,
     WorkerExitedError,
 )
@@ -102,13 +103,15 @@ def test_auto_restart_brings_a_new_process(sample_worker):
         assert worker.metrics["restarts"] >= 1
 
 
-def test_breaker_opens_after_timeouts(sample_worker):
+def test_breaker_opens_after_remote_errors_when_they_count(sample_worker):
+    # Timeouts and cancels are not breaker failures; remote errors are when asked.
     async def main():
-        async with ParentWorker.spawn(sample_worker, breaker_threshold=2, breaker_cooldown=30.0) as worker:
-            fast = worker.acall.with_options(timeout=0.05)
+        async with ParentWorker.spawn(
+            sample_worker, breaker_threshold=2, breaker_cooldown=30.0, breaker_counts_remote_errors=True
+        ) as worker:
             for _ in range(2):
-                with pytest.raises(TimeoutError):
-                    await fast.park("breaker")
+                with pytest.raises(RemoteCallError):
+                    await worker.acall.fail("boom")
             sent = worker.metrics["requests_total"]
             with pytest.raises(CircuitOpenError) as info:
                 await worker.acall.add(1, 2)
@@ -122,9 +125,11 @@ def test_breaker_opens_after_timeouts(sample_worker):
 
 
 def test_breaker_half_open_probe_closes_it(sample_worker):
-    with ParentWorker.spawn(sample_worker, breaker_threshold=1, breaker_cooldown=0.3) as worker:
-        with pytest.raises(TimeoutError):
-            worker.sync.call.with_options(timeout=0.05).park("probe")
+    with ParentWorker.spawn(
+        sample_worker, breaker_threshold=1, breaker_cooldown=0.3, breaker_counts_remote_errors=True
+    ) as worker:
+        with pytest.raises(RemoteCallError):
+            worker.sync.call.fail("boom")
         with pytest.raises(CircuitOpenError):
             worker.sync.call.add(1, 1)
         sent = worker.metrics["requests_total"]

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	multifrost "github.com/multifrost/libmultifrost/bindings/go"
@@ -74,12 +76,13 @@ func main() {
 	must(w.Handle("nothing", func() {}))
 	must(w.Handle("pid", os.Getpid))
 	must(w.Handle("exit", func(code int) int { os.Exit(code); return 0 }))
+	// sleep_ms stops when its call is cancelled (or the worker stops).
 	must(w.Handle("sleep_ms", func(ctx context.Context, ms int) (int, error) {
 		select {
 		case <-time.After(time.Duration(ms) * time.Millisecond):
 			return ms, nil
 		case <-ctx.Done():
-			return 0, errors.New("CancelledError: the worker is stopping")
+			return 0, stopped(ctx)
 		}
 	}))
 	// park(tag) answers only after unpark(tag) (or when the worker stops): a
@@ -103,7 +106,7 @@ func main() {
 		case <-g:
 			return tag, nil
 		case <-ctx.Done():
-			return "", errors.New("CancelledError: the worker is stopping")
+			return "", stopped(ctx)
 		}
 	}))
 	must(w.Handle("parked", func(tag string) int {
@@ -120,12 +123,55 @@ func main() {
 		delete(parked, tag)
 		return n
 	}))
+	// echo_after answers v after ms, or stops when cancelled.
+	must(w.Handle("echo_after", func(ctx context.Context, ms, v int) (int, error) {
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return v, nil
+		case <-ctx.Done():
+			return 0, stopped(ctx)
+		}
+	}))
+	// wait_cancel writes dir/started when it runs, waits for its cancel
+	// and writes the time it saw it (Unix ns) to dir/seen.
+	must(w.Handle("wait_cancel", func(ctx context.Context, dir string) error {
+		if err := os.WriteFile(filepath.Join(dir, "started"), nil, 0o600); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		seen := strconv.FormatInt(time.Now().UnixNano(), 10)
+		if err := os.WriteFile(filepath.Join(dir, "seen"), []byte(seen), 0o600); err != nil {
+			return err
+		}
+		return stopped(ctx)
+	}))
+	// spin_ms writes dir/started, then keeps a thread busy for ms,
+	// ignoring any cancel.
+	must(w.Handle("spin_ms", func(dir string, ms int) (int, error) {
+		if err := os.WriteFile(filepath.Join(dir, "started"), nil, 0o600); err != nil {
+			return 0, err
+		}
+		for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+		}
+		return ms, nil
+	}))
+	// bump is a side effect: it returns how many times it has run.
+	var bumps atomic.Int64
+	must(w.Handle("bump", func() int64 { return bumps.Add(1) }))
 
 	if err := w.Serve(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(2)
 	}
 	must(w.Close())
+}
+
+// stopped is a handler's answer once its ctx has ended.
+func stopped(ctx context.Context) error {
+	if context.Cause(ctx) == multifrost.ErrCancelled {
+		return errors.New("CancelledError: the call was cancelled")
+	}
+	return errors.New("CancelledError: the worker is stopping")
 }
 
 func must(err error) {
