@@ -914,7 +914,6 @@ impl<'b> Encoder<'b> {
         self.u64(n);
     }
 
-
     /// A `response`; `result` must already be one valid MessagePack value.
     pub fn response(&mut self, id: Option<&str>, result: &[u8]) {
         self.response_head(id);
