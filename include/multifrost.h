@@ -143,6 +143,13 @@ typedef struct mf_queue mf_queue;
 typedef struct mf_reply mf_reply;
 
 /**
+ * A stream being read. Created by `mf_stream_open`, released by
+ * `mf_stream_close`. Not thread-safe: one thread at a time calls
+ * `mf_stream_next` on it.
+ */
+typedef struct mf_stream mf_stream;
+
+/**
  * A worker. Created by `mf_worker_new`, released by `mf_worker_free`.
  * Register handlers, then `mf_serve` on one thread; `mf_worker_stop` may be
  * called from any thread (also a signal-free way to end `mf_serve`).
@@ -379,6 +386,13 @@ enum mf_status mf_options_set_bind_host(struct mf_options *o, const char *host);
 enum mf_status mf_options_set_cancel_grace(struct mf_options *o, int64_t ms);
 
 /**
+ * How many items of a stream (`mf_stream_open`) the worker may send ahead
+ * of what the caller took (default 16, > 0): the parent holds at most this
+ * many items of a stream, and the worker's yield waits for more credit.
+ */
+enum mf_status mf_options_set_stream_credit(struct mf_options *o, uint32_t n);
+
+/**
  * Whether a spawned worker is offered the private link (default 1 = yes):
  * a worker built on this library then talks to its parent over a Unix
  * socket pair made at spawn instead of the protocol's TCP connection,
@@ -519,8 +533,9 @@ enum mf_status mf_cancel(struct mf_parent *p, uint64_t call_id);
  * timeouts, cancels, escalations (spawned workers stopped because a
  * cancelled or timed-out call's handler ran past the cancel grace), hangs
  * (spawned workers stopped after `max_misses` heartbeats missed in a
- * row), in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
- * latency_p99_ms, heartbeat_rtt_last_ms, heartbeat_rtt_avg_ms,
+ * row), streams_open, stream_items, in_flight, latency_avg_ms,
+ * latency_p50_ms, latency_p95_ms, latency_p99_ms, heartbeat_rtt_last_ms,
+ * heartbeat_rtt_avg_ms,
  * heartbeat_misses, healthy, circuit_state ("closed", "open", "half_open"),
  * circuit_trips, consecutive_failures, restarts, dropped_malformed,
  * dropped_unknown, stalls, worker_pid (0 when none), transport ("link"
@@ -714,6 +729,63 @@ bool mf_reply_cancelled(const struct mf_reply *r);
  * Errors: MF_ERR_INVALID_ARGUMENT (NULL reply or callback).
  */
 enum mf_status mf_reply_on_cancel(struct mf_reply *r, mf_cancel_fn cb, void *user_data);
+
+/**
+ * Sends one item of a stream (one msgpack value of `len` bytes, copied),
+ * waiting while the caller has all the items it asked for so far.
+ * MF_ERR_CANCELLED once the caller cancelled the call or closed the stream:
+ * stop and answer. The handler ends the stream by answering
+ * (`mf_reply_ok`: its value is the stream's final value, nil is fine; or
+ * `mf_reply_error`: the caller gets the error after the items). When the
+ * caller did not ask for a stream (a plain call, another implementation's
+ * parent), the items are kept and the answer is the array of them instead
+ * of the final value. A value that is not one msgpack value →
+ * MF_ERR_INVALID_ARGUMENT. From the thread that answers the call.
+ */
+enum mf_status mf_reply_yield(struct mf_reply *r, const uint8_t *item, size_t len);
+
+/**
+ * `mf_reply_yield` with the item as JSON text (mapped as at `mf_call_json`).
+ */
+enum mf_status mf_reply_yield_json(struct mf_reply *r, const char *item_json);
+
+/**
+ * Calls `function` as a stream: the worker's handler yields items
+ * (`mf_reply_yield`), which `mf_stream_next` hands over in order; at most
+ * the parent's stream credit (`mf_options_set_stream_credit`, default 16)
+ * are sent ahead of what was taken, and the handler waits for more.
+ * `timeout_ms` (as for `mf_call`) limits the wait for the first item and
+ * then between items. A handler that does not yield answers once and the
+ * stream ends with no item. Errors as for `mf_call_async`.
+ */
+enum mf_status mf_stream_open(struct mf_parent *p,
+                              const char *function,
+                              const uint8_t *args,
+                              size_t args_len,
+                              int64_t timeout_ms,
+                              struct mf_stream **out);
+
+/**
+ * The next item. MF_OK with `*end` false: `*item` holds one msgpack value
+ * (free it with `mf_buffer_free`). MF_OK with `*end` true: the stream is
+ * over (the handler answered; its final value is not handed over) and
+ * `*item` is not written. Otherwise the call's error, after the items sent
+ * before it (MF_ERR_TIMEOUT when no item came within the call's timeout,
+ * MF_ERR_REMOTE, MF_ERR_WORKER_EXITED, …). `timeout_ms` < 0 waits as the
+ * call's timeout allows; >= 0 waits at most that long, then returns
+ * MF_ERR_TIMEOUT with the stream still open.
+ */
+enum mf_status mf_stream_next(struct mf_stream *s,
+                              int64_t timeout_ms,
+                              struct mf_buffer *item,
+                              bool *end);
+
+/**
+ * Ends a stream and frees it: an unfinished stream's call is cancelled
+ * (its handler sees the cancel and its next yield fails with
+ * MF_ERR_CANCELLED). NULL is ignored.
+ */
+void mf_stream_close(struct mf_stream *s);
 
 /**
  * A new worker. `service_id` NULL: spawn mode (`mf_serve` connects to the

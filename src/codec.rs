@@ -94,6 +94,11 @@ pub enum Kind {
     Shutdown,
     /// This library's extension: the caller gave up on call `id`.
     Cancel,
+    /// This library's extension: one item of call `id`'s stream.
+    Stream,
+    /// This library's extension: the caller takes `credit` more items of
+    /// call `id`'s stream.
+    Credit,
     /// A type this version does not know; receivers ignore it.
     Unknown,
 }
@@ -109,6 +114,8 @@ impl Kind {
             Kind::Heartbeat => "heartbeat",
             Kind::Shutdown => "shutdown",
             Kind::Cancel => "cancel",
+            Kind::Stream => "stream",
+            Kind::Credit => "credit",
             Kind::Unknown => "unknown",
         }
     }
@@ -123,6 +130,8 @@ impl Kind {
             b"heartbeat" => Kind::Heartbeat,
             b"shutdown" => Kind::Shutdown,
             b"cancel" => Kind::Cancel,
+            b"stream" => Kind::Stream,
+            b"credit" => Kind::Credit,
             _ => Kind::Unknown,
         }
     }
@@ -187,6 +196,14 @@ pub struct Message<'a> {
     /// `metadata.error_kind` of an error: what failed, in a word this
     /// library's workers use (see [`ErrorKindName`]).
     pub error_kind: Option<&'a str>,
+    /// `metadata.stream` of a call: it asks for a stream, and the worker
+    /// may send this many items before it is granted more.
+    pub stream_credit: Option<u64>,
+    /// `seq` and the raw `item` of a `stream` message.
+    pub seq: Option<u64>,
+    pub item: Option<&'a [u8]>,
+    /// `credit` of a `credit` message.
+    pub credit: Option<u64>,
 }
 
 impl<'a> Message<'a> {
@@ -206,6 +223,10 @@ impl<'a> Message<'a> {
             hb_response: false,
             remaining_ms: None,
             error_kind: None,
+            stream_credit: None,
+            seq: None,
+            item: None,
+            credit: None,
         }
     }
 }
@@ -520,6 +541,9 @@ pub fn decode(buf: &[u8], limits: Limits) -> Result<Message<'_>, DecodeError> {
                 }
             }
             b"result" => msg.result = Some(r.raw(0)?),
+            b"item" => msg.item = Some(r.raw(0)?),
+            b"seq" => msg.seq = r.uint("seq")?,
+            b"credit" => msg.credit = r.uint("credit")?,
             b"metadata" => decode_metadata(&mut r, &mut msg)?,
             other => {
                 utf8(other)?;
@@ -639,6 +663,7 @@ fn decode_metadata<'a>(r: &mut Reader<'a>, msg: &mut Message<'a>) -> Result<(), 
             b"hb_response" => msg.hb_response = r.raw(2)? == [0xc3],
             b"remaining_ms" => msg.remaining_ms = r.uint("metadata.remaining_ms")?,
             b"error_kind" => msg.error_kind = r.str("metadata.error_kind")?,
+            b"stream" => msg.stream_credit = r.uint("metadata.stream")?,
             // Sent with every call and some responses; ASCII, so no UTF-8 check.
             b"timestamp_sent" | b"timestamp_received" => r.skip(2)?,
             other => {
@@ -809,6 +834,32 @@ impl<'b> Encoder<'b> {
         namespace: &str,
         remaining_ms: Option<u64>,
     ) {
+        self.call_with(id, function, args, namespace, remaining_ms, None);
+    }
+
+    /// A `call` that asks for a stream (this library's extension): the
+    /// worker may send `credit` items before it is granted more.
+    pub fn stream_call(
+        &mut self,
+        id: &str,
+        function: &str,
+        args: &[u8],
+        namespace: &str,
+        remaining_ms: Option<u64>,
+        credit: u64,
+    ) {
+        self.call_with(id, function, args, namespace, remaining_ms, Some(credit));
+    }
+
+    fn call_with(
+        &mut self,
+        id: &str,
+        function: &str,
+        args: &[u8],
+        namespace: &str,
+        remaining_ms: Option<u64>,
+        stream: Option<u64>,
+    ) {
         // One reading of the clock for both times: it is sent at once.
         let now = self.now();
         self.header(4, Some(id), Kind::Call, now);
@@ -817,12 +868,16 @@ impl<'b> Encoder<'b> {
         self.buf.extend_from_slice(args);
         self.entry_str("namespace", namespace);
         self.str("metadata");
-        self.map(1 + u32::from(remaining_ms.is_some()));
+        self.map(1 + u32::from(remaining_ms.is_some()) + u32::from(stream.is_some()));
         self.str("timestamp_sent");
         self.f64(now);
         if let Some(ms) = remaining_ms {
             self.str("remaining_ms");
             self.u64(ms);
+        }
+        if let Some(credit) = stream {
+            self.str("stream");
+            self.u64(credit);
         }
     }
 
@@ -835,6 +890,28 @@ impl<'b> Encoder<'b> {
     fn u64(&mut self, v: u64) {
         self.buf.push(0xcf);
         self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// Room for what `stream_item` writes (an upper bound).
+    pub fn stream_item_capacity(id: &str, item: &[u8]) -> usize {
+        ENVELOPE + id.len() + item.len()
+    }
+
+    /// Item `seq` (from 0) of call `id`'s stream; `item` must already be
+    /// one valid MessagePack value.
+    pub fn stream_item(&mut self, id: &str, seq: u64, item: &[u8]) {
+        self.header(2, Some(id), Kind::Stream, self.now());
+        self.str("seq");
+        self.u64(seq);
+        self.str("item");
+        self.buf.extend_from_slice(item);
+    }
+
+    /// `n` more items of call `id`'s stream may be sent.
+    pub fn credit(&mut self, id: &str, n: u64) {
+        self.header(1, Some(id), Kind::Credit, self.now());
+        self.str("credit");
+        self.u64(n);
     }
 
     /// A `response`; `result` must already be one valid MessagePack value.

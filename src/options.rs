@@ -32,6 +32,8 @@ pub struct Options {
     /// How long a cancelled or timed-out call's handler may run on in a
     /// spawned worker before the worker is stopped; zero: never.
     pub cancel_grace: Duration,
+    /// How many items of a stream the worker may send ahead of its consumer.
+    pub stream_credit: u32,
     /// The worker's name in log lines; empty = the program's file name.
     pub name: String,
     /// Interface the parent binds in spawn mode.
@@ -61,6 +63,7 @@ impl Default for Options {
             connect_timeout: Duration::from_millis(5000),
             shutdown_grace: Duration::from_millis(2000),
             cancel_grace: Duration::from_millis(2000),
+            stream_credit: 16,
             name: String::new(),
             bind_host: "127.0.0.1".to_owned(),
             max_message_size: 64 * 1024 * 1024,
@@ -136,6 +139,14 @@ impl Options {
             )));
         }
         self.shutdown_grace = Duration::from_millis(ms as u64);
+        Ok(())
+    }
+
+    pub fn set_stream_credit(&mut self, n: u32) -> Result<()> {
+        if n == 0 {
+            return Err(Error::invalid("stream credit must be > 0"));
+        }
+        self.stream_credit = n;
         Ok(())
     }
 

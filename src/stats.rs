@@ -100,6 +100,9 @@ pub struct Stats {
     pub escalations: AtomicU64,
     /// Spawned workers stopped because they missed `max_misses` heartbeats in a row.
     pub hangs: AtomicU64,
+    /// Streams not ended yet, and the items all streams received.
+    pub streams_open: AtomicI64,
+    pub stream_items: AtomicU64,
     pub in_flight: AtomicI64,
     pub latency: Histogram,
     pub heartbeat_rtt: Histogram,

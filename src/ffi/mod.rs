@@ -12,6 +12,7 @@ pub mod options;
 pub mod parent;
 pub mod queue;
 pub mod reply;
+pub mod stream;
 pub mod worker;
 
 use crate::error::{Error, Result};

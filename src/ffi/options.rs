@@ -158,6 +158,14 @@ pub unsafe extern "C" fn mf_options_set_cancel_grace(o: *mut mf_options, ms: i64
     with(o, |o| o.set_cancel_grace(ms))
 }
 
+/// How many items of a stream (`mf_stream_open`) the worker may send ahead
+/// of what the caller took (default 16, > 0): the parent holds at most this
+/// many items of a stream, and the worker's yield waits for more credit.
+#[no_mangle]
+pub unsafe extern "C" fn mf_options_set_stream_credit(o: *mut mf_options, n: u32) -> mf_status {
+    with(o, |o| o.set_stream_credit(n))
+}
+
 /// Whether a spawned worker is offered the private link (default 1 = yes):
 /// a worker built on this library then talks to its parent over a Unix
 /// socket pair made at spawn instead of the protocol's TCP connection,

@@ -314,8 +314,9 @@ pub unsafe extern "C" fn mf_cancel(p: *mut mf_parent, call_id: u64) -> mf_status
 /// timeouts, cancels, escalations (spawned workers stopped because a
 /// cancelled or timed-out call's handler ran past the cancel grace), hangs
 /// (spawned workers stopped after `max_misses` heartbeats missed in a
-/// row), in_flight, latency_avg_ms, latency_p50_ms, latency_p95_ms,
-/// latency_p99_ms, heartbeat_rtt_last_ms, heartbeat_rtt_avg_ms,
+/// row), streams_open, stream_items, in_flight, latency_avg_ms,
+/// latency_p50_ms, latency_p95_ms, latency_p99_ms, heartbeat_rtt_last_ms,
+/// heartbeat_rtt_avg_ms,
 /// heartbeat_misses, healthy, circuit_state ("closed", "open", "half_open"),
 /// circuit_trips, consecutive_failures, restarts, dropped_malformed,
 /// dropped_unknown, stalls, worker_pid (0 when none), transport ("link"

@@ -121,3 +121,38 @@ pub unsafe extern "C" fn mf_reply_on_cancel(
         Ok(())
     })
 }
+
+/// Sends one item of a stream (one msgpack value of `len` bytes, copied),
+/// waiting while the caller has all the items it asked for so far.
+/// MF_ERR_CANCELLED once the caller cancelled the call or closed the stream:
+/// stop and answer. The handler ends the stream by answering
+/// (`mf_reply_ok`: its value is the stream's final value, nil is fine; or
+/// `mf_reply_error`: the caller gets the error after the items). When the
+/// caller did not ask for a stream (a plain call, another implementation's
+/// parent), the items are kept and the answer is the array of them instead
+/// of the final value. A value that is not one msgpack value →
+/// MF_ERR_INVALID_ARGUMENT. From the thread that answers the call.
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_yield(
+    r: *mut mf_reply,
+    item: *const u8,
+    len: usize,
+) -> mf_status {
+    guard(|| {
+        let reply = r.as_mut().ok_or_else(|| Error::invalid("reply is NULL"))?;
+        reply.handle.yield_item(bytes(item, len, "item")?)
+    })
+}
+
+/// `mf_reply_yield` with the item as JSON text (mapped as at `mf_call_json`).
+#[no_mangle]
+pub unsafe extern "C" fn mf_reply_yield_json(
+    r: *mut mf_reply,
+    item_json: *const c_char,
+) -> mf_status {
+    guard(|| {
+        let reply = r.as_mut().ok_or_else(|| Error::invalid("reply is NULL"))?;
+        let item = crate::json::to_msgpack(text(item_json, "item_json")?)?;
+        reply.handle.yield_item(&item)
+    })
+}

@@ -14,7 +14,7 @@ use crate::ids::{self, IdText};
 use crate::sync::{Condvar, Mutex};
 use crate::text::ShortStr;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,16 +92,65 @@ impl Slot {
     }
 }
 
+/// A stream's items as they arrive and how it ended, for its consumer
+/// (see `Stream`). It holds at most the credit the consumer granted.
+#[derive(Default)]
+pub(super) struct StreamSink {
+    state: Mutex<SinkState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct SinkState {
+    pub(super) items: VecDeque<Reply>,
+    /// The handler's answer: the stream's end (its final value) or its error.
+    pub(super) end: Option<Outcome>,
+}
+
+impl StreamSink {
+    pub(super) fn push(&self, item: Reply) {
+        self.state.lock().items.push_back(item);
+        self.cv.notify_one();
+    }
+
+    fn end(&self, outcome: Outcome) {
+        self.state.lock().end = Some(outcome);
+        self.cv.notify_one();
+    }
+
+    /// Waits until an item or the end is there, or `deadline` passes;
+    /// the state then, locked.
+    pub(super) fn wait(&self, deadline: Option<Instant>) -> crate::sync::MutexGuard<'_, SinkState> {
+        let mut state = self.state.lock();
+        while state.items.is_empty() && state.end.is_none() {
+            match deadline {
+                Some(d) => {
+                    let (s, timed_out) = self.cv.wait_until(state, d);
+                    state = s;
+                    if timed_out {
+                        break;
+                    }
+                }
+                None => state = self.cv.wait(state),
+            }
+        }
+        state
+    }
+}
+
 /// Where a finished call goes.
 pub(super) enum Completion {
     Wait(Arc<Slot>),
     Async(Done),
+    /// A stream's consumer: items arrive before the end.
+    Stream(Arc<StreamSink>),
 }
 
 impl Completion {
     fn deliver(self, outcome: Outcome) {
         let run = match self {
             Completion::Wait(slot) => return slot.put(outcome),
+            Completion::Stream(sink) => return sink.end(outcome),
             Completion::Async(done) => done,
         };
         // A panicking completion must not take the driver down.
@@ -121,6 +170,24 @@ pub(super) struct Pending {
     /// Admitted by a half-open breaker as its probe.
     pub(super) probe: bool,
     pub(super) completion: Completion,
+    /// A stream's latest item or credit: its timeout runs from there.
+    pub(super) last_item: Option<Instant>,
+    /// A stream's items the worker may still send before it waits for
+    /// more credit.
+    pub(super) owed: Option<u64>,
+}
+
+impl Pending {
+    /// When the call times out: its timeout after it started, or for a
+    /// stream after its latest item or credit, and never while the worker
+    /// waits for the consumer to take items (it owes none).
+    fn deadline(&self) -> Option<Instant> {
+        if self.owed == Some(0) {
+            return None;
+        }
+        let from = self.last_item.unwrap_or(self.started);
+        self.timeout.map(|t| from + t)
+    }
 }
 
 impl Pending {
@@ -160,6 +227,21 @@ impl Calls {
         self.pending.remove(id)
     }
 
+    pub(super) fn get_mut(&mut self, id: &IdText) -> Option<&mut Pending> {
+        self.pending.get_mut(id)
+    }
+
+    /// A stream's consumer granted `n` more items at `now`: its timeout runs again.
+    pub(super) fn grant(&mut self, id: &IdText, n: u64, now: Instant) {
+        if let Some(p) = self.pending.get_mut(id) {
+            p.owed = p.owed.map(|o| o.saturating_add(n));
+            p.last_item = Some(now);
+            if let Some(due) = p.deadline() {
+                self.deadlines.push(Reverse((due, *id)));
+            }
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
@@ -178,6 +260,16 @@ impl Calls {
                 break;
             }
             self.deadlines.pop();
+            match self.pending.get(&id).map(Pending::deadline) {
+                // A stream waiting for its consumer: `renew` puts it back.
+                Some(None) => continue,
+                // A stream whose items moved its deadline: look again then.
+                Some(Some(due)) if due > now => {
+                    self.deadlines.push(Reverse((due, id)));
+                    continue;
+                }
+                _ => {}
+            }
             if let Some(p) = self.pending.remove(&id) {
                 let ms = p.timeout.map_or(0, |t| t.as_millis());
                 let e = Error::new(
@@ -267,6 +359,8 @@ mod tests {
             started,
             probe: false,
             completion: Completion::Wait(Arc::clone(&slot)),
+            last_item: None,
+            owed: None,
         };
         (p, slot)
     }

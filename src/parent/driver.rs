@@ -27,7 +27,7 @@
 //! No timer stands in for any of this: the driver's timeout is the nearest
 //! real deadline (a call's timeout, a heartbeat, a restart).
 
-use super::calls::{Calls, Finished, Reply, Slot};
+use super::calls::{Calls, Completion, Finished, Reply, Slot};
 use super::supervisor::Supervisor;
 use super::transport::{Arrival, Transport};
 use super::{poll_timeout_ms, Error, Shared, Target};
@@ -347,6 +347,34 @@ impl Shared {
                     ))
                 };
                 finished.push((pending, outcome));
+            }
+            Kind::Stream => {
+                let pending = key.and_then(|k| core.calls.get_mut(&k));
+                let sink = pending.and_then(|p| match &p.completion {
+                    Completion::Stream(sink) => {
+                        p.last_item = Some(Instant::now());
+                        p.owed = p.owed.map(|o| o.saturating_sub(1));
+                        Some(Arc::clone(sink))
+                    }
+                    _ => None,
+                });
+                match (sink, msg.item) {
+                    (Some(sink), Some(item)) => {
+                        let start = item.as_ptr() as usize - bytes.as_ptr() as usize;
+                        let range = start..start + item.len();
+                        self.stats.stream_items.fetch_add(1, Ordering::Relaxed);
+                        sink.push(Reply::within(payload, range));
+                    }
+                    // The items of a stream that ended here (closed, or
+                    // timed out) until the worker saw its cancel.
+                    (None, _) if key.is_some_and(|k| core.ending.contains_key(&k)) => {}
+                    (None, _) => {
+                        self.stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (Some(_), None) => {
+                        self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
             Kind::Heartbeat => {
                 if let Some(p) = key.and_then(|k| core.calls.remove(&k)) {

@@ -18,10 +18,12 @@ mod calls;
 mod driver;
 #[cfg(test)]
 mod model;
+mod stream;
 mod supervisor;
 mod transport;
 
 pub use calls::{after_batch, Done, Outcome, Reply};
+pub use stream::Stream;
 
 use crate::breaker::{Admit, Breaker, State as BreakerState};
 use crate::codec::{self, Encoder, Limits};
@@ -309,25 +311,27 @@ impl Parent {
     /// stopped. Whether the call was still in flight: a call that already
     /// ended, or a number never handed out, is left alone.
     pub fn cancel(&self, n: u64) -> bool {
-        let s = &*self.shared;
-        let id = s.ids.text_of(n);
-        let (pending, poke) = {
-            let mut core = s.core.lock();
-            let Some(pending) = core.calls.remove(&id) else {
-                return false;
-            };
-            let grace = s.options.cancel_grace;
-            core.give_up(&id, pending.function.as_str(), grace, Instant::now());
-            (pending, core.poke())
-        };
-        s.poke(poke);
-        s.stats.cancels.fetch_add(1, Ordering::Relaxed);
-        let e = Error::new(
-            ErrorKind::Cancelled,
-            format!("call to '{}' was cancelled", pending.function.as_str()),
-        );
-        s.deliver(vec![(pending, Err(e))]);
-        true
+        self.shared.cancel(n)
+    }
+
+    /// Calls `function` as a stream: the handler's items arrive, in order,
+    /// through [`Stream::next`], with at most `credit` (the option
+    /// `stream_credit`) sent ahead of what the consumer took; the worker
+    /// waits for more. `timeout_ms` (as for [`Parent::call`]) limits the wait
+    /// for the first item and then between items. A handler that does not
+    /// stream answers as one last value, and the stream has no items.
+    pub fn stream(&self, function: &str, args: &[u8], timeout_ms: i64) -> Result<Stream> {
+        let sink = Arc::new(calls::StreamSink::default());
+        let completion = Completion::Stream(Arc::clone(&sink));
+        let credit = u64::from(self.shared.options.stream_credit);
+        let (payload, pending, (n, id)) =
+            self.prepare_as(function, args, timeout_ms, completion, Some(credit))?;
+        self.shared.submit(id, payload, pending)?;
+        self.shared
+            .stats
+            .streams_open
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Stream::new(Arc::clone(&self.shared), n, id, sink, credit))
     }
 
     /// A blocking call from a completion, which runs on the driver thread,
@@ -349,6 +353,18 @@ impl Parent {
         args: &[u8],
         timeout_ms: i64,
         completion: Completion,
+    ) -> Result<(Frame, Pending, (u64, IdText))> {
+        self.prepare_as(function, args, timeout_ms, completion, None)
+    }
+
+    /// `prepare`, for a stream when `stream` is its credit.
+    fn prepare_as(
+        &self,
+        function: &str,
+        args: &[u8],
+        timeout_ms: i64,
+        completion: Completion,
+        stream: Option<u64>,
     ) -> Result<(Frame, Pending, (u64, IdText))> {
         let s = &*self.shared;
         if function.is_empty() {
@@ -375,7 +391,11 @@ impl Parent {
         let timeout = s.options.call_timeout(timeout_ms);
         let remaining_ms = timeout.map(|t| t.as_millis() as u64);
         let payload = frame::encode(Encoder::call_capacity(id_text, function, args, ns), |b| {
-            Encoder::new(b).call(id_text, function, args, ns, remaining_ms)
+            let mut e = Encoder::new(b);
+            match stream {
+                Some(credit) => e.stream_call(id_text, function, args, ns, remaining_ms, credit),
+                None => e.call(id_text, function, args, ns, remaining_ms),
+            }
         });
         if payload.len() as i64 > s.options.max_message_size {
             if probe {
@@ -394,6 +414,8 @@ impl Parent {
             started: Instant::now(),
             probe,
             completion,
+            last_item: None,
+            owed: stream,
         };
         Ok((payload, pending, (n, id)))
     }
@@ -413,6 +435,8 @@ impl Parent {
             started,
             probe: false,
             completion: Completion::Wait(Arc::clone(&slot)),
+            last_item: None,
+            owed: None,
         };
         self.shared.run_sync(&slot, id, payload, pending)?;
         Ok(started.elapsed())
@@ -469,6 +493,8 @@ impl Parent {
             "cancels": r(&s.cancels),
             "escalations": r(&s.escalations),
             "hangs": r(&s.hangs),
+            "streams_open": s.streams_open.load(Ordering::Relaxed).max(0),
+            "stream_items": r(&s.stream_items),
             "in_flight": s.in_flight.load(Ordering::Relaxed).max(0),
             "latency_avg_ms": s.latency.mean_ms(),
             "latency_p50_ms": s.latency.quantile_ms(0.50),
@@ -499,6 +525,45 @@ impl Drop for Parent {
 }
 
 impl Shared {
+    /// See [`Parent::cancel`].
+    fn cancel(&self, n: u64) -> bool {
+        let id = self.ids.text_of(n);
+        let (pending, poke) = {
+            let mut core = self.core.lock();
+            let Some(pending) = core.calls.remove(&id) else {
+                return false;
+            };
+            let grace = self.options.cancel_grace;
+            core.give_up(&id, pending.function.as_str(), grace, Instant::now());
+            (pending, core.poke())
+        };
+        self.poke(poke);
+        self.stats.cancels.fetch_add(1, Ordering::Relaxed);
+        let e = Error::new(
+            ErrorKind::Cancelled,
+            format!("call to '{}' was cancelled", pending.function.as_str()),
+        );
+        self.deliver(vec![(pending, Err(e))]);
+        true
+    }
+
+    /// Grants stream `id` `n` more items: the worker is sent `credit`
+    /// the way calls go (through the mailbox), and the stream's timeout
+    /// runs again.
+    fn grant(&self, id: &IdText, n: u64) {
+        let payload = frame::encode(96, |b| Encoder::new(b).credit(ids::as_str(id), n));
+        let poke = {
+            let mut core = self.core.lock();
+            if core.closing {
+                return;
+            }
+            core.calls.grant(id, n, Instant::now());
+            core.mailbox.push_back(payload);
+            core.poke()
+        };
+        self.poke(poke);
+    }
+
     /// Wakes whoever `poke` names.
     fn poke(&self, poke: Poke) {
         match poke {
@@ -583,6 +648,9 @@ impl Shared {
     fn finish(&self, p: Pending, outcome: Outcome, now: Instant) {
         let s = self;
         s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Completion::Stream(_) = p.completion {
+            s.stats.streams_open.fetch_sub(1, Ordering::Relaxed);
+        }
         s.stats
             .latency
             .record(now.saturating_duration_since(p.started));

@@ -439,6 +439,12 @@ impl Driver<'_> {
                 self.send(identity, out);
             }
             Kind::Shutdown => return Some(End::Shutdown),
+            Kind::Credit => {
+                let call = msg.id.and_then(|id| self.open.get(id));
+                if let Some(call) = call.filter(|c| c.peer == identity.bytes()) {
+                    call.grant(msg.credit.unwrap_or(0));
+                }
+            }
             Kind::Cancel => {
                 let call = msg.id.and_then(|id| self.open.get(id));
                 match call.filter(|c| c.peer == identity.bytes()) {
@@ -506,7 +512,7 @@ impl Driver<'_> {
                     let start = a.as_ptr() as usize - bytes.as_ptr() as usize;
                     start..start + a.len()
                 });
-                let call = CallState::new(id, identity.bytes());
+                let call = CallState::new(id, identity.bytes(), msg.stream_credit);
                 self.open.insert(ShortStr::new(id), Arc::clone(&call));
                 let mut reply = ReplyHandle::new(shared, identity, call, msg.remaining_ms);
                 let function = ShortStr::new(function);

@@ -89,6 +89,8 @@ pub struct WorkerStats {
     /// Calls answered without running their handler: cancelled, or their
     /// time ran out, before a handler was free.
     pub not_run: AtomicU64,
+    /// Stream items sent.
+    pub stream_items: AtomicU64,
 }
 
 /// Where calls of a registered name go.

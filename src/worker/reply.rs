@@ -5,9 +5,9 @@
 use super::mailbox::Outgoing;
 use super::{Route, Shared};
 use crate::codec::{self, Encoder, ErrorKindName};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{self, Frame};
-use crate::sync::Mutex;
+use crate::sync::{Condvar, Mutex};
 use crate::text::ShortStr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,35 +102,63 @@ impl Submission {
 /// Whether a call's caller gave up on it (a `cancel` for its id from the
 /// parent that sent it), and what runs when it does.
 pub(crate) struct CallState {
-    /// The call's id and its parent's routing frame, which a cancel must match.
+    /// The call's id and its parent's routing frame, which a cancel (or a
+    /// credit) must match.
     pub(super) id: ShortStr,
     pub(super) peer: Vec<u8>,
     cancelled: AtomicBool,
     /// Runs once when the call is cancelled, unless it was answered first;
     /// run under this lock, so an answer made meanwhile waits for it to end.
     hook: Mutex<Option<CancelHook>>,
+    /// A call that asked for a stream: the items it may still send.
+    credit: Option<Credit>,
+}
+
+/// A stream's credit, which a yield waits on.
+struct Credit {
+    left: Mutex<u64>,
+    granted: Condvar,
 }
 
 /// What a handler asks to run when its call is cancelled.
 pub type CancelHook = Box<dyn FnOnce() + Send>;
 
 impl CallState {
-    pub(super) fn new(id: &str, peer: &[u8]) -> Arc<CallState> {
+    /// `stream`: the credit the call asked for a stream with.
+    pub(super) fn new(id: &str, peer: &[u8], stream: Option<u64>) -> Arc<CallState> {
         Arc::new(CallState {
             id: ShortStr::new(id),
             peer: peer.to_vec(),
             cancelled: AtomicBool::new(false),
             hook: Mutex::new(None),
+            credit: stream.map(|n| Credit {
+                left: Mutex::new(n),
+                granted: Condvar::new(),
+            }),
         })
     }
 
     /// Driver: the caller cancelled the call.
     pub(super) fn cancel(&self) {
         if !self.cancelled.swap(true, Ordering::AcqRel) {
+            if let Some(credit) = &self.credit {
+                // A yield waiting for credit wakes to see the cancel.
+                let _left = credit.left.lock();
+                credit.granted.notify_all();
+            }
             let mut hook = self.hook.lock();
             if let Some(run) = hook.take() {
                 run();
             }
+        }
+    }
+
+    /// Driver: the caller takes `n` more items.
+    pub(super) fn grant(&self, n: u64) {
+        if let Some(credit) = &self.credit {
+            let mut left = credit.left.lock();
+            *left = left.saturating_add(n);
+            credit.granted.notify_all();
         }
     }
 
@@ -155,6 +183,11 @@ pub struct ReplyHandle {
     call: Arc<CallState>,
     /// When the caller stops waiting (from the call's `remaining_ms`).
     deadline: Option<Instant>,
+    /// Items yielded so far.
+    seq: u64,
+    /// The items yielded for a caller that asked for no stream, as one
+    /// MessagePack array's items: its answer is that array.
+    collected: Option<Vec<u8>>,
 }
 
 impl ReplyHandle {
@@ -165,11 +198,74 @@ impl ReplyHandle {
     }
 
     /// Answers with a result (one MessagePack value).
-    pub fn ok(self, result: &[u8]) -> Result<()> {
+    pub fn ok(mut self, result: &[u8]) -> Result<()> {
         self.check_result(result)?;
-        let payload = self.response(result);
+        let payload = match self.collected_answer() {
+            Some(payload) => payload,
+            None => self.response(result),
+        };
         self.send(payload);
         Ok(())
+    }
+
+    /// Sends one item of a stream (one MessagePack value), waiting while
+    /// the caller has taken all the items it granted credit for; the
+    /// handler ends the stream by answering (its result is the stream's
+    /// final value). `Cancelled` once the caller cancelled the call or
+    /// closed the stream. When the caller asked for no stream (a v4
+    /// parent, a plain call), the items are kept and the answer is the
+    /// array of them instead of the result.
+    pub fn yield_item(&mut self, item: &[u8]) -> Result<()> {
+        self.check_result(item)?;
+        let Some(identity) = &self.identity else {
+            return Err(Error::invalid("the call was answered already"));
+        };
+        let Some(credit) = &self.call.credit else {
+            let collected = self.collected.get_or_insert_with(Vec::new);
+            collected.extend_from_slice(item);
+            self.seq += 1;
+            return Ok(());
+        };
+        {
+            let mut left = credit.left.lock();
+            loop {
+                if self.call.is_cancelled() {
+                    return Err(Error::new(
+                        ErrorKind::Cancelled,
+                        "the caller cancelled the call or closed its stream",
+                    ));
+                }
+                if *left > 0 {
+                    *left -= 1;
+                    break;
+                }
+                left = credit.granted.wait(left);
+            }
+        }
+        let id = self.call.id.as_str();
+        let payload = frame::encode(Encoder::stream_item_capacity(id, item), |b| {
+            Encoder::new(b).stream_item(id, self.seq, item)
+        });
+        self.seq += 1;
+        let out = Outgoing {
+            identity: Frame::copy(identity.bytes()),
+            payload,
+            settles: None,
+        };
+        self.shared.mailbox.post(out, false);
+        let stats = &self.shared.stats;
+        stats.stream_items.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The collected items as one array, when the handler yielded for a
+    /// caller that asked for no stream.
+    fn collected_answer(&mut self) -> Option<Frame> {
+        let items = self.collected.take()?;
+        let mut array = Vec::with_capacity(items.len() + 5);
+        rmp::encode::write_array_len(&mut array, self.seq as u32).ok()?;
+        array.extend_from_slice(&items);
+        Some(self.response(&array))
     }
 
     /// Answers with a result that [`ReplyHandle::check_result`] accepted,
@@ -182,6 +278,9 @@ impl ReplyHandle {
     /// before `result` may be overwritten.
     #[allow(unsafe_code)] // the one contract of this module, kept by its callers
     pub(crate) unsafe fn ok_in_place(mut self, result: &[u8]) {
+        if let Some(payload) = self.collected_answer() {
+            return self.send(payload);
+        }
         let in_place = match self.source.take() {
             Some(source) if result.len() >= frame::ZERO_COPY_MIN => {
                 let id = Some(self.call.id.as_str());
@@ -314,6 +413,8 @@ impl ReplyHandle {
             identity: Some(identity),
             source: None,
             call,
+            seq: 0,
+            collected: None,
             deadline: remaining_ms
                 .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
         }

@@ -8,6 +8,9 @@
  *                      when the call is cancelled (mf_reply_on_cancel)
  *   spin_ms(ms)  json  spins ms ignoring any cancel, returns ms
  *   spins()      json  how many spin_ms calls started
+ *   count(n)     json  yields 0..n-1 (mf_reply_yield_json), answers null;
+ *                      stops when the stream is closed
+ *   counted()    json  [items yielded, streams that were closed on it]
  *   hold_ms(ms)  json  sleeps ms, returns ms, counting how many run at once
  *   most_holding() json the most hold_ms calls that ever ran at once
  *   fail(msg)    raw   error "RuntimeError: <msg>"
@@ -178,6 +181,37 @@ static void spins(void *user, const char *args_json, mf_reply *reply) {
     (void)args_json;
     char out[32];
     snprintf(out, sizeof out, "%d", atomic_load(&spins_started));
+    mf_reply_json(reply, out);
+}
+
+static atomic_int items_yielded, streams_closed;
+
+static void count(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    long long n;
+    if (!one_int_json(args_json, &n) || n < 0) {
+        mf_reply_error(reply, "TypeError: count takes one non-negative integer");
+        return;
+    }
+    for (long long i = 0; i < n; i++) {
+        char item[32];
+        snprintf(item, sizeof item, "%lld", i);
+        mf_status s = mf_reply_yield_json(reply, item);
+        if (s == MF_ERR_CANCELLED) {
+            atomic_fetch_add(&streams_closed, 1);
+            mf_reply_error(reply, "CancelledError: the stream was closed");
+            return;
+        }
+        atomic_fetch_add(&items_yielded, 1);
+    }
+    mf_reply_json(reply, "null");
+}
+
+static void counted(void *user, const char *args_json, mf_reply *reply) {
+    (void)user;
+    (void)args_json;
+    char out[64];
+    snprintf(out, sizeof out, "[%d, %d]", atomic_load(&items_yielded), atomic_load(&streams_closed));
     mf_reply_json(reply, out);
 }
 
@@ -401,6 +435,8 @@ int main(int argc, char **argv) {
     must(mf_worker_register_json(w, "sleep_ms", sleep_ms, NULL), "register sleep_ms");
     must(mf_worker_register_json(w, "spin_ms", spin_ms, NULL), "register spin_ms");
     must(mf_worker_register_json(w, "spins", spins, NULL), "register spins");
+    must(mf_worker_register_json(w, "count", count, NULL), "register count");
+    must(mf_worker_register_json(w, "counted", counted, NULL), "register counted");
     must(mf_worker_register_json(w, "hold_ms", hold_ms, NULL), "register hold_ms");
     must(mf_worker_register_json(w, "most_holding", most_holding, NULL), "register most_holding");
     must(mf_worker_register(w, "fail", fail, NULL), "register fail");

@@ -21,6 +21,9 @@ static STARTED: AtomicI64 = AtomicI64::new(0);
 static SAW_CANCEL: AtomicI64 = AtomicI64::new(0);
 /// `mark` handlers that ran.
 static MARKS: AtomicI64 = AtomicI64::new(0);
+/// Items `count` yielded, and the `count` streams that saw their cancel.
+static YIELDED: AtomicI64 = AtomicI64::new(0);
+static STREAMS_CANCELLED: AtomicI64 = AtomicI64::new(0);
 
 /// Reads the first integer argument of a raw msgpack array.
 fn int_arg(args: &[u8], index: usize) -> Option<i64> {
@@ -176,6 +179,45 @@ fn main() {
             }),
         )
         .unwrap();
+    // count(n, then, size): yields 0..n, then answers nil (then 0), fails
+    // (1) or aborts (2); `size` > 0 makes each item a bin of that many bytes.
+    worker
+        .register(
+            "count",
+            Arc::new(|a: &[u8], mut reply: multifrost::ReplyHandle| {
+                let n = int_arg(a, 0).unwrap_or(0);
+                let then = int_arg(a, 1).unwrap_or(0);
+                let size = int_arg(a, 2).unwrap_or(0) as usize;
+                for i in 0..n {
+                    let item = if size > 0 {
+                        let mut out = Vec::with_capacity(size + 5);
+                        rmp::encode::write_bin_len(&mut out, size as u32).unwrap();
+                        out.resize(out.len() + size, i as u8);
+                        out
+                    } else {
+                        int_result(i)
+                    };
+                    if reply.yield_item(&item).is_err() {
+                        STREAMS_CANCELLED.fetch_add(1, Ordering::SeqCst);
+                        let _ = reply.error("CancelledError: the stream was closed");
+                        return;
+                    }
+                    YIELDED.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = match then {
+                    1 => reply.error("ValueError: failed after the items"),
+                    2 => std::process::abort(),
+                    _ => reply.ok(&[0xc0]),
+                };
+            }),
+        )
+        .unwrap();
+    reg("yielded", |_| {
+        Ok(int_result(YIELDED.load(Ordering::SeqCst)))
+    });
+    reg("streams_cancelled", |_| {
+        Ok(int_result(STREAMS_CANCELLED.load(Ordering::SeqCst)))
+    });
     reg("started", |_| {
         Ok(int_result(STARTED.load(Ordering::SeqCst)))
     });

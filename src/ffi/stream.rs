@@ -1,0 +1,87 @@
+//! `mf_stream`: the consumer end of a call whose handler yields items.
+
+use super::buffer::mf_buffer;
+use super::error::mf_status;
+use super::parent::mf_parent;
+use super::{arc_borrow, bytes, guard, out_ptr, text};
+use crate::error::Error;
+use crate::parent::Stream;
+use std::ffi::c_char;
+use std::time::Duration;
+
+/// A stream being read. Created by `mf_stream_open`, released by
+/// `mf_stream_close`. Not thread-safe: one thread at a time calls
+/// `mf_stream_next` on it.
+pub struct mf_stream(Stream);
+
+/// Calls `function` as a stream: the worker's handler yields items
+/// (`mf_reply_yield`), which `mf_stream_next` hands over in order; at most
+/// the parent's stream credit (`mf_options_set_stream_credit`, default 16)
+/// are sent ahead of what was taken, and the handler waits for more.
+/// `timeout_ms` (as for `mf_call`) limits the wait for the first item and
+/// then between items. A handler that does not yield answers once and the
+/// stream ends with no item. Errors as for `mf_call_async`.
+#[no_mangle]
+pub unsafe extern "C" fn mf_stream_open(
+    p: *mut mf_parent,
+    function: *const c_char,
+    args: *const u8,
+    args_len: usize,
+    timeout_ms: i64,
+    out: *mut *mut mf_stream,
+) -> mf_status {
+    guard(|| {
+        let out = out_ptr(out)?;
+        let parent = arc_borrow(p.cast_const(), "parent")?;
+        let function = text(function, "function")?;
+        let args = bytes(args, args_len, "args")?;
+        let args = if args.is_empty() { &[0x90][..] } else { args };
+        let stream = parent.inner().stream(function, args, timeout_ms)?;
+        *out = Box::into_raw(Box::new(mf_stream(stream)));
+        Ok(())
+    })
+}
+
+/// The next item. MF_OK with `*end` false: `*item` holds one msgpack value
+/// (free it with `mf_buffer_free`). MF_OK with `*end` true: the stream is
+/// over (the handler answered; its final value is not handed over) and
+/// `*item` is not written. Otherwise the call's error, after the items sent
+/// before it (MF_ERR_TIMEOUT when no item came within the call's timeout,
+/// MF_ERR_REMOTE, MF_ERR_WORKER_EXITED, …). `timeout_ms` < 0 waits as the
+/// call's timeout allows; >= 0 waits at most that long, then returns
+/// MF_ERR_TIMEOUT with the stream still open.
+#[no_mangle]
+pub unsafe extern "C" fn mf_stream_next(
+    s: *mut mf_stream,
+    timeout_ms: i64,
+    item: *mut mf_buffer,
+    end: *mut bool,
+) -> mf_status {
+    guard(|| {
+        let stream = s.as_mut().ok_or_else(|| Error::invalid("stream is NULL"))?;
+        let item = out_ptr(item)?;
+        let end = out_ptr(end)?;
+        let wait = (timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64));
+        match stream.0.next(wait)? {
+            Some(reply) => {
+                *item = mf_buffer::from_reply(reply);
+                *end = false;
+            }
+            None => *end = true,
+        }
+        Ok(())
+    })
+}
+
+/// Ends a stream and frees it: an unfinished stream's call is cancelled
+/// (its handler sees the cancel and its next yield fails with
+/// MF_ERR_CANCELLED). NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn mf_stream_close(s: *mut mf_stream) {
+    if !s.is_null() {
+        let _ = guard(|| {
+            drop(Box::from_raw(s));
+            Ok(())
+        });
+    }
+}
