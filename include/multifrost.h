@@ -344,7 +344,8 @@ enum mf_status mf_options_set_breaker_counts_remote_errors(struct mf_options *o,
 
 /**
  * Restart a spawned worker that exited, up to `max_restarts` times, with
- * back-off (100 ms doubling, at most 6.4 s). 0 = off (the default).
+ * back-off (100 ms doubling, at most 6.4 s; 100 ms again after a worker
+ * that ran 10 s). 0 = off (the default).
  */
 enum mf_status mf_options_set_auto_restart(struct mf_options *o, uint32_t max_restarts);
 

@@ -100,7 +100,8 @@ pub unsafe extern "C" fn mf_options_set_breaker_counts_remote_errors(
 }
 
 /// Restart a spawned worker that exited, up to `max_restarts` times, with
-/// back-off (100 ms doubling, at most 6.4 s). 0 = off (the default).
+/// back-off (100 ms doubling, at most 6.4 s; 100 ms again after a worker
+/// that ran 10 s). 0 = off (the default).
 #[no_mangle]
 pub unsafe extern "C" fn mf_options_set_auto_restart(
     o: *mut mf_options,
