@@ -144,8 +144,9 @@ typedef struct mf_reply mf_reply;
 
 /**
  * A stream being read. Created by `mf_stream_open`, released by
- * `mf_stream_close`. Not thread-safe: one thread at a time calls
- * `mf_stream_next` on it.
+ * `mf_stream_close`. `mf_stream_next` is called by one thread at a time;
+ * `mf_stream_cancel` by any thread, also while another waits in
+ * `mf_stream_next`.
  */
 typedef struct mf_stream mf_stream;
 
@@ -780,6 +781,26 @@ enum mf_status mf_stream_next(struct mf_stream *s,
                               int64_t timeout_ms,
                               struct mf_buffer *item,
                               bool *end);
+
+/**
+ * `mf_stream_next` that also hands the error text back (`*error`, free
+ * with `mf_string_free`; NULL on MF_OK), for a caller whose next call may
+ * run on another thread than this one (`mf_last_error` is per thread).
+ */
+enum mf_status mf_stream_next_ex(struct mf_stream *s,
+                                 int64_t timeout_ms,
+                                 struct mf_buffer *item,
+                                 bool *end,
+                                 char **error);
+
+/**
+ * Cancels a stream's call from any thread, also while another thread
+ * waits in `mf_stream_next` (which then returns MF_ERR_CANCELLED): its
+ * handler sees the cancel and its next yield fails. A stream that ended
+ * already is left alone. The stream must still be closed. NULL is
+ * MF_ERR_INVALID_ARGUMENT.
+ */
+enum mf_status mf_stream_cancel(const struct mf_stream *s);
 
 /**
  * Ends a stream and frees it: an unfinished stream's call is cancelled

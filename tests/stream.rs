@@ -190,3 +190,18 @@ fn the_calls_timeout_is_the_time_between_items_and_never_the_consumers() {
     let _ = s.next(Some(Duration::ZERO));
     assert_eq!(drain(&mut s).unwrap().len(), 1);
 }
+
+#[test]
+fn a_stream_is_cancelled_from_another_thread_while_its_next_waits() {
+    let p = spawn(Options::default(), true);
+    // Nothing comes: the handler sleeps before it would answer.
+    let mut s = p.stream("sleep_ms", &int_args(&[60_000]), 120_000).unwrap();
+    let canceller = s.canceller();
+    let waiter = std::thread::spawn(move || s.next(None).map(|o| o.is_some()));
+    // Cancelling before the waiter reached next() ends it all the same.
+    assert!(canceller.cancel());
+    let e = waiter.join().unwrap().expect_err("cancelled");
+    assert_eq!(e.kind, ErrorKind::Cancelled);
+    assert!(!canceller.cancel(), "ended already");
+    assert_eq!(stats(&p)["streams_open"], 0);
+}

@@ -371,7 +371,7 @@ pub unsafe extern "C" fn mf_parent_release(p: *mut mf_parent) {
 /// Stores the calling thread's error text in `*error` (when `error` is not
 /// NULL and `status` is a failure), for callers whose next call may run on
 /// another OS thread.
-unsafe fn hand_back_error(status: mf_status, error: *mut *mut c_char) -> mf_status {
+pub(crate) unsafe fn hand_back_error(status: mf_status, error: *mut *mut c_char) -> mf_status {
     if let Some(slot) = error.as_mut() {
         *slot = if status == mf_status::MF_OK {
             std::ptr::null_mut()

@@ -5,14 +5,19 @@ use super::error::mf_status;
 use super::parent::mf_parent;
 use super::{arc_borrow, bytes, guard, out_ptr, text};
 use crate::error::Error;
-use crate::parent::Stream;
+use crate::parent::{Stream, StreamCanceller};
+use crate::sync::Mutex;
 use std::ffi::c_char;
 use std::time::Duration;
 
 /// A stream being read. Created by `mf_stream_open`, released by
-/// `mf_stream_close`. Not thread-safe: one thread at a time calls
-/// `mf_stream_next` on it.
-pub struct mf_stream(Stream);
+/// `mf_stream_close`. `mf_stream_next` is called by one thread at a time;
+/// `mf_stream_cancel` by any thread, also while another waits in
+/// `mf_stream_next`.
+pub struct mf_stream {
+    stream: Mutex<Stream>,
+    canceller: StreamCanceller,
+}
 
 /// Calls `function` as a stream: the worker's handler yields items
 /// (`mf_reply_yield`), which `mf_stream_next` hands over in order; at most
@@ -37,7 +42,11 @@ pub unsafe extern "C" fn mf_stream_open(
         let args = bytes(args, args_len, "args")?;
         let args = if args.is_empty() { &[0x90][..] } else { args };
         let stream = parent.inner().stream(function, args, timeout_ms)?;
-        *out = Box::into_raw(Box::new(mf_stream(stream)));
+        let canceller = stream.canceller();
+        *out = Box::into_raw(Box::new(mf_stream {
+            stream: Mutex::new(stream),
+            canceller,
+        }));
         Ok(())
     })
 }
@@ -58,17 +67,46 @@ pub unsafe extern "C" fn mf_stream_next(
     end: *mut bool,
 ) -> mf_status {
     guard(|| {
-        let stream = s.as_mut().ok_or_else(|| Error::invalid("stream is NULL"))?;
+        let stream = s.as_ref().ok_or_else(|| Error::invalid("stream is NULL"))?;
         let item = out_ptr(item)?;
         let end = out_ptr(end)?;
         let wait = (timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64));
-        match stream.0.next(wait)? {
+        let next = stream.stream.lock().next(wait)?;
+        match next {
             Some(reply) => {
                 *item = mf_buffer::from_reply(reply);
                 *end = false;
             }
             None => *end = true,
         }
+        Ok(())
+    })
+}
+
+/// `mf_stream_next` that also hands the error text back (`*error`, free
+/// with `mf_string_free`; NULL on MF_OK), for a caller whose next call may
+/// run on another thread than this one (`mf_last_error` is per thread).
+#[no_mangle]
+pub unsafe extern "C" fn mf_stream_next_ex(
+    s: *mut mf_stream,
+    timeout_ms: i64,
+    item: *mut mf_buffer,
+    end: *mut bool,
+    error: *mut *mut c_char,
+) -> mf_status {
+    super::parent::hand_back_error(mf_stream_next(s, timeout_ms, item, end), error)
+}
+
+/// Cancels a stream's call from any thread, also while another thread
+/// waits in `mf_stream_next` (which then returns MF_ERR_CANCELLED): its
+/// handler sees the cancel and its next yield fails. A stream that ended
+/// already is left alone. The stream must still be closed. NULL is
+/// MF_ERR_INVALID_ARGUMENT.
+#[no_mangle]
+pub unsafe extern "C" fn mf_stream_cancel(s: *const mf_stream) -> mf_status {
+    guard(|| {
+        let stream = s.as_ref().ok_or_else(|| Error::invalid("stream is NULL"))?;
+        stream.canceller.cancel();
         Ok(())
     })
 }

@@ -23,7 +23,7 @@ mod supervisor;
 mod transport;
 
 pub use calls::{after_batch, Done, Outcome, Reply};
-pub use stream::Stream;
+pub use stream::{Stream, StreamCanceller};
 
 use crate::breaker::{Admit, Breaker, State as BreakerState};
 use crate::codec::{self, Encoder, Limits};

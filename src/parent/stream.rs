@@ -88,6 +88,16 @@ impl Stream {
         }
     }
 
+    /// A handle that cancels this stream from any thread, also while
+    /// another thread waits in [`Stream::next`] (which then ends with
+    /// `Cancelled`).
+    pub fn canceller(&self) -> StreamCanceller {
+        StreamCanceller {
+            shared: Arc::clone(&self.shared),
+            n: self.n,
+        }
+    }
+
     /// The number of items received and not taken yet.
     pub fn buffered(&self) -> usize {
         self.sink.wait(Some(Instant::now())).items.len()
@@ -97,5 +107,19 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Cancels one stream's call from any thread (see [`Stream::canceller`]).
+pub struct StreamCanceller {
+    shared: Arc<Shared>,
+    n: u64,
+}
+
+impl StreamCanceller {
+    /// Cancels the stream's call if it is still in flight: a waiting
+    /// `next` ends with `Cancelled`, the worker is told. Whether it was.
+    pub fn cancel(&self) -> bool {
+        self.shared.cancel(self.n)
     }
 }

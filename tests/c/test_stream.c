@@ -63,6 +63,22 @@ int main(void) {
     CHECK(counted && strstr(counted, ",1]"), "the closed stream's handler stopped: %s", counted ? counted : "(null)");
     mf_string_free(counted);
 
+    /* Cancelled from this thread while nothing waits; next says so, with
+     * its text handed back. */
+    const uint8_t sleep_args[] = {0x91, 0xcd, 0x27, 0x10}; /* [10000] */
+    CHECK_STATUS(mf_stream_open(p, "sleep_ms", sleep_args, sizeof sleep_args, 20000, &s), MF_OK);
+    CHECK_STATUS(mf_stream_cancel(s), MF_OK);
+    {
+        mf_buffer item = {NULL, 0};
+        bool end = false;
+        char *error = NULL;
+        CHECK_STATUS(mf_stream_next_ex(s, -1, &item, &end, &error), MF_ERR_CANCELLED);
+        CHECK(error && strcmp(error, "call to 'sleep_ms' was cancelled") == 0, "text: %s", error ? error : "(null)");
+        mf_string_free(error);
+    }
+    mf_stream_close(s);
+    CHECK_STATUS(mf_stream_cancel(NULL), MF_ERR_INVALID_ARGUMENT);
+
     /* A plain call of a yielding handler gets the list. */
     check_json_call(p, "count", "[3]", "[0,1,2]");
 
