@@ -108,6 +108,8 @@ export interface ParentOptions {
   cancelGrace?: number;
   /** Offer a spawned worker the private link (default on); off makes a spawned worker of this library use the protocol's TCP connection like any other worker. */
   privateLink?: boolean;
+  /** How many items of a stream the worker may send ahead of what the consumer took (16). */
+  streamCredit?: number;
   /** Extra arguments for the spawned program (after `script --worker` for scripts). */
   args?: string[];
 }
@@ -124,6 +126,23 @@ export type CallProxy = {
   withOptions(options: CallOptions): CallProxy;
 } & {
   [name: string]: (...args: any[]) => Promise<any>;
+};
+
+/**
+ * A stream's items, for `for await`. Leaving the loop early (break, throw:
+ * `return()`) closes the stream and the handler is told. Items come in
+ * order; the call's error rejects the next after the items sent before it.
+ */
+export interface Stream<T = any> extends AsyncIterableIterator<T> {
+  next(): Promise<IteratorResult<T, undefined>>;
+  return(value?: any): Promise<IteratorResult<T, any>>;
+}
+
+/** `proxy.count(5)` streams the remote `count` (`for await (const x of proxy.count(5))`); `withOptions({ timeout, signal })` as for calls: the timeout limits the wait for each item, the signal closes the stream (the next rejects with CancelledError). */
+export type StreamProxy = {
+  withOptions(options: CallOptions): StreamProxy;
+} & {
+  [name: string]: (...args: any[]) => Stream;
 };
 
 /** Parent metrics, from the core's stats JSON. */
@@ -164,11 +183,14 @@ export declare class ParentHandle {
   readonly worker: ParentWorker;
   /** `await handle.call.add(1, 2)` */
   readonly call: CallProxy;
+  /** `for await (const x of handle.stream.count(5))` */
+  readonly stream: StreamProxy;
   /** Spawns (or connects); resolves once the worker answered a heartbeat. Idempotent. */
   start(): Promise<void>;
   /** Calls in flight reject with ClosedError; a spawned worker is stopped and reaped. Idempotent. */
   stop(): Promise<void>;
   callFunction<T = any>(name: string, args?: Value[], options?: CallOptions): Promise<T>;
+  streamFunction<T = any>(name: string, args?: Value[], options?: CallOptions): Stream<T>;
 }
 
 /** One worker: how to reach it and, once started, the connection. */
@@ -185,11 +207,13 @@ export declare class ParentWorker {
 
   handle(): ParentHandle;
   readonly call: CallProxy;
+  readonly stream: StreamProxy;
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Same as stop(). */
   close(): Promise<void>;
   callFunction<T = any>(name: string, args?: Value[], options?: CallOptions): Promise<T>;
+  streamFunction<T = any>(name: string, args?: Value[], options?: CallOptions): Stream<T>;
 
   readonly state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
   /** null unless running. */

@@ -9,7 +9,7 @@
 const { native, copyBytes, lastError } = require('./native');
 const { pack, unpack } = require('./codec');
 const { getCompletions } = require('./completions');
-const { Status, errorFor } = require('./errors');
+const { Status, statusName, errorFor } = require('./errors');
 
 const DRAIN = 256; // calls taken without waiting after each wake-up
 
@@ -95,6 +95,13 @@ function maxArgs(fn) {
   }
   if (/,\s*$/.test(params)) count--; // trailing comma
   return count;
+}
+
+/** A generator's (sync or async) iterator: its handler streams. */
+function isGenerator(v) {
+  if (v === null || typeof v !== 'object') return false;
+  const tag = v[Symbol.toStringTag];
+  return (tag === 'Generator' || tag === 'AsyncGenerator') && typeof v.next === 'function' && typeof v.return === 'function';
 }
 
 /** One call being answered: its reply and, once a handler asked for it, the
@@ -364,13 +371,60 @@ class ChildWorker {
       } finally {
         this.#current = null;
       }
-      if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+      if (isGenerator(result)) {
+        this.#stream(name, result, call).then(ok, fail);
+      } else if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
         result.then(ok, fail);
       } else {
         ok(result);
       }
     } catch (e) {
       fail(e);
+    }
+  }
+
+  /**
+   * Sends what a generator handler yields as the stream's items; resolves
+   * with the final answer (nil) once it ends, rejects with what it threw.
+   * mf_reply_yield blocks while the caller has no credit, so it runs through
+   * koffi's async form on the libuv threadpool: the loop runs on meanwhile
+   * (other handlers, this one's cancel). Once the caller closed the stream,
+   * the yield says MF_ERR_CANCELLED: the generator is closed (its finally
+   * blocks run) and the call answered.
+   */
+  async #stream(name, gen, call) {
+    const lib = native();
+    for (;;) {
+      let step;
+      this.#current = call; // `this.signal` in the generator's synchronous part
+      try {
+        step = gen.next();
+      } finally {
+        this.#current = null;
+      }
+      step = await step;
+      if (step.done) return null;
+      // A sync generator may yield promises, as `for await` would take them.
+      let { value } = step;
+      if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value;
+      let packed;
+      try {
+        packed = pack(value);
+      } catch (e) {
+        await gen.return();
+        throw new TypeError(`cannot send an item of ${name}(): ${e.message}`);
+      }
+      const status = await new Promise((resolve, reject) => {
+        lib.replyYield.async(call.reply, packed, packed.length, (err, res) => (err ? reject(err) : resolve(res)));
+      });
+      if (status === Status.MF_ERR_CANCELLED) {
+        await gen.return();
+        throw errorFor(status, `the stream of ${name}() was closed by its caller`);
+      }
+      if (status !== Status.MF_OK) {
+        await gen.return();
+        throw errorFor(status, `cannot send an item of ${name}(): ${statusName(status)}`);
+      }
     }
   }
 

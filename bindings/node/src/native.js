@@ -102,6 +102,8 @@ function declare(lib) {
   koffi.opaque('mf_options');
   koffi.opaque('mf_queue');
   koffi.opaque('mf_reply');
+  koffi.opaque('mf_stream');
+  const buffer = koffi.struct('mf_buffer', { data: 'void *', len: 'size_t' });
   const event = koffi.struct('mf_event', {
     token: 'uint64_t',
     status: 'int',
@@ -120,6 +122,7 @@ function declare(lib) {
     koffi,
     event,
     incoming,
+    buffer,
     version: f('const char *mf_version(void)'),
     lastError: f('const char *mf_last_error(void)'),
     statusName: f('const char *mf_status_name(int status)'),
@@ -150,6 +153,7 @@ function declare(lib) {
     optionsSetMaxMessageSize: f('int mf_options_set_max_message_size(mf_options *o, int64_t bytes)'),
     optionsSetPrivateLink: f('int mf_options_set_private_link(mf_options *o, bool on)'),
     optionsSetCancelGrace: f('int mf_options_set_cancel_grace(mf_options *o, int64_t ms)'),
+    optionsSetStreamCredit: f('int mf_options_set_stream_credit(mf_options *o, uint32_t n)'),
 
     // The _ex forms hand the error text back (the blocking call runs on a
     // pool thread, whose mf_last_error the JS thread cannot read).
@@ -172,6 +176,14 @@ function declare(lib) {
       'int mf_call_queued_start(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token, _Out_ uint64_t *call_id)',
     ),
 
+    // mf_stream_next blocks: it runs only through koffi's async form (./stream).
+    streamOpen: f(
+      'int mf_stream_open(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, _Out_ mf_stream **out)',
+    ),
+    streamNext: f('int mf_stream_next(mf_stream *s, int64_t timeout_ms, _Out_ mf_buffer *item, _Out_ bool *end)'),
+    streamClose: f('void mf_stream_close(mf_stream *s)'),
+    bufferFree: f('void mf_buffer_free(mf_buffer buffer)'),
+
     workerNew: f('int mf_worker_new(const char *service_id, _Out_ mf_worker **out)'),
     workerRegisterPull: f('int mf_worker_register_pull(mf_worker *w, const char *name)'),
     workerSetNamespace: f('int mf_worker_set_namespace(mf_worker *w, const char *ns)'),
@@ -182,6 +194,8 @@ function declare(lib) {
     workerFree: f('void mf_worker_free(mf_worker *w)'),
     replyOk: f('int mf_reply_ok(mf_reply *r, const uint8_t *result, size_t len)'),
     replyError: f('int mf_reply_error(mf_reply *r, const char *message)'),
+    // Blocks while the caller has no credit: only through koffi's async form (./child).
+    replyYield: f('int mf_reply_yield(mf_reply *r, const uint8_t *item, size_t len)'),
     replyCancelled: f('bool mf_reply_cancelled(const mf_reply *r)'),
     replyOnCancelQueue: f('int mf_reply_on_cancel_queue(mf_reply *r, mf_queue *q, uint64_t token)'),
   };

@@ -10,6 +10,7 @@ const { native, takeString, lastError } = require('./native');
 const { pack } = require('./codec');
 const { getCompletions, existingCompletions } = require('./completions');
 const { Status, errorFor, ClosedError } = require('./errors');
+const { Stream } = require('./stream');
 
 /** Runs a koffi function on the threadpool; resolves with its return value. */
 function runAsync(fn, ...args) {
@@ -38,6 +39,7 @@ const OPTION_KEYS = new Set([
   'maxMessageSize',
   'privateLink',
   'cancelGrace',
+  'streamCredit',
   'args',
 ]);
 
@@ -116,6 +118,9 @@ function buildOptions(lib, options) {
     }
     if (options.cancelGrace !== undefined) {
       checkStatus(lib, lib.optionsSetCancelGrace(o, ms(options.cancelGrace, 'cancelGrace')));
+    }
+    if (options.streamCredit !== undefined) {
+      checkStatus(lib, lib.optionsSetStreamCredit(o, options.streamCredit));
     }
     if (options.privateLink !== undefined) {
       checkStatus(lib, lib.optionsSetPrivateLink(o, !!options.privateLink));
@@ -220,6 +225,12 @@ class ParentWorker {
     return this.#handle.call;
   }
 
+  /** Proxy: `for await (const x of worker.stream.count(5))` (same as on a handle). */
+  get stream() {
+    if (!this.#handle) this.#handle = this.handle();
+    return this.#handle.stream;
+  }
+
   start() {
     return this.#start();
   }
@@ -235,6 +246,13 @@ class ParentWorker {
 
   callFunction(name, args = [], options = {}) {
     return this.#call(name, args, options);
+  }
+
+  /** Calls `name` as a stream: an async iterable of the items its handler
+   * yields (see ParentHandle.stream). */
+  streamFunction(name, args = [], options = {}) {
+    const { timeoutMs, signal } = callOptions(name, args, options);
+    return new Stream(name, () => this.#openStream(name, args, timeoutMs), this, signal);
   }
 
   /** 'new', 'starting', 'running', 'stopping' or 'stopped'. */
@@ -362,20 +380,29 @@ class ParentWorker {
     return this.#stopping;
   }
 
+  /** Opens the stream's call once the worker runs; resolves with its mf_stream. */
+  async #openStream(name, args, timeoutMs) {
+    if (this.#state === 'starting') {
+      try {
+        await this.#starting;
+      } catch {
+        // reported below as not running
+      }
+    }
+    this.#checkRunning(name);
+    const lib = native();
+    const argsBuffer = pack(args);
+    const out = [null];
+    // mf_stream_open sends and returns: it does not block the loop.
+    const status = lib.streamOpen(this.#parent, name, argsBuffer, argsBuffer.length, timeoutMs, out);
+    if (status !== Status.MF_OK) throw errorFor(status, lastError(lib, status), name);
+    return out[0];
+  }
+
   // Not async: a call on a running worker makes one promise, not two.
   #call(name, args, options) {
     try {
-      if (typeof name !== 'string' || !name) throw new TypeError('function name must be a non-empty string');
-      if (!Array.isArray(args)) throw new TypeError('args must be an array');
-      const { timeout, signal } = options || {};
-      if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
-        throw new TypeError('signal must be an AbortSignal');
-      }
-      let timeoutMs = 0;
-      if (timeout !== undefined && timeout !== null) {
-        if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw new TypeError('timeout must be a number of milliseconds');
-        timeoutMs = timeout === Infinity || timeout < 0 ? -1 : timeout === 0 ? 0 : Math.max(1, Math.round(timeout));
-      }
+      const { timeoutMs, signal } = callOptions(name, args, options);
       if (this.#state === 'starting') return this.#callOnceStarted(name, args, timeoutMs, signal);
       return this.#send(name, args, timeoutMs, signal);
     } catch (e) {
@@ -394,14 +421,18 @@ class ParentWorker {
 
   /** Starts the call now; throws if the worker is not running. */
   #send(name, args, timeoutMs, signal) {
+    this.#checkRunning(name);
+    if (!signal) return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs);
+    return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs, signal, (id) => this.#cancel(id));
+  }
+
+  #checkRunning(name) {
     if (this.#state !== 'running') {
       if (this.#state === 'new') {
         throw errorFor(Status.MF_ERR_INVALID_ARGUMENT, `call '${name}': ${this.#describe()} is not started (await handle.start() first)`);
       }
       throw new ClosedError(`call '${name}': ${this.#describe()} is stopped`);
     }
-    if (!signal) return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs);
-    return getCompletions().start(this.#parent, this, name, pack(args), timeoutMs, signal, (id) => this.#cancel(id));
   }
 
   // Once stop() has taken the handle (#parent is null) its close may be
@@ -409,6 +440,23 @@ class ParentWorker {
   #cancel(id) {
     if (this.#parent) native().cancel(this.#parent, id);
   }
+}
+
+/** Checks a call's name, arguments and options; returns the timeout for
+ * the core (0: the default, -1: none) and the signal. */
+function callOptions(name, args, options) {
+  if (typeof name !== 'string' || !name) throw new TypeError('function name must be a non-empty string');
+  if (!Array.isArray(args)) throw new TypeError('args must be an array');
+  const { timeout, signal } = options || {};
+  if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
+    throw new TypeError('signal must be an AbortSignal');
+  }
+  let timeoutMs = 0;
+  if (timeout !== undefined && timeout !== null) {
+    if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw new TypeError('timeout must be a number of milliseconds');
+    timeoutMs = timeout === Infinity || timeout < 0 ? -1 : timeout === 0 ? 0 : Math.max(1, Math.round(timeout));
+  }
+  return { timeoutMs, signal };
 }
 
 function isAbortSignal(s) {
@@ -436,6 +484,13 @@ class ParentHandle {
     this.#worker = worker;
     /** `await handle.call.add(1, 2)`; `handle.call.withOptions({ timeout: 500, signal }).slow(1000)`. */
     this.call = callProxy((name, args, options) => worker.callFunction(name, args, options), {});
+    /**
+     * `for await (const x of handle.stream.count(5))`: the items a
+     * generator handler yields, in order. Leaving the loop early (break,
+     * throw) closes the stream and the handler is told;
+     * `handle.stream.withOptions({ timeout, signal })` as for `call`.
+     */
+    this.stream = callProxy((name, args, options) => worker.streamFunction(name, args, options), {});
   }
 
   get worker() {
@@ -450,6 +505,11 @@ class ParentHandle {
   /** Closes: calls in flight reject with ClosedError, a spawned worker is stopped and reaped. */
   stop() {
     return this.#worker.stop();
+  }
+
+  /** Calls `name` as a stream (see `stream`). */
+  streamFunction(name, args = [], options = {}) {
+    return this.#worker.streamFunction(name, args, options);
   }
 
   /** Calls `name` with the `args` array; `options.timeout` in ms (negative:
