@@ -51,6 +51,24 @@ func TestStreamItemsInOrder(t *testing.T) {
 	}
 }
 
+// Items further apart than one slice of the parent's wait (a cancellable
+// ctx), and a ctx that cannot be cancelled (one wait without slices).
+func TestStreamSlowItems(t *testing.T) {
+	p := spawn(t, nil)
+	for _, ctx := range []context.Context{bg(t), context.Background()} {
+		var got []int
+		for n, err := range multifrost.StreamOf[int](ctx, p, "count_slow", 3, 150) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, n)
+		}
+		if !reflect.DeepEqual(got, []int{0, 1, 2}) {
+			t.Fatalf("count_slow: %v", got)
+		}
+	}
+}
+
 func TestStreamOf(t *testing.T) {
 	p := spawn(t, nil)
 	var got []int

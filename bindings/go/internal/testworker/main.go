@@ -183,6 +183,21 @@ func main() {
 		}
 		return fmt.Errorf("ValueError: stopped after %d", n)
 	}))
+	// count_slow yields 0..n-1, ms apart: longer than one slice of the
+	// parent's wait for an item.
+	must(w.Handle("count_slow", func(ctx context.Context, yield multifrost.Yield, n, ms int) error {
+		for i := range n {
+			select {
+			case <-ctx.Done():
+				return stopped(ctx)
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			}
+			if err := yield(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
 	// count_exit yields 0..n-1, then the worker exits.
 	must(w.Handle("count_exit", func(ctx context.Context, yield multifrost.Yield, n int) error {
 		if err := count(yield, n); err != nil {
