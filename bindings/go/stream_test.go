@@ -69,6 +69,20 @@ func TestStreamSlowItems(t *testing.T) {
 	}
 }
 
+func TestStreamYieldAsPlainFunc(t *testing.T) {
+	p := spawn(t, nil)
+	var got []int
+	for n, err := range multifrost.StreamOf[int](bg(t), p, "count_plain", 3) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, n)
+	}
+	if !reflect.DeepEqual(got, []int{0, 1, 2}) {
+		t.Fatalf("count_plain: %v", got)
+	}
+}
+
 func TestStreamOf(t *testing.T) {
 	p := spawn(t, nil)
 	var got []int

@@ -84,7 +84,8 @@ func NewWorker(serviceID string) (*Worker, error) {
 //	func(a A) error, func(a A)  // the answer is nil
 //	func(xs ...int) R           // variadic
 //	func(ctx context.Context, a A) R  // ctx ends when the call is cancelled or Serve returns
-//	func(yield Yield, a A) error      // a stream: each yield(v) sends one item (see Yield)
+//	func(yield Yield, a A) error      // a stream: each yield(v) sends one item (see Yield);
+//	                                  // yield may also be declared func(any) error
 //	func(ctx context.Context, yield Yield, a A) error
 //
 // A call with the wrong number or types of arguments is answered with
@@ -274,7 +275,7 @@ func (w *Worker) Close() error {
 type handler struct {
 	name       string
 	fn         reflect.Value
-	params     []reflect.Type // without a leading context.Context
+	params     []reflect.Type // without the leading context.Context and Yield
 	variadic   bool
 	takesCtx   bool
 	takesYield bool // a Yield parameter, first or after the context.Context
@@ -288,6 +289,7 @@ var (
 	errorType   = reflect.TypeFor[error]()
 	contextType = reflect.TypeFor[context.Context]()
 	yieldType   = reflect.TypeFor[Yield]()
+	yieldFunc   = reflect.TypeFor[func(any) error]() // Yield spelled out
 )
 
 func newHandler(name string, fn any) (*handler, error) {
@@ -306,7 +308,7 @@ func newHandler(name string, fn any) (*handler, error) {
 			h.takesCtx = true
 			continue
 		}
-		if p == yieldType && len(h.params) == 0 && !h.takesYield {
+		if (p == yieldType || p == yieldFunc) && len(h.params) == 0 && !h.takesYield {
 			h.takesYield = true
 			continue
 		}

@@ -175,6 +175,8 @@ func main() {
 		return nil
 	}
 	must(w.Handle("count", count))
+	// count_plain declares its yield as a plain func type.
+	must(w.Handle("count_plain", func(yield func(any) error, n int) error { return count(yield, n) }))
 	must(w.Handle("counted", func() []int64 { return []int64{yielded.Load(), closed.Load()} }))
 	// count_fail yields 0..n-1, then fails.
 	must(w.Handle("count_fail", func(yield multifrost.Yield, n int) error {
