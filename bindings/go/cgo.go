@@ -89,7 +89,16 @@ func multifrostGoHandle(user C.uintptr_t, args *C.uint8_t, n C.size_t, reply *C.
 		}()
 		C.mfgo_reply_on_cancel(reply, C.uintptr_t(hook))
 	}
-	result, errText := h.invoke(ctx, goBytes(args, n))
+	var y Yield
+	var yw *yielder
+	if h.takesYield {
+		yw = &yielder{reply: reply, name: h.name}
+		y = yw.yield
+	}
+	result, errText := h.invoke(ctx, y, goBytes(args, n))
+	if yw != nil {
+		yw.answered()
+	}
 	answer(reply, h, result, errText)
 }
 

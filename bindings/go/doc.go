@@ -25,6 +25,11 @@
 // context.DeadlineExceeded), the worker is told, and a handler that takes
 // a context.Context sees that ctx cancelled (context.Cause: ErrCancelled).
 //
+// Streams: a handler that takes a Yield sends items one at a time, and
+// the caller ranges over them (Parent.Stream, StreamOf); breaking out of
+// the loop closes the stream and the handler's next yield fails with
+// ErrCancelled.
+//
 // The library is found with pkg-config (`#cgo pkg-config: multifrost`):
 // install it with `make install` in the repository (PREFIX=... for another
 // place, then PKG_CONFIG_PATH=<prefix>/lib/pkgconfig). The repository's tests

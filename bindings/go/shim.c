@@ -66,23 +66,53 @@ mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out,
 /* `function` is a Go string's bytes (not NUL-terminated): copied here, so a
  * call costs Go one cgo call rather than three (C.CString's malloc, the
  * call, free). A NUL inside it stays and ends the name early, which Go
- * refuses before calling. The completion goes on `q` with `token`; the
- * call's id, for mf_cancel, is written to *call_id. */
+ * refuses before calling. Returns `small` or a malloc'd copy (NULL when
+ * out of memory); free it with free_name. */
+static char *copy_name(char *small, size_t small_len, const char *function, size_t function_len) {
+    char *name = function_len < small_len ? small : malloc(function_len + 1);
+    if (!name) return NULL;
+    if (function_len) memcpy(name, function, function_len);
+    name[function_len] = 0;
+    return name;
+}
+
+static void free_name(char *name, const char *small) {
+    if (name != small) free(name);
+}
+
+/* The completion goes on `q` with `token`; the call's id, for mf_cancel,
+ * is written to *call_id. */
 mf_status mfgo_call_queued_start(mf_parent *p, const char *function, size_t function_len,
                                  const uint8_t *args, size_t args_len, int64_t timeout_ms,
                                  mf_queue *q, uint64_t token, uint64_t *call_id, char **err) {
     char small[256];
-    char *name = function_len < sizeof small ? small : malloc(function_len + 1);
+    char *name = copy_name(small, sizeof small, function, function_len);
     if (!name) {
         if (err) *err = strdup("out of memory");
         return MF_ERR_PANIC;
     }
-    if (function_len) memcpy(name, function, function_len);
-    name[function_len] = 0;
     mf_status s = mf_call_queued_start(p, name, args, args_len, timeout_ms, q, token, call_id);
     fail(s, err);
-    if (name != small) free(name);
+    free_name(name, small);
     return s;
+}
+
+mf_status mfgo_stream_open(mf_parent *p, const char *function, size_t function_len, const uint8_t *args,
+                           size_t args_len, int64_t timeout_ms, mf_stream **out, char **err) {
+    char small[256];
+    char *name = copy_name(small, sizeof small, function, function_len);
+    if (!name) {
+        if (err) *err = strdup("out of memory");
+        return MF_ERR_PANIC;
+    }
+    mf_status s = mf_stream_open(p, name, args, args_len, timeout_ms, out);
+    fail(s, err);
+    free_name(name, small);
+    return s;
+}
+
+mf_status mfgo_stream_next(mf_stream *s, int64_t timeout_ms, mf_buffer *item, bool *end, char **err) {
+    return fail(mf_stream_next(s, timeout_ms, item, end), err);
 }
 
 mf_status mfgo_queue_wait(mf_queue *q, mf_event *ev) {
@@ -140,6 +170,10 @@ mf_status mfgo_reply_ok(mf_reply *r, const uint8_t *data, size_t len, char **err
 static void cancel_hook(void *user) { multifrostGoCancel((uintptr_t)user); }
 
 mf_status mfgo_reply_on_cancel(mf_reply *r, uintptr_t h) { return mf_reply_on_cancel(r, cancel_hook, (void *)h); }
+
+mf_status mfgo_reply_yield(mf_reply *r, const uint8_t *item, size_t len, char **err) {
+    return fail(mf_reply_yield(r, item, len), err);
+}
 
 mf_status mfgo_reply_error(mf_reply *r, const char *message, char **err) {
     return fail(mf_reply_error(r, message), err);

@@ -6,6 +6,7 @@
 #ifndef MULTIFROST_GO_SHIM_H
 #define MULTIFROST_GO_SHIM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -36,6 +37,10 @@ mf_status mfgo_connect(const char *target, const mf_options *o, mf_parent **out,
 mf_status mfgo_call_queued_start(mf_parent *p, const char *function, size_t function_len,
                                  const uint8_t *args, size_t args_len, int64_t timeout_ms,
                                  mf_queue *q, uint64_t token, uint64_t *call_id, char **err);
+/* Opens a stream; `function` as at mfgo_call_queued_start. */
+mf_status mfgo_stream_open(mf_parent *p, const char *function, size_t function_len, const uint8_t *args,
+                           size_t args_len, int64_t timeout_ms, mf_stream **out, char **err);
+mf_status mfgo_stream_next(mf_stream *s, int64_t timeout_ms, mf_buffer *item, bool *end, char **err);
 /* Waits without limit for one completion (MF_ERR_CLOSED once the queue is closed). */
 mf_status mfgo_queue_wait(mf_queue *q, mf_event *ev);
 mf_status mfgo_queue_fd(mf_queue *q, int *out, char **err);
@@ -47,6 +52,7 @@ mf_status mfgo_worker_set_concurrency(mf_worker *w, uint32_t n, char **err);
 mf_status mfgo_worker_set_namespace(mf_worker *w, const char *ns, char **err);
 mf_status mfgo_serve(mf_worker *w, char **err);
 mf_status mfgo_reply_ok(mf_reply *r, const uint8_t *data, size_t len, char **err);
+mf_status mfgo_reply_yield(mf_reply *r, const uint8_t *item, size_t len, char **err);
 mf_status mfgo_reply_error(mf_reply *r, const char *message, char **err);
 /* Cancels the handler's context (the cgo.Handle h) when its call is cancelled. */
 mf_status mfgo_reply_on_cancel(mf_reply *r, uintptr_t h);

@@ -84,6 +84,9 @@ func NewWorker(serviceID string) (*Worker, error) {
 //	func(a A) error, func(a A)  // the answer is nil
 //	func(xs ...int) R           // variadic
 //	func(ctx context.Context, a A) R  // ctx ends when the call is cancelled or Serve returns
+//	func(yield Yield, a A) error      // a stream: each yield(v) sends one item (see Yield);
+//	                                  // yield may also be declared func(any) error
+//	func(ctx context.Context, yield Yield, a A) error
 //
 // A call with the wrong number or types of arguments is answered with
 // "TypeError: <name> expects (<types>), ..."; a handler that panics is
@@ -270,20 +273,23 @@ func (w *Worker) Close() error {
 
 // handler is a registered Go function and what reflection learned about it.
 type handler struct {
-	name      string
-	fn        reflect.Value
-	params    []reflect.Type // without a leading context.Context
-	variadic  bool
-	takesCtx  bool
-	hasResult bool
-	hasErr    bool
-	signature string // "(int, int)"
-	state     *workerState
+	name       string
+	fn         reflect.Value
+	params     []reflect.Type // without the leading context.Context and Yield
+	variadic   bool
+	takesCtx   bool
+	takesYield bool // a Yield parameter, first or after the context.Context
+	hasResult  bool
+	hasErr     bool
+	signature  string // "(int, int)"
+	state      *workerState
 }
 
 var (
 	errorType   = reflect.TypeFor[error]()
 	contextType = reflect.TypeFor[context.Context]()
+	yieldType   = reflect.TypeFor[Yield]()
+	yieldFunc   = reflect.TypeFor[func(any) error]() // Yield spelled out
 )
 
 func newHandler(name string, fn any) (*handler, error) {
@@ -300,6 +306,10 @@ func newHandler(name string, fn any) (*handler, error) {
 		p := t.In(i)
 		if i == 0 && p == contextType {
 			h.takesCtx = true
+			continue
+		}
+		if (p == yieldType || p == yieldFunc) && len(h.params) == 0 && !h.takesYield {
+			h.takesYield = true
 			continue
 		}
 		if !decodable(p) {
@@ -349,7 +359,7 @@ func decodable(t reflect.Type) bool {
 
 // invoke decodes args, runs the function and encodes its result; errText
 // is the reply error when the call fails.
-func (h *handler) invoke(ctx context.Context, args []byte) (result []byte, errText string) {
+func (h *handler) invoke(ctx context.Context, y Yield, args []byte) (result []byte, errText string) {
 	defer func() {
 		if r := recover(); r != nil {
 			result, errText = nil, fmt.Sprintf("RuntimeError: %s panicked: %v", h.name, r)
@@ -358,6 +368,9 @@ func (h *handler) invoke(ctx context.Context, args []byte) (result []byte, errTe
 	in, errText := h.decodeArgs(args)
 	if errText != "" {
 		return nil, errText
+	}
+	if h.takesYield {
+		in = append([]reflect.Value{reflect.ValueOf(y)}, in...)
 	}
 	if h.takesCtx {
 		in = append([]reflect.Value{reflect.ValueOf(ctx)}, in...)

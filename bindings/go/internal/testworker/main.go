@@ -159,6 +159,56 @@ func main() {
 	var bumps atomic.Int64
 	must(w.Handle("bump", func() int64 { return bumps.Add(1) }))
 
+	// Streams: count yields 0..n-1; counted returns [items yielded,
+	// streams that saw their caller close them].
+	var yielded, closed atomic.Int64
+	count := func(yield multifrost.Yield, n int) error {
+		for i := range n {
+			if err := yield(i); err != nil {
+				if errors.Is(err, multifrost.ErrCancelled) {
+					closed.Add(1)
+				}
+				return err
+			}
+			yielded.Add(1)
+		}
+		return nil
+	}
+	must(w.Handle("count", count))
+	// count_plain declares its yield as a plain func type.
+	must(w.Handle("count_plain", func(yield func(any) error, n int) error { return count(yield, n) }))
+	must(w.Handle("counted", func() []int64 { return []int64{yielded.Load(), closed.Load()} }))
+	// count_fail yields 0..n-1, then fails.
+	must(w.Handle("count_fail", func(yield multifrost.Yield, n int) error {
+		if err := count(yield, n); err != nil {
+			return err
+		}
+		return fmt.Errorf("ValueError: stopped after %d", n)
+	}))
+	// count_slow yields 0..n-1, ms apart: longer than one slice of the
+	// parent's wait for an item.
+	must(w.Handle("count_slow", func(ctx context.Context, yield multifrost.Yield, n, ms int) error {
+		for i := range n {
+			select {
+			case <-ctx.Done():
+				return stopped(ctx)
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			}
+			if err := yield(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	// count_exit yields 0..n-1, then the worker exits.
+	must(w.Handle("count_exit", func(ctx context.Context, yield multifrost.Yield, n int) error {
+		if err := count(yield, n); err != nil {
+			return err
+		}
+		os.Exit(3)
+		return nil
+	}))
+
 	if err := w.Serve(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(2)
