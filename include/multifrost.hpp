@@ -21,6 +21,11 @@
  *     return i;
  *   });
  *
+ *   for (int x : p.stream<int>("count", 5)) use(x);            // a stream: 0 1 2 3 4
+ *   w.handle("count", [](mf::Context& ctx, int n) {           // the handler yields
+ *     for (int i = 0; i < n; i++) ctx.yield(i);                // throws mf::CancelledError
+ *   });                                                        // once the caller closed it
+ *
  * Errors: every failure throws a subclass of mf::Error named after its
  * status (mf::TimeoutError, mf::RemoteError, mf::CancelledError,
  * mf::NoSuchFunctionError, …); status() is the library's mf_status and
@@ -70,6 +75,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <future>
 #include <limits>
 #include <map>
@@ -295,6 +301,18 @@ class Context {
     cv_.wait(lock, [&] { return cancelled_; });
   }
 
+  /// Sends `value` as the next item of the stream the caller reads
+  /// (Parent::stream), encoded as a result is; the handler's return value
+  /// (or exception) then ends the stream. Waits while the caller already
+  /// has all the items it may be sent ahead (Options::stream_credit).
+  /// Throws mf::CancelledError once the caller closed the stream or
+  /// cancelled the call: let it leave the handler (the caller no longer
+  /// listens to the answer) or catch it to clean up, and return. A caller
+  /// that asked for no stream (Parent::call) gets the yielded items as one
+  /// array instead of the return value. From the handler's own thread.
+  template <class T>
+  void yield(const T& value);
+
   /// Runs `fn` once when the call is cancelled: at once on this thread if it
   /// already is, otherwise on the worker's driver thread when the cancel
   /// arrives, and never once the handler has returned. It is the place to
@@ -423,6 +441,9 @@ struct Options {
   /// How long the handler of a cancelled or timed-out call may run on before
   /// its spawned worker is stopped (and restarted with auto_restart); 0 = never [2 s]
   std::optional<std::chrono::milliseconds> cancel_grace;
+  /// How many items of a stream (Parent::stream) the worker may send ahead
+  /// of those taken; it then waits in mf::Context::yield [16]
+  std::optional<std::uint32_t> stream_credit;
 };
 
 // ---------------------------------------------------------------------------
@@ -1377,6 +1398,7 @@ inline OptionsPtr make_options(const Options& o) {
   if (o.max_message_size) check(mf_options_set_max_message_size(p, *o.max_message_size), "Options::max_message_size");
   if (o.private_link) check(mf_options_set_private_link(p, *o.private_link), "Options::private_link");
   if (o.cancel_grace) check(mf_options_set_cancel_grace(p, o.cancel_grace->count()), "Options::cancel_grace");
+  if (o.stream_credit) check(mf_options_set_stream_credit(p, *o.stream_credit), "Options::stream_credit");
   return opts;
 }
 
@@ -1664,6 +1686,14 @@ inline void json_trampoline(void* user, const char* args_json, mf_reply* reply) 
 
 }  // namespace detail
 
+template <class T>
+void Context::yield(const T& value) {
+  msgpack::sbuffer out;
+  detail::Packer pk(out);
+  detail::Codec<detail::value_t<T>>::pack(pk, value);
+  detail::check(mf_reply_yield(reply_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size()));
+}
+
 // ---------------------------------------------------------------------------
 // Parent
 
@@ -1730,10 +1760,142 @@ class Call {
   std::uint64_t id_ = 0;
 };
 
+/// A stream opened with Parent::stream: the items the worker's handler
+/// yields (mf::Context::yield), in order, each decoded as a T. Move-only.
+/// Read it with range-for or next():
+///
+///   mf::Stream<int> s = p.stream<int>("count", 5);
+///   for (int x : s) use(x);  // 0 1 2 3 4, then the loop ends
+///
+/// An error of the call (the handler threw, the worker exited, a timeout
+/// between items, …) is thrown as its mf::Error after the items that came
+/// before it. Leaving the loop early and destroying or close()-ing the
+/// stream cancels an unfinished one: the handler's next yield throws
+/// mf::CancelledError. Reading waits on the calling thread, at most the
+/// stream's timeout for each item. Not thread-safe: one thread at a time
+/// uses a stream (close() included).
+template <class T>
+class Stream {
+ public:
+  static_assert(!std::is_void_v<T>, "mf: a stream's items need a type");
+
+  /// Range-for's iterator (an input iterator): ++ takes the next item.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const T*;
+    using reference = const T&;
+
+    iterator() noexcept = default;
+    const T& operator*() const { return *stream_->item_; }
+    const T* operator->() const { return &*stream_->item_; }
+    iterator& operator++() {
+      if (!stream_->advance()) stream_ = nullptr;
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.stream_ == b.stream_; }
+    friend bool operator!=(const iterator& a, const iterator& b) noexcept { return a.stream_ != b.stream_; }
+
+   private:
+    friend class Stream;
+    explicit iterator(Stream* stream) noexcept : stream_(stream) {}
+    Stream* stream_ = nullptr;  // nullptr: the end
+  };
+
+  /// An empty, closed stream.
+  Stream() noexcept = default;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  Stream(Stream&& other) noexcept
+      : s_(std::exchange(other.s_, nullptr)),
+        function_(std::move(other.function_)),
+        item_(std::move(other.item_)),
+        ended_(std::exchange(other.ended_, true)) {}
+  /// Closes this stream, then takes over `other`'s.
+  Stream& operator=(Stream&& other) noexcept {
+    if (this != &other) {
+      close();
+      s_ = std::exchange(other.s_, nullptr);
+      function_ = std::move(other.function_);
+      item_ = std::move(other.item_);
+      ended_ = std::exchange(other.ended_, true);
+    }
+    return *this;
+  }
+  /// close().
+  ~Stream() { close(); }
+
+  /// Waits for the next item and takes it; std::nullopt once the stream
+  /// ended (also on every later call). Throws the call's mf::Error after
+  /// the items before it (then the stream has ended), mf::TypeError for an
+  /// item that is not a T (the stream goes on), mf::ClosedError once
+  /// close()d or moved from.
+  std::optional<T> next() {
+    if (!s_) throw ClosedError("the stream is closed");
+    if (ended_) return std::nullopt;
+    detail::Buffer item;
+    bool end = false;
+    mf_status status = mf_stream_next(s_, -1, &item.b, &end);
+    if (status != MF_OK) {
+      ended_ = true;
+      detail::throw_last_error(status);
+    }
+    if (end) {
+      ended_ = true;
+      return std::nullopt;
+    }
+    if constexpr (std::is_same_v<T, msgpack::object_handle>) {
+      return detail::unpack_one(item.b.data, item.b.len, true);
+    } else {
+      msgpack::object_handle oh = detail::unpack_one(item.b.data, item.b.len, false);
+      return detail::Codec<T>::unpack(oh.get(), detail::Path{"item of " + function_});
+    }
+  }
+
+  /// Takes the first item (range-for calls it once); see next().
+  iterator begin() { return iterator(advance() ? this : nullptr); }
+  iterator end() noexcept { return iterator(); }
+
+  /// Ends the stream: an unfinished one is cancelled (mf_stream_close).
+  /// Idempotent; then next() throws mf::ClosedError.
+  void close() noexcept {
+    mf_stream_close(std::exchange(s_, nullptr));
+    item_.reset();
+    ended_ = true;
+  }
+
+  /// False once closed or moved from (an ended stream stays open until then).
+  bool is_open() const noexcept { return s_ != nullptr; }
+
+  /// Whether the stream has ended (its last item taken, or its error thrown).
+  bool ended() const noexcept { return ended_; }
+
+  /// The C handle (still owned by this object), NULL when closed.
+  mf_stream* native_handle() const noexcept { return s_; }
+
+ private:
+  friend class Parent;
+
+  /// The next item into item_; whether there is one.
+  bool advance() {
+    item_.reset();
+    item_ = next();
+    return item_.has_value();
+  }
+
+  mf_stream* s_ = nullptr;
+  std::string function_;
+  std::optional<T> item_;  // the iterator's current item
+  bool ended_ = true;
+};
+
 /// A connection to one worker (mf_parent): spawned by Parent::spawn or reached
 /// by Parent::connect. Move-only; the destructor closes it.
 ///
-/// Threads: call, call_for, call_async, call_start, cancel, call_json and
+/// Threads: call, call_for, call_async, call_start, stream, cancel, call_json and
 /// stats_json may run on any number of threads at once, and close() may run
 /// on any thread at any time: calls in flight end with MF_ERR_CLOSED, calls
 /// that start later throw it (each call holds a reference of its own to the C handle,
@@ -1858,6 +2020,34 @@ class Parent {
     Call<R> call;
     call.future_ = start<R>(timeout, function, &call, args...);
     return call;
+  }
+
+  /// Calls `function(args...)` as a stream: the worker's handler yields
+  /// items (mf::Context::yield) that the returned mf::Stream hands over in
+  /// order, each as a T; the handler's return value only ends the stream.
+  /// The default timeout limits the wait for each item. Errors of the call
+  /// come from reading the stream; this throws only what stops it from
+  /// starting (mf::ClosedError, mf::CircuitOpenError, mf::InvalidArgumentError, …).
+  ///
+  ///   for (const std::string& line : p.stream<std::string>("tail", "log.txt")) show(line);
+  template <class T, class... A>
+  Stream<T> stream(std::string_view function, const A&... args) {
+    return stream_for<T>(default_timeout, function, args...);
+  }
+
+  /// stream() with its own time limit for each item (mf::default_timeout:
+  /// the parent's default; mf::no_timeout: none).
+  template <class T, class... A>
+  Stream<T> stream_for(std::chrono::milliseconds timeout, std::string_view function, const A&... args) {
+    detail::check_result_type<T>();
+    Stream<T> s;
+    s.function_ = detail::c_text(function, "function name");
+    msgpack::sbuffer packed = detail::pack_args(args...);
+    Ref p(*this);
+    detail::check(mf_stream_open(p.get(), s.function_.c_str(), reinterpret_cast<const std::uint8_t*>(packed.data()),
+                                 packed.size(), timeout.count(), &s.s_));
+    s.ended_ = false;
+    return s;
   }
 
   /// Cancels the call of this parent with id `call_id` (mf::Call::id()), as

@@ -1,5 +1,5 @@
 // The worker the C++ tests spawn: one echo per value type, plus functions
-// that fail, sleep, spin, count or return special values. Written with
+// that fail, sleep, spin, count, stream or return special values. Written with
 // mf::Worker only. Spawn mode by default; with an argument (a service id or
 // tcp:// endpoint) it serves in connect mode. `--concurrency N` sets its
 // handler threads (default 4).
@@ -118,6 +118,28 @@ int main(int argc, char** argv) {
     w.handle("bump", [] { return ++bumps; });
     w.handle("bumps", [] { return bumps.load(); });
     w.handle("crash", [] { std::abort(); });
+
+    // Streams. count(n) yields 0..n-1 and returns nothing; counted() tells
+    // [items yielded, streams closed on it] (a yield that threw
+    // mf::CancelledError counts a closed stream).
+    static std::atomic<int> yielded{0}, streams_closed{0};
+    w.handle("count", [](mf::Context& ctx, int n) {
+      try {
+        for (int i = 0; i < n; i++) {
+          ctx.yield(i);
+          yielded++;
+        }
+      } catch (const mf::CancelledError&) {
+        streams_closed++;
+        throw;
+      }
+    });
+    w.handle("counted", [] { return std::vector<int>{yielded.load(), streams_closed.load()}; });
+    // Yields "a0".."a{n-1}", then fails.
+    w.handle("count_then_fail", [](mf::Context& ctx, int n) -> int {
+      for (int i = 0; i < n; i++) ctx.yield("a" + std::to_string(i));
+      throw mf::HandlerError("ValueError", "failed after " + std::to_string(n) + " items");
+    });
 
     w.handle("fail", []() -> int { throw std::runtime_error("boom"); });
     w.handle("fail_invalid", [](const std::string& what) -> int { throw std::invalid_argument(what); });

@@ -76,6 +76,23 @@ struct Everything {
   });
   worker.handle("cctx", [](const mf::Context& ctx) { return ctx.cancelled(); });
   worker.handle("wait", [](mf::Context& ctx) { ctx.wait(); });
+  worker.handle("yield", [](mf::Context& ctx, int n) {
+    ctx.yield(n);
+    ctx.yield(std::string("text"));
+    ctx.yield(Everything{}.m);
+    return n;
+  });
+  for (const int& x : parent.stream<int>("s", 1, "a")) (void)x;
+  mf::Stream<msgpack::object_handle> raw = parent.stream_for<msgpack::object_handle>(mf::no_timeout, "s");
+  mf::Stream<msgpack::object_handle> raw2;
+  raw2 = std::move(raw);
+  (void)raw2.next();
+  for (auto it = raw2.begin(); it != raw2.end(); ++it) (void)it->get();
+  raw2.close();
+  mf::Stream<std::vector<std::string>> strings = parent.stream<std::vector<std::string>>("s");
+  (void)strings.ended();
+  (void)strings.is_open();
+  (void)strings.native_handle();
   (void)mf::to_json(e.v);
   (void)mf::from_json<std::vector<int>>(mf::Json{"[]"});
 }
