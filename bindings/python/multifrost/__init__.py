@@ -36,7 +36,17 @@ from .errors import (
     ServiceNotFoundError,
     WorkerExitedError,
 )
-from .parent import AsyncCallProxy, ParentWorker, PendingCall, SyncCallProxy, SyncHandle
+from .parent import (
+    AsyncCallProxy,
+    AsyncStream,
+    AsyncStreamProxy,
+    ParentWorker,
+    PendingCall,
+    Stream,
+    SyncCallProxy,
+    SyncHandle,
+    SyncStreamProxy,
+)
 
 __version__ = "0.1.0"
 
@@ -47,6 +57,10 @@ __all__ = [
     "SyncCallProxy",
     "SyncHandle",
     "PendingCall",
+    "AsyncStreamProxy",
+    "SyncStreamProxy",
+    "Stream",
+    "AsyncStream",
     "Status",
     "MultifrostError",
     "RemoteCallError",

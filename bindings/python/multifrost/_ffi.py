@@ -14,7 +14,8 @@ looked for in this order:
 Every function of ``include/multifrost.h`` that the binding uses is declared
 here with its exact argument and result types; ctypes releases the GIL
 during each foreign call, so a call that blocks (``mf_spawn``,
-``mf_queue_next``, ``mf_worker_next``, ``mf_parent_close``) never stalls other
+``mf_queue_next``, ``mf_worker_next``, ``mf_stream_next``, ``mf_reply_yield``,
+``mf_parent_close``) never stalls other
 Python threads.
 """
 
@@ -72,6 +73,7 @@ mf_worker_p = c_void_p
 mf_options_p = c_void_p
 mf_queue_p = c_void_p
 mf_reply_p = c_void_p
+mf_stream_p = c_void_p
 
 
 class mf_buffer(Structure):
@@ -191,6 +193,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("mf_options_set_max_message_size", c_int, mf_options_p, c_int64)
     fn("mf_options_set_private_link", c_int, mf_options_p, c_bool)
     fn("mf_options_set_cancel_grace", c_int, mf_options_p, c_int64)
+    fn("mf_options_set_stream_credit", c_int, mf_options_p, c_uint32)
 
     # Parent.
     fn("mf_spawn", c_int, c_char_p, POINTER(c_char_p), mf_options_p, POINTER(mf_parent_p))
@@ -242,11 +245,17 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("mf_queue_next", c_int, mf_queue_p, c_int64, POINTER(mf_event), c_size_t, POINTER(c_size_t))
     fn("mf_queue_fd", c_int, mf_queue_p, POINTER(c_int))
 
+    # Streams.
+    fn("mf_stream_open", c_int, mf_parent_p, c_char_p, c_char_p, c_size_t, c_int64, POINTER(mf_stream_p))
+    fn("mf_stream_next", c_int, mf_stream_p, c_int64, POINTER(mf_buffer), POINTER(c_bool))
+    fn("mf_stream_close", None, mf_stream_p)
+
     # Replies.
     fn("mf_reply_ok", c_int, mf_reply_p, c_char_p, c_size_t)
     fn("mf_reply_error", c_int, mf_reply_p, c_char_p)
     fn("mf_reply_cancelled", c_bool, mf_reply_p)
     fn("mf_reply_on_cancel_queue", c_int, mf_reply_p, mf_queue_p, c_uint64)
+    fn("mf_reply_yield", c_int, mf_reply_p, c_char_p, c_size_t)
 
     # Worker.
     fn("mf_worker_new", c_int, c_char_p, POINTER(mf_worker_p))

@@ -404,16 +404,80 @@ class ChildWorker:
                 raise TypeError("arguments must be an array")
             method = getattr(self, name)
             result = method(*args)
+            if inspect.isgenerator(result):
+                # Its body runs here, on the serving thread, as a plain method's does.
+                result = self._stream(result, call)
         except Exception as e:
             self._answer_error(reply, _error_text(e))
             return
         finally:
             _current.reset(ctx)
+        if inspect.isasyncgen(result):
+            result = self._astream(result, call)
         if inspect.isawaitable(result):
             call.in_loop = True
             self._schedule(result, call)
         else:
             self._answer(reply, result)
+
+    def _yield(self, call: _Call, item: Any) -> bool:
+        """``mf_reply_yield`` of one item: True to go on, False once the caller closed the stream.
+
+        Blocks while the caller has all the items it asked for so far.
+
+        Raises:
+            TypeError: The item has no msgpack form.
+            MultifrostError: The library refused the item.
+        """
+        try:
+            data = _values.pack(item)
+        except Exception as e:
+            raise TypeError(f"the item cannot be sent: {e}") from e
+        status = _ffi.load().mf_reply_yield(call.reply, data, len(data))
+        if status == Status.ERR_CANCELLED:
+            call.cancel_seen = True
+            return False
+        if status != Status.OK:
+            raise error_for(status, _ffi.last_error())
+        return True
+
+    def _stream(self, gen: Any, call: _Call) -> None:
+        """On the serving thread: sends a generator method's items; the answer is nil.
+
+        A closed stream closes the generator (``GeneratorExit`` at its
+        ``yield``); a plain call (or another implementation's parent) gets
+        the items as one list, which the library makes of them.
+        """
+        try:
+            for item in gen:
+                if not self._yield(call, item):
+                    break
+        finally:
+            gen.close()
+        return None
+
+    async def _astream(self, agen: Any, call: _Call) -> None:
+        """In the async method's task: sends an async generator's items; the answer is nil.
+
+        ``mf_reply_yield`` blocks while the caller has no credit left, so it
+        runs on the loop's default executor, never on the loop itself; a
+        cancel wakes it (MF_ERR_CANCELLED), so the task waits for it before
+        the call is answered, and the reply is never answered during a yield.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            async for item in agen:
+                fut = loop.run_in_executor(None, self._yield, call, item)
+                try:
+                    go_on = await asyncio.shield(fut)
+                except asyncio.CancelledError:
+                    await asyncio.wait([fut])
+                    raise
+                if not go_on:
+                    break
+        finally:
+            await agen.aclose()
+        return None
 
     def _schedule(self, awaitable: Any, call: _Call) -> None:
         self._ensure_loop().call_soon_threadsafe(self._start_task, awaitable, call)

@@ -54,7 +54,17 @@ from .errors import (
     error_for,
 )
 
-__all__ = ["ParentWorker", "AsyncCallProxy", "SyncCallProxy", "SyncHandle", "PendingCall"]
+__all__ = [
+    "ParentWorker",
+    "AsyncCallProxy",
+    "SyncCallProxy",
+    "AsyncStreamProxy",
+    "SyncStreamProxy",
+    "SyncHandle",
+    "PendingCall",
+    "Stream",
+    "AsyncStream",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -117,6 +127,7 @@ class _Plan:
     shutdown_grace: Optional[float] = None
     cancel_grace: Optional[float] = None
     private_link: bool = True
+    stream_credit: Optional[int] = None
 
     def options(self, namespace: Optional[str] = None) -> int:
         """A new ``mf_options`` for this plan; the caller frees it."""
@@ -163,6 +174,8 @@ class _Plan:
                 _check(lib.mf_options_set_cancel_grace(o, _ms(self.cancel_grace, "cancel_grace", allow_zero=True)))
             if not self.private_link:
                 _check(lib.mf_options_set_private_link(o, False))
+            if self.stream_credit is not None:
+                _check(lib.mf_options_set_stream_credit(o, _count(self.stream_credit, "stream_credit", 1)))
         except BaseException:
             lib.mf_options_free(o)
             raise
@@ -599,6 +612,19 @@ class _Connection:
             raise
         return PendingCall(self, handle, queue, call_id.value, function)
 
+    def open_stream(self, function: str, args: bytes, timeout_ms: int, namespace: Optional[str]) -> "_StreamState":
+        """Starts ``function`` as a stream (``mf_stream_open`` does not wait for the worker)."""
+        fn = _function_name(function)
+        lib = _ffi.load()
+        out = _ffi.mf_stream_p()
+        with self.lock:
+            status = lib.mf_stream_open(self._handle_for(namespace), fn, args, len(args), timeout_ms, ctypes.byref(out))
+            if status != Status.OK:
+                raise error_for(status, _ffi.last_error())
+        # The stream holds the core's parent state itself: closing the parent
+        # ends it (its next item is the close error), and it is freed apart.
+        return _StreamState(out.value)
+
     def _new_loop_queue(self, loop: asyncio.AbstractEventLoop) -> _LoopQueue:
         """A completion queue for ``loop`` (under ``self.lock``); frees those of closed loops."""
         for old in [lq for lq in self.loop_queues.values() if lq.loop.is_closed()]:
@@ -681,6 +707,194 @@ class PendingCall:
     def __repr__(self) -> str:
         state = "pending" if self._outcome is None else "done"
         return f"<PendingCall {self._function!r} id={self._call_id} {state}>"
+
+
+# The end of a stream, as _StreamState.next returns it.
+_END = object()
+
+# mf_stream_next's text for a wait limit of its own that passed with the
+# stream still open; the call's own timeout (which ends the stream) is the
+# same status with other text. The header gives no other way to tell them
+# apart, and the binding must wait in slices (see _StreamState).
+_LOCAL_WAIT = "no item of the stream within"
+
+
+class _StreamState:
+    """One ``mf_stream`` and who may touch it.
+
+    ``mf_stream_next`` blocks its thread and ``mf_stream_close`` must not run
+    during it, so the one thread in ``next`` (under ``lock``) waits in slices
+    of ``_SLICE_MS``: between two it sees a close asked for by another thread
+    (a cancelled task, a finalizer), or runs Python's signal handlers
+    (Ctrl-C on the main thread). A close asked for while no one is in
+    ``next`` happens at once.
+    """
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr: Optional[int] = ptr
+        self.lock = threading.Lock()
+        self.closing = False
+
+    def next(self) -> Any:
+        """Blocks for the next item: its value, ``_END``, or the call's error raised."""
+        lib = _ffi.load()
+        item = _ffi.mf_buffer()
+        end = ctypes.c_bool(False)
+        with self.lock:
+            while True:
+                if self.ptr is None or self.closing:
+                    self._free()
+                    return _END
+                status = lib.mf_stream_next(self.ptr, _SLICE_MS, ctypes.byref(item), ctypes.byref(end))
+                if status == Status.OK:
+                    if end.value:
+                        self._free()
+                        return _END
+                    try:
+                        data = ctypes.string_at(item.data, item.len) if item.len else b""
+                    finally:
+                        lib.mf_buffer_free(item)
+                    ok, value = _decoded(data)
+                    if not ok:
+                        self._free()
+                        raise value
+                    return value
+                msg = _ffi.last_error()
+                if status == Status.ERR_TIMEOUT and msg.startswith(_LOCAL_WAIT):
+                    continue
+                self._free()
+                raise error_for(status, msg)
+
+    def close(self) -> None:
+        """Any thread: closes now, or (while another thread is in ``next``) within a slice."""
+        self.closing = True
+        if self.lock.acquire(blocking=False):
+            try:
+                self._free()
+            finally:
+                self.lock.release()
+
+    def _free(self) -> None:
+        """Under ``lock``: ``mf_stream_close`` (cancels an unfinished stream's call)."""
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None and _ffi._lib is not None:
+            _ffi._lib.mf_stream_close(ptr)
+
+
+class Stream:
+    """The items of one streamed call, in order: ``for x in worker.sync.stream.count(5)``.
+
+    The iteration ends when the worker's generator ends; an error in the
+    worker (or a timeout, or the worker exiting) is raised after the items
+    sent before it. Leaving the loop early (``break``, an exception,
+    dropping the iterator) or :meth:`close` closes the stream, and the
+    worker's generator is closed (``GeneratorExit`` at its ``yield``).
+    Blocks the calling thread; one thread at a time iterates it.
+    """
+
+    def __init__(self, state: _StreamState, function: str) -> None:
+        self._state = state
+        self._function = function
+        # Dropped unfinished (a `break` out of `for`): closes the stream.
+        self._finalizer = weakref.finalize(self, state.close)
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            value = self._state.next()
+        except BaseException:
+            self._state.close()  # Ctrl-C on the main thread: the caller gave up
+            raise
+        if value is _END:
+            raise StopIteration
+        return value
+
+    def close(self) -> None:
+        """Closes the stream (cancels the call if unfinished); idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Stream {self._function!r} {'closed' if self._state.ptr is None else 'open'}>"
+
+
+class AsyncStream:
+    """:class:`Stream` for asyncio: ``async for x in worker.astream.count(5)``.
+
+    Each item is awaited without blocking the event loop: ``mf_stream_next``
+    blocks its thread, so it runs in the loop's default executor. The stream
+    is opened at the first ``__anext__``. Cancelling the task that iterates
+    it, ``break``, an exception, dropping the iterator or :meth:`aclose`
+    closes the stream and the worker's generator.
+    """
+
+    def __init__(
+        self, conn: _Connection, function: str, args: bytes, timeout_ms: int, namespace: Optional[str]
+    ) -> None:
+        self._conn = conn
+        self._function = function
+        self._args: Optional[bytes] = args
+        self._timeout_ms = timeout_ms
+        self._namespace = namespace
+        self._state: Optional[_StreamState] = None
+        self._closed = False
+        self._finalizer: Optional[weakref.finalize] = None
+
+    def _open_and_next(self) -> Any:
+        """On an executor thread: opens the stream on first use, then waits for an item."""
+        if self._state is None:
+            if self._closed:
+                return _END
+            args, self._args = self._args, None
+            assert args is not None
+            if self._namespace is not None:
+                self._conn.ensure_namespace(self._namespace)
+            self._state = self._conn.open_stream(self._function, args, self._timeout_ms, self._namespace)
+            self._finalizer = weakref.finalize(self, self._state.close)
+            if self._closed:
+                self._state.close()
+        return self._state.next()
+
+    def __aiter__(self) -> "AsyncStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            value = await loop.run_in_executor(None, self._open_and_next)
+        except BaseException:
+            # Cancelled while the executor thread waits: it sees the close
+            # within a slice and closes the stream there.
+            self._close()
+            raise
+        if value is _END:
+            raise StopAsyncIteration
+        return value
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._finalizer is not None:
+            self._finalizer()
+
+    async def aclose(self) -> None:
+        """Closes the stream (cancels the call if unfinished); idempotent, never blocks."""
+        self._close()
+
+    async def __aenter__(self) -> "AsyncStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncStream {self._function!r}>"
 
 
 class _RemoteFunction:
@@ -771,6 +985,43 @@ class SyncCallProxy(_CallProxyBase):
         return self._worker.sync.call_function(name, *args, timeout=self._timeout, namespace=self._namespace)
 
 
+class AsyncStreamProxy(_CallProxyBase):
+    """``worker.astream``: ``async for x in worker.astream.name(*args)`` streams ``name``'s items."""
+
+    __slots__ = ()
+
+    def with_options(self, *, timeout: Optional[float] = None, namespace: Optional[str] = None) -> "AsyncStreamProxy":
+        """A proxy whose streams use these options (see :meth:`AsyncCallProxy.with_options`).
+
+        The timeout limits the wait for the first item and then between items.
+        """
+        return AsyncStreamProxy(
+            self._worker,
+            timeout if timeout is not None else self._timeout,
+            namespace if namespace is not None else self._namespace,
+        )
+
+    def _invoke(self, name: str, *args: Any) -> AsyncStream:
+        return self._worker.stream_function(name, *args, timeout=self._timeout, namespace=self._namespace)
+
+
+class SyncStreamProxy(_CallProxyBase):
+    """``worker.sync.stream``: ``for x in worker.sync.stream.name(*args)`` streams ``name``'s items."""
+
+    __slots__ = ()
+
+    def with_options(self, *, timeout: Optional[float] = None, namespace: Optional[str] = None) -> "SyncStreamProxy":
+        """A proxy whose streams use these options (see :meth:`AsyncStreamProxy.with_options`)."""
+        return SyncStreamProxy(
+            self._worker,
+            timeout if timeout is not None else self._timeout,
+            namespace if namespace is not None else self._namespace,
+        )
+
+    def _invoke(self, name: str, *args: Any) -> Stream:
+        return self._worker.sync.stream_function(name, *args, timeout=self._timeout, namespace=self._namespace)
+
+
 class SyncHandle:
     """``worker.sync``: the blocking face of a :class:`ParentWorker`.
 
@@ -807,6 +1058,36 @@ class SyncHandle:
     def call(self) -> SyncCallProxy:
         """The blocking call proxy: ``worker.sync.call.add(1, 2)``."""
         return SyncCallProxy(self._worker)
+
+    @property
+    def stream(self) -> SyncStreamProxy:
+        """The blocking stream proxy: ``for x in worker.sync.stream.count(5)``."""
+        return SyncStreamProxy(self._worker)
+
+    def stream_function(
+        self, function: str, *args: Any, timeout: Optional[float] = None, namespace: Optional[str] = None
+    ) -> Stream:
+        """Calls ``function(*args)`` as a stream: its items, as the worker's generator yields them.
+
+        Arguments as for :meth:`call_function`; ``timeout`` limits the wait
+        for the first item and then between items. At most the parent's
+        stream credit (16) items are sent ahead of those taken; the
+        worker's generator waits for the rest.
+
+        Returns:
+            The :class:`Stream` (an iterator; also a context manager that closes it).
+
+        Raises:
+            CircuitOpenError, ClosedError, TypeError: The stream was not started.
+            Iterating raises the call's errors as :meth:`call_function` does,
+            after the items sent before them.
+        """
+        conn = self._worker._conn
+        payload = _values.pack_args(args)
+        timeout_ms = _call_timeout_ms(timeout)
+        if namespace is not None:
+            conn.ensure_namespace(namespace)
+        return Stream(conn.open_stream(function, payload, timeout_ms, namespace), function)
 
     def start_call(
         self, function: str, *args: Any, timeout: Optional[float] = None, namespace: Optional[str] = None
@@ -909,6 +1190,7 @@ class ParentWorker:
         shutdown_grace: Optional[float] = None,
         cancel_grace: Optional[float] = None,
         private_link: bool = True,
+        stream_credit: Optional[int] = None,
     ) -> "ParentWorker":
         """A worker to be started from ``script_path`` (not started yet).
 
@@ -943,6 +1225,8 @@ class ParentWorker:
             private_link: Offer the worker the private link (default on); off
                 makes a worker of this library use the protocol's TCP
                 connection like any other worker.
+            stream_credit: How many items of a stream the worker may send
+                ahead of those taken (default 16); its generator waits for the rest.
 
         Returns:
             The (not yet started) worker.
@@ -968,6 +1252,7 @@ class ParentWorker:
             shutdown_grace=shutdown_grace,
             cancel_grace=cancel_grace,
             private_link=private_link,
+            stream_credit=stream_credit,
         )
         return cls(plan)
 
@@ -1131,6 +1416,25 @@ class ParentWorker:
     def acall(self) -> AsyncCallProxy:
         """The async call proxy: ``await worker.acall.add(1, 2)``."""
         return self._acall
+
+    @property
+    def astream(self) -> AsyncStreamProxy:
+        """The async stream proxy: ``async for x in worker.astream.count(5)``."""
+        return AsyncStreamProxy(self)
+
+    def stream_function(
+        self, function: str, *args: Any, timeout: Optional[float] = None, namespace: Optional[str] = None
+    ) -> AsyncStream:
+        """Calls ``function(*args)`` as a stream, for ``async for`` (see :meth:`SyncHandle.stream_function`).
+
+        The stream is opened at the first item asked for; errors (including
+        :class:`ClosedError` for a worker not started) are raised there.
+
+        Raises:
+            TypeError: An argument has no msgpack form.
+        """
+        payload = _values.pack_args(args)
+        return AsyncStream(self._conn, function, payload, _call_timeout_ms(timeout), namespace)
 
     @property
     def sync(self) -> SyncHandle:

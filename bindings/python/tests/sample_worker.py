@@ -163,6 +163,63 @@ class SampleWorker(ChildWorker):
             pass
         return ms
 
+    # -- streams (issue #20) ------------------------------------------------
+    # Plain generators run on the serving thread and hold it while they wait
+    # for credit, so the counters are read with async methods (the loop's own
+    # thread) and the long-running streams are async generators.
+
+    yielded_total = 0
+    streams_closed = 0
+
+    def count(self, n):
+        """Yields 0..n-1."""
+        for i in range(n):
+            yield i
+
+    async def acount(self, n):
+        """Yields 0..n-1, awaiting between items."""
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    def count_then_fail(self, n, text):
+        """Yields 0..n-1, then raises ValueError(text)."""
+        yield from range(n)
+        raise ValueError(text)
+
+    async def acount_then_fail(self, n, text):
+        for i in range(n):
+            yield i
+        raise KeyError(text)
+
+    def endless(self):
+        """Yields 0, 1, 2, … until its stream is closed (then counts the close)."""
+        i = 0
+        try:
+            while True:
+                yield i
+                i += 1
+        except GeneratorExit:
+            SampleWorker.streams_closed += 1
+            raise
+
+    async def aendless(self):
+        """endless() as an async generator; every item it yields is counted."""
+        i = 0
+        try:
+            while True:
+                SampleWorker.yielded_total += 1
+                yield i
+                i += 1
+                await asyncio.sleep(0)
+        except GeneratorExit:
+            SampleWorker.streams_closed += 1
+            raise
+
+    async def stream_counters(self):
+        """[items aendless yielded, streams closed]."""
+        return [SampleWorker.yielded_total, SampleWorker.streams_closed]
+
     def _private(self):
         return "secret"
 
