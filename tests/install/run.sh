@@ -248,7 +248,7 @@ mkdir -p "$GDIR"
 cat >"$GDIR/go.mod" <<EOF
 module example.com/mfuser
 
-go 1.22
+go 1.23
 
 require github.com/multifrost/libmultifrost/bindings/go v0.1.0
 

@@ -1,6 +1,6 @@
 module github.com/multifrost/libmultifrost/tests/interop/values/go
 
-go 1.22
+go 1.23
 
 require github.com/multifrost/libmultifrost/bindings/go v0.0.0
 
