@@ -99,10 +99,13 @@ def test_breaking_out_of_a_sync_loop_closes_the_generator(worker):
 
 def test_an_exception_in_the_loop_and_close_end_the_stream(worker):
     before = closed_count(worker)
+    # `with` closes it at once on the way out; a bare `for` closes it when
+    # the iterator is collected, which a traceback kept alive may delay.
     with pytest.raises(ZeroDivisionError):
-        for x in worker.sync.stream.aendless():
-            if x == 2:
-                1 / 0
+        with worker.sync.stream.aendless() as stream:
+            for x in stream:
+                if x == 2:
+                    1 / 0
     eventually(lambda: closed_count(worker) == before + 1, "the stream to close after an exception")
     stream = worker.sync.stream.aendless()
     assert next(stream) == 0
