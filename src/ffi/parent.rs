@@ -155,7 +155,7 @@ pub unsafe extern "C" fn mf_call(
     })
 }
 
-fn args_or_empty(args: &[u8]) -> &[u8] {
+pub(crate) fn args_or_empty(args: &[u8]) -> &[u8] {
     if args.is_empty() {
         &[0x90]
     } else {

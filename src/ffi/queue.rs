@@ -2,7 +2,7 @@
 //! bindings that must not be called on library threads (Node, Python asyncio).
 
 use super::error::{c_string, mf_status};
-use super::parent::{mf_parent, write_id};
+use super::parent::{args_or_empty, mf_parent, write_id};
 use super::reply::mf_reply;
 use super::{arc_borrow, arc_into_handle, arc_release, bytes, guard, out_ptr, text};
 use crate::error::Error;
@@ -210,8 +210,7 @@ pub unsafe extern "C" fn mf_call_queued_start(
         let parent = arc_borrow(p.cast_const(), "parent")?;
         let queue = arc_borrow(q.cast_const(), "queue")?;
         let function = text(function, "function")?;
-        let args = bytes(args, args_len, "args")?;
-        let args = if args.is_empty() { &[0x90][..] } else { args };
+        let args = args_or_empty(bytes(args, args_len, "args")?);
         parent.inner().call_numbered(
             function,
             args,

@@ -2,7 +2,7 @@
 
 use super::buffer::mf_buffer;
 use super::error::mf_status;
-use super::parent::mf_parent;
+use super::parent::{args_or_empty, mf_parent};
 use super::{arc_borrow, bytes, guard, out_ptr, text};
 use crate::error::Error;
 use crate::parent::{Stream, StreamCanceller};
@@ -39,8 +39,7 @@ pub unsafe extern "C" fn mf_stream_open(
         let out = out_ptr(out)?;
         let parent = arc_borrow(p.cast_const(), "parent")?;
         let function = text(function, "function")?;
-        let args = bytes(args, args_len, "args")?;
-        let args = if args.is_empty() { &[0x90][..] } else { args };
+        let args = args_or_empty(bytes(args, args_len, "args")?);
         let stream = parent.inner().stream(function, args, timeout_ms)?;
         let canceller = stream.canceller();
         *out = Box::into_raw(Box::new(mf_stream {
