@@ -9,7 +9,9 @@ heartbeats meanwhile, so a long call never makes the worker look dead.
 A call the parent cancels (or whose deadline passes) stops like this:
 
 - ``async def`` methods: their task is cancelled, so ``CancelledError`` is
-  raised at the ``await`` the method is in. The loop hears of the cancel on
+  raised at the ``await`` the method is in (an async generator method gets
+  it at its ``await``, or ``GeneratorExit`` at the ``yield`` it is
+  suspended at). The loop hears of the cancel on
   a completion queue it watches (``mf_reply_on_cancel_queue`` +
   ``mf_queue_fd``), on its own thread. The other form,
   ``mf_reply_on_cancel``, calls a C function pointer on the library's

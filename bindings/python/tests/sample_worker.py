@@ -204,7 +204,11 @@ class SampleWorker(ChildWorker):
             raise
 
     async def aendless(self):
-        """endless() as an async generator; every item it yields is counted."""
+        """endless() as an async generator; every item it yields is counted.
+
+        A closed stream stops it where it waits: GeneratorExit at a yield,
+        CancelledError at an await (its task is cancelled); either counts.
+        """
         i = 0
         try:
             while True:
@@ -212,7 +216,7 @@ class SampleWorker(ChildWorker):
                 yield i
                 i += 1
                 await asyncio.sleep(0)
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):
             SampleWorker.streams_closed += 1
             raise
 
