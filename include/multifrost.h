@@ -775,7 +775,11 @@ enum mf_status mf_stream_open(struct mf_parent *p,
  * before it (MF_ERR_TIMEOUT when no item came within the call's timeout,
  * MF_ERR_REMOTE, MF_ERR_WORKER_EXITED, …). `timeout_ms` < 0 waits as the
  * call's timeout allows; >= 0 waits at most that long, then returns
- * MF_ERR_TIMEOUT with the stream still open.
+ * MF_ERR_TIMEOUT with the stream still open. `*end` tells, whatever the
+ * status, whether the stream is over: true at its end and with the call's
+ * error; false with an item and with MF_ERR_TIMEOUT from a wait limit of
+ * `timeout_ms` (so the two timeouts are told apart). It is not written
+ * when `s`, `item` or `end` is NULL.
  */
 enum mf_status mf_stream_next(struct mf_stream *s,
                               int64_t timeout_ms,

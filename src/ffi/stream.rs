@@ -57,7 +57,11 @@ pub unsafe extern "C" fn mf_stream_open(
 /// before it (MF_ERR_TIMEOUT when no item came within the call's timeout,
 /// MF_ERR_REMOTE, MF_ERR_WORKER_EXITED, …). `timeout_ms` < 0 waits as the
 /// call's timeout allows; >= 0 waits at most that long, then returns
-/// MF_ERR_TIMEOUT with the stream still open.
+/// MF_ERR_TIMEOUT with the stream still open. `*end` tells, whatever the
+/// status, whether the stream is over: true at its end and with the call's
+/// error; false with an item and with MF_ERR_TIMEOUT from a wait limit of
+/// `timeout_ms` (so the two timeouts are told apart). It is not written
+/// when `s`, `item` or `end` is NULL.
 #[no_mangle]
 pub unsafe extern "C" fn mf_stream_next(
     s: *mut mf_stream,
@@ -70,13 +74,17 @@ pub unsafe extern "C" fn mf_stream_next(
         let item = out_ptr(item)?;
         let end = out_ptr(end)?;
         let wait = (timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64));
-        let next = stream.stream.lock().next(wait)?;
-        match next {
-            Some(reply) => {
+        let mut stream = stream.stream.lock();
+        match stream.next(wait) {
+            Ok(Some(reply)) => {
                 *item = mf_buffer::from_reply(reply);
                 *end = false;
             }
-            None => *end = true,
+            Ok(None) => *end = true,
+            Err(e) => {
+                *end = stream.is_over();
+                return Err(e);
+            }
         }
         Ok(())
     })

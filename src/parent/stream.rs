@@ -80,6 +80,12 @@ impl Stream {
         }
     }
 
+    /// Whether the stream is over: it ended, failed or was closed (a
+    /// `Timeout` of `next`'s own wait leaves it open).
+    pub fn is_over(&self) -> bool {
+        self.ended
+    }
+
     /// Ends the stream: an unfinished one is cancelled (its handler sees
     /// the cancel, and a yield fails). Idempotent.
     pub fn close(&mut self) {

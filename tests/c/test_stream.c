@@ -79,6 +79,23 @@ int main(void) {
     mf_stream_close(s);
     CHECK_STATUS(mf_stream_cancel(NULL), MF_ERR_INVALID_ARGUMENT);
 
+    /* The two timeouts, told apart by *end: a wait limit of next's own
+     * leaves the stream open; the call's timeout (300 ms, no item) ends it. */
+    CHECK_STATUS(mf_stream_open(p, "sleep_ms", sleep_args, sizeof sleep_args, 300, &s), MF_OK);
+    {
+        mf_buffer item = {NULL, 0};
+        bool end = true;
+        CHECK_STATUS(mf_stream_next(s, 0, &item, &end), MF_ERR_TIMEOUT);
+        CHECK(!end, "a wait limit of next's own leaves the stream open");
+        end = false;
+        CHECK_STATUS(mf_stream_next(s, -1, &item, &end), MF_ERR_TIMEOUT);
+        CHECK(end, "the call's timeout ends the stream: %s", mf_last_error());
+        end = false;
+        CHECK_STATUS(mf_stream_next(s, -1, &item, &end), MF_OK);
+        CHECK(end, "an ended stream stays ended");
+    }
+    mf_stream_close(s);
+
     /* A plain call of a yielding handler gets the list. */
     check_json_call(p, "count", "[3]", "[0,1,2]");
 
