@@ -39,6 +39,11 @@
 #define MF_VERSION_PATCH 0
 
 /**
+ * The most workers one parent runs.
+ */
+#define MAX_WORKERS 256
+
+/**
  * Bytes of an oversized message kept to tell whose it is: a message names
  * its call in its first fields (see [`crate::codec::peek`]).
  */
@@ -116,7 +121,8 @@ typedef enum mf_status {
 typedef struct mf_options mf_options;
 
 /**
- * A connection to one worker. Created by `mf_spawn` or `mf_connect`,
+ * A connection to one worker, or to a pool of copies of one program
+ * (`mf_options_set_workers`). Created by `mf_spawn` or `mf_connect`,
  * released by `mf_parent_close`. Thread-safe: any number of threads may
  * call on it at once, and `mf_parent_close` may run while other threads
  * are inside calls on it (those calls end with MF_ERR_CLOSED); it must not
@@ -395,6 +401,29 @@ enum mf_status mf_options_set_cancel_grace(struct mf_options *o, int64_t ms);
 enum mf_status mf_options_set_stream_credit(struct mf_options *o, uint32_t n);
 
 /**
+ * How many copies of the program `mf_spawn` runs (default 1; 1..=256): a
+ * pool. `mf_spawn` returns once every copy has answered, or fails and
+ * stops them all. Each call (every form, streams too) goes to the worker
+ * with the fewest calls in flight among those that are up; each worker
+ * is supervised on its own (heartbeats, hang and exit detection, restart
+ * with back-off), so a crash ends only the calls that were in it. The
+ * circuit breaker counts the failures of the pool as a whole: any
+ * worker's success resets it, and while it is open every call is refused.
+ * `mf_connect` refuses more than 1 (one service per id).
+ */
+enum mf_status mf_options_set_workers(struct mf_options *o, uint32_t n);
+
+/**
+ * After `n` calls a spawned worker is recycled (default 0 = never): it
+ * takes no new call (those wait for its successor, or go to another
+ * worker of the pool), its calls in flight finish, then it is stopped
+ * and started again. No call fails for it; a call that never ends (a
+ * stream that is never closed) holds the recycle back. Stats count
+ * `recycles`.
+ */
+enum mf_status mf_options_set_max_calls_per_worker(struct mf_options *o, uint64_t n);
+
+/**
  * Whether a spawned worker is offered the private link (default 1 = yes):
  * a worker built on this library then talks to its parent over a Unix
  * socket pair made at spawn instead of the protocol's TCP connection,
@@ -413,7 +442,9 @@ enum mf_status mf_options_set_private_link(struct mf_options *o, bool on);
 enum mf_status mf_options_set_max_message_size(struct mf_options *o, int64_t bytes);
 
 /**
- * Starts `program` as a worker and returns when it has answered a heartbeat.
+ * Starts `program` as a worker and returns when it has answered a heartbeat
+ * (with `mf_options_set_workers`, that many copies, when every one has
+ * answered; if one cannot start, all are stopped and its error returned).
  *
  * `program`: a path, or a name looked up in PATH. A script is started
  * through its interpreter: program "python3", args {"worker.py", "--worker", NULL}.
@@ -439,8 +470,9 @@ enum mf_status mf_spawn(const char *program,
  * restarts on a new port it is found again after the next failure), or an
  * endpoint "tcp://host:port" for a worker bound there, possibly on another
  * machine. `opts`: NULL = defaults. `out`: written only on MF_OK.
- * Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_NOT_FOUND (no live entry for the
- * id; the message names it), MF_ERR_TIMEOUT (nobody answered in time).
+ * Errors: MF_ERR_INVALID_ARGUMENT (also for workers > 1: one service per
+ * id), MF_ERR_NOT_FOUND (no live entry for the id; the message names it),
+ * MF_ERR_TIMEOUT (nobody answered in time).
  */
 enum mf_status mf_connect(const char *target,
                           const struct mf_options *opts,
@@ -530,7 +562,8 @@ enum mf_status mf_call_start(struct mf_parent *p,
 enum mf_status mf_cancel(struct mf_parent *p, uint64_t call_id);
 
 /**
- * The parent's metrics as a JSON object (free with `mf_string_free`):
+ * The parent's metrics as a JSON object (free with `mf_string_free`); of a
+ * pool (`mf_options_set_workers`), totals over its workers:
  * requests_total, requests_success, requests_failed, remote_errors,
  * timeouts, cancels, escalations (spawned workers stopped because a
  * cancelled or timed-out call's handler ran past the cancel grace), hangs
@@ -539,9 +572,12 @@ enum mf_status mf_cancel(struct mf_parent *p, uint64_t call_id);
  * latency_p50_ms, latency_p95_ms, latency_p99_ms, heartbeat_rtt_last_ms,
  * heartbeat_rtt_avg_ms,
  * heartbeat_misses, healthy, circuit_state ("closed", "open", "half_open"),
- * circuit_trips, consecutive_failures, restarts, dropped_malformed,
- * dropped_unknown, stalls, worker_pid (0 when none), transport ("link"
- * or "zmq"). NULL if `p` is NULL. Any thread.
+ * circuit_trips, consecutive_failures, restarts, recycles (workers
+ * replaced after `mf_options_set_max_calls_per_worker` calls),
+ * dropped_malformed, dropped_unknown, stalls, worker_pid (the first
+ * worker's; 0 when none), transport ("link" or "zmq"), and workers: an
+ * array with, for each worker, pid, in_flight, requests_total, restarts,
+ * recycles, healthy, heartbeat_rtt_last_ms. NULL if `p` is NULL. Any thread.
  */
 char *mf_parent_stats_json(const struct mf_parent *p);
 

@@ -34,6 +34,10 @@ pub struct Options {
     pub cancel_grace: Duration,
     /// How many items of a stream the worker may send ahead of its consumer.
     pub stream_credit: u32,
+    /// How many copies of the program a spawning parent runs (a pool).
+    pub workers: u32,
+    /// After this many calls a worker is drained and replaced; zero: never.
+    pub max_calls_per_worker: u64,
     /// The worker's name in log lines; empty = the program's file name.
     pub name: String,
     /// Interface the parent binds in spawn mode.
@@ -46,6 +50,8 @@ pub struct Options {
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The most workers one parent runs.
+pub const MAX_WORKERS: u32 = 256;
 
 impl Default for Options {
     fn default() -> Self {
@@ -64,6 +70,8 @@ impl Default for Options {
             shutdown_grace: Duration::from_millis(2000),
             cancel_grace: Duration::from_millis(2000),
             stream_credit: 16,
+            workers: 1,
+            max_calls_per_worker: 0,
             name: String::new(),
             bind_host: "127.0.0.1".to_owned(),
             max_message_size: 64 * 1024 * 1024,
@@ -147,6 +155,16 @@ impl Options {
             return Err(Error::invalid("stream credit must be > 0"));
         }
         self.stream_credit = n;
+        Ok(())
+    }
+
+    pub fn set_workers(&mut self, n: u32) -> Result<()> {
+        if n == 0 || n > MAX_WORKERS {
+            return Err(Error::invalid(format!(
+                "workers must be 1..={MAX_WORKERS}, got {n}"
+            )));
+        }
+        self.workers = n;
         Ok(())
     }
 

@@ -47,6 +47,19 @@ fn bucket_value(i: usize) -> f64 {
 }
 
 impl Histogram {
+    /// One histogram holding what each of `parts` holds.
+    pub fn merged<'a>(parts: impl IntoIterator<Item = &'a Histogram>) -> Histogram {
+        let h = Histogram::default();
+        for part in parts {
+            for (mine, theirs) in h.buckets.iter().zip(part.buckets.iter()) {
+                mine.fetch_add(theirs.load(Relaxed), Relaxed);
+            }
+            h.count.fetch_add(part.count.load(Relaxed), Relaxed);
+            h.sum_us.fetch_add(part.sum_us.load(Relaxed), Relaxed);
+        }
+        h
+    }
+
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
@@ -110,6 +123,8 @@ pub struct Stats {
     pub heartbeat_rtt_last_us: AtomicU64,
     pub heartbeat_misses: AtomicU64,
     pub restarts: AtomicU64,
+    /// Workers stopped and started again after `max_calls_per_worker` calls.
+    pub recycles: AtomicU64,
     /// Payloads that were not valid messages (dropped).
     pub dropped_malformed: AtomicU64,
     /// Replies whose id matched no pending call (late or unknown).
@@ -139,6 +154,23 @@ mod tests {
         assert!((p99 - 9.9).abs() < 1.0, "{p99}");
         assert!((h.mean_ms() - 5.005).abs() < 0.01);
         assert_eq!(Histogram::default().quantile_ms(0.5), 0.0);
+    }
+
+    #[test]
+    fn merged_holds_every_part() {
+        let (a, b) = (Histogram::default(), Histogram::default());
+        for us in 1..=500u64 {
+            a.record(Duration::from_micros(us * 10));
+            b.record(Duration::from_micros((us + 500) * 10));
+        }
+        let m = Histogram::merged([&a, &b]);
+        assert_eq!(m.count(), 1000);
+        assert!(
+            (m.quantile_ms(0.5) - 5.0).abs() < 0.5,
+            "{}",
+            m.quantile_ms(0.5)
+        );
+        assert!((m.mean_ms() - 5.005).abs() < 0.01);
     }
 
     #[test]

@@ -167,6 +167,37 @@ pub unsafe extern "C" fn mf_options_set_stream_credit(o: *mut mf_options, n: u32
     with(o, |o| o.set_stream_credit(n))
 }
 
+/// How many copies of the program `mf_spawn` runs (default 1; 1..=256): a
+/// pool. `mf_spawn` returns once every copy has answered, or fails and
+/// stops them all. Each call (every form, streams too) goes to the worker
+/// with the fewest calls in flight among those that are up; each worker
+/// is supervised on its own (heartbeats, hang and exit detection, restart
+/// with back-off), so a crash ends only the calls that were in it. The
+/// circuit breaker counts the failures of the pool as a whole: any
+/// worker's success resets it, and while it is open every call is refused.
+/// `mf_connect` refuses more than 1 (one service per id).
+#[no_mangle]
+pub unsafe extern "C" fn mf_options_set_workers(o: *mut mf_options, n: u32) -> mf_status {
+    with(o, |o| o.set_workers(n))
+}
+
+/// After `n` calls a spawned worker is recycled (default 0 = never): it
+/// takes no new call (those wait for its successor, or go to another
+/// worker of the pool), its calls in flight finish, then it is stopped
+/// and started again. No call fails for it; a call that never ends (a
+/// stream that is never closed) holds the recycle back. Stats count
+/// `recycles`.
+#[no_mangle]
+pub unsafe extern "C" fn mf_options_set_max_calls_per_worker(
+    o: *mut mf_options,
+    n: u64,
+) -> mf_status {
+    with(o, |o| {
+        o.max_calls_per_worker = n;
+        Ok(())
+    })
+}
+
 /// Whether a spawned worker is offered the private link (default 1 = yes):
 /// a worker built on this library then talks to its parent over a Unix
 /// socket pair made at spawn instead of the protocol's TCP connection,

@@ -10,7 +10,8 @@ use crate::parent::{Done, Outcome, Parent};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-/// A connection to one worker. Created by `mf_spawn` or `mf_connect`,
+/// A connection to one worker, or to a pool of copies of one program
+/// (`mf_options_set_workers`). Created by `mf_spawn` or `mf_connect`,
 /// released by `mf_parent_close`. Thread-safe: any number of threads may
 /// call on it at once, and `mf_parent_close` may run while other threads
 /// are inside calls on it (those calls end with MF_ERR_CLOSED); it must not
@@ -71,7 +72,9 @@ unsafe fn arg_list(args: *const *const c_char) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Starts `program` as a worker and returns when it has answered a heartbeat.
+/// Starts `program` as a worker and returns when it has answered a heartbeat
+/// (with `mf_options_set_workers`, that many copies, when every one has
+/// answered; if one cannot start, all are stopped and its error returned).
 ///
 /// `program`: a path, or a name looked up in PATH. A script is started
 /// through its interpreter: program "python3", args {"worker.py", "--worker", NULL}.
@@ -107,8 +110,9 @@ pub unsafe extern "C" fn mf_spawn(
 /// restarts on a new port it is found again after the next failure), or an
 /// endpoint "tcp://host:port" for a worker bound there, possibly on another
 /// machine. `opts`: NULL = defaults. `out`: written only on MF_OK.
-/// Errors: MF_ERR_INVALID_ARGUMENT, MF_ERR_NOT_FOUND (no live entry for the
-/// id; the message names it), MF_ERR_TIMEOUT (nobody answered in time).
+/// Errors: MF_ERR_INVALID_ARGUMENT (also for workers > 1: one service per
+/// id), MF_ERR_NOT_FOUND (no live entry for the id; the message names it),
+/// MF_ERR_TIMEOUT (nobody answered in time).
 #[no_mangle]
 pub unsafe extern "C" fn mf_connect(
     target: *const c_char,
@@ -309,7 +313,8 @@ pub unsafe extern "C" fn mf_cancel(p: *mut mf_parent, call_id: u64) -> mf_status
     })
 }
 
-/// The parent's metrics as a JSON object (free with `mf_string_free`):
+/// The parent's metrics as a JSON object (free with `mf_string_free`); of a
+/// pool (`mf_options_set_workers`), totals over its workers:
 /// requests_total, requests_success, requests_failed, remote_errors,
 /// timeouts, cancels, escalations (spawned workers stopped because a
 /// cancelled or timed-out call's handler ran past the cancel grace), hangs
@@ -318,9 +323,12 @@ pub unsafe extern "C" fn mf_cancel(p: *mut mf_parent, call_id: u64) -> mf_status
 /// latency_p50_ms, latency_p95_ms, latency_p99_ms, heartbeat_rtt_last_ms,
 /// heartbeat_rtt_avg_ms,
 /// heartbeat_misses, healthy, circuit_state ("closed", "open", "half_open"),
-/// circuit_trips, consecutive_failures, restarts, dropped_malformed,
-/// dropped_unknown, stalls, worker_pid (0 when none), transport ("link"
-/// or "zmq"). NULL if `p` is NULL. Any thread.
+/// circuit_trips, consecutive_failures, restarts, recycles (workers
+/// replaced after `mf_options_set_max_calls_per_worker` calls),
+/// dropped_malformed, dropped_unknown, stalls, worker_pid (the first
+/// worker's; 0 when none), transport ("link" or "zmq"), and workers: an
+/// array with, for each worker, pid, in_flight, requests_total, restarts,
+/// recycles, healthy, heartbeat_rtt_last_ms. NULL if `p` is NULL. Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn mf_parent_stats_json(p: *const mf_parent) -> *mut c_char {
     let mut out = std::ptr::null_mut();

@@ -175,6 +175,9 @@ pub(super) struct Pending {
     /// A stream's items the worker may still send before it waits for
     /// more credit.
     pub(super) owed: Option<u64>,
+    /// Made while its worker is being recycled: it waits for the next one
+    /// (see `Core::held`), and the one being recycled does not wait for it.
+    pub(super) held: bool,
 }
 
 impl Pending {
@@ -205,6 +208,8 @@ pub(super) type Finished = Vec<(Pending, Outcome)>;
 pub(super) struct Calls {
     pending: HashMap<IdText, Pending, ids::KeyBuildHasher>,
     deadlines: BinaryHeap<Reverse<(Instant, IdText)>>,
+    /// How many of `pending` are not held (see [`Pending::held`]).
+    unheld: usize,
 }
 
 impl Calls {
@@ -212,19 +217,44 @@ impl Calls {
         if let Some(t) = pending.timeout {
             self.deadlines.push(Reverse((pending.started + t, id)));
         }
-        self.pending.insert(id, pending);
+        self.unheld += usize::from(!pending.held);
+        if let Some(old) = self.pending.insert(id, pending) {
+            self.unheld -= usize::from(!old.held);
+        }
         // Deadlines of calls that ended stay in the heap until they pass (a
         // heap cannot remove from the middle): drop them once they are most
         // of it, so a busy parent does not keep every call of the last
         // timeout period (30 s by default) in memory.
         if self.deadlines.len() > 2 * self.pending.len() + 1024 {
-            let Calls { deadlines, pending } = self;
+            let Calls {
+                deadlines, pending, ..
+            } = self;
             deadlines.retain(|Reverse((_, id))| pending.contains_key(id));
         }
     }
 
     pub(super) fn remove(&mut self, id: &IdText) -> Option<Pending> {
-        self.pending.remove(id)
+        let p = self.pending.remove(id)?;
+        self.unheld -= usize::from(!p.held);
+        Some(p)
+    }
+
+    pub(super) fn contains(&self, id: &IdText) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    /// How many calls are not held: of a worker being recycled, the calls
+    /// it still owes answers to.
+    pub(super) fn unheld(&self) -> usize {
+        self.unheld
+    }
+
+    /// The held calls are held no more (they go to the next worker).
+    pub(super) fn release_held(&mut self) {
+        for p in self.pending.values_mut() {
+            p.held = false;
+        }
+        self.unheld = self.pending.len();
     }
 
     pub(super) fn get_mut(&mut self, id: &IdText) -> Option<&mut Pending> {
@@ -270,7 +300,7 @@ impl Calls {
                 }
                 _ => {}
             }
-            if let Some(p) = self.pending.remove(&id) {
+            if let Some(p) = self.remove(&id) {
                 let ms = p.timeout.map_or(0, |t| t.as_millis());
                 let e = Error::new(
                     ErrorKind::Timeout,
@@ -290,6 +320,7 @@ impl Calls {
     /// Ends every call with `e`.
     pub(super) fn fail_all(&mut self, e: &Error, finished: &mut Finished) {
         self.deadlines.clear();
+        self.unheld = 0;
         finished.extend(self.pending.drain().map(|(_, p)| (p, Err(e.clone()))));
     }
 }
@@ -361,6 +392,7 @@ mod tests {
             completion: Completion::Wait(Arc::clone(&slot)),
             last_item: None,
             owed: None,
+            held: false,
         };
         (p, slot)
     }

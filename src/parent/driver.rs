@@ -90,6 +90,14 @@ pub(super) struct Core {
     /// (cancelled or timed out), by id: until when its handler may run on,
     /// and the function's name. The worker's answer removes its entry.
     pub(super) ending: HashMap<IdText, (Instant, ShortStr), ids::KeyBuildHasher>,
+    /// Calls admitted since the worker (or its recycle) began, counted
+    /// towards the option `max_calls_per_worker`.
+    pub(super) served: u64,
+    /// The worker is being recycled: calls admitted now are held (their
+    /// payloads in `held`) for the next worker; when no other call is left
+    /// in flight, the worker is stopped (`Supervisor::recycle`).
+    pub(super) draining: bool,
+    pub(super) held: VecDeque<(IdText, Frame)>,
 }
 
 /// Who must be woken after work was added.
@@ -123,7 +131,53 @@ impl Core {
             target,
             rediscover: false,
             ending: HashMap::default(),
+            served: 0,
+            draining: false,
+            held: VecDeque::new(),
         }
+    }
+
+    /// Counts a call for its worker; whether it is held for the next one.
+    /// The call after the worker's `max` (0: no limit) begins its recycle.
+    pub(super) fn count_call(&mut self, max: u64) -> bool {
+        if self.recycle_due(max) {
+            self.draining = true;
+            self.served = 0;
+        }
+        self.served += 1;
+        self.draining
+    }
+
+    /// The next call must begin a recycle (spawned workers only).
+    fn recycle_due(&self, max: u64) -> bool {
+        max > 0
+            && !self.draining
+            && self.served >= max
+            && matches!(self.target, Target::Spawn { .. })
+    }
+
+    /// The recycled worker answered all it owed: the held calls go to the
+    /// mailbox, for the next worker (those ended meanwhile are left out).
+    pub(super) fn end_drain(&mut self) {
+        let Core {
+            held,
+            calls,
+            mailbox,
+            ..
+        } = self;
+        mailbox.extend(
+            held.drain(..)
+                .filter(|(id, _)| calls.contains(id))
+                .map(|(_, p)| p),
+        );
+        calls.release_held();
+        self.draining = false;
+    }
+
+    /// The held calls failed with the rest (an exit, a stop): forget them.
+    pub(super) fn drop_drain(&mut self) {
+        self.held.clear();
+        self.draining = false;
     }
 
     /// A call ended here before its worker answered it (cancelled, or timed
@@ -175,12 +229,14 @@ impl Core {
 
     /// The transport for a blocking call, when it is at rest and nothing
     /// else is in flight or waiting to be sent.
-    pub(super) fn borrow(&mut self) -> Option<Transport> {
+    pub(super) fn borrow(&mut self, max_calls: u64) -> Option<Transport> {
         if self.closing
             || self.dead.is_some()
             || !self.up
             || !self.calls.is_empty()
             || !self.mailbox.is_empty()
+            || self.draining
+            || self.recycle_due(max_calls)
         {
             return None;
         }
@@ -646,7 +702,8 @@ impl Driver {
                 // Loop again for work that came in meanwhile, and for a
                 // transport a borrower gave back while this thread ran
                 // without it (its give-back found the driver awake).
-                let more = self.held.is_some() && core.up && !core.mailbox.is_empty();
+                let more = (self.held.is_some() && core.up && !core.mailbox.is_empty())
+                    || self.sup.recycle_ready(&core);
                 if core.closing || more || (self.held.is_none() && core.rest.is_some()) {
                     continue;
                 }

@@ -1,15 +1,18 @@
-//! The parent (caller) side: a connection to one worker, spawned or reached.
+//! The parent (caller) side: one handle to one worker, or to a pool of
+//! workers of one program, spawned or reached.
 //!
-//! One owner per parent: a driver thread (see `driver.rs`) owns the
+//! A [`Parent`] holds one [`Member`] per worker (`pool.rs` picks one per
+//! call). One owner per member: a driver thread (see `driver.rs`) owns its
 //! transport (the DEALER, or the private link of [`crate::link`] to a
 //! worker it spawned), every timer, the child process and its heartbeats.
 //! Callers reach it through a mailbox. One fast path: a blocking call that
 //! finds the driver parked and nothing else in flight borrows the
 //! transport, reads its own reply and gives the transport back to the
 //! driver. Modules by role:
+//! - `pool`: the handle, and which member takes each call;
 //! - `calls`: the call table and how each call completes (exactly once);
 //! - `driver`: the driver's loop, the mailbox, the borrow, routing replies;
-//! - `supervisor`: the child, heartbeats, restarts, rediscovery;
+//! - `supervisor`: the child, heartbeats, restarts, recycling, rediscovery;
 //! - `transport`: the DEALER and the private link.
 
 #![deny(unsafe_code)]
@@ -18,22 +21,22 @@ mod calls;
 mod driver;
 #[cfg(test)]
 mod model;
+mod pool;
 mod stream;
 mod supervisor;
 mod transport;
 
 pub use calls::{after_batch, Done, Outcome, Reply};
+pub use pool::Parent;
 pub use stream::{Stream, StreamCanceller};
 
-use crate::breaker::{Admit, Breaker, State as BreakerState};
+use crate::breaker::{Admit, Breaker};
 use crate::codec::{self, Encoder, Limits};
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{self, Frame};
 use crate::ids::{self, IdGen, IdText};
-use crate::is_endpoint;
 use crate::log::{self, Level};
 use crate::options::Options;
-use crate::registry::Registry;
 use crate::stats::Stats;
 use crate::sync::{Condvar, Mutex};
 use crate::text::ShortStr;
@@ -41,7 +44,7 @@ use crate::wake::{Wake, WatchSet};
 use calls::{Completion, Finished, Pending, Slot};
 use driver::{Core, Driver, Poke};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -79,70 +82,60 @@ struct Shared {
     set: Arc<WatchSet>,
     options: Options,
     limits: Limits,
-    ids: IdGen,
+    /// What the members of one parent share.
+    common: Arc<Common>,
     stats: Stats,
-    breaker: Breaker,
     readiness: Mutex<Readiness>,
     ready_cv: Condvar,
     healthy: AtomicBool,
+    /// A recycle is under way: new calls wait for the next worker.
+    draining: AtomicBool,
     name: String,
 }
 
-/// A connection to one worker. Thread-safe: any number of threads may call.
-pub struct Parent {
+/// What the members of a pool share: call ids (so `cancel` finds a call
+/// whichever member has it), the breaker (it judges the pool as a whole),
+/// and how many members are not dead.
+struct Common {
+    ids: IdGen,
+    breaker: Breaker,
+    alive: AtomicUsize,
+}
+
+impl Common {
+    fn new(options: &Options, members: usize) -> Arc<Common> {
+        Arc::new(Common {
+            ids: IdGen::new(),
+            breaker: Breaker::new(options.breaker_threshold, options.breaker_cooldown),
+            alive: AtomicUsize::new(members),
+        })
+    }
+}
+
+/// One worker of a parent and the driver thread that owns its
+/// connection. Thread-safe: any number of threads may call.
+pub(crate) struct Member {
     shared: Arc<Shared>,
     driver: Mutex<Option<JoinHandle<()>>>,
     driver_thread: ThreadId,
+    /// How long start-up may take, and whether the program was started
+    /// here (a timeout then suggests it is not a worker).
+    wait: Duration,
+    spawned: bool,
 }
 
-fn program_name(program: &str) -> String {
-    std::path::Path::new(program)
-        .file_name()
-        .map_or_else(|| program.to_owned(), |n| n.to_string_lossy().into_owned())
-}
-
-impl Parent {
-    /// Binds a DEALER, starts `program` and returns once it has answered a heartbeat.
-    pub fn spawn(program: &str, args: &[String], options: Options) -> Result<Parent> {
-        if program.is_empty() {
-            return Err(Error::invalid("program must not be empty"));
-        }
-        Self::start(
-            Target::Spawn {
-                program: program.to_owned(),
-                args: args.to_vec(),
-            },
-            options,
-        )
-    }
-
-    /// Connects to a running worker: `target` is an endpoint
-    /// (`tcp://host:port`) or a service id looked up in the registry (polled
-    /// up to the connect timeout). Returns once the worker has answered a heartbeat.
-    pub fn connect(target: &str, options: Options) -> Result<Parent> {
-        let started = Instant::now();
-        let target = if is_endpoint(target) {
-            Target::Endpoint(target.to_owned())
-        } else {
-            let entry = Registry::for_user()?.discover(target, options.connect_timeout)?;
-            Target::Service {
-                id: target.to_owned(),
-                endpoint: format!("tcp://127.0.0.1:{}", entry.port),
-            }
-        };
-        let mut options = options;
-        // Discovery and the first heartbeat share one connect timeout.
-        options.connect_timeout = options
-            .connect_timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
-        Self::start(target, options)
-    }
-
-    fn start(target: Target, options: Options) -> Result<Parent> {
+impl Member {
+    /// Starts a member's driver (which binds a DEALER and starts the
+    /// program, or connects); [`Member::wait_ready`] waits for its worker.
+    fn launch(
+        target: Target,
+        options: Options,
+        name: String,
+        common: Arc<Common>,
+    ) -> Result<Member> {
         let socket = transport::dealer(&options)?;
-        let (port, name, wait) = match &target {
-            Target::Spawn { program, .. } => {
+        let (port, wait) = match &target {
+            Target::Spawn { .. } => {
                 let port = transport::bind(&socket, &options)?;
                 if options.bind_host != "127.0.0.1" && options.bind_host != "localhost" {
                     log::emit(
@@ -155,23 +148,13 @@ impl Parent {
                         &[],
                     );
                 }
-                let name = if options.name.is_empty() {
-                    program_name(program)
-                } else {
-                    options.name.clone()
-                };
-                (port, name, options.start_timeout)
+                (port, options.start_timeout)
             }
             Target::Endpoint(ep) | Target::Service { endpoint: ep, .. } => {
                 socket
                     .connect(ep)
                     .map_err(|e| Error::invalid(format!("cannot connect to '{ep}': {e}")))?;
-                let name = match (&target, options.name.is_empty()) {
-                    (_, false) => options.name.clone(),
-                    (Target::Service { id, .. }, true) => id.clone(),
-                    _ => ep.clone(),
-                };
-                (0, name, options.connect_timeout)
+                (0, options.connect_timeout)
             }
         };
         let set = Arc::new(WatchSet::new().map_err(|e| Error::io(format!("epoll: {e}")))?);
@@ -186,12 +169,12 @@ impl Parent {
             reclaim: Wake::new().map_err(|e| Error::io(format!("eventfd: {e}")))?,
             set,
             limits: Limits::default(),
-            ids: IdGen::new(),
+            common,
             stats: Stats::default(),
-            breaker: Breaker::new(options.breaker_threshold, options.breaker_cooldown),
             readiness: Mutex::new(Readiness::Starting),
             ready_cv: Condvar::new(),
             healthy: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             name,
             options,
         });
@@ -200,18 +183,18 @@ impl Parent {
             .name("mf-parent".into())
             .spawn(move || driver.run())
             .map_err(|e| Error::io(format!("cannot start the driver thread: {e}")))?;
-        let parent = Parent {
+        Ok(Member {
             shared,
             driver_thread: handle.thread().id(),
             driver: Mutex::new(Some(handle)),
-        };
-        parent.wait_ready(wait, port != 0)?;
-        Ok(parent)
+            wait,
+            spawned: port != 0,
+        })
     }
 
-    /// Waits for the first heartbeat's echo; `spawned`: the program was
-    /// started here (a timeout then suggests it is not a worker).
-    fn wait_ready(&self, wait: Duration, spawned: bool) -> Result<()> {
+    /// Waits for the first heartbeat's echo; on failure the member is closed.
+    fn wait_ready(&self) -> Result<()> {
+        let (wait, spawned) = (self.wait, self.spawned);
         let deadline = Instant::now() + wait;
         let mut r = self.shared.readiness.lock();
         loop {
@@ -258,20 +241,6 @@ impl Parent {
             Completion::Wait(Arc::clone(&slot)),
         )?;
         self.shared.run_sync(&slot, id, payload, pending)
-    }
-
-    /// Starts a call; `done` runs exactly once, on the parent's driver
-    /// thread (or, if the parent closes first, on the thread that closes
-    /// it), when it ends. It must not block. When this returns an error,
-    /// `done` is never run.
-    pub fn call_async(
-        &self,
-        function: &str,
-        args: &[u8],
-        timeout_ms: i64,
-        done: Done,
-    ) -> Result<()> {
-        self.call_start(function, args, timeout_ms, done).map(drop)
     }
 
     /// [`Parent::call_async`] that also gives the call's number, for
@@ -372,7 +341,7 @@ impl Parent {
         }
         codec::validate_args(args, s.limits)
             .map_err(|e| Error::invalid(format!("arguments are not one msgpack array: {e}")))?;
-        let probe = match s.breaker.admit() {
+        let probe = match s.common.breaker.admit() {
             Admit::Yes => false,
             Admit::Probe => true,
             Admit::No => {
@@ -381,12 +350,12 @@ impl Parent {
                     format!(
                         "circuit breaker is open for worker '{}' (next probe in {} ms)",
                         s.name,
-                        s.breaker.retry_in().as_millis()
+                        s.common.breaker.retry_in().as_millis()
                     ),
                 ))
             }
         };
-        let (n, id) = s.ids.next_numbered();
+        let (n, id) = s.common.ids.next_numbered();
         let (id_text, ns) = (ids::as_str(&id), s.options.namespace.as_str());
         let timeout = s.options.call_timeout(timeout_ms);
         let remaining_ms = timeout.map(|t| t.as_millis() as u64);
@@ -399,7 +368,9 @@ impl Parent {
         });
         if payload.len() as i64 > s.options.max_message_size {
             if probe {
-                s.breaker.failure(true, "probe refused before it was sent");
+                s.common
+                    .breaker
+                    .failure(true, "probe refused before it was sent");
             }
             // A peer refuses such a frame by dropping the connection.
             return Err(Error::invalid(format!(
@@ -416,6 +387,7 @@ impl Parent {
             completion,
             last_item: None,
             owed: stream,
+            held: false,
         };
         Ok((payload, pending, (n, id)))
     }
@@ -425,7 +397,7 @@ impl Parent {
     /// thread, like [`Parent::call`].
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
         self.refuse_on_driver()?;
-        let id = self.shared.ids.next();
+        let id = self.shared.common.ids.next();
         let payload = heartbeat(&id);
         let slot = Arc::new(Slot::default());
         let started = Instant::now();
@@ -437,6 +409,7 @@ impl Parent {
             completion: Completion::Wait(Arc::clone(&slot)),
             last_item: None,
             owed: None,
+            held: false,
         };
         self.shared.run_sync(&slot, id, payload, pending)?;
         Ok(started.elapsed())
@@ -445,6 +418,13 @@ impl Parent {
     /// Ends the connection: pending calls fail with `Closed`, a spawned
     /// worker is terminated and reaped. Idempotent.
     pub fn close(&self) {
+        self.begin_close();
+        self.join();
+    }
+
+    /// Fails the pending calls and tells the driver to end (it then stops
+    /// the worker); returns at once.
+    fn begin_close(&self) {
         let s = &self.shared;
         let mut finished = Vec::new();
         let reclaim = {
@@ -457,6 +437,10 @@ impl Parent {
         s.deliver(finished);
         s.wake.notify();
         s.poke(reclaim);
+    }
+
+    /// Waits for the driver to end (after `begin_close`).
+    fn join(&self) {
         if std::thread::current().id() == self.driver_thread {
             // Called from a completion on the driver: it ends by itself.
             return;
@@ -466,68 +450,49 @@ impl Parent {
         }
     }
 
-    pub fn stats(&self) -> &Stats {
+    fn stats(&self) -> &Stats {
         &self.shared.stats
     }
 
-    pub fn breaker_state(&self) -> BreakerState {
-        self.shared.breaker.state()
-    }
-
-    pub fn is_healthy(&self) -> bool {
+    fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Relaxed)
     }
 
-    /// The metrics as one JSON object.
-    pub fn stats_json(&self) -> String {
+    /// Whether calls should go here: the worker is up and not being recycled.
+    fn takes_calls(&self) -> bool {
+        self.is_healthy() && !self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    fn in_flight(&self) -> i64 {
+        self.shared.stats.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// This member's entry of the stats' `workers` array.
+    fn stats_entry(&self) -> Value {
         let s = &self.shared.stats;
-        let b = &self.shared.breaker;
         let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         json!({
-            "worker": self.shared.name,
+            "pid": s.worker_pid.load(Ordering::Relaxed),
+            "in_flight": self.in_flight().max(0),
             "requests_total": r(&s.requests_total),
-            "requests_success": r(&s.requests_success),
-            "requests_failed": r(&s.requests_failed),
-            "remote_errors": r(&s.remote_errors),
-            "timeouts": r(&s.timeouts),
-            "cancels": r(&s.cancels),
-            "escalations": r(&s.escalations),
-            "hangs": r(&s.hangs),
-            "streams_open": s.streams_open.load(Ordering::Relaxed).max(0),
-            "stream_items": r(&s.stream_items),
-            "in_flight": s.in_flight.load(Ordering::Relaxed).max(0),
-            "latency_avg_ms": s.latency.mean_ms(),
-            "latency_p50_ms": s.latency.quantile_ms(0.50),
-            "latency_p95_ms": s.latency.quantile_ms(0.95),
-            "latency_p99_ms": s.latency.quantile_ms(0.99),
-            "heartbeat_rtt_last_ms": r(&s.heartbeat_rtt_last_us) as f64 / 1000.0,
-            "heartbeat_rtt_avg_ms": s.heartbeat_rtt.mean_ms(),
-            "heartbeat_misses": r(&s.heartbeat_misses),
-            "healthy": self.is_healthy(),
-            "circuit_state": b.state().as_str(),
-            "circuit_trips": b.trips(),
-            "consecutive_failures": b.failures(),
             "restarts": r(&s.restarts),
-            "dropped_malformed": r(&s.dropped_malformed),
-            "dropped_unknown": r(&s.dropped_unknown),
-            "stalls": r(&s.stalls),
-            "worker_pid": s.worker_pid.load(Ordering::Relaxed),
-            "transport": if s.private_link.load(Ordering::Relaxed) { "link" } else { "zmq" },
+            "recycles": r(&s.recycles),
+            "healthy": self.is_healthy(),
+            "heartbeat_rtt_last_ms": r(&s.heartbeat_rtt_last_us) as f64 / 1000.0,
         })
-        .to_string()
     }
 }
 
-impl Drop for Parent {
+impl Drop for Member {
     fn drop(&mut self) {
         self.close();
     }
 }
 
 impl Shared {
-    /// See [`Parent::cancel`].
+    /// See [`Member::cancel`].
     fn cancel(&self, n: u64) -> bool {
-        let id = self.ids.text_of(n);
+        let id = self.common.ids.text_of(n);
         let (pending, poke) = {
             let mut core = self.core.lock();
             let Some(pending) = core.calls.remove(&id) else {
@@ -573,28 +538,37 @@ impl Shared {
         }
     }
 
-    /// Checks that the parent takes calls, counts one, and enters it in the table.
-    fn admit(&self, core: &mut Core, id: IdText, pending: Pending) -> Result<()> {
+    /// Checks that the parent takes calls, counts one, and enters it in
+    /// the table; whether it is held for the worker that follows a recycle.
+    fn admit(&self, core: &mut Core, id: IdText, mut pending: Pending) -> Result<bool> {
         if core.closing || core.dead.is_some() {
             if pending.probe {
-                self.breaker.failure(true, "parent closed");
+                self.common.breaker.failure(true, "parent closed");
             }
             return Err(core.dead.clone().unwrap_or_else(Error::closed));
         }
+        pending.held = core.count_call(self.options.max_calls_per_worker);
+        if pending.held {
+            self.draining.store(true, Ordering::Relaxed);
+        }
         self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let held = pending.held;
         core.calls.insert(id, pending);
-        Ok(())
+        Ok(held)
     }
 
     /// A submission: the call goes in the table, its payload in the
-    /// mailbox, and the driver is woken if it is parked (or the borrower
-    /// asked for the transport back).
+    /// mailbox (or, during a recycle, among the held calls), and the driver
+    /// is woken if it is parked (or the borrower asked for the transport back).
     fn submit(&self, id: IdText, payload: Frame, pending: Pending) -> Result<()> {
         let poke = {
             let mut core = self.core.lock();
-            self.admit(&mut core, id, pending)?;
-            core.mailbox.push_back(payload);
+            if self.admit(&mut core, id, pending)? {
+                core.held.push_back((id, payload));
+            } else {
+                core.mailbox.push_back(payload);
+            }
             core.poke()
         };
         self.poke(poke);
@@ -607,8 +581,9 @@ impl Shared {
         let deadline = pending.timeout.map(|t| pending.started + t);
         let borrowed = {
             let mut core = self.core.lock();
-            match core.borrow() {
+            match core.borrow(self.options.max_calls_per_worker) {
                 Some(t) => {
+                    // Never held: `borrow` refuses when a recycle is due.
                     if let Err(e) = self.admit(&mut core, id, pending) {
                         drop(core);
                         self.give_back(t, std::collections::VecDeque::new());
@@ -657,7 +632,7 @@ impl Shared {
         match &outcome {
             Ok(_) => {
                 s.stats.requests_success.fetch_add(1, Ordering::Relaxed);
-                s.breaker.success(p.probe);
+                s.common.breaker.success(p.probe);
             }
             Err(e) => {
                 s.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
@@ -666,14 +641,14 @@ impl Shared {
                     // worker that says so is healthy.
                     ErrorKind::NoSuchFunction => {
                         s.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
-                        s.breaker.success(p.probe);
+                        s.common.breaker.success(p.probe);
                     }
                     ErrorKind::Remote => {
                         s.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
                         if s.options.breaker_counts_remote_errors {
-                            s.breaker.failure(p.probe, &e.message);
+                            s.common.breaker.failure(p.probe, &e.message);
                         } else {
-                            s.breaker.success(p.probe);
+                            s.common.breaker.success(p.probe);
                         }
                     }
                     ErrorKind::Timeout => {
@@ -687,18 +662,24 @@ impl Shared {
                         // A slow worker is not a failed one: one that hangs
                         // misses heartbeats, and one whose handler runs on
                         // past the cancel grace is stopped (an exit).
-                        s.breaker.neither(p.probe);
+                        s.common.breaker.neither(p.probe);
                     }
-                    ErrorKind::Cancelled => s.breaker.neither(p.probe),
+                    ErrorKind::Cancelled => s.common.breaker.neither(p.probe),
                     // A reply over the maximum message size: the worker
                     // answered, and is as healthy as one that answers.
-                    ErrorKind::Protocol => s.breaker.success(p.probe),
+                    ErrorKind::Protocol => s.common.breaker.success(p.probe),
                     // Worker exits are counted once per exit, not per call.
                     _ => {}
                 }
             }
         }
         p.complete(outcome);
+    }
+
+    /// This member is gone for good; whether it was the last one alive
+    /// (then the breaker opens for the pool as a whole).
+    fn died(&self) -> bool {
+        self.common.alive.fetch_sub(1, Ordering::Relaxed) == 1
     }
 
     fn set_readiness(&self, r: Readiness) {

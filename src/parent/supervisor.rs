@@ -40,6 +40,8 @@ pub(super) struct Supervisor {
     /// The child is being stopped by the parent: why, and when SIGKILL
     /// follows the SIGTERM it was sent.
     stopping: Option<Stopping>,
+    /// The next start replaces a recycled child (not counted as a restart).
+    recycling: bool,
 }
 
 /// Why the parent stops its child while it serves.
@@ -49,6 +51,8 @@ struct Stopping {
     /// The breaker counted the cause already (lost heartbeats), so the
     /// exit that follows is not counted again.
     counted: bool,
+    /// A recycle: no call was left in it, and it is started again at once.
+    recycle: bool,
 }
 
 impl Supervisor {
@@ -63,6 +67,7 @@ impl Supervisor {
             restarts: 0,
             restart_at: None,
             stopping: None,
+            recycling: false,
         }
     }
 
@@ -89,7 +94,7 @@ impl Supervisor {
     }
 
     fn queue_heartbeat_locked(&self, hb: &mut Heartbeat, out: &mut VecDeque<Frame>, now: Instant) {
-        let id = self.shared.ids.next();
+        let id = self.shared.common.ids.next();
         out.push_back(heartbeat(&id));
         hb.outstanding = Some((id, now));
     }
@@ -149,6 +154,9 @@ impl Supervisor {
                     self.stop_child(&mut core, why, false, now, &mut finished);
                 }
             }
+            if self.recycle_ready(&core) {
+                self.recycle(&mut core, now);
+            }
             if self.stopping.is_some() {
                 // Nothing meant for the stopping worker goes out.
                 out.clear();
@@ -169,6 +177,50 @@ impl Supervisor {
                 self.restart(t, out);
             }
         }
+    }
+
+    /// A recycle can go on: the worker answered every call it was sent
+    /// before its drain began.
+    pub(super) fn recycle_ready(&self, core: &Core) -> bool {
+        core.draining && core.calls.unheld() == 0 && self.stopping.is_none()
+    }
+
+    /// Stops a drained worker (SIGTERM, SIGKILL after the shutdown grace);
+    /// the calls held meanwhile wait in the mailbox for the next one, which
+    /// its exit starts at once.
+    fn recycle(&mut self, core: &mut Core, now: Instant) {
+        let s = &self.shared;
+        // What is left in the mailbox was meant for this worker (credit,
+        // cancels, calls that ended): void.
+        core.mailbox.clear();
+        core.end_drain();
+        s.draining.store(false, Ordering::Relaxed);
+        let Some(child) = &self.child else {
+            // It exited already: its restart takes the held calls.
+            return;
+        };
+        let why = format!(
+            "worker recycled after {} calls",
+            s.options.max_calls_per_worker
+        );
+        log::emit(
+            Level::Info,
+            "worker_recycle",
+            &format!("{why} (pid {})", child.pid()),
+            &[("pid", child.pid().into())],
+        );
+        child.signal(libc::SIGTERM);
+        core.ending.clear();
+        core.hb.outstanding = None;
+        core.up = false;
+        core.stopping = true;
+        s.healthy.store(false, Ordering::Relaxed);
+        self.stopping = Some(Stopping {
+            why,
+            kill_at: Some(now + s.options.shutdown_grace),
+            counted: true,
+            recycle: true,
+        });
     }
 
     fn heartbeat_missed(
@@ -204,7 +256,7 @@ impl Supervisor {
         );
         if lost {
             s.healthy.store(false, Ordering::Relaxed);
-            s.breaker.failure(false, "heartbeats lost");
+            s.common.breaker.failure(false, "heartbeats lost");
             // A spawned worker that stopped answering is hung: stop it,
             // so it is restarted (or its calls fail) rather than left so.
             if self.child.is_some() && self.stopping.is_none() {
@@ -245,6 +297,8 @@ impl Supervisor {
         core.calls
             .fail_all(&Error::new(ErrorKind::WorkerExited, why.clone()), finished);
         core.mailbox.clear();
+        core.drop_drain();
+        s.draining.store(false, Ordering::Relaxed);
         core.ending.clear();
         core.hb.outstanding = None;
         core.up = false;
@@ -254,6 +308,7 @@ impl Supervisor {
             why,
             kill_at: Some(now + s.options.shutdown_grace),
             counted,
+            recycle: false,
         });
     }
 
@@ -304,6 +359,7 @@ impl Supervisor {
             let _ = s.set.remove(fd);
         }
         let stopping = self.stopping.take();
+        let recycled = stopping.as_ref().is_some_and(|stop| stop.recycle);
         let message = match &stopping {
             Some(stop) => format!("{}; {}", stop.why, child.exit_message(status)),
             None => child.exit_message(status),
@@ -313,7 +369,7 @@ impl Supervisor {
         s.stats.worker_pid.store(0, Ordering::Relaxed);
         s.healthy.store(false, Ordering::Relaxed);
         log::emit(
-            Level::Warn,
+            if recycled { Level::Info } else { Level::Warn },
             "worker_exit",
             &format!("worker '{}' (pid {pid}) {message}", s.name),
             &[
@@ -322,17 +378,22 @@ impl Supervisor {
             ],
         );
         let e = Error::new(ErrorKind::WorkerExited, message);
-        let restart = self.restarts < s.options.auto_restart;
+        let restart = recycled || self.restarts < s.options.auto_restart;
         // Whatever was meant for the old process is void.
         out.clear();
         let mut finished = Vec::new();
-        let (ready, poke) = {
+        let (ready, poke, last) = {
             let mut core = s.core.lock();
             // Calls made since the parent began to stop it were never sent
             // to it: they wait for the restart, as calls made during one do.
             if stopping.is_none() || !restart {
                 core.calls.fail_all(&e, &mut finished);
                 core.mailbox.clear();
+                core.drop_drain();
+                s.draining.store(false, Ordering::Relaxed);
+            }
+            if !recycled {
+                core.served = 0;
             }
             core.ending.clear();
             core.hb.outstanding = None;
@@ -343,7 +404,8 @@ impl Supervisor {
             } else if !restart {
                 core.dead = Some(e.clone());
             }
-            (core.ready, core.ask_reclaim())
+            let last = core.dead.is_some() && s.died();
+            (core.ready, core.ask_reclaim(), last)
         };
         s.poke(poke);
         s.deliver(finished);
@@ -352,9 +414,12 @@ impl Supervisor {
             return;
         }
         if !stopping.is_some_and(|stop| stop.counted) {
-            s.breaker.failure(false, &e.message);
+            s.common.breaker.failure(false, &e.message);
         }
-        if restart {
+        if recycled {
+            self.recycling = true;
+            self.restart_at = Some(Instant::now());
+        } else if restart {
             // 100 ms, doubling per restart up to 6.4 s; a worker that ran for
             // STABLE before it exited starts the doubling again.
             if self.started_at.elapsed() >= STABLE {
@@ -363,8 +428,8 @@ impl Supervisor {
             let backoff = Duration::from_millis(100u64 << self.backoff.min(6));
             self.backoff += 1;
             self.restart_at = Some(Instant::now() + backoff);
-        } else if s.options.auto_restart > 0 {
-            s.breaker.force_open("worker restart limit reached");
+        } else if s.options.auto_restart > 0 && last {
+            s.common.breaker.force_open("worker restart limit reached");
         }
     }
 
@@ -374,14 +439,18 @@ impl Supervisor {
     /// the new child answers its first heartbeat.
     fn restart(&mut self, t: &mut Transport, out: &mut VecDeque<Frame>) {
         let s = Arc::clone(&self.shared);
-        self.restarts += 1;
-        s.stats.restarts.fetch_add(1, Ordering::Relaxed);
-        log::emit(
-            Level::Warn,
-            "worker_restart",
-            &format!("restarting worker '{}' (restart {})", s.name, self.restarts),
-            &[("restart", self.restarts.into())],
-        );
+        if std::mem::take(&mut self.recycling) {
+            s.stats.recycles.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.restarts += 1;
+            s.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            log::emit(
+                Level::Warn,
+                "worker_restart",
+                &format!("restarting worker '{}' (restart {})", s.name, self.restarts),
+                &[("restart", self.restarts.into())],
+            );
+        }
         let fresh = transport::dealer(&s.options).and_then(|socket| {
             let port = transport::bind(&socket, &s.options)?;
             t.replace_socket(socket, &s.stats)?;
@@ -395,14 +464,17 @@ impl Supervisor {
             Ok(()) => self.queue_heartbeat(out, Instant::now()),
             Err(e) => {
                 let mut finished = Vec::new();
-                {
+                let last = {
                     let mut core = s.core.lock();
                     core.calls.fail_all(&e, &mut finished);
                     core.mailbox.clear();
                     core.dead = Some(e.clone());
-                }
+                    s.died()
+                };
                 s.deliver(finished);
-                s.breaker.force_open(&e.message);
+                if last {
+                    s.common.breaker.force_open(&e.message);
+                }
             }
         }
     }
@@ -414,7 +486,7 @@ impl Supervisor {
         s.set_readiness(super::Readiness::Failed(Error::closed()));
         if let Some(mut child) = self.child.take() {
             if let Some(mut t) = t {
-                let id = s.ids.next();
+                let id = s.common.ids.next();
                 let payload = frame::encode(96, |b| Encoder::new(b).shutdown(ids::as_str(&id)));
                 if t.send_now(payload, &s.stats) {
                     let polite = s.options.shutdown_grace.min(Duration::from_millis(500));
