@@ -276,3 +276,25 @@ fn bad_pool_options_are_refused_with_their_reason() {
     assert_eq!(e.kind, ErrorKind::Io, "{}", e.message);
     assert!(e.message.contains("/nonexistent/worker"), "{}", e.message);
 }
+
+#[test]
+fn a_blocking_call_from_a_completion_is_refused_whichever_worker_it_would_reach() {
+    let p = std::sync::Arc::new(pool(2, |_| {}));
+    let (tx, rx) = channel();
+    for _ in 0..10 {
+        let (p2, tx) = (std::sync::Arc::clone(&p), tx.clone());
+        let done = Done::Callback(Box::new(move |o: Outcome| {
+            assert!(o.is_ok());
+            let e = p2.call("add", &int_args(&[1, 2]), 5000).err().unwrap();
+            let _ = tx.send((e.kind, e.message));
+        }));
+        p.call_async("add", &int_args(&[1, 2]), 20_000, done)
+            .unwrap();
+    }
+    for _ in 0..10 {
+        let (kind, message) = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(kind, ErrorKind::InvalidArgument);
+        assert!(message.contains("would wait forever"), "{message}");
+    }
+    assert_eq!(call_int(&p, "add", &[2, 3]).unwrap(), 5);
+}

@@ -229,10 +229,8 @@ impl Member {
     }
 
     /// Calls `function` with `args` (one MessagePack array) and blocks for
-    /// its result. Refused on the parent's driver thread (from an async
-    /// call's completion): the driver would wait for itself.
+    /// its result (never on a driver thread: see `Parent::call`).
     pub fn call(&self, function: &str, args: &[u8], timeout_ms: i64) -> Outcome {
-        self.refuse_on_driver()?;
         let slot = Arc::new(Slot::default());
         let (payload, pending, (_, id)) = self.prepare(
             function,
@@ -301,18 +299,6 @@ impl Member {
             .streams_open
             .fetch_add(1, Ordering::Relaxed);
         Ok(Stream::new(Arc::clone(&self.shared), n, id, sink, credit))
-    }
-
-    /// A blocking call from a completion, which runs on the driver thread,
-    /// would wait for the one thread that could answer it.
-    fn refuse_on_driver(&self) -> Result<()> {
-        if std::thread::current().id() == self.driver_thread {
-            return Err(Error::invalid(
-                "a blocking call from a completion callback would wait forever \
-                 (completions run on the parent's driver thread): start it with an async call",
-            ));
-        }
-        Ok(())
     }
 
     /// Validates, asks the breaker, encodes.
@@ -393,10 +379,8 @@ impl Member {
     }
 
     /// Sends one heartbeat and waits for its echo; returns the round-trip
-    /// time. Not subject to the circuit breaker. Refused on the driver
-    /// thread, like [`Parent::call`].
+    /// time. Not subject to the circuit breaker (never on a driver thread).
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
-        self.refuse_on_driver()?;
         let id = self.shared.common.ids.next();
         let payload = heartbeat(&id);
         let slot = Arc::new(Slot::default());

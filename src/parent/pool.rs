@@ -152,7 +152,22 @@ impl Parent {
     /// its result. Refused on a driver thread (from an async call's
     /// completion): the driver would wait for itself.
     pub fn call(&self, function: &str, args: &[u8], timeout_ms: i64) -> Outcome {
+        self.refuse_on_driver()?;
         self.pick().call(function, args, timeout_ms)
+    }
+
+    /// A blocking call from a completion, which runs on a driver thread,
+    /// would wait for a thread that could answer it (its own driver), or
+    /// hold up every call of that driver's worker (another's).
+    fn refuse_on_driver(&self) -> Result<()> {
+        let me = std::thread::current().id();
+        if self.members.iter().any(|m| m.driver_thread == me) {
+            return Err(Error::invalid(
+                "a blocking call from a completion callback would wait forever \
+                 (completions run on the parent's driver thread): start it with an async call",
+            ));
+        }
+        Ok(())
     }
 
     /// Starts a call; `done` runs exactly once, on a driver thread of the
@@ -218,6 +233,7 @@ impl Parent {
     /// slowest round trip, or the first failure. Not subject to the circuit
     /// breaker; refused on a driver thread, like [`Parent::call`].
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        self.refuse_on_driver()?;
         let mut slowest = Duration::ZERO;
         for m in self.members.iter() {
             slowest = slowest.max(m.ping(timeout)?);
