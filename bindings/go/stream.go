@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"runtime"
@@ -39,11 +40,6 @@ func (it Item) Value() (any, error) {
 	return v, err
 }
 
-// cancelPoll is how long one wait for an item lasts when ctx can be
-// cancelled: mf_stream_next blocks its thread and nothing else may touch
-// the stream meanwhile, so a cancel is noticed between two such waits.
-const cancelPollMs = 50
-
 // Stream calls function on the worker as a stream: the handler yields
 // items (see Yield), which the range loop receives in order. At most the
 // parent's stream credit of items (16) is sent ahead of what the loop has
@@ -60,14 +56,15 @@ const cancelPollMs = 50
 // as (Item{}, err), after the items sent before it, and ends the iteration.
 // Breaking out of the loop closes the stream: the handler's next yield
 // returns ErrCancelled. ctx as for Call: its deadline limits the wait for
-// the first item and then between items; its cancellation closes the
-// stream and yields an error matching ErrCancelled and context.Canceled.
+// the first item and then between items (an error matching ErrTimeout and
+// context.DeadlineExceeded); its cancellation cancels the stream at once,
+// also while the loop waits for an item, and yields an error matching
+// ErrCancelled and context.Canceled.
 //
 // Each wait for an item blocks an OS thread in the library
 // (mf_stream_next), as a cgo call does; the goroutine running the loop
-// holds it. When ctx can be cancelled, the wait is cut into slices of
-// cancelPollMs so that a cancel is seen: the library offers no way to wake
-// a waiting mf_stream_next from another thread.
+// holds it. A cancelled ctx wakes that wait: the library's mf_stream_cancel
+// may run on another thread while one waits.
 func (p *Parent) Stream(ctx context.Context, function string, args ...any) iter.Seq2[Item, error] {
 	return func(yield func(Item, error) bool) {
 		defer runtime.KeepAlive(p)
@@ -80,16 +77,16 @@ func (p *Parent) Stream(ctx context.Context, function string, args ...any) iter.
 			yield(Item{}, err)
 			return
 		}
-		defer C.mf_stream_close(s)
-		wait := C.int64_t(-1)
-		if ctx.Done() != nil {
-			wait = cancelPollMs
-		}
+		stopCancel := cancelStreamOnDone(ctx, s, timeoutMs)
+		defer func() {
+			stopCancel()
+			C.mf_stream_close(s)
+		}()
 		for {
 			var buf C.mf_buffer
 			var end C.bool
 			var cerr *C.char
-			st := Status(C.mfgo_stream_next(s, wait, &buf, &end, &cerr))
+			st := Status(C.mfgo_stream_next(s, -1, &buf, &end, &cerr))
 			msg := takeError(cerr)
 			if err := ctx.Err(); err != nil && (st != StatusOK || !end) {
 				if st == StatusOK {
@@ -104,8 +101,6 @@ func (p *Parent) Stream(ctx context.Context, function string, args ...any) iter.
 				return
 			}
 			switch {
-			case st == StatusTimeout && wait >= 0 && strings.HasPrefix(msg, "no item of the stream within"):
-				continue // one slice of the wait passed
 			case st != StatusOK:
 				yield(Item{}, callError(ctx, op(), completion{status: st, message: msg}, timeoutMs))
 				return
@@ -117,6 +112,28 @@ func (p *Parent) Stream(ctx context.Context, function string, args ...any) iter.
 			if !yield(item, nil) {
 				return
 			}
+		}
+	}
+}
+
+// cancelStreamOnDone cancels s (mf_stream_cancel, from the goroutine
+// context.AfterFunc starts) once ctx is cancelled: a waiting mf_stream_next
+// returns MF_ERR_CANCELLED at once. A ctx that reached its deadline is left
+// to the library, whose timeout for the stream is that deadline (as
+// ctxEnded does for a call). The returned stop, called once before
+// mf_stream_close, makes sure no mf_stream_cancel runs after it.
+func cancelStreamOnDone(ctx context.Context, s *C.mf_stream, timeoutMs int64) (stop func()) {
+	done := make(chan struct{})
+	stopAfter := context.AfterFunc(ctx, func() {
+		defer close(done)
+		if timeoutMs > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return
+		}
+		C.mf_stream_cancel(s)
+	})
+	return func() {
+		if !stopAfter() {
+			<-done // it started: let its mf_stream_cancel return first
 		}
 	}
 }

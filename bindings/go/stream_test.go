@@ -51,8 +51,8 @@ func TestStreamItemsInOrder(t *testing.T) {
 	}
 }
 
-// Items further apart than one slice of the parent's wait (a cancellable
-// ctx), and a ctx that cannot be cancelled (one wait without slices).
+// Items that take a while to come, with a ctx that can be cancelled (a
+// cancel would wake the wait) and with one that cannot.
 func TestStreamSlowItems(t *testing.T) {
 	p := spawn(t, nil)
 	for _, ctx := range []context.Context{bg(t), context.Background()} {
@@ -205,6 +205,88 @@ func TestStreamCtxCancel(t *testing.T) {
 	}
 	settle(t, func() bool { return counted(t, p)[1] == 1 },
 		func() string { return fmt.Sprintf("the handler never saw the cancel: counted %v", counted(t, p)) })
+}
+
+// A ctx cancelled while the loop waits for an item that never comes
+// wakes the wait: the cancelled error, and the handler sees the cancel.
+func TestStreamCtxCancelWakesTheWait(t *testing.T) {
+	p := spawn(t, nil)
+	ctx, cancel := context.WithCancel(bg(t))
+	defer cancel()
+	cancelledAt := make(chan time.Time, 1)
+	var final error
+	items := 0
+	for _, err := range p.Stream(ctx, "count_then_wait", 1) {
+		if err != nil {
+			final = err
+			continue
+		}
+		items++
+		// The loop goes back to wait for an item the handler never sends.
+		time.AfterFunc(100*time.Millisecond, func() {
+			cancelledAt <- time.Now()
+			cancel()
+		})
+	}
+	if items != 1 {
+		t.Fatalf("%d items, want 1 (final error %v)", items, final)
+	}
+	woke := time.Since(<-cancelledAt)
+	if !errors.Is(final, multifrost.ErrCancelled) || !errors.Is(final, context.Canceled) {
+		t.Fatalf("final error %v", final)
+	}
+	t.Logf("the cancel woke the wait for an item after %v", woke)
+	settle(t, func() bool { return counted(t, p)[1] == 1 },
+		func() string { return fmt.Sprintf("the handler never saw the cancel: counted %v", counted(t, p)) })
+}
+
+// A cancel that lands while the loop ends (its mf_stream_cancel racing
+// the loop's mf_stream_close) is harmless: the loop waits for a cancel
+// already started before it closes the stream.
+func TestStreamCancelRacesTheEndOfTheLoop(t *testing.T) {
+	p := spawn(t, nil)
+	for i := range 200 {
+		ctx, cancel := context.WithCancel(bg(t))
+		taken := 0
+		for _, err := range p.Stream(ctx, "count", 5) {
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("stream %d: %v", i, err)
+				}
+				break
+			}
+			taken++
+			if taken == 1+i%5 {
+				go cancel()
+				if i%2 == 0 {
+					break
+				}
+			}
+		}
+		cancel()
+	}
+	var sum int
+	if err := p.Call(bg(t), "add", &sum, 2, 3); err != nil || sum != 5 {
+		t.Fatalf("add after the streams: %d, %v", sum, err)
+	}
+	settle(t, func() bool { st, err := p.Stats(); return err == nil && st.InFlight == 0 },
+		func() string { st, err := p.Stats(); return fmt.Sprintf("calls left in flight: %+v, %v", st, err) })
+}
+
+// A ctx deadline while the loop waits is the stream's timeout.
+func TestStreamCtxDeadlineWhileWaiting(t *testing.T) {
+	p := spawn(t, nil)
+	ctx, cancel := context.WithTimeout(bg(t), 300*time.Millisecond)
+	defer cancel()
+	var final error
+	for _, err := range p.Stream(ctx, "count_then_wait", 1) {
+		if err != nil {
+			final = err
+		}
+	}
+	if !errors.Is(final, multifrost.ErrTimeout) || !errors.Is(final, context.DeadlineExceeded) {
+		t.Fatalf("final error %v", final)
+	}
 }
 
 func TestStreamCtxCancelledBeforeStart(t *testing.T) {

@@ -248,6 +248,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     # Streams.
     fn("mf_stream_open", c_int, mf_parent_p, c_char_p, c_char_p, c_size_t, c_int64, POINTER(mf_stream_p))
     fn("mf_stream_next", c_int, mf_stream_p, c_int64, POINTER(mf_buffer), POINTER(c_bool))
+    fn("mf_stream_cancel", c_int, mf_stream_p)
     fn("mf_stream_close", None, mf_stream_p)
 
     # Replies.

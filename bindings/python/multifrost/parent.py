@@ -71,8 +71,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 # How many completions one mf_queue_next may hand over at once.
 _BATCH = 256
 
-# How long the main thread waits on its queue at a time: Ctrl-C (any Python
-# signal handler) runs between two waits.
+# How long the main thread waits on its queue or for a stream's item at a
+# time: Ctrl-C (any Python signal handler) runs between two waits.
 _SLICE_MS = 100
 
 
@@ -712,70 +712,89 @@ class PendingCall:
 # The end of a stream, as _StreamState.next returns it.
 _END = object()
 
-# mf_stream_next's text for a wait limit of its own that passed with the
-# stream still open; the call's own timeout (which ends the stream) is the
-# same status with other text. The header gives no other way to tell them
-# apart, and the binding must wait in slices (see _StreamState).
-_LOCAL_WAIT = "no item of the stream within"
-
 
 class _StreamState:
     """One ``mf_stream`` and who may touch it.
 
-    ``mf_stream_next`` blocks its thread and ``mf_stream_close`` must not run
-    during it, so the one thread in ``next`` (under ``lock``) waits in slices
-    of ``_SLICE_MS``: between two it sees a close asked for by another thread
-    (a cancelled task, a finalizer), or runs Python's signal handlers
-    (Ctrl-C on the main thread). A close asked for while no one is in
-    ``next`` happens at once.
+    One thread at a time is in :meth:`next` (``turn``); it owns the stream
+    while there (``in_next``), and only it frees it then. :meth:`close`
+    from another thread (a cancelled task, ``aclose``, a finalizer) sends
+    ``mf_stream_cancel``, which ends a waiting ``mf_stream_next`` at once
+    with MF_ERR_CANCELLED; the thread in ``next`` then closes the stream on
+    its way out. A close while no thread is in ``next`` closes the stream
+    at once. ``mu`` guards ``ptr``, ``in_next`` and ``closing`` and is never
+    held during a wait, so a cancel or close never races a free.
+
+    ``next`` waits with no limit of its own, except on the main thread:
+    there it waits in slices of ``_SLICE_MS`` so that Python's signal
+    handlers (Ctrl-C) run between two waits; ``*end`` false after
+    MF_ERR_TIMEOUT tells such a slice from the call's own timeout.
     """
 
     def __init__(self, ptr: int) -> None:
         self.ptr: Optional[int] = ptr
-        self.lock = threading.Lock()
+        self.turn = threading.Lock()
+        self.mu = threading.Lock()
+        self.in_next = False
         self.closing = False
 
     def next(self) -> Any:
-        """Blocks for the next item: its value, ``_END``, or the call's error raised."""
+        """Blocks for the next item: its value, ``_END``, or the call's error raised.
+
+        A :meth:`close` from another thread during the wait raises
+        :class:`CancelledCallError` here.
+        """
         lib = _ffi.load()
         item = _ffi.mf_buffer()
         end = ctypes.c_bool(False)
-        with self.lock:
-            while True:
+        wait = _SLICE_MS if threading.current_thread() is threading.main_thread() else -1
+        with self.turn:
+            with self.mu:
                 if self.ptr is None or self.closing:
                     self._free()
                     return _END
-                status = lib.mf_stream_next(self.ptr, _SLICE_MS, ctypes.byref(item), ctypes.byref(end))
-                if status == Status.OK:
-                    if end.value:
+                ptr = self.ptr
+                self.in_next = True
+            over = True
+            try:
+                while True:
+                    status = lib.mf_stream_next(ptr, wait, ctypes.byref(item), ctypes.byref(end))
+                    if status == Status.OK:
+                        if end.value:
+                            return _END
+                        try:
+                            data = ctypes.string_at(item.data, item.len) if item.len else b""
+                        finally:
+                            lib.mf_buffer_free(item)
+                        ok, value = _decoded(data)
+                        if not ok:
+                            raise value
+                        over = False
+                        return value
+                    if status == Status.ERR_TIMEOUT and not end.value:
+                        continue  # one slice of the main thread's wait passed
+                    raise error_for(status, _ffi.last_error())
+            finally:
+                with self.mu:
+                    self.in_next = False
+                    if over or self.closing:
                         self._free()
-                        return _END
-                    try:
-                        data = ctypes.string_at(item.data, item.len) if item.len else b""
-                    finally:
-                        lib.mf_buffer_free(item)
-                    ok, value = _decoded(data)
-                    if not ok:
-                        self._free()
-                        raise value
-                    return value
-                msg = _ffi.last_error()
-                if status == Status.ERR_TIMEOUT and msg.startswith(_LOCAL_WAIT):
-                    continue
-                self._free()
-                raise error_for(status, msg)
 
     def close(self) -> None:
-        """Any thread: closes now, or (while another thread is in ``next``) within a slice."""
-        self.closing = True
-        if self.lock.acquire(blocking=False):
-            try:
+        """Any thread: closes now, or cancels a wait in progress whose thread then closes."""
+        with self.mu:
+            self.closing = True
+            if self.ptr is None:
+                return
+            if self.in_next:
+                if _ffi._lib is not None:
+                    _ffi._lib.mf_stream_cancel(self.ptr)
+            else:
                 self._free()
-            finally:
-                self.lock.release()
 
     def _free(self) -> None:
-        """Under ``lock``: ``mf_stream_close`` (cancels an unfinished stream's call)."""
+        """Under ``mu``, with no thread in ``mf_stream_next``: ``mf_stream_close``
+        (cancels an unfinished stream's call)."""
         ptr, self.ptr = self.ptr, None
         if ptr is not None and _ffi._lib is not None:
             _ffi._lib.mf_stream_close(ptr)
@@ -789,7 +808,10 @@ class Stream:
     sent before it. Leaving the loop early (``break``, an exception,
     dropping the iterator) or :meth:`close` closes the stream, and the
     worker's generator is closed (``GeneratorExit`` at its ``yield``).
-    Blocks the calling thread; one thread at a time iterates it.
+    Blocks the calling thread; one thread at a time iterates it. A
+    :meth:`close` from another thread ends a wait for an item at once:
+    that ``next`` raises :class:`CancelledCallError`. On the main thread
+    Ctrl-C interrupts the wait (``KeyboardInterrupt``) and closes the stream.
     """
 
     def __init__(self, state: _StreamState, function: str) -> None:
@@ -832,7 +854,9 @@ class AsyncStream:
     blocks its thread, so it runs in the loop's default executor. The stream
     is opened at the first ``__anext__``. Cancelling the task that iterates
     it, ``break``, an exception, dropping the iterator or :meth:`aclose`
-    closes the stream and the worker's generator.
+    closes the stream and the worker's generator, at once also while an
+    executor thread waits for an item (``mf_stream_cancel`` ends that wait,
+    and the thread then frees the stream).
     """
 
     def __init__(
@@ -870,8 +894,8 @@ class AsyncStream:
         try:
             value = await loop.run_in_executor(None, self._open_and_next)
         except BaseException:
-            # Cancelled while the executor thread waits: it sees the close
-            # within a slice and closes the stream there.
+            # Cancelled while the executor thread waits: the close cancels
+            # the stream, whose wait ends at once; that thread frees it.
             self._close()
             raise
         if value is _END:

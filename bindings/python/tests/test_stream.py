@@ -8,12 +8,20 @@ import gc
 import math
 import os
 import signal
+import threading
 import time
 
 import pytest
 from conftest import REPO
 
-from multifrost import CallTimeoutError, ClosedError, ParentWorker, RemoteCallError, WorkerExitedError
+from multifrost import (
+    CallTimeoutError,
+    CancelledCallError,
+    ClosedError,
+    ParentWorker,
+    RemoteCallError,
+    WorkerExitedError,
+)
 
 HANG_GUARD = 60.0
 CREDIT = 16  # the library's default stream credit
@@ -149,9 +157,10 @@ def test_leaving_an_async_loop_or_cancelling_its_task_closes_the_stream(worker, 
     eventually(lambda: closed_count(worker) == before + 2, "task cancellation to close the stream")
 
     async def cancelled_while_waiting(path):
-        # The task is cancelled inside __anext__, while a thread waits for an item.
+        # The task is cancelled inside __anext__, while a thread waits for an
+        # item that never comes (the handler waits for its cancel).
         async def consume():
-            async for _ in worker.astream.with_options(timeout=math.inf).async_wait_for_cancel(path):
+            async for _ in worker.astream.with_options(timeout=HANG_GUARD).async_wait_for_cancel(path):
                 pass
 
         task = asyncio.ensure_future(consume())
@@ -159,13 +168,19 @@ def test_leaving_an_async_loop_or_cancelling_its_task_closes_the_stream(worker, 
         while not os.path.exists(path):
             assert time.monotonic() < deadline, "hang guard: handler start"
             await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the executor thread is now (most likely) in mf_stream_next
+        cancelled_at = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        return cancelled_at
 
     cancels = worker.sync.call.async_cancels()
-    run(cancelled_while_waiting(str(tmp_path / "started")))
+    cancelled_at = run(cancelled_while_waiting(str(tmp_path / "started")))
     eventually(lambda: worker.sync.call.async_cancels() == cancels + 1, "the waiting handler to be cancelled")
+    # The waiting thread woke and freed the stream.
+    eventually(lambda: worker.metrics["streams_open"] == 0, "the stream to be freed")
+    print(f"task cancel -> handler saw it: {(worker.sync.call.cancel_seen() - cancelled_at) * 1000:.1f} ms")
 
     async def with_block():
         async with worker.astream.aendless() as stream:
@@ -175,6 +190,46 @@ def test_leaving_an_async_loop_or_cancelling_its_task_closes_the_stream(worker, 
 
     run(with_block())
     eventually(lambda: closed_count(worker) == before + 3, "async with to close the stream")
+
+
+@pytest.mark.parametrize("consumer", ["main thread", "other thread"])
+def test_close_from_another_thread_ends_a_wait_for_an_item(worker, tmp_path, consumer):
+    # The handler waits for its cancel: the consumer waits for an item that
+    # never comes until another thread closes the stream.
+    path = str(tmp_path / "started")
+    stream = worker.sync.stream.with_options(timeout=HANG_GUARD).async_wait_for_cancel(path)
+    cancels = worker.sync.call.async_cancels()
+    outcome = {}
+
+    def consume():
+        try:
+            outcome["value"] = next(stream)
+        except BaseException as e:  # noqa: BLE001 - the outcome is what the test checks
+            outcome["error"] = e
+        outcome["at"] = time.monotonic()
+
+    def close_when_waiting():
+        eventually(lambda: os.path.exists(path), "the handler to start")
+        time.sleep(0.1)  # the consumer is now (most likely) in mf_stream_next
+        outcome["closed_at"] = time.monotonic()
+        stream.close()
+
+    other = threading.Thread(target=consume if consumer == "other thread" else close_when_waiting)
+    other.start()
+    if consumer == "other thread":
+        close_when_waiting()
+    else:
+        consume()
+    other.join(HANG_GUARD)
+    assert not other.is_alive(), "hang guard: the other thread"
+    assert isinstance(outcome.get("error"), CancelledCallError), outcome
+    eventually(lambda: worker.sync.call.async_cancels() == cancels + 1, "the waiting handler to be cancelled")
+    eventually(lambda: worker.metrics["streams_open"] == 0, "the stream to be freed")
+    assert list(stream) == []
+    print(
+        f"close from another thread ({consumer} waits) -> wait ended: "
+        f"{(outcome['at'] - outcome['closed_at']) * 1000:.1f} ms"
+    )
 
 
 def test_a_slow_consumer_keeps_the_worker_waiting(worker):

@@ -185,8 +185,7 @@ func main() {
 		}
 		return fmt.Errorf("ValueError: stopped after %d", n)
 	}))
-	// count_slow yields 0..n-1, ms apart: longer than one slice of the
-	// parent's wait for an item.
+	// count_slow yields 0..n-1, ms apart.
 	must(w.Handle("count_slow", func(ctx context.Context, yield multifrost.Yield, n, ms int) error {
 		for i := range n {
 			select {
@@ -199,6 +198,19 @@ func main() {
 			}
 		}
 		return nil
+	}))
+	// count_then_wait yields 0..n-1, then waits for its cancel (counted
+	// as a close) without yielding again: the caller waits for an item
+	// that never comes.
+	must(w.Handle("count_then_wait", func(ctx context.Context, yield multifrost.Yield, n int) error {
+		if err := count(yield, n); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		if context.Cause(ctx) == multifrost.ErrCancelled {
+			closed.Add(1)
+		}
+		return stopped(ctx)
 	}))
 	// count_exit yields 0..n-1, then the worker exits.
 	must(w.Handle("count_exit", func(ctx context.Context, yield multifrost.Yield, n int) error {
