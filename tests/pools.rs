@@ -54,6 +54,12 @@ fn start(p: &Parent, function: &str, args: &[i64]) -> Receiver<multifrost::Resul
     rx
 }
 
+/// SIGKILL to a worker (never to a process group: a pid of 0 is refused).
+fn kill(pid: i64) {
+    assert!(pid > 0, "no worker pid to kill");
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+}
+
 fn alive(pid: i64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -117,7 +123,7 @@ fn a_killed_worker_fails_only_its_own_calls_and_is_restarted() {
         .unwrap()
         .iter()
         .all(|w| w["in_flight"] == 2)));
-    unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
+    kill(before[0]);
     // Once the parent saw the exit, the other worker takes every call.
     assert!(wait_until(WAIT, || stats(&p)["workers"][0]["healthy"] == false));
     for i in 0..20 {
@@ -297,4 +303,42 @@ fn a_blocking_call_from_a_completion_is_refused_whichever_worker_it_would_reach(
         assert!(message.contains("would wait forever"), "{message}");
     }
     assert_eq!(call_int(&p, "add", &[2, 3]).unwrap(), 5);
+}
+
+#[test]
+fn a_worker_out_of_restarts_is_left_out_and_the_pool_answers() {
+    let p = pool(2, |o| o.auto_restart = 1);
+    let first = pids(&p)[0];
+    kill(first);
+    assert!(wait_until(WAIT, || {
+        let w = &stats(&p)["workers"][0];
+        w["restarts"] == 1 && w["healthy"] == true
+    }));
+    let second = pids(&p)[0];
+    assert!(second > 0 && second != first);
+    kill(second);
+    // Its restart used up: it stays down, and is left out.
+    assert!(wait_until(WAIT, || !alive(second)
+        && stats(&p)["workers"][0]["pid"] == 0));
+    let other = pids(&p)[1];
+    for _ in 0..20 {
+        assert_eq!(call_int(&p, "pid", &[]).unwrap(), other);
+    }
+    let s = stats(&p);
+    assert_eq!(s["circuit_state"], "closed", "{s}");
+    assert_eq!(s["workers"][0]["healthy"], false);
+    assert_eq!(s["healthy"], true);
+
+    // The last one going too opens the breaker: every call is refused.
+    kill(other);
+    assert!(wait_until(WAIT, || {
+        let w = &stats(&p)["workers"][1];
+        w["restarts"] == 1 && w["healthy"] == true
+    }));
+    let third = pids(&p)[1];
+    assert!(third > 0 && third != other);
+    kill(third);
+    assert!(wait_until(WAIT, || stats(&p)["circuit_state"] == "open"));
+    let e = call_int(&p, "pid", &[]).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::CircuitOpen, "{}", e.message);
 }
