@@ -181,6 +181,23 @@ fn a_recycled_worker_is_replaced_after_its_calls_and_no_call_fails() {
 }
 
 #[test]
+fn a_burst_of_calls_is_shared_out_max_calls_at_a_time() {
+    let p = pool(1, |o| o.max_calls_per_worker = 5);
+    let pending: Vec<_> = (0..100).map(|_| start(&p, "pid", &[])).collect();
+    let mut by_pid: HashMap<i64, usize> = HashMap::new();
+    for rx in pending {
+        *by_pid
+            .entry(rx.recv_timeout(WAIT).unwrap().unwrap())
+            .or_default() += 1;
+    }
+    assert!(by_pid.values().all(|&n| n == 5), "{by_pid:?}");
+    assert_eq!(by_pid.len(), 20);
+    let s = stats(&p);
+    assert_eq!(s["recycles"], 19, "{s}");
+    assert_eq!(s["requests_failed"], 0);
+}
+
+#[test]
 fn recycling_under_concurrent_calls_loses_none() {
     let p = pool(2, |o| o.max_calls_per_worker = 25);
     let before = pids(&p);
@@ -202,7 +219,16 @@ fn recycling_under_concurrent_calls_loses_none() {
     }
     let s = stats(&p);
     assert_eq!(s["requests_failed"], 0, "{s}");
-    assert!(s["recycles"].as_u64().unwrap() >= 8, "{s}");
+    // 25 calls per process: each member's calls, 25 at a time, took as
+    // many processes, all but the first a successor.
+    for w in s["workers"].as_array().unwrap() {
+        let calls = w["requests_total"].as_u64().unwrap();
+        assert_eq!(
+            w["recycles"].as_u64().unwrap(),
+            calls.div_ceil(25) - 1,
+            "{s}"
+        );
+    }
     let after = pids(&p);
     assert!(
         after.iter().all(|pid| !before.contains(pid)),

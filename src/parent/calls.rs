@@ -249,12 +249,18 @@ impl Calls {
         self.unheld
     }
 
-    /// The held calls are held no more (they go to the next worker).
-    pub(super) fn release_held(&mut self) {
-        for p in self.pending.values_mut() {
-            p.held = false;
+    /// Held call `id` is held no more (it goes to the next worker);
+    /// whether it is still in flight.
+    pub(super) fn release(&mut self, id: &IdText) -> bool {
+        match self.pending.get_mut(id) {
+            Some(p) => {
+                if std::mem::replace(&mut p.held, false) {
+                    self.unheld += 1;
+                }
+                true
+            }
+            None => false,
         }
-        self.unheld = self.pending.len();
     }
 
     pub(super) fn get_mut(&mut self, id: &IdText) -> Option<&mut Pending> {

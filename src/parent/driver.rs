@@ -157,21 +157,29 @@ impl Core {
     }
 
     /// The recycled worker answered all it owed: the held calls go to the
-    /// mailbox, for the next worker (those ended meanwhile are left out).
-    pub(super) fn end_drain(&mut self) {
+    /// mailbox for the next worker, at most `max` of them (those ended
+    /// meanwhile are left out); if more are held, that worker is recycled
+    /// in turn once it has answered its share.
+    pub(super) fn end_drain(&mut self, max: u64) {
         let Core {
             held,
             calls,
             mailbox,
             ..
         } = self;
-        mailbox.extend(
-            held.drain(..)
-                .filter(|(id, _)| calls.contains(id))
-                .map(|(_, p)| p),
-        );
-        calls.release_held();
-        self.draining = false;
+        let mut moved = 0;
+        while moved < max || max == 0 {
+            let Some((id, payload)) = held.pop_front() else {
+                break;
+            };
+            if calls.release(&id) {
+                mailbox.push_back(payload);
+                moved += 1;
+            }
+        }
+        held.retain(|(id, _)| calls.contains(id));
+        self.served = moved;
+        self.draining = !self.held.is_empty();
     }
 
     /// The held calls failed with the rest (an exit, a stop): forget them.

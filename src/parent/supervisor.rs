@@ -186,15 +186,15 @@ impl Supervisor {
     }
 
     /// Stops a drained worker (SIGTERM, SIGKILL after the shutdown grace);
-    /// the calls held meanwhile wait in the mailbox for the next one, which
-    /// its exit starts at once.
+    /// the calls held meanwhile (up to `max_calls_per_worker` of them) wait
+    /// in the mailbox for the next one, which its exit starts at once.
     fn recycle(&mut self, core: &mut Core, now: Instant) {
         let s = &self.shared;
         // What is left in the mailbox was meant for this worker (credit,
         // cancels, calls that ended): void.
         core.mailbox.clear();
-        core.end_drain();
-        s.draining.store(false, Ordering::Relaxed);
+        core.end_drain(s.options.max_calls_per_worker);
+        s.draining.store(core.draining, Ordering::Relaxed);
         let Some(child) = &self.child else {
             // It exited already: its restart takes the held calls.
             return;
