@@ -24,6 +24,10 @@
  *   echo1mib      mf_call("echo", [1 MiB bin]) one after the other         (echoes/s)
  *   loop_seq      async64_loop's loop with one call in flight: the
  *                 sequential round trip of an event-loop caller            (µs/call)
+ *   stream_small  one stream of 100 000 small integers from bench_worker's
+ *                 `items`, read with mf_stream_next (default credit 16)    (items/s)
+ *   stream1mib    one stream of 1 MiB bins from `items`, over the private
+ *                 link (default credit 16)                                 (GiB/s)
  *   call_seq_zmq, async64_zmq, echo1mib_zmq
  *                 call_seq, async64 and echo1mib with the private link off:
  *                 the protocol's own wire (libzmq on both sides), as a
@@ -699,7 +703,13 @@ static void echo1mib(const char *key, const char *label) {
             fail("echo 1 MiB #%zu returned %zu bytes or other content", i, out.len);
         mf_buffer_free(out);
     }
-    metric(key, (double)n / (now_s() - start), "echo/s", "higher", label);
+    double per_s = (double)n / (now_s() - start);
+    metric(key, per_s, "echo/s", "higher", label);
+    /* The bytes the caller gets back per second (each echo also sent as many). */
+    char gib_key[64], gib_label[128];
+    snprintf(gib_key, sizeof gib_key, "%.*sgib_per_s", (int)(strlen(key) - strlen("per_s")), key);
+    snprintf(gib_label, sizeof gib_label, "%s, GiB/s returned", label);
+    metric(gib_key, per_s * (double)size / (double)(1u << 30), "GiB/s", "higher", gib_label);
     free(args);
     mf_parent_close(p);
 }
@@ -712,6 +722,63 @@ static void case_echo1mib_zmq(void) {
     private_link = false;
     echo1mib("echo_1mib_zmq_per_s", "mf_call echo 1 MiB bin, private link off");
     private_link = true;
+}
+
+/* ---- streams ------------------------------------------------------------- */
+
+/* Reads one stream of items(n, size) to its end, checking each item (the
+ * integer i, or a bin of `size` bytes starting with i); returns the seconds
+ * from mf_stream_open to the end. */
+static double read_items(mf_parent *p, size_t n, size_t size) {
+    uint8_t args[32];
+    size_t len = mp_pair(args, n, size);
+    double start = now_s();
+    mf_stream *s = NULL;
+    mf_status st = mf_stream_open(p, "items", args, len, 0, &s);
+    if (st != MF_OK) fail("open items(%zu, %zu): %s: %s", n, size, mf_status_name(st), mf_last_error());
+    for (size_t i = 0;; i++) {
+        mf_buffer item;
+        bool end = false;
+        st = mf_stream_next(s, -1, &item, &end);
+        if (st != MF_OK) fail("items(%zu, %zu) #%zu: %s: %s", n, size, i, mf_status_name(st), mf_last_error());
+        if (end) {
+            if (i != n) fail("items(%zu, %zu) ended after %zu items", n, size, i);
+            break;
+        }
+        if (size == 0) {
+            long long v;
+            if (!msgpack_int(item.data, item.len, &v) || v != (long long)i) fail("items #%zu is another value", i);
+        } else {
+            size_t at;
+            if (item.len != 5 + size || (memcpy(&at, item.data + 5, sizeof at), at != i) ||
+                item.data[5 + size - 1] != 0xab)
+                fail("items #%zu has %zu bytes or other content", i, item.len);
+        }
+        mf_buffer_free(item);
+    }
+    double took = now_s() - start;
+    mf_stream_close(s);
+    return took;
+}
+
+static void case_stream_small(void) {
+    size_t n = scaled(100000, 100);
+    mf_parent *p = spawn(bench_worker_path);
+    read_items(p, 1000, 0); /* warm up */
+    metric("stream_small_items_per_s", (double)n / read_items(p, n, 0), "item/s", "higher",
+           "mf_stream_next of 100 000 small integers");
+    mf_parent_close(p);
+}
+
+static void case_stream1mib(void) {
+    size_t size = 1u << 20, n = scaled(1000, 10);
+    mf_parent *p = spawn(bench_worker_path);
+    read_items(p, 20, size); /* warm up */
+    double took = read_items(p, n, size);
+    metric("stream_1mib_gib_per_s", (double)n * (double)size / (double)(1u << 30) / took, "GiB/s", "higher",
+           "mf_stream_next of 1 MiB bins");
+    info_num("stream_1mib_items_per_s", (double)n / took);
+    mf_parent_close(p);
 }
 
 /* ---- main ---------------------------------------------------------------- */
@@ -730,7 +797,8 @@ static const struct bench_case cases[] = {
     {"async64_queue", case_async64_queue}, {"async64_loop", case_async64_loop},
     {"echo1mib", case_echo1mib},           {"loop_seq", case_loop_seq},
     {"call_seq_zmq", case_call_seq_zmq},   {"async64_zmq", case_async64_zmq},
-    {"echo1mib_zmq", case_echo1mib_zmq},
+    {"echo1mib_zmq", case_echo1mib_zmq},   {"stream_small", case_stream_small},
+    {"stream1mib", case_stream1mib},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 

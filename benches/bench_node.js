@@ -6,6 +6,8 @@
 //   call_seq       await handle.call.add(1, 2) one after the other      (µs/call)
 //   concurrent5000 5 000 handle.call.add(i, 1) at once (Promise.all),
 //                  several batches                                     (calls/s)
+//   stream_small   for await (const x of handle.stream.items(n, 0)): one
+//                  stream of 100 000 small integers                    (items/s)
 //
 // Every call checks its result; a wrong result or a failed call prints
 // "bench_node: FAILED: ..." and exits 1. The results are one JSON object on
@@ -89,7 +91,26 @@ async function caseConcurrent5000(handle, scale, metrics, info) {
   info.concurrent5000_rates = rates.map(Math.round);
 }
 
-const CASES = { call_seq: caseCallSeq, concurrent5000: caseConcurrent5000 };
+async function readItems(handle, n) {
+  let i = 0;
+  for await (const x of handle.stream.items(n, 0)) {
+    if (x !== i) fail(`item #${i} is ${x}`);
+    i++;
+  }
+  if (i !== n) fail(`the stream of items(${n}, 0) ended after ${i} items`);
+}
+
+async function caseStreamSmall(handle, scale, metrics) {
+  const n = scaled(100000, scale, 100);
+  await readItems(handle, 1000); // warm-up
+  const t = nowUs();
+  await readItems(handle, n);
+  metrics.stream_small_items_per_s = {
+    value: n / ((nowUs() - t) / 1e6), unit: 'item/s', better: 'higher', label: 'for await over handle.stream.items: 100 000 small integers',
+  };
+}
+
+const CASES = { call_seq: caseCallSeq, concurrent5000: caseConcurrent5000, stream_small: caseStreamSmall };
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));

@@ -9,6 +9,9 @@ C API suite):
   sync_seq      ``worker.sync.call.add(1, 2)`` one after the other, on the
                 main thread (a queue waited on in slices, for Ctrl-C)  (µs/call)
   sync_seq_thread  the same on another thread (a plain ``mf_call``)   (µs/call)
+  astream_small ``async for x in worker.astream.items(n, 0)``: one stream
+                of 100 000 small integers                              (items/s)
+  stream_small  ``for x in worker.sync.stream.items(n, 0)``, the same   (items/s)
 
 Every call checks its result; a wrong result or a failed call prints
 "bench_python: FAILED: ..." and exits 1. The results are one JSON object on
@@ -112,8 +115,50 @@ async def case_sync_seq_thread(worker, scale, metrics, info):
         fail("the calling thread ended without a result")
 
 
+def check_items(items, n):
+    if items != n:
+        fail("the stream of items(%d, 0) ended after %d items" % (n, items))
+
+
+async def case_astream_small(worker, scale, metrics, info):
+    async def read(n):
+        i = 0
+        async for x in worker.astream.items(n, 0):
+            if x != i:
+                fail("item #%d is %r" % (i, x))
+            i += 1
+        check_items(i, n)
+
+    n = scaled(100000, scale, 100)
+    await read(1000)  # warm-up
+    t = time.perf_counter()
+    await read(n)
+    metrics["astream_small_items_per_s"] = {"value": n / (time.perf_counter() - t), "unit": "item/s",
+                                            "better": "higher",
+                                            "label": "async for over astream.items: 100 000 small integers"}
+
+
+async def case_stream_small(worker, scale, metrics, info):
+    def read(n):
+        i = 0
+        for x in worker.sync.stream.items(n, 0):
+            if x != i:
+                fail("item #%d is %r" % (i, x))
+            i += 1
+        check_items(i, n)
+
+    n = scaled(100000, scale, 100)
+    read(1000)  # warm-up
+    t = time.perf_counter()
+    read(n)
+    metrics["stream_small_items_per_s"] = {"value": n / (time.perf_counter() - t), "unit": "item/s",
+                                           "better": "higher",
+                                           "label": "for over sync.stream.items: 100 000 small integers"}
+
+
 CASES = {"acall_seq": case_acall_seq, "gather5000": case_gather5000, "sync_seq": case_sync_seq,
-         "sync_seq_thread": case_sync_seq_thread}
+         "sync_seq_thread": case_sync_seq_thread, "astream_small": case_astream_small,
+         "stream_small": case_stream_small}
 
 
 async def main_async(args):

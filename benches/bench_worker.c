@@ -4,6 +4,10 @@
  *   held()     how many calls are held now
  *   release()  answers every held call with its own argument x, returns how many
  *   add(a, b)  a + b for small non-negative integers, msgpack in and out (no JSON)
+ *   echo(x)    x unchanged
+ *   items(n, size)  a stream of n items: the integers 0..n-1 (size 0), or bins
+ *              of `size` bytes, each starting with its index (8 bytes, native
+ *              order); answers n
  *
  * Calls are taken in order on one handler thread, so `held` and `release`
  * see every `hold` the same parent sent before them. */
@@ -120,6 +124,47 @@ static void echo(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
     mf_reply_ok(reply, args + 1, len - 1);
 }
 
+/* items(n, size): yields n items (mf_reply_yield), then answers n. A
+ * closed stream ends it with MF_ERR_CANCELLED's error. */
+static void items(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    const uint8_t *p = args + 1, *end = args + len;
+    unsigned long long n, size;
+    if (len < 3 || args[0] != 0x92 || !mp_read_uint(&p, end, &n) || !mp_read_uint(&p, end, &size) || p != end ||
+        (size > 0 && size < 8) || size > 0xffffffffu) {
+        mf_reply_error(reply, "TypeError: items takes a count and a size (0, or at least 8)");
+        return;
+    }
+    uint8_t small[9], *bin = NULL;
+    if (size > 0) {
+        bin = malloc(5 + size);
+        if (!bin) {
+            mf_reply_error(reply, "MemoryError: no room for one item");
+            return;
+        }
+        bin[0] = 0xc6; /* bin 32 */
+        for (int i = 0; i < 4; i++) bin[1 + i] = (uint8_t)(size >> (24 - 8 * i));
+        memset(bin + 5, 0xab, size);
+    }
+    for (unsigned long long i = 0; i < n; i++) {
+        mf_status s;
+        if (bin) {
+            memcpy(bin + 5, &i, sizeof i);
+            s = mf_reply_yield(reply, bin, 5 + size);
+        } else {
+            s = mf_reply_yield(reply, small, mp_uint(small, i));
+        }
+        if (s != MF_OK) {
+            free(bin);
+            mf_reply_error(reply, "CancelledError: the stream was closed");
+            return;
+        }
+    }
+    free(bin);
+    uint8_t out[9];
+    mf_reply_ok(reply, out, mp_uint(out, n));
+}
+
 int main(int argc, char **argv) {
     mf_worker *w = NULL;
     if (mf_worker_new(argc > 1 && strcmp(argv[1], "--worker") ? argv[1] : NULL, &w) != MF_OK) {
@@ -131,6 +176,7 @@ int main(int argc, char **argv) {
     mf_worker_register(w, "release", release, NULL);
     mf_worker_register(w, "add", add, NULL);
     mf_worker_register(w, "echo", echo, NULL);
+    mf_worker_register(w, "items", items, NULL);
     mf_status s = mf_serve(w);
     if (s != MF_OK) fprintf(stderr, "bench_worker: %s\n", mf_last_error());
     mf_worker_free(w);

@@ -13,6 +13,9 @@ Usage:
   peer_parent.py connect <service_id>
       Find the service in $HOME/.multifrost/services.json (10 s), connect a DEALER
       to tcp://127.0.0.1:<port> and run the checks.
+  peer_parent.py call <function> <args-json> <expected-json> <program> [args...]
+      As spawn, with one check instead of the fixed set: function(*args) must
+      answer the expected result.
 
 Prints one line per check ("ok <name>" or "FAIL <name>: <details>") to stdout.
 Exit status: 0 all checks passed, 1 a check failed, 2 usage error.
@@ -214,10 +217,11 @@ def build_checks(peer: Peer) -> list[tuple[str, Callable[[], None]]]:
     return checks
 
 
-def run_checks(peer: Peer) -> list[str]:
-    """Run every check, print one line each, return the names that failed."""
+def run_checks(peer: Peer, checks: Optional[list[tuple[str, Callable[[], None]]]] = None) -> list[str]:
+    """Run every check (the fixed set by default), print one line each, return
+    the names that failed."""
     failed: list[str] = []
-    for name, check in build_checks(peer):
+    for name, check in build_checks(peer) if checks is None else checks:
         try:
             check()
         except (CheckFailed, Timeout) as e:
@@ -273,7 +277,7 @@ def stop_child(proc: subprocess.Popen[bytes], grace: float) -> Optional[int]:
     return None
 
 
-def cmd_spawn(argv: list[str]) -> int:
+def cmd_spawn(argv: list[str], build: Callable[[Peer], list[tuple[str, Callable[[], None]]]] = build_checks) -> int:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -300,7 +304,7 @@ def cmd_spawn(argv: list[str]) -> int:
             print(f"FAIL ready: {e}", flush=True)
             failed.append("ready")
         if ready:
-            failed = run_checks(peer)
+            failed = run_checks(peer, build(peer))
             peer.send(Peer.new_message("shutdown"))
     finally:
         # A worker that never became ready gets no grace period.
@@ -381,8 +385,22 @@ def cmd_connect(service_id: str) -> int:
         ctx.term()
 
 
+def cmd_call(argv: list[str]) -> int:
+    function, args_json, expected_json = argv[:3]
+    args, expected = json.loads(args_json), json.loads(expected_json)
+    if not isinstance(args, list):
+        print(USAGE, file=sys.stderr)
+        return 2
+
+    def build(peer: Peer) -> list[tuple[str, Callable[[], None]]]:
+        return [(f"{function} {args_json}", lambda: expect_result(peer.call(function, args), expected))]
+
+    return cmd_spawn(argv[3:], build)
+
+
 USAGE = """usage: peer_parent.py spawn <program> [args...]
-       peer_parent.py connect <service_id>"""
+       peer_parent.py connect <service_id>
+       peer_parent.py call <function> <args-json> <expected-json> <program> [args...]"""
 
 
 def main(argv: list[str]) -> int:
@@ -391,6 +409,8 @@ def main(argv: list[str]) -> int:
         return cmd_spawn(argv[1:])
     if len(argv) == 2 and argv[0] == "connect":
         return cmd_connect(argv[1])
+    if len(argv) >= 5 and argv[0] == "call":
+        return cmd_call(argv[1:])
     print(USAGE, file=sys.stderr)
     return 2
 

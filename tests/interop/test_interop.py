@@ -82,6 +82,24 @@ def test_peer_parent_spawns_the_c_worker(env: dict[str, str]) -> None:
     assert r.stdout.count("ok ") >= 10, r.stdout
 
 
+@pytest.mark.parametrize("worker", ["c", "python"])
+def test_the_peer_parent_gets_a_yielding_handlers_items_as_one_list(worker: str, env: dict[str, str]) -> None:
+    """The v4 parent knows no streams: our worker answers its call of a
+    yielding handler (a C handler's mf_reply_yield_json, a Python generator
+    method) with the items collected into one array."""
+    program = {
+        "c": [str(BUILD / "tests" / "c" / "c_test_worker")],
+        "python": [sys.executable, str(ROOT / "bindings" / "python" / "tests" / "sample_worker.py"), "--worker"],
+    }[worker]
+    if worker == "python":
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT / "bindings" / "python"), env.get("PYTHONPATH")] if p)
+        env["MULTIFROST_LIB"] = str(ROOT / "target" / "release" / "libmultifrost.so")
+    r = run([sys.executable, str(PEER_PARENT), "call", "count", "[5]", "[0, 1, 2, 3, 4]", *program], env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()  # the worker shares the peer's stdout
+    assert "ok count [5]" in lines and "ok shutdown" in lines and "FAIL" not in r.stdout, r.stdout
+
+
 def test_c_parent_connects_to_the_peer_worker_by_service_id(env: dict[str, str]) -> None:
     worker = subprocess.Popen(
         [sys.executable, str(PEER_WORKER), "--service", "peer-math"],

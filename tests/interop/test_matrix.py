@@ -333,3 +333,42 @@ def test_values_cross_languages(parent: str, worker: str, go_bin: Path,
                                 value_parents: dict[str, list[str]]) -> None:
     got = echo_values(parent, worker, go_bin, value_parents)
     assert got == expected_values(parent, worker)
+
+
+# ---------------------------------------------------------------------------
+# Streams across languages (issue #20): each value parent run with --stream
+# reads `count(5)` from a test worker whose `count` yields (a C handler's
+# mf_reply_yield_json, a Go Yield, a Node async generator, a Python
+# generator), then reads 3 items of `count(1e9)` and leaves the loop, which
+# closes the stream, and polls the worker's `counted()` ([items yielded,
+# count streams closed]) until the handler saw the close. It prints one line
+# per item (`item <canonical form>`, `half <canonical form>`), `end` at the
+# end of the first stream, then `closed <canonical form of the closed count>`.
+
+STREAM_LINES = [f"item int:{i}" for i in range(5)] + ["end"] + [f"half int:{i}" for i in range(3)] + ["closed int:1"]
+
+
+@pytest.fixture(scope="session")
+def stream_workers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    out = tmp_path_factory.mktemp("stream-workers")
+    env = dict(os.environ, CGO_ENABLED="1", GOFLAGS="-buildvcs=false")
+    subprocess.run([GO, "build", "-o", str(out / "go_test_worker"), "./internal/testworker"],
+                   cwd=ROOT / "bindings" / "go", env=env, check=True, capture_output=True, timeout=300)
+    return {
+        "c": [str(BUILD / "tests" / "c" / "c_test_worker")],
+        "go": [str(out / "go_test_worker")],
+        "node": [str(NODE), str(ROOT / "bindings" / "node" / "test" / "fixtures" / "worker.js"), "--worker"],
+        "python": [PY, str(ROOT / "bindings" / "python" / "tests" / "sample_worker.py"), "--worker"],
+    }
+
+
+@pytest.mark.parametrize("worker", ["c", "go", "node", "python"])
+@pytest.mark.parametrize("parent", VALUE_PARENTS)
+def test_streams_cross_languages(parent: str, worker: str, value_parents: dict[str, list[str]],
+                                 stream_workers: dict[str, list[str]], tmp_path: Path) -> None:
+    env = dict(os.environ, HOME=str(tmp_path))
+    env.pop("COMLINK_ZMQ_PORT", None)
+    cmd = value_parents[parent] + ["--stream"] + stream_workers[worker]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{cmd}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert r.stdout.splitlines() == STREAM_LINES, f"{cmd}\nstderr:\n{r.stderr}"

@@ -170,11 +170,22 @@ class SampleWorker(ChildWorker):
 
     yielded_total = 0
     streams_closed = 0
+    count_yielded = 0
+    count_closed = 0
 
     def count(self, n):
-        """Yields 0..n-1."""
-        for i in range(n):
-            yield i
+        """Yields 0..n-1; counts its items and the streams closed on it (counted)."""
+        try:
+            for i in range(n):
+                yield i
+                SampleWorker.count_yielded += 1
+        except GeneratorExit:
+            SampleWorker.count_closed += 1
+            raise
+
+    async def counted(self):
+        """[items count yielded, count streams closed], as the C test worker's counted()."""
+        return [SampleWorker.count_yielded, SampleWorker.count_closed]
 
     async def acount(self, n):
         """Yields 0..n-1, awaiting between items."""

@@ -2,13 +2,18 @@
  * `<case> <canonical form>` or `<case> error:<status>: <text>`, the canonical
  * form described in tests/interop/test_matrix.py (CANONICAL). The arguments
  * are MessagePack written by hand, so C sends exactly the bytes it means.
- * Usage: value_parent <worker-program> [args...] */
+ * With --stream it streams the worker's `count` instead (STREAM_LINES in
+ * test_matrix.py).
+ * Usage: value_parent [--stream] <worker-program> [args...] */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include <multifrost.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     uint8_t b[512];
@@ -124,9 +129,81 @@ static int canon(const uint8_t **pp, const uint8_t *end) {
     return 1;
 }
 
+/* Reads the items of one stream, printing `<label> <canonical form>` for
+ * each, up to `most` of them (then closes it), or to the end (`end`) or the
+ * error (`error:<status>: <text>`). */
+static void read_stream(mf_parent *p, const uint8_t *args, size_t len, const char *label, int most) {
+    mf_stream *s = NULL;
+    mf_status st = mf_stream_open(p, "count", args, len, 10000, &s);
+    for (int i = 0; st == MF_OK && i < most; i++) {
+        mf_buffer item = {0};
+        bool end = false;
+        char *error = NULL;
+        st = mf_stream_next_ex(s, -1, &item, &end, &error);
+        if (st != MF_OK) {
+            printf("error:%s: %s\n", mf_status_name(st), error ? error : "");
+            mf_string_free(error);
+            break;
+        }
+        if (end) {
+            printf("end\n");
+            break;
+        }
+        const uint8_t *r = item.data, *stop = item.data + item.len;
+        printf("%s ", label);
+        if (!canon(&r, stop) || r != stop) printf(" (malformed item)");
+        printf("\n");
+        mf_buffer_free(item);
+    }
+    if (st != MF_OK && !s) printf("error:%s: %s\n", mf_status_name(st), mf_last_error());
+    mf_stream_close(s);
+}
+
+/* counted()'s second element (streams closed on count), or -1. */
+static long long closed_count(mf_parent *p) {
+    static const uint8_t no_args[] = {0x90};
+    mf_buffer out = {0};
+    if (mf_call(p, "counted", no_args, sizeof no_args, 10000, &out) != MF_OK) return -1;
+    long long closed = -1;
+    const uint8_t *r = out.data, *end = out.data + out.len;
+    if (out.len >= 1 && *r == 0x92) {
+        r++;
+        for (int i = 0; i < 2 && r < end; i++) {
+            uint8_t t = *r++;
+            long long v = -1;
+            if (t <= 0x7f) v = t;
+            else if (t >= 0xcc && t <= 0xcf && end - r >= 1 << (t - 0xcc)) v = (long long)be(r, 1 << (t - 0xcc)), r += 1 << (t - 0xcc);
+            else if (t >= 0xd0 && t <= 0xd3 && end - r >= 1 << (t - 0xd0)) v = (long long)be(r, 1 << (t - 0xd0)), r += 1 << (t - 0xd0);
+            else break;
+            if (i == 1) closed = v;
+        }
+    }
+    mf_buffer_free(out);
+    return closed;
+}
+
+/* count(5) to its end; count(10^9) closed after 3 items, then counted()
+ * polled until the worker saw the close (30 s: a hang guard). */
+static int stream(mf_parent *p) {
+    static const uint8_t five[] = {0x91, 0x05};
+    static const uint8_t billion[] = {0x91, 0xce, 0x3b, 0x9a, 0xca, 0x00};
+    read_stream(p, five, sizeof five, "item", 6);
+    read_stream(p, billion, sizeof billion, "half", 3);
+    long long closed = closed_count(p);
+    for (int i = 0; closed < 1 && i < 1500; i++) {
+        nanosleep(&(struct timespec){.tv_nsec = 20000000}, NULL);
+        closed = closed_count(p);
+    }
+    printf("closed int:%lld\n", closed);
+    mf_parent_close(p);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    bool streaming = argc > 1 && strcmp(argv[1], "--stream") == 0;
+    if (streaming) argc--, argv++;
     if (argc < 2) {
-        fprintf(stderr, "usage: value_parent <worker-program> [args...]\n");
+        fprintf(stderr, "usage: value_parent [--stream] <worker-program> [args...]\n");
         return 2;
     }
     static const char *names[] = {"emoji",     "empty_str", "empty_bin",  "empty_array", "empty_map",
@@ -162,6 +239,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "spawn %s: %s\n", argv[1], mf_last_error());
         return 1;
     }
+    if (streaming) return stream(p);
     for (int i = 0; i < N; i++) {
         mf_buffer out = {0};
         mf_status s = mf_call(p, "echo", cases[i].b, cases[i].n, 10000, &out);

@@ -1,8 +1,9 @@
 'use strict';
 // Echoes the value cases through a worker and prints what came back.
-//   node value_parent.js <worker-program> [args...]
+//   node value_parent.js [--stream] <worker-program> [args...]
 // One line per case: `<case> <canonical form>` or `<case> error:<text>`; the
 // canonical form is described in tests/interop/test_matrix.py (CANONICAL).
+// With --stream it streams the worker's `count` instead (STREAM_LINES there).
 const { ParentWorker } = require('../../../bindings/node');
 
 function deep(n) {
@@ -50,11 +51,41 @@ function canon(v) {
   return `?${typeof v}`;
 }
 
+// count(5) to its end; count(1e9) closed after 3 items, then counted()
+// polled until the worker saw the close (30 s: a hang guard).
+async function stream(worker) {
+  try {
+    for await (const x of worker.stream.count(5)) console.log(`item ${canon(x)}`);
+    console.log('end');
+  } catch (err) {
+    console.log(`error:${err.name}(${err.code}): ${err.message}`);
+  }
+  let i = 0;
+  for await (const x of worker.stream.count(1e9)) {
+    console.log(`half ${canon(x)}`);
+    if (++i === 3) break;
+  }
+  const deadline = Date.now() + 30000;
+  let closed = (await worker.call.counted())[1];
+  while (closed < 1 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    closed = (await worker.call.counted())[1];
+  }
+  console.log(`closed ${canon(closed)}`);
+}
+
 async function main() {
-  const [program, ...args] = process.argv.slice(2);
+  let argv = process.argv.slice(2);
+  const streaming = argv[0] === '--stream';
+  if (streaming) argv = argv.slice(1);
+  const [program, ...args] = argv;
   const worker = ParentWorker.spawn(program, null, { args, timeout: 10000 });
   await worker.start();
   try {
+    if (streaming) {
+      await stream(worker);
+      return;
+    }
     for (const [name, value] of CASES) {
       try {
         console.log(`${name} ${canon(await worker.call.echo(value))}`);

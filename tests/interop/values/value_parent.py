@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Echoes the value cases through a worker and prints what came back.
 
-Usage: value_parent.py <worker-program> [args...]
+Usage: value_parent.py [--stream] <worker-program> [args...]
 
 One line per case: `<case> <canonical form>` or `<case> error:<text>`; the
 canonical form is described in tests/interop/test_matrix.py (CANONICAL).
+With --stream it streams the worker's `count` instead (STREAM_LINES there).
 """
 
 import math
 import sys
+import time
 
 from multifrost import ParentWorker
 
@@ -69,10 +71,38 @@ def canon(v) -> str:
     return f"?{type(v).__name__}"
 
 
+def stream(worker: ParentWorker) -> None:
+    """count(5) to its end; count(10**9) closed after 3 items, then counted()
+    polled until the worker saw the close (30 s: a hang guard)."""
+    try:
+        for x in worker.sync.stream.count(5):
+            print("item", canon(x), flush=True)
+        print("end", flush=True)
+    except Exception as e:
+        print(f"error:{type(e).__name__}: {e}", flush=True)
+    with worker.sync.stream.count(10**9) as items:
+        for i, x in enumerate(items):
+            print("half", canon(x), flush=True)
+            if i == 2:
+                break
+    deadline = time.monotonic() + 30
+    closed = worker.sync.call.counted()[1]
+    while closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        closed = worker.sync.call.counted()[1]
+    print("closed", canon(closed), flush=True)
+
+
 def main(argv: list) -> int:
+    streaming = argv[:1] == ["--stream"]
+    if streaming:
+        argv = argv[1:]
     worker = ParentWorker.spawn(argv[0], args=argv[1:], default_timeout=10.0)
     worker.sync.start()
     try:
+        if streaming:
+            stream(worker)
+            return 0
         for name, value in CASES:
             try:
                 print(name, canon(worker.sync.call.echo(value)), flush=True)

@@ -1,8 +1,10 @@
 // Command value_parent echoes the value cases through a worker and prints
 // what came back: `<case> <canonical form>` or `<case> error:<text>`, the
 // canonical form described in tests/interop/test_matrix.py (CANONICAL).
+// With --stream it streams the worker's `count` instead (STREAM_LINES
+// there).
 //
-//	value_parent <worker-program> [args...]
+//	value_parent [--stream] <worker-program> [args...]
 package main
 
 import (
@@ -102,19 +104,78 @@ func canon(v any) string {
 	return fmt.Sprintf("?%T", v)
 }
 
+// stream reads count(5) to its end and count(1e9) for 3 items (leaving the
+// loop closes it), then polls counted() until the worker saw the close (30
+// s: a hang guard).
+func stream(ctx context.Context, p *multifrost.Parent) {
+	ended := true
+	for item, err := range p.Stream(ctx, "count", 5) {
+		if err == nil {
+			var v any
+			if v, err = item.Value(); err == nil {
+				fmt.Printf("item %s\n", canon(v))
+				continue
+			}
+		}
+		fmt.Printf("error:%s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		ended = false
+		break
+	}
+	if ended {
+		fmt.Println("end")
+	}
+	i := 0
+	for item, err := range p.Stream(ctx, "count", 1_000_000_000) {
+		if err != nil {
+			fmt.Printf("error:%s\n", err)
+			break
+		}
+		v, _ := item.Value()
+		fmt.Printf("half %s\n", canon(v))
+		if i++; i == 3 {
+			break
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	closed := int64(-1)
+	for closed < 1 && time.Now().Before(deadline) {
+		var counted []int64
+		if err := p.Call(ctx, "counted", &counted); err != nil {
+			fmt.Printf("error:%s\n", err)
+			return
+		}
+		if len(counted) == 2 {
+			closed = counted[1]
+		}
+		if closed < 1 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	fmt.Printf("closed %s\n", canon(closed))
+}
+
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: value_parent <worker-program> [args...]")
+	args := os.Args[1:]
+	streaming := len(args) > 0 && args[0] == "--stream"
+	if streaming {
+		args = args[1:]
+	}
+	if len(args) < 1 {
+		fmt.Fprintln(os.Stderr, "usage: value_parent [--stream] <worker-program> [args...]")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	p, err := multifrost.Spawn(ctx, os.Args[1], os.Args[2:], nil)
+	p, err := multifrost.Spawn(ctx, args[0], args[1:], nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "value_parent:", err)
 		os.Exit(1)
 	}
 	defer p.Close()
+	if streaming {
+		stream(ctx, p)
+		return
+	}
 	for _, c := range cases {
 		var got any
 		if err := p.Call(ctx, "echo", &got, c.value); err != nil {
