@@ -110,6 +110,10 @@ export interface ParentOptions {
   privateLink?: boolean;
   /** How many items of a stream the worker may send ahead of what the consumer took (16). */
   streamCredit?: number;
+  /** How many copies of the spawned program run behind this one parent (1; at most 256): a pool. Each call goes to the copy with the fewest calls in flight; each copy is supervised and restarted on its own; the breaker judges the pool as a whole. Spawn only. */
+  workers?: number;
+  /** Replace a spawned worker after this many calls (0 = never): it finishes its calls in flight and is started again; no call fails. */
+  maxCallsPerWorker?: number;
   /** Extra arguments for the spawned program (after `script --worker` for scripts). */
   args?: string[];
 }
@@ -145,7 +149,19 @@ export type StreamProxy = {
   [name: string]: (...args: any[]) => Stream;
 };
 
-/** Parent metrics, from the core's stats JSON. */
+/** One worker of a parent (of a pool, one entry per copy). */
+export interface WorkerMetrics {
+  pid: number;
+  in_flight: number;
+  requests_total: number;
+  restarts: number;
+  /** Times this worker was replaced after maxCallsPerWorker calls. */
+  recycles: number;
+  healthy: boolean;
+  heartbeat_rtt_last_ms: number;
+}
+
+/** Parent metrics, from the core's stats JSON; of a pool, the counters are totals over its workers. */
 export interface Metrics {
   requests_total: number;
   requests_success: number;
@@ -170,9 +186,14 @@ export interface Metrics {
   circuit_trips: number;
   consecutive_failures: number;
   restarts: number;
+  /** Workers replaced after maxCallsPerWorker calls. */
+  recycles: number;
   dropped_malformed: number;
   dropped_unknown: number;
+  /** The first worker's pid. */
   worker_pid: number;
+  /** One entry per worker (one unless the `workers` option). */
+  workers: WorkerMetrics[];
   /** 'link' when the worker is reached over the private link, 'zmq' otherwise. */
   transport: 'link' | 'zmq';
   [key: string]: unknown;
@@ -221,7 +242,7 @@ export declare class ParentWorker {
   readonly isHealthy: boolean;
   readonly circuitOpen: boolean;
   readonly lastHeartbeatRttMs: number | null;
-  /** The spawned worker's pid (0 in connect mode), null unless running. */
+  /** The spawned worker's pid (of a pool, the first one's; 0 in connect mode), null unless running. */
   readonly pid: number | null;
 }
 

@@ -1,9 +1,11 @@
 'use strict';
 // Spawns a math worker, calls each of its functions and prints the results
 // and the transport the calls took.
-//   node examples/node/math_parent.js [--no-private-link] <worker-program-or-script> [args...]
+//   node examples/node/math_parent.js [--no-private-link] [--workers N] <worker-program-or-script> [args...]
 //   node examples/node/math_parent.js --connect <service-id-or-tcp-endpoint>
 // A .js worker runs with node, a .py worker with python3, anything else directly.
+// --workers N runs a pool of N copies of the worker and then also prints
+// `pool: N workers, pids <pid> ...`.
 const path = require('node:path');
 // In your own project: require('multifrost'); here, the package in this repository.
 const { ParentWorker, RemoteCallError } = require('../../bindings/node');
@@ -17,13 +19,24 @@ function executableFor(target) {
 async function main() {
   let argv = process.argv.slice(2);
   let worker;
+  let workers;
   if (argv[0] === '--connect') {
     worker = await ParentWorker.connect(argv[1]);
   } else {
-    const privateLink = argv[0] !== '--no-private-link'; // off: every byte over ZeroMQ
-    if (!privateLink) argv = argv.slice(1);
+    let privateLink = true; // off: every byte over ZeroMQ
+    for (;;) {
+      if (argv[0] === '--no-private-link') {
+        privateLink = false;
+        argv = argv.slice(1);
+      } else if (argv[0] === '--workers') {
+        workers = Number(argv[1]);
+        argv = argv.slice(2);
+      } else {
+        break;
+      }
+    }
     const target = argv[0] || path.join(__dirname, 'math_worker.js');
-    worker = ParentWorker.spawn(target, executableFor(target), { args: argv.slice(1), privateLink });
+    worker = ParentWorker.spawn(target, executableFor(target), { args: argv.slice(1), privateLink, workers });
   }
   const handle = worker.handle();
   await handle.start();
@@ -42,6 +55,10 @@ async function main() {
     const text = 'héllo ✓';
     console.log(`echo(${JSON.stringify(text)}) = ${JSON.stringify(await handle.call.echo(text))}`);
     console.log(`transport: ${worker.metrics.transport}`);
+    if (workers !== undefined) {
+      const pids = worker.metrics.workers.map((w) => w.pid);
+      console.log(`pool: ${pids.length} workers, pids ${pids.join(' ')}`);
+    }
   } finally {
     await handle.stop();
   }

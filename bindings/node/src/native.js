@@ -154,6 +154,8 @@ function declare(lib) {
     optionsSetPrivateLink: f('int mf_options_set_private_link(mf_options *o, bool on)'),
     optionsSetCancelGrace: f('int mf_options_set_cancel_grace(mf_options *o, int64_t ms)'),
     optionsSetStreamCredit: f('int mf_options_set_stream_credit(mf_options *o, uint32_t n)'),
+    optionsSetWorkers: f('int mf_options_set_workers(mf_options *o, uint32_t n)'),
+    optionsSetMaxCallsPerWorker: f('int mf_options_set_max_calls_per_worker(mf_options *o, uint64_t n)'),
 
     // The _ex forms hand the error text back (the blocking call runs on a
     // pool thread, whose mf_last_error the JS thread cannot read).

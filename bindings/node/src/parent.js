@@ -40,6 +40,8 @@ const OPTION_KEYS = new Set([
   'privateLink',
   'cancelGrace',
   'streamCredit',
+  'workers',
+  'maxCallsPerWorker',
   'args',
 ]);
 
@@ -53,6 +55,14 @@ function ms(value, what) {
     throw new TypeError(`option ${what} must be a number of milliseconds, got ${String(value)}`);
   }
   return Math.round(value);
+}
+
+/** A whole number >= 0 for an unsigned option (koffi would wrap a negative one). */
+function count(value, what, max = Number.MAX_SAFE_INTEGER) {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new TypeError(`option ${what} must be a whole number >= 0, got ${String(value)}`);
+  }
+  return value;
 }
 
 /** Builds an mf_options from the JS options object; the caller frees it. */
@@ -124,6 +134,13 @@ function buildOptions(lib, options) {
     }
     if (options.privateLink !== undefined) {
       checkStatus(lib, lib.optionsSetPrivateLink(o, !!options.privateLink));
+    }
+    if (options.workers !== undefined) {
+      // The core checks the range (1..=256) and says so in its words.
+      checkStatus(lib, lib.optionsSetWorkers(o, count(options.workers, 'workers', 0xffffffff)));
+    }
+    if (options.maxCallsPerWorker !== undefined) {
+      checkStatus(lib, lib.optionsSetMaxCallsPerWorker(o, count(options.maxCallsPerWorker, 'maxCallsPerWorker')));
     }
     return o;
   } catch (e) {
@@ -283,7 +300,8 @@ class ParentWorker {
     return m ? m.heartbeat_rtt_last_ms : null;
   }
 
-  /** The spawned worker's process id (0 in connect mode), or null when not running. */
+  /** The spawned worker's process id (of a pool, the first worker's; 0 in
+   * connect mode), or null when not running. `metrics.workers` has them all. */
   get pid() {
     const m = this.metrics;
     return m ? m.worker_pid : null;

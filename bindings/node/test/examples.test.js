@@ -44,6 +44,18 @@ it('math_parent.js with the C example worker prints the expected lines', async (
   assert.equal(r.stdout, expected(lines[3].slice('factorial(-1) failed: '.length)));
 });
 
+it('math_parent.js --workers 3 runs a pool and prints its pids', async () => {
+  const r = await runNode([PARENT, '--workers', '3', NODE_WORKER]);
+  assert.equal(r.code, 0, r.stderr);
+  const want = expected('RangeError: factorial of a negative number');
+  assert.ok(r.stdout.startsWith(want), r.stdout);
+  const m = /^pool: 3 workers, pids (\d+) (\d+) (\d+)\n$/.exec(r.stdout.slice(want.length));
+  assert.ok(m, r.stdout);
+  const pids = m.slice(1).map(Number);
+  assert.equal(new Set(pids).size, 3);
+  assert.deepEqual(pids.filter((pid) => fs.existsSync(`/proc/${pid}`)), []);
+});
+
 const HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'mf-node-example-'));
 after(() => fs.rmSync(HOME, { recursive: true, force: true }));
 

@@ -194,6 +194,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("mf_options_set_private_link", c_int, mf_options_p, c_bool)
     fn("mf_options_set_cancel_grace", c_int, mf_options_p, c_int64)
     fn("mf_options_set_stream_credit", c_int, mf_options_p, c_uint32)
+    fn("mf_options_set_workers", c_int, mf_options_p, c_uint32)
+    fn("mf_options_set_max_calls_per_worker", c_int, mf_options_p, c_uint64)
 
     # Parent.
     fn("mf_spawn", c_int, c_char_p, POINTER(c_char_p), mf_options_p, POINTER(mf_parent_p))

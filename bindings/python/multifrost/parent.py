@@ -87,9 +87,10 @@ def _ms(seconds: float, what: str, allow_zero: bool = False) -> int:
     return max(1, int(round(seconds * 1000))) if seconds > 0 else 0
 
 
-def _count(value: int, what: str, minimum: int = 0) -> int:
-    """A whole number for a ``uint32_t`` option (ctypes would wrap a negative one silently)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 0xFFFFFFFF:
+def _count(value: int, what: str, minimum: int = 0, maximum: int = 0xFFFFFFFF) -> int:
+    """A whole number for a ``uint32_t`` (or, with ``maximum``, wider) option:
+    ctypes would wrap a negative or too large one silently."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise InvalidArgumentError(f"{what} must be a whole number >= {minimum}, got {value!r}")
     return value
 
@@ -128,6 +129,8 @@ class _Plan:
     cancel_grace: Optional[float] = None
     private_link: bool = True
     stream_credit: Optional[int] = None
+    workers: Optional[int] = None
+    max_calls_per_worker: Optional[int] = None
 
     def options(self, namespace: Optional[str] = None) -> int:
         """A new ``mf_options`` for this plan; the caller frees it."""
@@ -176,6 +179,12 @@ class _Plan:
                 _check(lib.mf_options_set_private_link(o, False))
             if self.stream_credit is not None:
                 _check(lib.mf_options_set_stream_credit(o, _count(self.stream_credit, "stream_credit", 1)))
+            if self.workers is not None:
+                # The core checks the range (1..=256) and says so in its words.
+                _check(lib.mf_options_set_workers(o, _count(self.workers, "workers")))
+            if self.max_calls_per_worker is not None:
+                n = _count(self.max_calls_per_worker, "max_calls_per_worker", maximum=0xFFFFFFFFFFFFFFFF)
+                _check(lib.mf_options_set_max_calls_per_worker(o, n))
         except BaseException:
             lib.mf_options_free(o)
             raise
@@ -1215,6 +1224,8 @@ class ParentWorker:
         cancel_grace: Optional[float] = None,
         private_link: bool = True,
         stream_credit: Optional[int] = None,
+        workers: Optional[int] = None,
+        max_calls_per_worker: Optional[int] = None,
     ) -> "ParentWorker":
         """A worker to be started from ``script_path`` (not started yet).
 
@@ -1251,6 +1262,16 @@ class ParentWorker:
                 connection like any other worker.
             stream_credit: How many items of a stream the worker may send
                 ahead of those taken (default 16); its generator waits for the rest.
+            workers: How many copies of the program to run (default 1, at
+                most 256): a pool behind this one handle. ``start`` returns
+                once every copy answered; each call goes to the copy with the
+                fewest calls in flight; each copy is supervised on its own (a
+                crash fails only the calls that were in it, ``auto_restart``
+                restarts it); the breaker judges the pool as a whole.
+                ``metrics["workers"]`` has one entry per copy.
+            max_calls_per_worker: Replace a copy after this many calls
+                (default 0 = never): it takes no new call, finishes the ones
+                it has, and is stopped and started again; no call fails for it.
 
         Returns:
             The (not yet started) worker.
@@ -1277,6 +1298,8 @@ class ParentWorker:
             cancel_grace=cancel_grace,
             private_link=private_link,
             stream_credit=stream_credit,
+            workers=workers,
+            max_calls_per_worker=max_calls_per_worker,
         )
         return cls(plan)
 
@@ -1515,8 +1538,13 @@ class ParentWorker:
         ``circuit_state``, ``circuit_trips``, ``restarts``, ``cancels`` (calls
         cancelled in flight), ``escalations`` (workers stopped for a handler
         that ran past the cancel grace), ``hangs`` (workers stopped for missed
-        heartbeats), ``worker_pid`` and ``transport`` (``"link"`` over the
-        private link, else ``"zmq"``).
+        heartbeats), ``recycles`` (workers replaced after
+        ``max_calls_per_worker`` calls), ``worker_pid`` (the first worker's)
+        and ``transport`` (``"link"`` over the private link, else ``"zmq"``);
+        of a pool (``workers=``) the counters are totals over its workers.
+        ``workers`` is a list with one dict per worker: ``pid``,
+        ``in_flight``, ``requests_total``, ``restarts``, ``recycles``,
+        ``healthy`` and ``heartbeat_rtt_last_ms``.
         """
         return self._conn.stats() or {}
 
@@ -1544,7 +1572,7 @@ class ParentWorker:
 
     @property
     def pid(self) -> Optional[int]:
-        """The spawned worker's process id (None in connect mode or before start)."""
+        """The spawned worker's process id, of a pool the first one's (None in connect mode or before start)."""
         return self.metrics.get("worker_pid") or None
 
     @property

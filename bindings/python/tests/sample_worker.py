@@ -103,6 +103,14 @@ class SampleWorker(ChildWorker):
     def pid(self):
         return os.getpid()
 
+    async def pid_when(self, path):
+        """Waits until the file `path` exists (60 s at most), then returns the pid:
+        a call in flight until the test lets every worker of a pool answer at once."""
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return os.getpid()
+
     def crash(self):
         os._exit(3)
 

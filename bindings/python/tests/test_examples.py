@@ -74,3 +74,15 @@ def test_math_worker_connect_mode(home):
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_math_parent_with_a_pool_of_python_workers():
+    """`--workers N`: the same lines, then `pool: N workers, pids ...` (the pool's pids)."""
+    proc = _run_parent("--workers", "3", str(EXAMPLES / "math_worker.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(EXPECTED)
+    last = proc.stdout[len(EXPECTED) :].splitlines()
+    assert len(last) == 1 and last[0].startswith("pool: 3 workers, pids "), proc.stdout
+    pids = [int(p) for p in last[0].split("pids ", 1)[1].split(" ")]
+    assert len(set(pids)) == 3 and 0 not in pids
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}")]
