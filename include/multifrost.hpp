@@ -444,6 +444,16 @@ struct Options {
   /// How many items of a stream (Parent::stream) the worker may send ahead
   /// of those taken; it then waits in mf::Context::yield [16]
   std::optional<std::uint32_t> stream_credit;
+  /// How many copies of the program spawn() runs, 1..=256: a pool behind
+  /// this one Parent. Every call form goes to the worker with the fewest
+  /// calls in flight; each worker is supervised on its own (a crash fails
+  /// only the calls that were in it; auto_restart restarts it); the breaker
+  /// judges the pool as a whole. connect() refuses more than 1 [1]
+  std::optional<std::uint32_t> workers;
+  /// After this many calls a spawned worker is recycled: it takes no new
+  /// call, its calls in flight finish, and a new process replaces it; no
+  /// call fails for it [0 = never]
+  std::optional<std::uint64_t> max_calls_per_worker;
 };
 
 // ---------------------------------------------------------------------------
@@ -1399,6 +1409,9 @@ inline OptionsPtr make_options(const Options& o) {
   if (o.private_link) check(mf_options_set_private_link(p, *o.private_link), "Options::private_link");
   if (o.cancel_grace) check(mf_options_set_cancel_grace(p, o.cancel_grace->count()), "Options::cancel_grace");
   if (o.stream_credit) check(mf_options_set_stream_credit(p, *o.stream_credit), "Options::stream_credit");
+  if (o.workers) check(mf_options_set_workers(p, *o.workers), "Options::workers");
+  if (o.max_calls_per_worker)
+    check(mf_options_set_max_calls_per_worker(p, *o.max_calls_per_worker), "Options::max_calls_per_worker");
   return opts;
 }
 
@@ -1892,8 +1905,8 @@ class Stream {
   bool ended_ = true;
 };
 
-/// A connection to one worker (mf_parent): spawned by Parent::spawn or reached
-/// by Parent::connect. Move-only; the destructor closes it.
+/// A connection to one worker, or to a pool of them (Options::workers)
+/// (mf_parent): spawned by Parent::spawn or reached by Parent::connect. Move-only; the destructor closes it.
 ///
 /// Threads: call, call_for, call_async, call_start, stream, cancel, call_json and
 /// stats_json may run on any number of threads at once, and close() may run
@@ -2077,8 +2090,12 @@ class Parent {
 
   /// The metrics as one JSON object: requests_total, requests_success,
   /// requests_failed, remote_errors, timeouts, in_flight, latency_*_ms,
-  /// heartbeat_*, healthy, circuit_state, restarts, worker_pid, …
-  /// (see mf_parent_stats_json). Throws MF_ERR_CLOSED when closed.
+  /// heartbeat_*, healthy, circuit_state, restarts, recycles, worker_pid, …
+  /// and workers: one object per worker of the pool (Options::workers) with
+  /// pid, in_flight, requests_total, restarts, recycles, healthy,
+  /// heartbeat_rtt_last_ms (see mf_parent_stats_json). Read it with
+  /// mf::from_json, e.g. into std::map<std::string, mf::Json>. Throws
+  /// MF_ERR_CLOSED when closed.
   std::string stats_json() const {
     Ref p(*this);
     detail::CString s(mf_parent_stats_json(p.get()));

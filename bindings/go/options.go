@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"context"
+	"math"
 	"time"
 	"unsafe"
 )
@@ -50,6 +51,17 @@ type Options struct {
 	// then uses the protocol's TCP connection like any other worker
 	// [false = offered].
 	DisablePrivateLink bool
+	// Workers is how many copies of the program Spawn runs, 1..256: a
+	// pool behind this one Parent. Each call goes to the worker with the
+	// fewest calls in flight; each worker is supervised on its own (a
+	// crash fails only the calls that were in it, AutoRestart restarts
+	// it); the breaker judges the pool as a whole. Connect refuses more
+	// than 1 (one service per id) [1].
+	Workers int
+	// MaxCallsPerWorker recycles a spawned worker after this many calls:
+	// it takes no new call, its calls in flight finish, then it is
+	// replaced by a new process; no call fails for it [0 = never].
+	MaxCallsPerWorker uint64
 }
 
 // Heartbeat settings. Zero Interval/Timeout/MaxMisses keep their defaults
@@ -154,6 +166,7 @@ func (o *Options) cOptions(wait time.Duration, op string) (*C.mf_options, error)
 		bad  bool
 	}{
 		{"AutoRestart", opts.AutoRestart < 0},
+		{"Workers", opts.Workers < 0},
 		{"Heartbeat.MaxMisses", opts.Heartbeat != nil && opts.Heartbeat.MaxMisses < 0},
 		{"Breaker.Threshold", opts.Breaker != nil && opts.Breaker.Threshold < 0},
 	} {
@@ -175,6 +188,10 @@ func (o *Options) cOptions(wait time.Duration, op string) (*C.mf_options, error)
 	if opts.DisablePrivateLink {
 		in.no_private_link = 1
 	}
+	// Above the C type's range the library still sees a value it refuses
+	// (and names), not one that wrapped around into range.
+	in.workers = C.uint32_t(min(uint64(opts.Workers), math.MaxUint32))
+	in.max_calls_per_worker = C.uint64_t(opts.MaxCallsPerWorker)
 
 	var out *C.mf_options
 	var cerr *C.char

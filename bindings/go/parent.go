@@ -64,6 +64,22 @@ type Stats struct {
 	DroppedUnknown      uint64  `json:"dropped_unknown"`
 	WorkerPID           int     `json:"worker_pid"` // 0 when there is none
 	Transport           string  `json:"transport"`  // "link" over the private link, else "zmq"
+	// Recycles counts workers replaced after Options.MaxCallsPerWorker calls.
+	Recycles uint64 `json:"recycles"`
+	// Workers has one entry per worker of the pool (Options.Workers), in
+	// a fixed order: a restarted or recycled worker keeps its place.
+	Workers []WorkerStats `json:"workers"`
+}
+
+// WorkerStats are one pool worker's metrics (Stats.Workers).
+type WorkerStats struct {
+	PID                int     `json:"pid"` // 0 while it is not running
+	InFlight           int64   `json:"in_flight"`
+	RequestsTotal      uint64  `json:"requests_total"`
+	Restarts           uint64  `json:"restarts"`
+	Recycles           uint64  `json:"recycles"`
+	Healthy            bool    `json:"healthy"`
+	HeartbeatRTTLastMs float64 `json:"heartbeat_rtt_last_ms"`
 }
 
 // pendingCall is what a call's cgo.Handle stands for: the channel its

@@ -50,6 +50,9 @@ mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **er
     if (in->bind_host) SET(mf_options_set_bind_host(o, in->bind_host), "BindHost");
     if (in->max_message_size) SET(mf_options_set_max_message_size(o, in->max_message_size), "MaxMessageSize");
     if (in->no_private_link) SET(mf_options_set_private_link(o, false), "DisablePrivateLink");
+    if (in->workers) SET(mf_options_set_workers(o, in->workers), "Workers");
+    if (in->max_calls_per_worker)
+        SET(mf_options_set_max_calls_per_worker(o, in->max_calls_per_worker), "MaxCallsPerWorker");
     *out = o;
     return MF_OK;
 }

@@ -28,6 +28,8 @@ typedef struct mfgo_options {
     const char *name, *bind_host;
     int64_t max_message_size;
     int no_private_link;
+    uint32_t workers;
+    uint64_t max_calls_per_worker;
 } mfgo_options;
 
 mf_status mfgo_options_build(const mfgo_options *in, mf_options **out, char **err);

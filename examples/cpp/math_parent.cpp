@@ -1,26 +1,43 @@
 // Spawns a math worker (any implementation: C, C++, Python, ...), calls each
-// of its functions and prints the results.
-// Usage: math_parent_cpp [--no-private-link] <worker-program> [args...]
+// of its functions and prints the results. With --workers N, a pool of N
+// copies of the worker, and a line naming their pids.
+// Usage: math_parent_cpp [--no-private-link] [--workers N] <worker-program> [args...]
 //        math_parent_cpp --connect <service-id-or-tcp-endpoint>
 #include <multifrost.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
 int main(int argc, char** argv) {
-  const std::string first = argc > 1 ? argv[1] : "";
-  const bool connect = argc == 3 && first == "--connect";
+  const bool connect = argc == 3 && std::string(argv[1]) == "--connect";
   mf::Options options;
-  if (first == "--no-private-link") {
-    options.private_link = false;  // every byte over ZeroMQ
-    argv++;
-    argc--;
+  for (bool more = !connect; more && argc > 1;) {
+    const std::string flag = argv[1];
+    if (flag == "--no-private-link") {
+      options.private_link = false;  // every byte over ZeroMQ
+      argv++;
+      argc--;
+    } else if (flag == "--workers" && argc > 2) {
+      try {
+        // Beyond uint32 stays out of range (the library refuses it and says why).
+        options.workers = static_cast<std::uint32_t>(std::min<unsigned long>(std::stoul(argv[2]), UINT32_MAX));
+      } catch (const std::exception&) {
+        std::cerr << "--workers takes a number, not " << argv[2] << "\n";
+        return 2;
+      }
+      argv += 2;
+      argc -= 2;
+    } else {
+      more = false;
+    }
   }
   if (argc < 2) {
-    std::cerr << "usage: math_parent_cpp [--no-private-link] <worker-program> [args...]\n"
+    std::cerr << "usage: math_parent_cpp [--no-private-link] [--workers N] <worker-program> [args...]\n"
                  "       math_parent_cpp --connect <service-id-or-tcp-endpoint>\n";
     return 2;
   }
@@ -45,6 +62,14 @@ int main(int argc, char** argv) {
     const std::string stats = p.stats_json(), key = "\"transport\":\"";
     const std::size_t at = stats.find(key) + key.size();
     std::cout << "transport: " << stats.substr(at, stats.find('"', at) - at) << "\n";
+    if (options.workers) {
+      // One entry per worker of the pool, each with its pid.
+      using Fields = std::map<std::string, mf::Json>;
+      auto workers = mf::from_json<std::vector<Fields>>(mf::from_json<Fields>(mf::Json{stats}).at("workers"));
+      std::cout << "pool: " << workers.size() << " workers, pids";
+      for (Fields& w : workers) std::cout << " " << mf::from_json<std::int64_t>(w.at("pid"));
+      std::cout << "\n";
+    }
     return 0;
   } catch (const mf::Error& e) {
     std::cerr << "math_parent_cpp: " << e.status_name() << ": " << e.what() << "\n";

@@ -186,3 +186,65 @@ func TestMathWorkerConnectMode(t *testing.T) {
 		t.Errorf("factorial(\"ten\"): %v", err)
 	}
 }
+
+// poolLine checks that out ends with "pool: N workers, pids P1 ... PN" (N
+// distinct pids, every process gone once the parent exited) and returns
+// what comes before it.
+func poolLine(t *testing.T, out string, n int) string {
+	t.Helper()
+	rest, line, _ := strings.Cut(strings.TrimSuffix(out, "\n"), "\npool: ")
+	fields := strings.Fields(strings.TrimPrefix(line, fmt.Sprintf("%d workers, pids", n)))
+	seen := map[string]bool{}
+	for _, pid := range fields {
+		seen[pid] = true
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			t.Errorf("worker %s is still there after the parent exited", pid)
+		}
+	}
+	if !strings.HasPrefix(line, fmt.Sprintf("%d workers, pids ", n)) || len(fields) != n || len(seen) != n {
+		t.Errorf("no line \"pool: %d workers, pids ...\" with %d distinct pids at the end:\n%s", n, n, out)
+	}
+	return rest + "\n"
+}
+
+func TestMathParentPoolOfGoWorkers(t *testing.T) {
+	parent, worker := build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, parent, "--workers", "3", worker)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s --workers 3: %v\n%s\n%s", parent, err, out, stderr.String())
+	}
+	if rest := poolLine(t, string(out), 3); rest != wantOutput {
+		t.Errorf("output of %s --workers 3 %s:\n%s\nwant:\n%s", parent, worker, rest, wantOutput)
+	}
+}
+
+// The C math_parent with a pool of Go math workers.
+func TestCMathParentPoolOfGoWorkers(t *testing.T) {
+	cparent, err := filepath.Abs(cParent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cparent); err != nil {
+		t.Skipf("the C math parent %s is not built (run `make build` first): %v", cparent, err)
+	}
+	_, worker := build(t)
+	out, err := exec.Command(cparent, "--workers", "2", worker).Output()
+	if err != nil {
+		t.Fatalf("%s --workers 2 %s: %v\n%s", cparent, worker, err, out)
+	}
+	// The C parent prints its stats after the pool's line.
+	text := string(out)
+	at := strings.Index(text, "\nstats: ")
+	if at < 0 {
+		t.Fatalf("no stats line:\n%s", text)
+	}
+	before := poolLine(t, text[:at+1], 2)
+	if !strings.Contains(before, "add[1, 2] = 3\n") {
+		t.Errorf("C parent output lacks its calls:\n%s", text)
+	}
+}

@@ -1,7 +1,8 @@
 // Command math_parent spawns a math worker, calls its functions and prints
-// the results and the transport the calls took.
+// the results and the transport the calls took. With --workers N it spawns
+// a pool of N copies of the worker and prints their pids.
 //
-//	math_parent [--no-private-link] <worker-program> [args...]
+//	math_parent [--no-private-link] [--workers N] <worker-program> [args...]
 //	math_parent --connect <service-id-or-tcp-endpoint>
 package main
 
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	multifrost "github.com/multifrost/libmultifrost/bindings/go"
@@ -19,12 +21,24 @@ func main() {
 	args := os.Args[1:]
 	connect := len(args) == 2 && args[0] == "--connect"
 	opts := &multifrost.Options{}
-	if len(args) > 0 && args[0] == "--no-private-link" {
-		opts.DisablePrivateLink = true // every byte over ZeroMQ
-		args = args[1:]
+	for !connect && len(args) > 0 {
+		if args[0] == "--no-private-link" {
+			opts.DisablePrivateLink = true // every byte over ZeroMQ
+			args = args[1:]
+		} else if args[0] == "--workers" && len(args) > 1 {
+			n, err := strconv.Atoi(args[1])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "math_parent: --workers takes a number, not", args[1])
+				os.Exit(2)
+			}
+			opts.Workers = n // out of range: Spawn says why
+			args = args[2:]
+		} else {
+			break
+		}
 	}
 	if len(args) < 1 {
-		fmt.Fprintln(os.Stderr, "usage: math_parent [--no-private-link] <worker-program> [args...]")
+		fmt.Fprintln(os.Stderr, "usage: math_parent [--no-private-link] [--workers N] <worker-program> [args...]")
 		fmt.Fprintln(os.Stderr, "       math_parent --connect <service-id-or-tcp-endpoint>")
 		os.Exit(2)
 	}
@@ -66,6 +80,13 @@ func main() {
 	stats, err := p.Stats()
 	must(err)
 	fmt.Printf("transport: %s\n", stats.Transport)
+	if opts.Workers != 0 {
+		pids := ""
+		for _, w := range stats.Workers {
+			pids += " " + strconv.Itoa(w.PID)
+		}
+		fmt.Printf("pool: %d workers, pids%s\n", len(stats.Workers), pids)
+	}
 }
 
 func must(err error) {

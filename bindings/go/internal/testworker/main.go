@@ -155,6 +155,21 @@ func main() {
 		}
 		return ms, nil
 	}))
+	// await_file answers this worker's pid once path exists (or stops
+	// when cancelled): a call in flight until the test creates the file,
+	// which releases such calls in every worker of a pool at once.
+	must(w.Handle("await_file", func(ctx context.Context, path string) (int, error) {
+		for {
+			if _, err := os.Stat(path); err == nil {
+				return os.Getpid(), nil
+			}
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+				return 0, stopped(ctx)
+			}
+		}
+	}))
 	// bump is a side effect: it returns how many times it has run.
 	var bumps atomic.Int64
 	must(w.Handle("bump", func() int64 { return bumps.Add(1) }))
