@@ -145,6 +145,31 @@ def test_parent_calls_worker_over_zeromq(parent: str, worker: str, go_bin: Path,
     assert transport(r.stdout) == "zmq", r.stdout
 
 
+def pool_pids(out: str, n: int) -> list[int]:
+    """The pids of a `pool: N workers, pids A B ...` line."""
+    line = next((l for l in out.splitlines() if l.startswith("pool: ")), None)
+    assert line is not None, f"no pool line in the output:\n{out}"
+    head, _, pids = line.partition(", pids ")
+    assert head == f"pool: {n} workers", line
+    return [int(p) for p in pids.split()]
+
+
+@pytest.mark.parametrize("worker", NAMES)
+@pytest.mark.parametrize("parent", LIBRARY)
+def test_parent_calls_a_pool_of_workers(parent: str, worker: str, go_bin: Path, tmp_path: Path) -> None:
+    """A pool of two workers of every language (the peer too) behind each binding's parent."""
+    env = dict(os.environ, HOME=str(tmp_path))
+    env.pop("COMLINK_ZMQ_PORT", None)
+    cmd = parents(go_bin)[parent] + ["--workers", "2"] + workers(go_bin)[worker]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{cmd}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    check_parent(parent, r.stdout)
+    pids = pool_pids(r.stdout, 2)
+    assert len(set(pids)) == 2 and all(p > 0 for p in pids), r.stdout
+    # The parent reaped both before it exited.
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()], pids
+
+
 def service_command(worker: str, go: Path, service_id: str) -> list[str]:
     cmd = [a for a in workers(go)[worker] if a != "--worker"]
     return cmd + (["--service", service_id] if worker == "peer" else [service_id])
