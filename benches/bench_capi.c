@@ -783,6 +783,57 @@ static void case_stream1mib(void) {
 
 /* ---- main ---------------------------------------------------------------- */
 
+/* spin(SPIN_ROUNDS) calls answered so far, and those that failed. */
+static atomic_long spin_done, spin_bad;
+
+static void on_spin(void *user, mf_status s, const uint8_t *result, size_t len, const char *err) {
+    (void)user, (void)result, (void)len;
+    if (s != MF_OK) {
+        fprintf(stderr, "bench_capi: spin: %s: %s\n", mf_status_name(s), err);
+        atomic_fetch_add(&spin_bad, 1);
+    }
+    atomic_fetch_add(&spin_done, 1);
+}
+
+/* Seconds for `calls` spin calls, all started at once, on a pool of `workers`. */
+static double spin_run(int workers, long calls, unsigned long long rounds) {
+    mf_options *o = mf_options_new();
+    if (!o || mf_options_set_private_link(o, private_link) != MF_OK || mf_options_set_workers(o, (uint32_t)workers) != MF_OK)
+        fail("mf_options: %s", mf_last_error());
+    mf_parent *p = NULL;
+    mf_status s = mf_spawn(bench_worker_path, NULL, o, &p);
+    mf_options_free(o);
+    if (s != MF_OK) fail("mf_spawn a pool of %d: %s: %s", workers, mf_status_name(s), mf_last_error());
+    uint8_t args[16];
+    args[0] = 0x91;
+    size_t n = 1 + mp_uint(args + 1, rounds);
+    atomic_store(&spin_done, 0);
+    atomic_store(&spin_bad, 0);
+    double t0 = now_s();
+    for (long i = 0; i < calls; i++) {
+        s = mf_call_async(p, "spin", args, n, 600000, on_spin, NULL);
+        if (s != MF_OK) fail("spin: %s: %s", mf_status_name(s), mf_last_error());
+    }
+    while (atomic_load(&spin_done) < calls) sleep_ms(1);
+    double t = now_s() - t0;
+    if (atomic_load(&spin_bad)) fail("%ld spin calls failed", atomic_load(&spin_bad));
+    mf_parent_close(p);
+    return t;
+}
+
+/* The same CPU-bound calls on one worker and on a pool of two (one
+ * handler at a time in each, as a one-threaded runtime runs them). */
+static void case_pool2(void) {
+    const unsigned long long rounds = 20000000; /* about 20 ms of one core */
+    long calls = (long)scaled(40, 8);
+    spin_run(1, 2, rounds); /* warm: page cache, CPU frequency */
+    double one = spin_run(1, calls, rounds), two = spin_run(2, calls, rounds);
+    metric("pool2_speedup", one / two, "x", "higher", "2 workers vs 1, CPU-bound calls (time ratio)");
+    info_num("pool1_ms", one * 1e3);
+    info_num("pool2_ms", two * 1e3);
+    info_num("spin_calls", (double)calls);
+}
+
 struct bench_case {
     const char *name;
     void (*run)(void);
@@ -798,7 +849,7 @@ static const struct bench_case cases[] = {
     {"echo1mib", case_echo1mib},           {"loop_seq", case_loop_seq},
     {"call_seq_zmq", case_call_seq_zmq},   {"async64_zmq", case_async64_zmq},
     {"echo1mib_zmq", case_echo1mib_zmq},   {"stream_small", case_stream_small},
-    {"stream1mib", case_stream1mib},
+    {"stream1mib", case_stream1mib},       {"pool2", case_pool2},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 

@@ -165,6 +165,27 @@ static void items(void *user, const uint8_t *args, size_t len, mf_reply *reply) 
     mf_reply_ok(reply, out, mp_uint(out, n));
 }
 
+/* spin(n): n rounds of xorshift64, a fixed amount of CPU work; answers
+ * the last value (so the loop cannot be left out). Handlers run one at a
+ * time (the default concurrency), as in a one-threaded runtime. */
+static void spin(void *user, const uint8_t *args, size_t len, mf_reply *reply) {
+    (void)user;
+    const uint8_t *p = args + 1, *end = args + len;
+    unsigned long long n;
+    if (len < 2 || args[0] != 0x91 || !mp_read_uint(&p, end, &n) || p != end) {
+        mf_reply_error(reply, "TypeError: spin takes one non-negative integer");
+        return;
+    }
+    uint64_t x = 88172645463325252ull;
+    for (unsigned long long i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    uint8_t out[9];
+    mf_reply_ok(reply, out, mp_uint(out, x >> 8));
+}
+
 int main(int argc, char **argv) {
     mf_worker *w = NULL;
     if (mf_worker_new(argc > 1 && strcmp(argv[1], "--worker") ? argv[1] : NULL, &w) != MF_OK) {
@@ -177,6 +198,7 @@ int main(int argc, char **argv) {
     mf_worker_register(w, "add", add, NULL);
     mf_worker_register(w, "echo", echo, NULL);
     mf_worker_register(w, "items", items, NULL);
+    mf_worker_register(w, "spin", spin, NULL);
     mf_status s = mf_serve(w);
     if (s != MF_OK) fprintf(stderr, "bench_worker: %s\n", mf_last_error());
     mf_worker_free(w);
