@@ -39,6 +39,11 @@
 #define MF_VERSION_PATCH 0
 
 /**
+ * A stream's window at its start, unless the option sets one.
+ */
+#define DEFAULT_STREAM_CREDIT 16
+
+/**
  * The most workers one parent runs.
  */
 #define MAX_WORKERS 256
@@ -395,8 +400,11 @@ enum mf_status mf_options_set_cancel_grace(struct mf_options *o, int64_t ms);
 
 /**
  * How many items of a stream (`mf_stream_open`) the worker may send ahead
- * of what the caller took (default 16, > 0): the parent holds at most this
- * many items of a stream, and the worker's yield waits for more credit.
+ * of what the caller took (> 0): the parent then holds at most this many
+ * items of a stream, and the worker's yield waits for more credit. Unset,
+ * a stream's window starts at 16 items and widens for small items (up to
+ * 256 items or 1 MiB of them, whichever is fewer), and never holds more
+ * than 16 items or 1 MiB, whichever is more.
  */
 enum mf_status mf_options_set_stream_credit(struct mf_options *o, uint32_t n);
 
@@ -790,8 +798,8 @@ enum mf_status mf_reply_yield_json(struct mf_reply *r, const char *item_json);
 /**
  * Calls `function` as a stream: the worker's handler yields items
  * (`mf_reply_yield`), which `mf_stream_next` hands over in order; at most
- * the parent's stream credit (`mf_options_set_stream_credit`, default 16)
- * are sent ahead of what was taken, and the handler waits for more.
+ * the stream's window (`mf_options_set_stream_credit`, by default 16
+ * items widening for small ones) are sent ahead of what was taken, and the handler waits for more.
  * `timeout_ms` (as for `mf_call`) limits the wait for the first item and
  * then between items. A handler that does not yield answers once and the
  * stream ends with no item. Errors as for `mf_call_async`.

@@ -32,8 +32,11 @@ pub struct Options {
     /// How long a cancelled or timed-out call's handler may run on in a
     /// spawned worker before the worker is stopped; zero: never.
     pub cancel_grace: Duration,
-    /// How many items of a stream the worker may send ahead of its consumer.
-    pub stream_credit: u32,
+    /// How many items of a stream the worker may send ahead of its
+    /// consumer: set, exactly that many; `None`, a window that starts at
+    /// [`DEFAULT_STREAM_CREDIT`] and widens for small items (see
+    /// [`crate::parent::Stream`]).
+    pub stream_credit: Option<u32>,
     /// How many copies of the program a spawning parent runs (a pool).
     pub workers: u32,
     /// After this many calls a worker is drained and replaced; zero: never.
@@ -50,6 +53,8 @@ pub struct Options {
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// A stream's window at its start, unless the option sets one.
+pub const DEFAULT_STREAM_CREDIT: u32 = 16;
 /// The most workers one parent runs.
 pub const MAX_WORKERS: u32 = 256;
 
@@ -69,7 +74,7 @@ impl Default for Options {
             connect_timeout: Duration::from_millis(5000),
             shutdown_grace: Duration::from_millis(2000),
             cancel_grace: Duration::from_millis(2000),
-            stream_credit: 16,
+            stream_credit: None,
             workers: 1,
             max_calls_per_worker: 0,
             name: String::new(),
@@ -154,7 +159,7 @@ impl Options {
         if n == 0 {
             return Err(Error::invalid("stream credit must be > 0"));
         }
-        self.stream_credit = n;
+        self.stream_credit = Some(n);
         Ok(())
     }
 

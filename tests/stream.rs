@@ -99,6 +99,37 @@ fn a_slow_consumer_holds_the_worker_at_its_credit() {
 }
 
 #[test]
+fn the_default_window_widens_for_small_items_and_stays_for_large_ones() {
+    let p = spawn(Options::default(), true);
+    let window = |size: i64| {
+        let before = call_int(&p, "yielded");
+        let mut s = p
+            .stream("count", &int_args(&[1_000_000, 0, size]), 20_000)
+            .unwrap();
+        // Take a few hundred items (credit goes back 8 at a time at 16),
+        // then none: the worker fills the window.
+        const TAKEN: i64 = 320;
+        for _ in 0..TAKEN {
+            assert!(s.next(Some(WAIT)).unwrap().is_some());
+        }
+        let mut last = -1;
+        assert!(wait_until(WAIT, || {
+            // Settled: the worker yielded nothing more since the last look.
+            let now = call_int(&p, "yielded");
+            std::mem::replace(&mut last, now) == now && s.buffered() as i64 == now - before - TAKEN
+        }));
+        let held = s.buffered();
+        s.close();
+        held
+    };
+    // 1-byte items: far more than 16 ahead, at most 256.
+    let small = window(0);
+    assert!(small > 16 && small <= 256, "{small} small items held");
+    // 512 KiB items: 16, as it started (1 MiB of them would be 2).
+    assert_eq!(window(512 * 1024), 16);
+}
+
+#[test]
 fn a_stream_closed_halfway_stops_its_handler_on_the_link() {
     closed_halfway(true);
 }

@@ -42,7 +42,7 @@ func (it Item) Value() (any, error) {
 
 // Stream calls function on the worker as a stream: the handler yields
 // items (see Yield), which the range loop receives in order. At most the
-// parent's stream credit of items (16) is sent ahead of what the loop has
+// parent's stream window of items (16, more when they are small) is sent ahead of what the loop has
 // taken; the handler waits for more.
 //
 //	for item, err := range p.Stream(ctx, "count", 5) {

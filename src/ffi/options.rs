@@ -160,8 +160,11 @@ pub unsafe extern "C" fn mf_options_set_cancel_grace(o: *mut mf_options, ms: i64
 }
 
 /// How many items of a stream (`mf_stream_open`) the worker may send ahead
-/// of what the caller took (default 16, > 0): the parent holds at most this
-/// many items of a stream, and the worker's yield waits for more credit.
+/// of what the caller took (> 0): the parent then holds at most this many
+/// items of a stream, and the worker's yield waits for more credit. Unset,
+/// a stream's window starts at 16 items and widens for small items (up to
+/// 256 items or 1 MiB of them, whichever is fewer), and never holds more
+/// than 16 items or 1 MiB, whichever is more.
 #[no_mangle]
 pub unsafe extern "C" fn mf_options_set_stream_credit(o: *mut mf_options, n: u32) -> mf_status {
     with(o, |o| o.set_stream_credit(n))

@@ -21,8 +21,8 @@ pub struct mf_stream {
 
 /// Calls `function` as a stream: the worker's handler yields items
 /// (`mf_reply_yield`), which `mf_stream_next` hands over in order; at most
-/// the parent's stream credit (`mf_options_set_stream_credit`, default 16)
-/// are sent ahead of what was taken, and the handler waits for more.
+/// the stream's window (`mf_options_set_stream_credit`, by default 16
+/// items widening for small ones) are sent ahead of what was taken, and the handler waits for more.
 /// `timeout_ms` (as for `mf_call`) limits the wait for the first item and
 /// then between items. A handler that does not yield answers once and the
 /// stream ends with no item. Errors as for `mf_call_async`.

@@ -282,15 +282,16 @@ impl Member {
     }
 
     /// Calls `function` as a stream: the handler's items arrive, in order,
-    /// through [`Stream::next`], with at most `credit` (the option
-    /// `stream_credit`) sent ahead of what the consumer took; the worker
-    /// waits for more. `timeout_ms` (as for [`Parent::call`]) limits the wait
+    /// through [`Stream::next`], with at most the stream's window (the
+    /// option `stream_credit`, or a window that follows the items' size)
+    /// sent ahead of what the consumer took; the worker waits for more. `timeout_ms` (as for [`Parent::call`]) limits the wait
     /// for the first item and then between items. A handler that does not
     /// stream answers as one last value, and the stream has no items.
     pub fn stream(&self, function: &str, args: &[u8], timeout_ms: i64) -> Result<Stream> {
         let sink = Arc::new(calls::StreamSink::default());
         let completion = Completion::Stream(Arc::clone(&sink));
-        let credit = u64::from(self.shared.options.stream_credit);
+        let fixed = self.shared.options.stream_credit;
+        let credit = u64::from(fixed.unwrap_or(crate::options::DEFAULT_STREAM_CREDIT));
         let (payload, pending, (n, id)) =
             self.prepare_as(function, args, timeout_ms, completion, Some(credit))?;
         self.shared.submit(id, payload, pending)?;
@@ -298,7 +299,15 @@ impl Member {
             .stats
             .streams_open
             .fetch_add(1, Ordering::Relaxed);
-        Ok(Stream::new(Arc::clone(&self.shared), n, id, sink, credit))
+        let widens = fixed.is_none();
+        Ok(Stream::new(
+            Arc::clone(&self.shared),
+            n,
+            id,
+            sink,
+            credit,
+            widens,
+        ))
     }
 
     /// Validates, asks the breaker, encodes.

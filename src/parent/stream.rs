@@ -9,18 +9,39 @@ use crate::parent::Reply;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Small items get a wider window, up to this many bytes of them...
+const WINDOW_BYTES: u64 = 1 << 20;
+/// ...and this many items.
+const MAX_WINDOW: u64 = 256;
+
 /// A stream's consumer end (from [`Parent::stream`]). One thread at a time.
 /// Dropping it closes it.
+///
+/// The window (the items the worker may send ahead of the consumer) is
+/// the option `stream_credit` when it is set. Otherwise it starts at
+/// [`DEFAULT_STREAM_CREDIT`] and follows the items' average size: small
+/// items widen it, up to [`WINDOW_BYTES`] of them and [`MAX_WINDOW`]
+/// items, so a stream of small items is not held back by a round trip
+/// every few items; it never goes below where it started, so the parent
+/// holds at most `max(16 × item size, WINDOW_BYTES)`.
+///
+/// [`DEFAULT_STREAM_CREDIT`]: crate::options::DEFAULT_STREAM_CREDIT
 pub struct Stream {
     shared: Arc<Shared>,
     /// The call's number and id.
     n: u64,
     id: IdText,
     sink: Arc<StreamSink>,
-    /// The credit granted at the start, and items taken since credit was
-    /// last granted.
+    /// The window now, its floor (the credit granted at the start), and
+    /// items taken since credit was last granted.
     window: u64,
+    floor: u64,
     taken: u64,
+    /// The window follows the items' size (no `stream_credit` was set).
+    widens: bool,
+    /// Items taken in all, and their bytes (for their average size).
+    items: u64,
+    bytes: u64,
     ended: bool,
 }
 
@@ -31,6 +52,7 @@ impl Stream {
         id: IdText,
         sink: Arc<StreamSink>,
         window: u64,
+        widens: bool,
     ) -> Stream {
         Stream {
             shared,
@@ -38,7 +60,11 @@ impl Stream {
             id,
             sink,
             window,
+            floor: window,
             taken: 0,
+            widens,
+            items: 0,
+            bytes: 0,
             ended: false,
         }
     }
@@ -57,11 +83,15 @@ impl Stream {
         if let Some(item) = state.items.pop_front() {
             drop(state);
             self.taken += 1;
+            self.items += 1;
+            self.bytes += item.bytes().len() as u64;
             // Credit back in halves of the window: the worker is kept busy
             // without a message per item.
             if self.taken >= (self.window / 2).max(1) {
-                let n = std::mem::take(&mut self.taken);
-                self.shared.grant(&self.id, n);
+                let n = self.resize();
+                if n > 0 {
+                    self.shared.grant(&self.id, n);
+                }
             }
             return Ok(Some(item));
         }
@@ -78,6 +108,20 @@ impl Stream {
                 ),
             )),
         }
+    }
+
+    /// Moves the window towards what the items' average size calls for,
+    /// and returns the credit to grant: the items taken since the last
+    /// grant, plus what the window grew by (or minus what it shrank by).
+    fn resize(&mut self) -> u64 {
+        let taken = std::mem::take(&mut self.taken);
+        if !self.widens {
+            return taken;
+        }
+        let average = self.bytes / self.items.max(1);
+        let (window, grant) = resized(self.window, self.floor, taken, average);
+        self.window = window;
+        grant
     }
 
     /// Whether the stream is over: it ended, failed or was closed (a
@@ -116,6 +160,20 @@ impl Drop for Stream {
     }
 }
 
+/// A widening window of `window` items (never below `floor`) after
+/// `taken` items of `average` bytes were taken since the last grant: the
+/// new window, and the credit to grant for it. It shrinks at most by what
+/// was taken, as credit granted already cannot be taken back.
+fn resized(window: u64, floor: u64, taken: u64, average: u64) -> (u64, u64) {
+    let target = (WINDOW_BYTES / average.max(1)).clamp(floor, MAX_WINDOW.max(floor));
+    if target >= window {
+        (target, taken + (target - window))
+    } else {
+        let shrink = (window - target).min(taken);
+        (window - shrink, taken - shrink)
+    }
+}
+
 /// Cancels one stream's call from any thread (see [`Stream::canceller`]).
 pub struct StreamCanceller {
     shared: Arc<Shared>,
@@ -127,5 +185,28 @@ impl StreamCanceller {
     /// `next` ends with `Cancelled`, the worker is told. Whether it was.
     pub fn cancel(&self) -> bool {
         self.shared.cancel(self.n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resized;
+
+    #[test]
+    fn the_window_follows_the_items_size_between_its_floor_and_its_cap() {
+        // Tiny items: straight to the cap, granting what was taken and the growth.
+        assert_eq!(resized(16, 16, 8, 2), (256, 8 + 240));
+        // 4 KiB items: 1 MiB of them.
+        assert_eq!(resized(16, 16, 8, 4096), (256, 248));
+        assert_eq!(resized(16, 16, 8, 16384), (64, 56));
+        // Items grew: it narrows, by no more than what was taken.
+        assert_eq!(resized(256, 16, 128, 1 << 20), (128, 0));
+        assert_eq!(resized(128, 16, 64, 1 << 20), (64, 0));
+        assert_eq!(resized(24, 16, 12, 1 << 20), (16, 4));
+        // Large items at the floor: what was taken goes back, no more.
+        assert_eq!(resized(16, 16, 8, 1 << 20), (16, 8));
+        // A floor above the cap (stream_credit is not widened, but a
+        // large default would be) is kept.
+        assert_eq!(resized(512, 512, 256, 2), (512, 256));
     }
 }

@@ -1104,8 +1104,8 @@ class SyncHandle:
 
         Arguments as for :meth:`call_function`; ``timeout`` limits the wait
         for the first item and then between items. At most the parent's
-        stream credit (16) items are sent ahead of those taken; the
-        worker's generator waits for the rest.
+        stream window (16 items, more when they are small) is sent ahead
+        of those taken; the worker's generator waits for the rest.
 
         Returns:
             The :class:`Stream` (an iterator; also a context manager that closes it).
