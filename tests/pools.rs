@@ -356,7 +356,11 @@ fn a_worker_out_of_restarts_is_left_out_and_the_pool_answers() {
     assert_eq!(s["healthy"], true);
 
     // The last one going too opens the breaker: every call is refused.
+    // While it restarts, calls wait for it (not for the one that is gone).
     kill(other);
+    assert!(wait_until(WAIT, || stats(&p)["workers"][1]["healthy"] == false));
+    let restarted = call_int(&p, "pid", &[]).unwrap();
+    assert!(restarted != other && restarted > 0);
     assert!(wait_until(WAIT, || {
         let w = &stats(&p)["workers"][1];
         w["restarts"] == 1 && w["healthy"] == true

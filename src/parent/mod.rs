@@ -90,6 +90,8 @@ struct Shared {
     healthy: AtomicBool,
     /// A recycle is under way: new calls wait for the next worker.
     draining: AtomicBool,
+    /// The worker is gone for good (see [`Shared::died`]).
+    gone: AtomicBool,
     name: String,
 }
 
@@ -175,6 +177,7 @@ impl Member {
             ready_cv: Condvar::new(),
             healthy: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             name,
             options,
         });
@@ -456,6 +459,11 @@ impl Member {
         self.is_healthy() && !self.shared.draining.load(Ordering::Relaxed)
     }
 
+    /// Whether the worker is gone for good (out of restarts, or it could not start again).
+    fn is_gone(&self) -> bool {
+        self.shared.gone.load(Ordering::Relaxed)
+    }
+
     fn in_flight(&self) -> i64 {
         self.shared.stats.in_flight.load(Ordering::Relaxed)
     }
@@ -672,6 +680,7 @@ impl Shared {
     /// This member is gone for good; whether it was the last one alive
     /// (then the breaker opens for the pool as a whole).
     fn died(&self) -> bool {
+        self.gone.store(true, Ordering::Relaxed);
         self.common.alive.fetch_sub(1, Ordering::Relaxed) == 1
     }
 

@@ -128,24 +128,25 @@ impl Parent {
 
     /// The member for the next call: among those that take calls (up, not
     /// being recycled), the one with the fewest calls in flight; if none
-    /// does, the least loaded of all (its calls wait for its restart, or
-    /// fail with the reason it is gone).
+    /// does, the least loaded of those still coming back (its calls wait
+    /// for its restart); if all are gone, any (its calls fail with the
+    /// reason it is gone).
     fn pick(&self) -> &Member {
         let members = &*self.members;
         if members.len() == 1 {
             return &members[0];
         }
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        let mut best = (true, i64::MAX, 0);
+        let mut best = ((true, true, i64::MAX), 0);
         for k in 0..members.len() {
             let i = (start + k) % members.len();
             let m = &members[i];
-            let key = (!m.takes_calls(), m.in_flight(), i);
-            if (key.0, key.1) < (best.0, best.1) {
-                best = key;
+            let key = (m.is_gone(), !m.takes_calls(), m.in_flight());
+            if key < best.0 {
+                best = (key, i);
             }
         }
-        &members[best.2]
+        &members[best.1]
     }
 
     /// Calls `function` with `args` (one MessagePack array) and blocks for
