@@ -1,7 +1,9 @@
 //! Soak with faults: parents calling continuously while their spawned
 //! workers are killed at random and restarted (half of the parents over the
 //! private link, half over ZeroMQ alone), plus several parents sharing one
-//! connect-mode worker that is killed too and started again on a new port.
+//! connect-mode worker that is killed too and started again on a new port,
+//! plus a pool of two workers, recycled every few hundred calls, whose
+//! workers are killed too.
 //! Every call must end with its own result or a definite error within its
 //! timeout; every parent must answer again after its worker's last kill;
 //! afterwards the process's threads, descriptors and memory must be back
@@ -188,6 +190,18 @@ fn main() {
         })
         .collect();
 
+    let pool = {
+        let mut opts = Options {
+            auto_restart: 1_000_000,
+            max_calls_per_worker: 500,
+            ..Options::default()
+        };
+        opts.set_workers(2).unwrap();
+        opts.set_heartbeat(200, 300, 2).unwrap();
+        opts.set_breaker(5, 200).unwrap();
+        Arc::new(Parent::spawn(&worker, &[], opts).expect("spawn a pool"))
+    };
+
     const SERVICE: &str = "soak-svc";
     let mut service = start_service(&worker, SERVICE);
     let shared: Vec<Arc<Parent>> = (0..3)
@@ -207,6 +221,10 @@ fn main() {
             }));
         }
     }
+    for j in 0..3 {
+        let (p, s, t) = (Arc::clone(&pool), Arc::clone(&stop), Arc::clone(&tally));
+        threads.push(std::thread::spawn(move || caller(p, s, t, 200 + j)));
+    }
     for (i, p) in shared.iter().enumerate() {
         for j in 0..2 {
             let (p, s, t) = (Arc::clone(p), Arc::clone(&stop), Arc::clone(&tally));
@@ -219,6 +237,7 @@ fn main() {
     // picked at random; every few seconds, the connect-mode service too,
     // which is then started again (on a new port: its parents must follow).
     let mut kills = [0u64; SPAWNED];
+    let mut pool_kills = 0;
     let mut service_kills = 0;
     let mut service_killed_at = Instant::now();
     let end = Instant::now() + Duration::from_secs(seconds);
@@ -228,12 +247,18 @@ fn main() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         std::thread::sleep(Duration::from_millis(300 + rng % 1000));
-        let victim = (rng >> 32) as usize % SPAWNED;
-        let s: serde_json::Value = serde_json::from_str(&spawned[victim].stats_json()).unwrap();
-        if let Some(pid) = s["worker_pid"].as_i64().filter(|&p| p > 0) {
+        // One in SPAWNED + 1 kills hits a worker of the pool.
+        let victim = (rng >> 32) as usize % (SPAWNED + 1);
+        let parent = spawned.get(victim).unwrap_or(&pool);
+        let s: serde_json::Value = serde_json::from_str(&parent.stats_json()).unwrap();
+        let member = &s["workers"][(rng >> 40) as usize % s["workers"].as_array().unwrap().len()];
+        if let Some(pid) = member["pid"].as_i64().filter(|&p| p > 0) {
             // SAFETY: signalling a child process by pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            kills[victim] += 1;
+            match kills.get_mut(victim) {
+                Some(k) => *k += 1,
+                None => pool_kills += 1,
+            }
         }
         if service_killed_at.elapsed() >= SERVICE_KILL_EVERY {
             let _ = service.kill();
@@ -252,6 +277,10 @@ fn main() {
     // that moved).
     let spawned_recovered: Vec<bool> = spawned.iter().map(|p| answers_again(p, RECOVERY)).collect();
     let shared_recovered: Vec<bool> = shared.iter().map(|p| answers_again(p, RECOVERY)).collect();
+    let pool_recovered = answers_again(&pool, RECOVERY);
+    if !pool_recovered {
+        println!("pool not recovered: {}", pool.stats_json());
+    }
     for (p, ok) in spawned
         .iter()
         .chain(&shared)
@@ -268,8 +297,10 @@ fn main() {
     let restarts: Vec<u64> = spawned.iter().map(|p| stat(p, "restarts")).collect();
     // Echo never outlives a cancel: no worker was stopped for a handler.
     let escalations: u64 = spawned.iter().map(|p| stat(p, "escalations")).sum();
+    let (pool_restarts, pool_recycles) = (stat(&pool, "restarts"), stat(&pool, "recycles"));
     drop(shared);
     drop(spawned);
+    drop(pool);
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
     let service_status = service.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -283,7 +314,10 @@ fn main() {
         tally.max_ms.load(Ordering::Relaxed)
     );
     println!(
-        "recovered after the last kill: spawned {spawned_recovered:?}, connect-mode {shared_recovered:?}"
+        "pool of 2: {pool_kills} worker kills, {pool_restarts} restarts, {pool_recycles} recycles"
+    );
+    println!(
+        "recovered after the last kill: spawned {spawned_recovered:?}, connect-mode {shared_recovered:?}, pool {pool_recovered}"
     );
     println!(
         "threads {threads0} -> {threads1}, fds {fds0} -> {fds1}, rss {rss0} KiB -> {rss1} KiB, heap in use {} KiB -> {} KiB",
@@ -318,6 +352,11 @@ fn main() {
             "every spawned parent answers after its worker's last kill",
             spawned_recovered.iter().all(|&ok| ok),
         ),
+        (
+            "the pool restarted its killed workers and recycled them",
+            pool_restarts + 1 >= pool_kills && pool_recycles > 0,
+        ),
+        ("the pool answers after its last kill", pool_recovered),
         (
             "no worker was stopped for a handler past its cancel grace",
             escalations == 0,
