@@ -142,13 +142,14 @@ test-soak: lib
 # The C tests built with AddressSanitizer + UndefinedBehaviorSanitizer (the
 # test programs and the C test worker; LeakSanitizer also sees the Rust
 # library's allocations, which go through the same malloc).
-test-sanitize: lib deps-system
+test-sanitize: lib deps-system venv
 	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMF_TEST_VALGRIND=OFF \
 	  -DCMAKE_C_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
 	  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
 	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
 	cmake --build $(BUILD)-asan
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --test-dir $(BUILD)-asan --output-on-failure --no-tests=error -j2 -L 'c|cpp'
 
 # The fuzz target compiles on the stable toolchain (running it needs
