@@ -195,32 +195,15 @@ impl Supervisor {
         core.mailbox.clear();
         core.end_drain(s.options.max_calls_per_worker);
         s.draining.store(core.draining, Ordering::Relaxed);
-        let Some(child) = &self.child else {
+        if self.child.is_none() {
             // It exited already: its restart takes the held calls.
             return;
-        };
+        }
         let why = format!(
             "worker recycled after {} calls",
             s.options.max_calls_per_worker
         );
-        log::emit(
-            Level::Info,
-            "worker_recycle",
-            &format!("{why} (pid {})", child.pid()),
-            &[("pid", child.pid().into())],
-        );
-        child.signal(libc::SIGTERM);
-        core.ending.clear();
-        core.hb.outstanding = None;
-        core.up = false;
-        core.stopping = true;
-        s.healthy.store(false, Ordering::Relaxed);
-        self.stopping = Some(Stopping {
-            why,
-            kill_at: Some(now + s.options.shutdown_grace),
-            counted: true,
-            recycle: true,
-        });
+        self.begin_stop(core, why, true, true, now);
     }
 
     fn heartbeat_missed(
@@ -283,22 +266,44 @@ impl Supervisor {
         now: Instant,
         finished: &mut Finished,
     ) {
-        let Some(child) = &self.child else {
+        if self.child.is_none() {
             return;
-        };
+        }
         let s = &self.shared;
-        log::emit(
-            Level::Warn,
-            "worker_stopping",
-            &format!("{why} (pid {})", child.pid()),
-            &[("pid", child.pid().into())],
-        );
-        child.signal(libc::SIGTERM);
         core.calls
             .fail_all(&Error::new(ErrorKind::WorkerExited, why.clone()), finished);
         core.mailbox.clear();
         core.drop_drain();
         s.draining.store(false, Ordering::Relaxed);
+        self.begin_stop(core, why, counted, false, now);
+    }
+
+    /// Sends the child SIGTERM (SIGKILL follows after the shutdown grace)
+    /// and marks it stopping: nothing it still says makes it up again, and
+    /// the handlers of calls that ended already are not waited for.
+    fn begin_stop(
+        &mut self,
+        core: &mut Core,
+        why: String,
+        counted: bool,
+        recycle: bool,
+        now: Instant,
+    ) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        let s = &self.shared;
+        let (level, event) = match recycle {
+            true => (Level::Info, "worker_recycle"),
+            false => (Level::Warn, "worker_stopping"),
+        };
+        log::emit(
+            level,
+            event,
+            &format!("{why} (pid {})", child.pid()),
+            &[("pid", child.pid().into())],
+        );
+        child.signal(libc::SIGTERM);
         core.ending.clear();
         core.hb.outstanding = None;
         core.up = false;
@@ -308,7 +313,7 @@ impl Supervisor {
             why,
             kill_at: Some(now + s.options.shutdown_grace),
             counted,
-            recycle: false,
+            recycle,
         });
     }
 
