@@ -178,11 +178,15 @@ function declare(lib) {
       'int mf_call_queued_start(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, mf_queue *q, uint64_t token, _Out_ uint64_t *call_id)',
     ),
 
-    // mf_stream_next blocks: it runs only through koffi's async form (./stream).
     streamOpen: f(
       'int mf_stream_open(mf_parent *p, const char *function, const uint8_t *args, size_t args_len, int64_t timeout_ms, _Out_ mf_stream **out)',
     ),
-    streamNext: f('int mf_stream_next(mf_stream *s, int64_t timeout_ms, _Out_ mf_buffer *item, _Out_ bool *end)'),
+    // Blocks unless its wait is 0: called directly with 0, otherwise only
+    // through koffi's async form (./stream). The _ex form, so that the text
+    // of a failure is the same on either thread.
+    streamNextEx: f(
+      'int mf_stream_next_ex(mf_stream *s, int64_t timeout_ms, _Out_ mf_buffer *item, _Out_ bool *end, _Out_ void **error)',
+    ),
     streamClose: f('void mf_stream_close(mf_stream *s)'),
     bufferFree: f('void mf_buffer_free(mf_buffer buffer)'),
 

@@ -1,13 +1,15 @@
 'use strict';
 // A stream's consumer end (docs/protocol.md §9): an async iterator over the
-// items a worker's handler yields. mf_stream_next blocks its thread until an
-// item, the end or the error comes, so it runs through koffi's async form on
-// the libuv threadpool, never on the loop; at most one next per stream is
-// outstanding (the core's mf_stream is used by one thread at a time), and
-// mf_stream_close, which does not block, runs on the loop only while no next
-// is outstanding.
+// items a worker's handler yields. The worker runs up to the stream's window
+// ahead of the consumer, so the core usually holds the next item already: a
+// next first takes it with mf_stream_next_ex and a wait of 0, which never
+// blocks, on the loop's thread, and only when nothing is there yet waits for
+// it through koffi's async form on the libuv threadpool, never on the loop.
+// Either way at most one next per stream runs at a time (the core's
+// mf_stream is used by one thread at a time), and mf_stream_close, which does
+// not block, runs on the loop only while no next is on the threadpool.
 
-const { native, copyBytes } = require('./native');
+const { native, copyBytes, takeString } = require('./native');
 const { unpack } = require('./codec');
 const { Status, statusName, errorFor, CancelledError } = require('./errors');
 
@@ -18,6 +20,13 @@ const finalizer = new FinalizationRegistry((s) => native().streamClose(s));
 
 const DONE = Object.freeze({ done: true, value: undefined });
 
+// Items taken on the loop's thread in a row before a next lets the event loop
+// turn once (setImmediate): a worker that yields as fast as the consumer
+// takes would otherwise keep a `for await` in microtasks, starving timers and
+// I/O (an AbortSignal on a timer, other calls' completions) for the stream's
+// whole length.
+const BURST = 64;
+
 class Stream {
   #name;
   #open; // () => Promise<mf_stream *>
@@ -27,6 +36,7 @@ class Stream {
   #aborted = false;
   #ptr = null;
   #waiting = false; // a next is outstanding on the threadpool
+  #burst = 0; // items taken on the loop's thread since the loop last turned
   #done = false;
   #chain = Promise.resolve();
 
@@ -106,17 +116,37 @@ class Stream {
         throw this.#cancelled();
       }
     }
+    if (this.#burst >= BURST) {
+      this.#burst = 0;
+      await new Promise(setImmediate);
+      // An abort while the loop turned closed the stream already.
+      if (this.#aborted) {
+        this.#close();
+        throw this.#cancelled();
+      }
+    }
     const item = {};
     const end = [false];
-    this.#waiting = true;
-    let status;
-    try {
-      status = await new Promise((resolve, reject) => {
-        lib.streamNext.async(this.#ptr, -1, item, end, (err, res) => (err ? reject(err) : resolve(res)));
-      });
-    } finally {
-      this.#waiting = false;
+    const error = [null];
+    let status = lib.streamNextEx(this.#ptr, 0, item, end, error);
+    if (status === Status.MF_ERR_TIMEOUT && !end[0]) {
+      // Nothing there yet, the stream still open: wait off the loop. The
+      // text of this 0 ms timeout is not the user's.
+      takeString(lib, error[0]);
+      error[0] = null;
+      this.#burst = 0;
+      this.#waiting = true;
+      try {
+        status = await new Promise((resolve, reject) => {
+          lib.streamNextEx.async(this.#ptr, -1, item, end, error, (err, res) => (err ? reject(err) : resolve(res)));
+        });
+      } finally {
+        this.#waiting = false;
+      }
+    } else {
+      this.#burst++;
     }
+    const text = takeString(lib, error[0]);
     let value;
     let got = false;
     if (status === Status.MF_OK && !end[0]) {
@@ -133,10 +163,7 @@ class Stream {
     }
     if (status !== Status.MF_OK) {
       this.#close();
-      // The core's text for this failure is in mf_last_error of the pool
-      // thread that ran the next, which this thread cannot read: the status
-      // says what happened.
-      throw errorFor(status, `stream '${this.#name}' failed: ${statusName(status)}`, this.#name);
+      throw errorFor(status, text || `stream '${this.#name}' failed: ${statusName(status)}`, this.#name);
     }
     if (!got) {
       this.#close();

@@ -51,7 +51,8 @@ describe('a stream', () => {
         })(),
         'failAfter',
       ),
-      RemoteCallError,
+      // The core's text, the handler's message in it, on whichever thread the next ran.
+      (e) => e instanceof RemoteCallError && /ValidationError: bad row/.test(e.message),
     );
     assert.deepEqual(items, ['item 0', 'item 1']);
   });
@@ -143,6 +144,41 @@ describe('a stream', () => {
   });
 });
 
+describe('a long stream of small items', () => {
+  let worker;
+
+  before(async () => {
+    // The default window, which widens for small items: many are there at
+    // once when the consumer comes back for them.
+    worker = ParentWorker.spawn(WORKER, process.execPath);
+    await worker.start();
+  });
+
+  after(() => worker?.stop());
+
+  it('arrives complete and in order, read at once and after pauses alike', async () => {
+    const n = 20000;
+    const items = [];
+    await within(
+      (async () => {
+        for await (const x of worker.stream.count(n)) {
+          items.push(x);
+          // A consumer that now and then awaits something else: the worker
+          // fills the window meanwhile, and those items are taken without a
+          // wait; between the pauses the consumer outruns the worker and
+          // waits for each item.
+          if (x % 1000 === 999) await new Promise((r) => setTimeout(r, 20));
+          else if (x % 250 === 0) assert.equal(await worker.call.add(x, 1), x + 1);
+        }
+      })(),
+      `count(${n})`,
+    );
+    assert.equal(items.length, n);
+    for (let i = 0; i < n; i++) if (items[i] !== i) assert.fail(`item #${i} is ${items[i]}`);
+    assert.deepEqual(await worker.call.counted(), [n, 0]);
+  });
+});
+
 describe('a stream whose worker dies', () => {
   it('ends the iteration with WorkerExitedError after the items sent', async () => {
     const worker = ParentWorker.spawn(WORKER, process.execPath);
@@ -184,5 +220,35 @@ describe('a stream from the C test worker', { skip: !fs.existsSync(C_TEST_WORKER
     await waitFor(async () => (await worker.call.counted())[1] > closedBefore, {
       what: 'the C worker to see the stream closed',
     });
+  });
+
+  it('whose items are always there already still lets timers run: a timed abort closes it', async () => {
+    const n = 50000;
+    const controller = new AbortController();
+    let timer = null;
+    let seen = 0;
+    try {
+      await assert.rejects(
+        within(
+          (async () => {
+            for await (const x of worker.stream.withOptions({ signal: controller.signal }).count(n)) {
+              if (x !== seen) assert.fail(`item #${seen} is ${x}`);
+              seen++;
+              if (!timer) timer = setTimeout(() => controller.abort(new Error('time is up')), 50);
+              // Some work per item (0.1 ms, 5 s for all of them), so the C
+              // worker keeps ahead and the items are taken without a wait:
+              // the loop must still turn for the timer.
+              const until = process.hrtime.bigint() + 100000n;
+              while (process.hrtime.bigint() < until);
+            }
+          })(),
+          `count(${n}) with a timed abort`,
+        ),
+        (e) => e instanceof CancelledError && e.cause.message === 'time is up',
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    assert.ok(seen < n, `all ${n} items came before the abort`);
   });
 });
