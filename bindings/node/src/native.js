@@ -187,6 +187,7 @@ function declare(lib) {
     streamNextEx: f(
       'int mf_stream_next_ex(mf_stream *s, int64_t timeout_ms, _Out_ mf_buffer *item, _Out_ bool *end, _Out_ void **error)',
     ),
+    streamCancel: f('int mf_stream_cancel(mf_stream *s)'),
     streamClose: f('void mf_stream_close(mf_stream *s)'),
     bufferFree: f('void mf_buffer_free(mf_buffer buffer)'),
 

@@ -7,7 +7,8 @@
 // it through koffi's async form on the libuv threadpool, never on the loop.
 // Either way at most one next per stream runs at a time (the core's
 // mf_stream is used by one thread at a time), and mf_stream_close, which does
-// not block, runs on the loop only while no next is on the threadpool.
+// not block, runs on the loop only while no next is on the threadpool; an
+// abort meanwhile ends that wait with mf_stream_cancel.
 
 const { native, copyBytes, takeString } = require('./native');
 const { unpack } = require('./codec');
@@ -48,11 +49,13 @@ class Stream {
     this.#signal = signal || null;
     if (this.#signal) {
       this.#aborted = this.#signal.aborted;
-      // With no next outstanding the stream closes at once; otherwise the
-      // next that is waiting closes it when it returns.
+      // With no next outstanding the stream closes at once; otherwise its
+      // call is cancelled (mf_stream_cancel may run while another thread
+      // waits in next), which ends that wait at once, and the next closes it.
       this.#onAbort = () => {
         this.#aborted = true;
         if (!this.#waiting) this.#close();
+        else native().streamCancel(this.#ptr);
       };
       this.#signal.addEventListener('abort', this.#onAbort, { once: true });
     }

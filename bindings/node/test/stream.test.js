@@ -116,6 +116,25 @@ describe('a stream', () => {
     });
   });
 
+  it('is cancelled by its AbortSignal while it waits for an item', async () => {
+    const started = path.join(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'mf-')), 'started');
+    const before = (await handle.call.lastCancel()).count;
+    const controller = new AbortController();
+    const stream = handle.stream.withOptions({ signal: controller.signal }).waitForCancel(600000, started);
+    const next = stream[Symbol.asyncIterator]().next();
+    await waitFor(() => fs.existsSync(started), { what: 'the handler to start' });
+    const t0 = process.hrtime.bigint();
+    controller.abort(new Error('no more waiting'));
+    await assert.rejects(
+      within(next, 'the wait to end'),
+      (e) => e instanceof CancelledError && e.cause.message === 'no more waiting',
+    );
+    console.log(`abort to rejection: ${Number(process.hrtime.bigint() - t0) / 1e6} ms`);
+    await waitFor(async () => (await handle.call.lastCancel()).count > before, {
+      what: 'the handler to see its cancel',
+    });
+  });
+
   it('keeps a slow consumer at most the credit behind the worker', async () => {
     const it = handle.stream.endless()[Symbol.asyncIterator]();
     assert.deepEqual(await within(it.next(), 'first item'), { done: false, value: 0 });
