@@ -2,7 +2,8 @@
 //!
 //! Small payloads are copied into libzmq's own buffer. Larger ones are
 //! handed to libzmq without a copy, and large ones (≥ [`REUSE_MIN`]) come
-//! from, and go back to, a small pool once libzmq has sent them: a fresh
+//! from, and go back to, a small pool once libzmq has sent them (and large
+//! messages the private link reads, once they are dropped): a fresh
 //! megabyte costs a page fault per 4 KiB page the first time it is written
 //! (glibc hands freed blocks of that size back to the kernel), which costs
 //! more than copying it. The pool keeps at most [`POOL_BYTES`] in all.
@@ -154,6 +155,22 @@ impl Frame {
         Frame(msg)
     }
 
+    /// A frame of `len` bytes to read a message into (see
+    /// [`Frame::bytes_mut`]): from [`REUSE_MIN`] bytes on its buffer comes
+    /// from the pool and goes back to it when the frame (or what it was
+    /// handed to) is dropped, so a stream of large messages read on one
+    /// thread and dropped on another reuses a few buffers instead of
+    /// faulting in fresh pages for each. Zeroed first (cheaper than the
+    /// faults it saves).
+    pub fn for_reading(len: usize) -> Frame {
+        if len < REUSE_MIN {
+            return Frame::alloc(len);
+        }
+        let mut b = buffer(len);
+        b.resize(len, 0);
+        Frame::owned(b)
+    }
+
     /// A frame that takes `payload`: copied (and the buffer recycled) when
     /// it is small, handed over as it is from [`ZERO_COPY_MIN`] bytes on.
     pub fn owned(payload: Vec<u8>) -> Frame {
@@ -211,7 +228,8 @@ impl Frame {
     ///
     /// # Safety
     /// Nothing else refers to these bytes: the frame was made by
-    /// [`Frame::alloc`] and not shared (see [`Received::share`]).
+    /// [`Frame::alloc`] or [`Frame::for_reading`] and not shared (see
+    /// [`Received::share`]).
     pub unsafe fn bytes_mut(&mut self) -> &mut [u8] {
         let len = self.len();
         if len == 0 {
@@ -443,6 +461,17 @@ mod tests {
             at as usize + 50 - head.len(),
             "copied"
         );
+
+        // A frame to read into: a pooled buffer when it is large, back in
+        // the pool once dropped.
+        let f = Frame::for_reading(1 << 20);
+        assert_eq!(f.len(), 1 << 20);
+        let addr = f.bytes().as_ptr() as usize;
+        drop(f);
+        let again = buffer(1 << 20);
+        assert_eq!(again.as_ptr() as usize, addr, "a read frame's buffer not reused");
+        recycle(again);
+        assert_eq!(Frame::for_reading(100).len(), 100);
 
         // The pool is process-wide: its limits are checked in the same test.
         let big = Vec::with_capacity(POOL_BYTES + 1);

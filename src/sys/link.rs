@@ -214,7 +214,7 @@ impl Stream {
                 }
                 if HEADER + len > self.rx.len() {
                     // Too large for the buffer: read the rest into its frame.
-                    let mut frame = Frame::alloc(len);
+                    let mut frame = Frame::for_reading(len);
                     let have = self.rx_end - body;
                     // SAFETY: a fresh frame of `len` bytes, `have` < `len`.
                     let dst = unsafe { frame.bytes_mut() };
