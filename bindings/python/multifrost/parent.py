@@ -720,6 +720,8 @@ class PendingCall:
 
 # The end of a stream, as _StreamState.next returns it.
 _END = object()
+# next(block=False): no item has come yet, or another thread is in next; wait on another thread.
+_NOT_YET = object()
 
 
 class _StreamState:
@@ -738,6 +740,9 @@ class _StreamState:
     there it waits in slices of ``_SLICE_MS`` so that Python's signal
     handlers (Ctrl-C) run between two waits; ``*end`` false after
     MF_ERR_TIMEOUT tells such a slice from the call's own timeout.
+    ``next(block=False)`` never waits, neither for ``turn`` nor for an item
+    (``mf_stream_next`` with 0 ms): an event loop's thread takes the items
+    already buffered with it and goes to another thread only for ``_NOT_YET``.
     """
 
     def __init__(self, ptr: int) -> None:
@@ -747,47 +752,61 @@ class _StreamState:
         self.in_next = False
         self.closing = False
 
-    def next(self) -> Any:
+    def next(self, block: bool = True) -> Any:
         """Blocks for the next item: its value, ``_END``, or the call's error raised.
 
         A :meth:`close` from another thread during the wait raises
-        :class:`CancelledCallError` here.
+        :class:`CancelledCallError` here. With ``block`` false it returns
+        ``_NOT_YET`` instead of waiting, and the stream stays open.
         """
+        if block:
+            with self.turn:
+                return self._take(_SLICE_MS if threading.current_thread() is threading.main_thread() else -1)
+        if not self.turn.acquire(blocking=False):
+            return _NOT_YET
+        try:
+            return self._take(0)
+        finally:
+            self.turn.release()
+
+    def _take(self, wait: int) -> Any:
+        """:meth:`next` holding ``turn``; ``wait`` 0 never blocks."""
         lib = _ffi.load()
         item = _ffi.mf_buffer()
         end = ctypes.c_bool(False)
-        wait = _SLICE_MS if threading.current_thread() is threading.main_thread() else -1
-        with self.turn:
-            with self.mu:
-                if self.ptr is None or self.closing:
-                    self._free()
-                    return _END
-                ptr = self.ptr
-                self.in_next = True
-            over = True
-            try:
-                while True:
-                    status = lib.mf_stream_next(ptr, wait, ctypes.byref(item), ctypes.byref(end))
-                    if status == Status.OK:
-                        if end.value:
-                            return _END
-                        try:
-                            data = ctypes.string_at(item.data, item.len) if item.len else b""
-                        finally:
-                            lib.mf_buffer_free(item)
-                        ok, value = _decoded(data)
-                        if not ok:
-                            raise value
+        with self.mu:
+            if self.ptr is None or self.closing:
+                self._free()
+                return _END
+            ptr = self.ptr
+            self.in_next = True
+        over = True
+        try:
+            while True:
+                status = lib.mf_stream_next(ptr, wait, ctypes.byref(item), ctypes.byref(end))
+                if status == Status.OK:
+                    if end.value:
+                        return _END
+                    try:
+                        data = ctypes.string_at(item.data, item.len) if item.len else b""
+                    finally:
+                        lib.mf_buffer_free(item)
+                    ok, value = _decoded(data)
+                    if not ok:
+                        raise value
+                    over = False
+                    return value
+                if status == Status.ERR_TIMEOUT and not end.value:
+                    if wait == 0:
                         over = False
-                        return value
-                    if status == Status.ERR_TIMEOUT and not end.value:
-                        continue  # one slice of the main thread's wait passed
-                    raise error_for(status, _ffi.last_error())
-            finally:
-                with self.mu:
-                    self.in_next = False
-                    if over or self.closing:
-                        self._free()
+                        return _NOT_YET
+                    continue  # one slice of the main thread's wait passed
+                raise error_for(status, _ffi.last_error())
+        finally:
+            with self.mu:
+                self.in_next = False
+                if over or self.closing:
+                    self._free()
 
     def close(self) -> None:
         """Any thread: closes now, or cancels a wait in progress whose thread then closes."""
@@ -856,16 +875,26 @@ class Stream:
         return f"<Stream {self._function!r} {'closed' if self._state.ptr is None else 'open'}>"
 
 
+# How many buffered items AsyncStream.__anext__ takes in a row before it lets
+# the event loop run other tasks once.
+_FAST_RUN = 64
+
+
 class AsyncStream:
     """:class:`Stream` for asyncio: ``async for x in worker.astream.count(5)``.
 
-    Each item is awaited without blocking the event loop: ``mf_stream_next``
-    blocks its thread, so it runs in the loop's default executor. The stream
-    is opened at the first ``__anext__``. Cancelling the task that iterates
-    it, ``break``, an exception, dropping the iterator or :meth:`aclose`
-    closes the stream and the worker's generator, at once also while an
-    executor thread waits for an item (``mf_stream_cancel`` ends that wait,
-    and the thread then frees the stream).
+    Each item is awaited without blocking the event loop: an item the
+    library has already received is taken on the loop's thread (a
+    ``mf_stream_next`` that does not wait); only when none has come yet
+    does the blocking ``mf_stream_next`` run in the loop's default executor.
+    After ``_FAST_RUN`` items in a row taken without a wait, ``__anext__``
+    lets the loop run once, so a stream that never runs dry does not starve
+    other tasks. The stream is opened at the first ``__anext__`` (on the
+    executor). Cancelling the task that iterates it, ``break``, an
+    exception, dropping the iterator or :meth:`aclose` closes the stream and
+    the worker's generator, at once also while an executor thread waits for
+    an item (``mf_stream_cancel`` ends that wait, and the thread then frees
+    the stream).
     """
 
     def __init__(
@@ -879,6 +908,7 @@ class AsyncStream:
         self._state: Optional[_StreamState] = None
         self._closed = False
         self._finalizer: Optional[weakref.finalize] = None
+        self._fast_run = 0  # items taken on the loop's thread since it last ran other tasks
 
     def _open_and_next(self) -> Any:
         """On an executor thread: opens the stream on first use, then waits for an item."""
@@ -899,9 +929,18 @@ class AsyncStream:
         return self
 
     async def __anext__(self) -> Any:
-        loop = asyncio.get_running_loop()
         try:
-            value = await loop.run_in_executor(None, self._open_and_next)
+            value = _NOT_YET
+            if self._state is not None:
+                if self._fast_run >= _FAST_RUN:
+                    self._fast_run = 0
+                    await asyncio.sleep(0)
+                value = self._state.next(block=False)
+            if value is _NOT_YET:
+                self._fast_run = 0
+                value = await asyncio.get_running_loop().run_in_executor(None, self._open_and_next)
+            else:
+                self._fast_run += 1
         except BaseException:
             # Cancelled while the executor thread waits: the close cancels
             # the stream, whose wait ends at once; that thread frees it.

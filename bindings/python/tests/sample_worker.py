@@ -201,6 +201,13 @@ class SampleWorker(ChildWorker):
             await asyncio.sleep(0)
             yield i
 
+    async def bursts(self, n, every, pause_ms):
+        """Yields 0..n-1, pausing pause_ms after each `every` items (the parent runs dry)."""
+        for i in range(n):
+            if i and i % every == 0:
+                await asyncio.sleep(pause_ms / 1000)
+            yield i
+
     def count_then_fail(self, n, text):
         """Yields 0..n-1, then raises ValueError(text)."""
         yield from range(n)

@@ -4,6 +4,7 @@ Deadlines below are hang guards only, never measurements.
 """
 
 import asyncio
+import concurrent.futures
 import gc
 import math
 import os
@@ -61,6 +62,76 @@ def test_items_arrive_in_order_and_the_stream_ends(worker, function):
         return [x async for x in getattr(worker.astream, function)(40)]
 
     assert run(main()) == list(range(40))
+
+
+class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, counting the jobs handed to it."""
+
+    def __init__(self):
+        super().__init__(max_workers=4)
+        self.jobs = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_many_small_items_arrive_complete_and_in_order_whether_buffered_or_awaited(worker):
+    # The worker pauses now and then (the parent has nothing buffered: the
+    # wait goes to an executor thread); the consumer awaits something else
+    # now and then (items pile up: they are taken on the loop's thread).
+    n = 20_000
+
+    async def main():
+        executor = CountingExecutor()
+        asyncio.get_running_loop().set_default_executor(executor)
+        got = []
+        async for x in worker.astream.bursts(n, 997, 20):
+            got.append(x)
+            if len(got) % 1_500 == 0:
+                await asyncio.sleep(0.02)
+        return got, executor.jobs
+
+    got, waits = run(main())
+    assert got == list(range(n))
+    # Both ways were taken: more than the first item's wait, fewer than one per item.
+    assert 1 < waits < n, waits
+    # The stream is over and freed; the next one works as before.
+    eventually(lambda: worker.metrics["streams_open"] == 0, "the stream to be freed")
+
+    async def again():
+        return [x async for x in worker.astream.count(3)]
+
+    assert run(again()) == [0, 1, 2]
+
+
+def test_other_tasks_run_while_a_stream_has_items_buffered(worker):
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        # endless() keeps ahead of this consumer: once its window is full,
+        # each item is there before it is asked for.
+        stream = worker.astream.endless()
+        first = [await stream.__anext__() for _ in range(50)]
+        await asyncio.sleep(0.3)  # room for the worker to fill its window
+        task = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        taken = [await stream.__anext__() for _ in range(500)]
+        during = ticks - before
+        task.cancel()
+        await stream.aclose()
+        return first + taken, during
+
+    taken, during = run(main())
+    assert taken == list(range(550))
+    assert during > 0, "the other task never ran while the items were taken"
 
 
 def test_with_options_sets_the_timeout(worker):
