@@ -160,14 +160,17 @@ impl Frame {
     /// from the pool and goes back to it when the frame (or what it was
     /// handed to) is dropped, so a stream of large messages read on one
     /// thread and dropped on another reuses a few buffers instead of
-    /// faulting in fresh pages for each. Zeroed first (cheaper than the
-    /// faults it saves).
+    /// faulting in fresh pages for each. Its bytes are not cleared, as
+    /// those of [`Frame::alloc`] are not: the reader fills them first.
     pub fn for_reading(len: usize) -> Frame {
         if len < REUSE_MIN {
             return Frame::alloc(len);
         }
         let mut b = buffer(len);
-        b.resize(len, 0);
+        // SAFETY: `buffer` gave at least `len` bytes of capacity; they are
+        // written (through `bytes_mut`) before anything reads them, as the
+        // bytes of a message libzmq allocated are.
+        unsafe { b.set_len(len) };
         Frame::owned(b)
     }
 
