@@ -785,7 +785,9 @@ enum mf_status mf_reply_on_cancel(struct mf_reply *r, mf_cancel_fn cb, void *use
  * `mf_reply_error`: the caller gets the error after the items). When the
  * caller did not ask for a stream (a plain call, another implementation's
  * parent), the items are kept and the answer is the array of them instead
- * of the final value. A value that is not one msgpack value →
+ * of the final value; an item that would make that array larger than the
+ * worker's maximum message size → MF_ERR_PROTOCOL, and the call's answer,
+ * whatever the handler answers, is an error saying so. A value that is not one msgpack value →
  * MF_ERR_INVALID_ARGUMENT. From the thread that answers the call.
  */
 enum mf_status mf_reply_yield(struct mf_reply *r, const uint8_t *item, size_t len);

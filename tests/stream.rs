@@ -200,6 +200,30 @@ fn a_plain_call_of_a_yielding_handler_gets_the_list() {
 }
 
 #[test]
+fn a_plain_call_whose_items_outgrow_one_answer_gets_an_error_saying_so() {
+    temp_home();
+    let args = ["--max-message-size".to_owned(), "4096".to_owned()];
+    let p = Parent::spawn(&test_worker(), &args, Options::default()).unwrap();
+    // 100 small integers fit in one answer of 4096 bytes; 5000 do not.
+    let list = p.call("count", &int_args(&[100]), 20_000).unwrap();
+    assert_eq!(&list.bytes()[..1], &[0xdc], "an array of 100");
+    let e = p.call("count", &int_args(&[5000]), 20_000).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Remote);
+    assert!(
+        e.message
+            .contains("yielded for a caller that asked for no stream do not fit in one answer")
+            && e.message.contains("maximum message size of 4096 bytes"),
+        "{}",
+        e.message
+    );
+    // As a stream the same items arrive: the limit is per message.
+    let mut s = p.stream("count", &int_args(&[5000]), 20_000).unwrap();
+    assert_eq!(drain(&mut s).unwrap().len(), 5000);
+    let sum = p.call("add", &int_args(&[1, 2]), 20_000).unwrap();
+    assert_eq!(int(sum.bytes()), 3);
+}
+
+#[test]
 fn the_calls_timeout_is_the_time_between_items_and_never_the_consumers() {
     let mut o = Options::default();
     o.set_stream_credit(4).unwrap();

@@ -126,6 +126,8 @@ struct Shared {
     namespace: RwLock<String>,
     limits: Limits,
     stats: WorkerStats,
+    /// The largest message taken or sent (see `set_max_message_size`).
+    max_message_size: AtomicI64,
 }
 
 /// This process's end of the private link from its parent: looked up once,
@@ -164,7 +166,6 @@ pub struct Worker {
     /// show at once), by `serve` in spawn mode.
     socket: Mutex<Option<zmq::Socket>>,
     handle_signals: AtomicBool,
-    max_message_size: AtomicI64,
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -182,11 +183,11 @@ impl Worker {
                 namespace: RwLock::new(codec::DEFAULT_NAMESPACE.to_owned()),
                 limits: Limits::default(),
                 stats: WorkerStats::default(),
+                max_message_size: AtomicI64::new(DEFAULT_MAX_MESSAGE),
             }),
             mode,
             socket: Mutex::new(None),
             handle_signals: AtomicBool::new(true),
-            max_message_size: AtomicI64::new(DEFAULT_MAX_MESSAGE),
             background: Mutex::new(None),
         };
         if worker.mode != Mode::Spawn {
@@ -290,7 +291,7 @@ impl Worker {
                 "max message size must be >= 1024 bytes, got {bytes}"
             )));
         }
-        self.max_message_size.store(bytes, Ordering::Relaxed);
+        self.shared.max_message_size.store(bytes, Ordering::Relaxed);
         if let Some(socket) = self.socket.lock().as_ref() {
             socket.set_maxmsgsize(crate::zmq_max_message_size(bytes))?;
         }
@@ -342,7 +343,7 @@ impl Worker {
         if self.shared.serving.swap(true, Ordering::AcqRel) {
             return Err(Error::invalid("this worker is already serving"));
         }
-        let max = self.max_message_size.load(Ordering::Relaxed) as u64;
+        let max = self.shared.max_message_size.load(Ordering::Relaxed) as u64;
         let opened = self.socket.lock().take();
         let conn = match opened {
             Some(socket) => Ok(Conn::Zmq(socket)),
@@ -392,7 +393,7 @@ impl Worker {
         socket.set_linger(1000)?;
         socket.set_sndhwm(0)?;
         socket.set_rcvhwm(0)?;
-        let max = self.max_message_size.load(Ordering::Relaxed);
+        let max = self.shared.max_message_size.load(Ordering::Relaxed);
         socket.set_maxmsgsize(crate::zmq_max_message_size(max))?;
         match &self.mode {
             Mode::Spawn => {

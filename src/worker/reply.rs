@@ -188,6 +188,9 @@ pub struct ReplyHandle {
     /// The items yielded for a caller that asked for no stream, as one
     /// MessagePack array's items: its answer is that array.
     collected: Option<Vec<u8>>,
+    /// Those items outgrew the maximum message size: the answer is this
+    /// error instead.
+    too_large: Option<String>,
 }
 
 impl ReplyHandle {
@@ -221,10 +224,7 @@ impl ReplyHandle {
             return Err(Error::invalid("the call was answered already"));
         };
         let Some(credit) = &self.call.credit else {
-            let collected = self.collected.get_or_insert_with(Vec::new);
-            collected.extend_from_slice(item);
-            self.seq += 1;
-            return Ok(());
+            return self.collect(item);
         };
         {
             let mut left = credit.left.lock();
@@ -258,9 +258,37 @@ impl ReplyHandle {
         Ok(())
     }
 
+    /// Keeps an item for a caller that asked for no stream, as long as the
+    /// list fits in one message of the worker's maximum size; past that,
+    /// `Protocol`, and the call's answer is that error.
+    fn collect(&mut self, item: &[u8]) -> Result<()> {
+        if let Some(text) = &self.too_large {
+            return Err(Error::new(ErrorKind::Protocol, text.clone()));
+        }
+        let max = self.shared.max_message_size.load(Ordering::Relaxed).max(0) as usize;
+        let collected = self.collected.get_or_insert_with(Vec::new);
+        // The answer's head (id, type, ...) and the array's stay well under 256 bytes.
+        if collected.len() + item.len() + 256 > max {
+            let text = format!(
+                "the {} items yielded for a caller that asked for no stream do not fit in one \
+                 answer: the list would exceed the maximum message size of {max} bytes",
+                self.seq + 1
+            );
+            self.collected = None;
+            self.too_large = Some(text.clone());
+            return Err(Error::new(ErrorKind::Protocol, text));
+        }
+        collected.extend_from_slice(item);
+        self.seq += 1;
+        Ok(())
+    }
+
     /// The collected items as one array, when the handler yielded for a
-    /// caller that asked for no stream.
+    /// caller that asked for no stream (or the error saying they did not fit).
     fn collected_answer(&mut self) -> Option<Frame> {
+        if let Some(text) = self.too_large.take() {
+            return Some(error_payload(Some(self.call.id.as_str()), &text, None));
+        }
         let items = self.collected.take()?;
         let mut array = Vec::with_capacity(items.len() + 5);
         rmp::encode::write_array_len(&mut array, self.seq as u32).ok()?;
@@ -336,6 +364,10 @@ impl ReplyHandle {
 
     fn send_error(&mut self, text: &str, kind: Option<ErrorKindName>) {
         if self.identity.is_some() {
+            // Items that outgrew the answer are why it failed, whatever the
+            // handler made of its failed yield.
+            let too_large = self.too_large.take();
+            let text = too_large.as_deref().unwrap_or(text);
             let payload = error_payload(Some(self.call.id.as_str()), text, kind);
             self.shared
                 .stats
@@ -415,6 +447,7 @@ impl ReplyHandle {
             call,
             seq: 0,
             collected: None,
+            too_large: None,
             deadline: remaining_ms
                 .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
         }
