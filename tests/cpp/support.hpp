@@ -1,14 +1,16 @@
 // Shared helpers of the C++ tests: a fixture that spawns the C++ test worker,
-// and assertions on mf::Error.
+// assertions on mf::Error, and a wait for observable state.
 #pragma once
 
 #include <multifrost.hpp>
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <optional>
 #include <regex>
 #include <string>
+#include <thread>
 #include <typeinfo>
 
 #ifndef CPP_TEST_WORKER
@@ -53,6 +55,16 @@ std::string error_as(F body) {
   }
   ADD_FAILURE() << "nothing thrown (expected " << typeid(E).name() << ")";
   return {};
+}
+
+/// Polls `ready` every 10 ms for up to 30 s (a hang guard, not a bound).
+template <class F>
+bool eventually(F ready) {
+  for (int i = 0; i < 3000; i++) {
+    if (ready()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return ready();
 }
 
 /// The integer value of `"key":<n>` in a flat JSON object, if present.

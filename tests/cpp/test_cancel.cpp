@@ -21,21 +21,12 @@ namespace {
 
 using namespace std::chrono_literals;
 using mft::error_as;
+using mft::eventually;
 using mft::json_int;
 
 /// A cpp_test_worker with `threads` handler threads.
 mf::Parent spawn_threads(const char* threads, const mf::Options& options = {}) {
   return mf::Parent::spawn(CPP_TEST_WORKER, {"--concurrency", threads}, options);
-}
-
-/// Polls `ready` every 10 ms for up to 30 s (a hang guard, not a bound).
-template <class F>
-bool eventually(F ready) {
-  for (int i = 0; i < 3000; i++) {
-    if (ready()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return ready();
 }
 
 /// A file name of this test run that does not exist yet.

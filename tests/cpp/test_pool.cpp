@@ -25,6 +25,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using mft::error_as;
+using mft::eventually;
 
 /// One worker's entry of the stats (Parent::stats_json's "workers").
 struct WorkerStats {
@@ -62,16 +63,6 @@ std::set<std::int64_t> pids(const mf::Parent& p) {
 bool alive(std::int64_t pid) {
   struct stat st;
   return ::stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0;
-}
-
-/// Polls `ready` every 10 ms for up to 30 s (a hang guard, not a bound).
-template <class F>
-bool eventually(F ready) {
-  for (int i = 0; i < 3000; i++) {
-    if (ready()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return ready();
 }
 
 bool each_in_flight(const mf::Parent& p, std::int64_t n) {

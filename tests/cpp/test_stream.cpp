@@ -20,20 +20,11 @@ namespace {
 
 using namespace std::chrono_literals;
 using mft::error_as;
+using mft::eventually;
 using mft::json_int;
 
 static_assert(!std::is_copy_constructible_v<mf::Stream<int>>, "a stream is move-only");
 static_assert(std::is_nothrow_move_constructible_v<mf::Stream<int>>, "a stream moves");
-
-/// Polls `ready` every 10 ms for up to 30 s (a hang guard, not a bound).
-template <class F>
-bool eventually(F ready) {
-  for (int i = 0; i < 3000; i++) {
-    if (ready()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return ready();
-}
 
 /// The worker's [items yielded, streams closed].
 std::vector<int> counted(mf::Parent& p) { return p.call_for<std::vector<int>>(20s, "counted"); }
