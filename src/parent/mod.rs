@@ -244,20 +244,6 @@ impl Member {
         self.shared.run_sync(&slot, id, payload, pending)
     }
 
-    /// [`Parent::call_async`] that also gives the call's number, for
-    /// [`Parent::cancel`].
-    pub fn call_start(
-        &self,
-        function: &str,
-        args: &[u8],
-        timeout_ms: i64,
-        done: Done,
-    ) -> Result<u64> {
-        let mut number = 0;
-        self.call_numbered(function, args, timeout_ms, done, |n| number = n)?;
-        Ok(number)
-    }
-
     /// Starts a call, handing its number to `numbered` before the call is
     /// submitted, so before it can end (the C API writes it for the caller there).
     pub(crate) fn call_numbered(

@@ -182,9 +182,7 @@ impl Parent {
         timeout_ms: i64,
         done: Done,
     ) -> Result<()> {
-        self.pick()
-            .call_start(function, args, timeout_ms, done)
-            .map(drop)
+        self.call_numbered(function, args, timeout_ms, done, |_| {})
     }
 
     /// [`Parent::call_async`] that also gives the call's number, for
@@ -196,7 +194,9 @@ impl Parent {
         timeout_ms: i64,
         done: Done,
     ) -> Result<u64> {
-        self.pick().call_start(function, args, timeout_ms, done)
+        let mut number = 0;
+        self.call_numbered(function, args, timeout_ms, done, |n| number = n)?;
+        Ok(number)
     }
 
     /// Starts a call, handing its number to `numbered` before the call is
