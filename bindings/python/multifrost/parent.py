@@ -1004,6 +1004,14 @@ class _CallProxyBase:
     def _invoke(self, name: str, *args: Any) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _with(self, timeout: Optional[float], namespace: Optional[str]) -> Any:
+        """A proxy of the same kind; each option not given keeps this one's."""
+        return type(self)(
+            self._worker,
+            timeout if timeout is not None else self._timeout,
+            namespace if namespace is not None else self._namespace,
+        )
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} timeout={self._timeout} namespace={self._namespace}>"
 
@@ -1030,11 +1038,7 @@ class AsyncCallProxy(_CallProxyBase):
         Returns:
             A new proxy; this one is unchanged.
         """
-        return AsyncCallProxy(
-            self._worker,
-            timeout if timeout is not None else self._timeout,
-            namespace if namespace is not None else self._namespace,
-        )
+        return self._with(timeout, namespace)
 
     def _invoke(self, name: str, *args: Any) -> Awaitable[Any]:
         return self._worker.call_function(name, *args, timeout=self._timeout, namespace=self._namespace)
@@ -1047,11 +1051,7 @@ class SyncCallProxy(_CallProxyBase):
 
     def with_options(self, *, timeout: Optional[float] = None, namespace: Optional[str] = None) -> "SyncCallProxy":
         """A proxy whose calls use these options (see :meth:`AsyncCallProxy.with_options`)."""
-        return SyncCallProxy(
-            self._worker,
-            timeout if timeout is not None else self._timeout,
-            namespace if namespace is not None else self._namespace,
-        )
+        return self._with(timeout, namespace)
 
     def _invoke(self, name: str, *args: Any) -> Any:
         return self._worker.sync.call_function(name, *args, timeout=self._timeout, namespace=self._namespace)
@@ -1067,11 +1067,7 @@ class AsyncStreamProxy(_CallProxyBase):
 
         The timeout limits the wait for the first item and then between items.
         """
-        return AsyncStreamProxy(
-            self._worker,
-            timeout if timeout is not None else self._timeout,
-            namespace if namespace is not None else self._namespace,
-        )
+        return self._with(timeout, namespace)
 
     def _invoke(self, name: str, *args: Any) -> AsyncStream:
         return self._worker.stream_function(name, *args, timeout=self._timeout, namespace=self._namespace)
@@ -1084,11 +1080,7 @@ class SyncStreamProxy(_CallProxyBase):
 
     def with_options(self, *, timeout: Optional[float] = None, namespace: Optional[str] = None) -> "SyncStreamProxy":
         """A proxy whose streams use these options (see :meth:`AsyncStreamProxy.with_options`)."""
-        return SyncStreamProxy(
-            self._worker,
-            timeout if timeout is not None else self._timeout,
-            namespace if namespace is not None else self._namespace,
-        )
+        return self._with(timeout, namespace)
 
     def _invoke(self, name: str, *args: Any) -> Stream:
         return self._worker.sync.stream_function(name, *args, timeout=self._timeout, namespace=self._namespace)
