@@ -85,19 +85,27 @@ func runParent(t *testing.T, parent string, args ...string) {
 	}
 }
 
+// The absolute path of a C example program (`role` is "worker" or
+// "parent"); the test is skipped when it is not built.
+func cProgram(t *testing.T, path, role string) string {
+	t.Helper()
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		t.Skipf("the C math %s %s is not built (run `make build` first): %v", role, abs, err)
+	}
+	return abs
+}
+
 func TestMathParentWithGoWorker(t *testing.T) {
 	parent, worker := build(t)
 	runParent(t, parent, worker)
 }
 
 func TestMathParentWithCWorker(t *testing.T) {
-	worker, err := filepath.Abs(cWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(worker); err != nil {
-		t.Skipf("the C math worker %s is not built (run `make build` first): %v", worker, err)
-	}
+	worker := cProgram(t, cWorker, "worker")
 	parent, _ := build(t)
 	runParent(t, parent, worker)
 }
@@ -105,13 +113,7 @@ func TestMathParentWithCWorker(t *testing.T) {
 // The C math_parent spawns the Go math_worker: a Go worker answers any
 // parent that speaks the protocol.
 func TestCMathParentWithGoWorker(t *testing.T) {
-	cparent, err := filepath.Abs(cParent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(cparent); err != nil {
-		t.Skipf("the C math parent %s is not built (run `make build` first): %v", cparent, err)
-	}
+	cparent := cProgram(t, cParent, "parent")
 	_, worker := build(t)
 	out, err := exec.Command(cparent, worker).CombinedOutput()
 	if err != nil {
@@ -225,13 +227,7 @@ func TestMathParentPoolOfGoWorkers(t *testing.T) {
 
 // The C math_parent with a pool of Go math workers.
 func TestCMathParentPoolOfGoWorkers(t *testing.T) {
-	cparent, err := filepath.Abs(cParent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(cparent); err != nil {
-		t.Skipf("the C math parent %s is not built (run `make build` first): %v", cparent, err)
-	}
+	cparent := cProgram(t, cParent, "parent")
 	_, worker := build(t)
 	out, err := exec.Command(cparent, "--workers", "2", worker).Output()
 	if err != nil {
